@@ -1,0 +1,35 @@
+# Every target does its own setup: a fresh clone needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck check bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)  ## run the main job against the built-in sandbox, into the embedded SQLite default
+	$(BIN)/python -m etl demo
+
+test: $(STAMP)  ## lint, type-check and run the whole suite (SQLite and PostgreSQL)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+bench: $(STAMP)  ## print the throughput figures the README quotes
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) follow_etl.db .pytest_cache .mypy_cache .ruff_cache
