@@ -1,0 +1,207 @@
+"""Settings: the only module that reads the environment, once, into a frozen object."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from etl.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///follow_etl.db"
+DEFAULT_ADMIN = "administrator"
+DEFAULT_RATE = 150.0  # calls/s: under the documented 200/s per app, leaving room for the app
+DEFAULT_TIMEOUT = 10.0  # seconds: the service gives up at 3 s, so wait longer than that
+
+# Regional domains and their backups, from the reference.
+REGIONS: dict[str, tuple[str, str]] = {
+    "china": ("console.tim.qq.com", "adminapi.my-imcloud.com"),
+    "singapore": ("adminapisgp.im.qcloud.com", "adminapisgp.my-imcloud.com"),
+    "seoul": ("adminapikr.im.qcloud.com", "adminapikr.my-imcloud.com"),
+    "tokyo": ("adminapijpn.im.qcloud.com", "adminapijpn.my-imcloud.com"),
+    "frankfurt": ("adminapiger.im.qcloud.com", "adminapiger.my-imcloud.com"),
+    "mumbai": ("adminapiind.im.qcloud.com", "adminapiind.my-imcloud.com"),
+    "silicon-valley": ("adminapiusa.im.qcloud.com", "adminapiusa.my-imcloud.com"),
+    "jakarta": ("adminapiidn.im.qcloud.com", "adminapiidn.my-imcloud.com"),
+}
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself: call only where it is sent or used to sign."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard the client retries a transient error."""
+
+    attempts: int = 8
+    max_seconds: float = 300.0
+    initial_wait: float = 0.5
+    max_wait: float = 30.0
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """Everything needed to call the follow API."""
+
+    sdkappid: int
+    admin: str
+    base_urls: tuple[str, ...]
+    secret_key: Secret | None
+    usersig: Secret | None
+    rate: float
+    timeout: float
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration, read once at the edge."""
+
+    database_url: URL
+    admin: str
+    sdkappid: int | None
+    secret_key: Secret | None
+    usersig: Secret | None
+    region: str | None
+    base_url: str | None
+    rate: float
+    timeout: float
+    retry: RetryPolicy
+
+    def api(self) -> ApiSettings:
+        """The API settings, or a ConfigError naming what is missing."""
+        if self.sdkappid is None:
+            raise ConfigError("IM_SDKAPPID is not set (the app's SDKAppID)")
+        if self.secret_key is None and self.usersig is None:
+            raise ConfigError("set IM_SECRET_KEY (preferred) or IM_USERSIG")
+        if self.base_url:
+            base_urls: tuple[str, ...] = (self.base_url,)
+        elif self.region:
+            base_urls = tuple(f"https://{domain}" for domain in REGIONS[self.region])
+        else:
+            raise ConfigError("set IM_REGION (one of " + ", ".join(REGIONS) + ") or IM_BASE_URL")
+        return ApiSettings(
+            sdkappid=self.sdkappid,
+            admin=self.admin,
+            base_urls=base_urls,
+            secret_key=self.secret_key,
+            usersig=self.usersig,
+            rate=self.rate,
+            timeout=self.timeout,
+            retry=self.retry,
+        )
+
+
+def database_url(raw: str) -> URL:
+    """Parse a SQLAlchemy URL; plain ``postgresql://`` and ``postgres://`` use psycopg 3."""
+    try:
+        url = make_url(raw)
+    except ArgumentError as exc:
+        raise ConfigError(f"DATABASE_URL is not a database URL: {exc}") from None
+    if url.drivername in ("postgresql", "postgres"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() not in ("postgresql", "sqlite"):
+        raise ConfigError(
+            f"DATABASE_URL: unsupported database {url.get_backend_name()!r} "
+            "(use postgresql:// or sqlite:///)"
+        )
+    return url
+
+
+def base_url(raw: str) -> str:
+    """Validate IM_BASE_URL: https anywhere, plain http only on loopback (the UserSig is in it)."""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"IM_BASE_URL must be an http(s) URL with a host, got {raw!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            "IM_BASE_URL: plain http:// is refused except on loopback, "
+            "because the UserSig travels in the query string; use https://"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError("IM_BASE_URL must not carry a query string or fragment")
+    return raw.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw!r}")
+    return value
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the configuration from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    sdkappid: int | None = None
+    if raw := env.get("IM_SDKAPPID", "").strip():
+        if not raw.isdigit():
+            raise ConfigError(f"IM_SDKAPPID must be a positive integer, got {raw!r}")
+        sdkappid = int(raw)
+    region = env.get("IM_REGION", "").strip().lower() or None
+    if region is not None and region not in REGIONS:
+        raise ConfigError(f"IM_REGION {region!r} is not one of: " + ", ".join(REGIONS))
+    raw_base = env.get("IM_BASE_URL", "").strip()
+    secret = env.get("IM_SECRET_KEY", "").strip()
+    sig = env.get("IM_USERSIG", "").strip()
+    admin = env.get("IM_ADMIN", "").strip() or DEFAULT_ADMIN
+    rate = _number(env, "IM_RATE", DEFAULT_RATE, minimum=0.001)
+    if rate <= 0:
+        raise ConfigError("IM_RATE must be positive")
+    return Settings(
+        database_url=database_url(env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL),
+        admin=admin,
+        sdkappid=sdkappid,
+        secret_key=Secret(secret) if secret else None,
+        usersig=Secret(sig) if sig else None,
+        region=region,
+        base_url=base_url(raw_base) if raw_base else None,
+        rate=rate,
+        timeout=_number(env, "IM_TIMEOUT", DEFAULT_TIMEOUT, minimum=3.5),
+        retry=RetryPolicy(
+            attempts=int(_number(env, "IM_RETRY_ATTEMPTS", 8, minimum=1)),
+            max_seconds=_number(env, "IM_RETRY_MAX_SECONDS", 300.0, minimum=0),
+            initial_wait=_number(env, "IM_RETRY_WAIT", 0.5, minimum=0),
+        ),
+    )

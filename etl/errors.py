@@ -1,0 +1,82 @@
+"""One exception tree for everything follow-etl raises on purpose.
+
+    EtlError                      base; carries the process exit code the CLI uses
+    ├── UsageError          (2)   bad arguments or input file; nothing was fetched
+    ├── ConfigError         (3)   missing or invalid configuration; nothing was fetched
+    ├── DatabaseError       (5)   the database cannot be reached or refused a statement
+    ├── RunIncomplete       (6)   the run stopped early with lists left to do; resumable
+    └── ApiError                  the follow API answered an error or could not be reached
+        ├── TransientApiError     worth retrying: 30006, 30007, 60008, 60014, HTTP 5xx,
+        │   │                     timeouts, connection errors, a body that is not JSON
+        │   └── RateLimitedError  60007, 60011, 60018, 60019 (and HTTP 429): slow down first
+        ├── AccountNotFound       30003: the account does not exist; skip its lists
+        ├── RequestRejected       30001: bad parameter; on a resumed cursor, restart the list
+        └── FatalApiError   (4)   credentials, app or client bug: stop the run (resumable)
+
+Messages never contain the secret key or a UserSig: the request URL, which carries the
+UserSig, is never put into an error.
+"""
+
+from __future__ import annotations
+
+
+class EtlError(Exception):
+    """Base of every error follow-etl raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(EtlError):
+    """The command line or an input file is wrong."""
+
+    exit_code = 2
+
+
+class ConfigError(EtlError):
+    """The configuration (environment) is missing something or is invalid."""
+
+    exit_code = 3
+
+
+class DatabaseError(EtlError):
+    """The database cannot be reached, is not migrated, or refused a statement."""
+
+    exit_code = 5
+
+
+class RunIncomplete(EtlError):
+    """The run ended with lists left to do; the next ``sync`` of the job resumes it."""
+
+    exit_code = 6
+
+
+class ApiError(EtlError):
+    """The follow API answered with an error, or could not be reached."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransientApiError(ApiError):
+    """An error that a later retry may not see."""
+
+
+class RateLimitedError(TransientApiError):
+    """The service says we call too often: wait longer before the retry."""
+
+
+class AccountNotFound(ApiError):
+    """30003: the requested account does not exist."""
+
+
+class RequestRejected(ApiError):
+    """30001: the service rejected a request parameter (a stale cursor, most likely)."""
+
+
+class FatalApiError(ApiError):
+    """An answer no retry can fix: wrong credentials, app not enabled, or a client bug."""
+
+    exit_code = 4
