@@ -1,0 +1,125 @@
+"""API payload -> typed rows for the edge and profile tables. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FANS, FOLLOWS, MUTUAL = 1, 2, 3
+TYPE_NAMES = {FANS: "fans", FOLLOWS: "follows", MUTUAL: "mutual"}
+
+_INT, _STR = int, str
+# Standard profile tag -> (column, python type of the column).
+STANDARD_TAGS: dict[str, tuple[str, type]] = {
+    "Tag_Profile_IM_Nick": ("nick", _STR),
+    "Tag_Profile_IM_Gender": ("gender", _STR),
+    "Tag_Profile_IM_BirthDay": ("birthday", _INT),
+    "Tag_Profile_IM_Location": ("location", _STR),
+    "Tag_Profile_IM_SelfSignature": ("self_signature", _STR),
+    "Tag_Profile_IM_AllowType": ("allow_type", _STR),
+    "Tag_Profile_IM_Language": ("language", _INT),
+    "Tag_Profile_IM_Image": ("image", _STR),
+    "Tag_Profile_IM_MsgSettings": ("msg_settings", _INT),
+    "Tag_Profile_IM_AdminForbidType": ("admin_forbid_type", _STR),
+    "Tag_Profile_IM_Level": ("level", _INT),
+    "Tag_Profile_IM_Role": ("role", _INT),
+}
+PROFILE_COLUMNS = tuple(column for column, _ in STANDARD_TAGS.values())
+_INT64_MAX = 2**63 - 1
+
+
+@dataclass
+class PageRows:
+    """The rows one page of a follow list yields, each key at most once."""
+
+    edges: list[dict[str, Any]] = field(default_factory=list)
+    profiles: list[dict[str, Any]] = field(default_factory=list)
+    skipped_items: int = 0
+
+    @property
+    def to_accounts(self) -> list[str]:
+        """The To_Account of every edge, in page order."""
+        return [edge["to_account"] for edge in self.edges]
+
+
+def follow_time(value: Any) -> datetime | None:
+    """FollowTime (Unix seconds) as an aware UTC datetime; None when absent or nonsense."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(value, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _sequence(item: dict[str, Any]) -> int | None:
+    # The reference spells it profile_sequence; Tencent's own web SDK reads ProfileSequence.
+    for key in ("profile_sequence", "ProfileSequence"):
+        value = item.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+    return None
+
+
+def _column_value(value: Any, kind: type) -> Any:
+    if kind is _STR:
+        return value if isinstance(value, str) else None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= _INT64_MAX:
+        return value
+    return None
+
+
+def profile_row(user_id: str, sequence: int, items: Any) -> dict[str, Any]:
+    """One profile snapshot: standard tags in their columns, every tag (custom too) in ``tags``."""
+    tags: dict[str, Any] = {}
+    if isinstance(items, list):
+        for pair in items:
+            if isinstance(pair, dict) and isinstance(pair.get("Tag"), str):
+                tags[pair["Tag"]] = pair.get("Value")
+    row: dict[str, Any] = {"user_id": user_id, "profile_sequence": sequence, "tags": tags}
+    for tag, (column, kind) in STANDARD_TAGS.items():
+        row[column] = _column_value(tags.get(tag), kind)
+    return row
+
+
+def parse_page(body: dict[str, Any], account: str, follow_type: int) -> PageRows:
+    """Turn one follow_get answer into edge and profile rows, dropping malformed items."""
+    rows = PageRows()
+    seen_edges: set[str] = set()
+    seen_profiles: set[tuple[str, int]] = set()
+    items = body.get("FollowItem") or []
+    if not isinstance(items, list):
+        items = []
+    for item in items:
+        to_account = item.get("To_Account") if isinstance(item, dict) else None
+        if not isinstance(to_account, str) or not to_account:
+            rows.skipped_items += 1
+            continue
+        # A list that changes between pages can repeat an account; one row per key per batch.
+        if to_account not in seen_edges:
+            seen_edges.add(to_account)
+            rows.edges.append(
+                {
+                    "account": account,
+                    "follow_type": follow_type,
+                    "to_account": to_account,
+                    "follow_time": follow_time(item.get("FollowTime")),
+                }
+            )
+        sequence = _sequence(item)
+        if sequence is not None and (to_account, sequence) not in seen_profiles:
+            seen_profiles.add((to_account, sequence))
+            rows.profiles.append(profile_row(to_account, sequence, item.get("ProfileItem")))
+    if rows.skipped_items:
+        log.warning("%s/%s: dropped %d malformed items", account, follow_type, rows.skipped_items)
+    return rows
