@@ -1,0 +1,381 @@
+"""Request handling for the sandbox: Tencent's follow API, answered from a ``Graph``, no sockets.
+
+``Sandbox.handle`` takes (method, path, query, body) and returns a ``SandboxResponse``; the HTTP
+server and the httpx ``MockTransport`` are thin shells around it. Latency and "slow" faults are
+returned as a ``delay`` for the shell to sleep, so tests of the logic never wait.
+
+The checks run in the service's order: URL parameters (60009), SDKAppID (60005), UserSig (700xx),
+administrator (30004), call rate (60007), injected faults, JSON body (60003), then the route's own
+parameters (30001) and account (30003).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import json
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+
+from etl import usersig
+from etl.sandbox import admin
+from etl.sandbox.cursor import CursorCodec, InvalidCursor
+from etl.sandbox.graph import FOLLOW_TYPES, Graph, ListView
+from etl.sandbox.stats import SandboxStats
+
+FOLLOW_GET = "/v4/follow/follow_get"
+FOLLOW_GET_INFO = "/v4/follow/follow_get_info"
+API_ROUTES = (FOLLOW_GET, FOLLOW_GET_INFO)
+FAULT_KINDS = ("30006", "30007", "502", "503", "truncated", "slow")
+
+_MAX_RANDOM = 4294967295
+_OK_TAIL = b',"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorDisplay":""}'
+_JSON = "application/json; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How the sandbox behaves: credentials, limits and injected faults."""
+
+    sdkappid: int = 1400000001
+    admin: str = "administrator"
+    secret_key: str = field(default="sandbox-secret-key-0123456789abcdef", repr=False)
+    faults: float = 0.0
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    slow_ms: float = 5000.0
+    latency_ms: float = 0.0
+    rate: float | None = None
+    cursor_ttl: float | None = None
+    sequence_key: str = "profile_sequence"
+    fault_seed: int = 0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.fault_kinds) - set(FAULT_KINDS)
+        if unknown or not self.fault_kinds:
+            raise ValueError(f"fault_kinds must be a non-empty subset of {FAULT_KINDS}")
+        if not 0.0 <= self.faults <= 1.0:
+            raise ValueError("faults is a probability between 0 and 1")
+
+
+@dataclass(frozen=True)
+class SandboxResponse:
+    """One answer; the transport waits ``delay`` seconds before sending it.
+
+    ``truncated`` marks a body cut in half on purpose: the transport must announce the full
+    length and break off, the way a dropped connection looks to a client.
+    """
+
+    status: int
+    body: bytes
+    content_type: str = _JSON
+    delay: float = 0.0
+    truncated: bool = False
+    full_length: int = 0
+
+
+class _BadRequest(Exception):
+    """A check failed: answer HTTP 200 with this Tencent error code."""
+
+    def __init__(self, code: int, info: str) -> None:
+        super().__init__(info)
+        self.code = code
+        self.info = info
+
+
+def _json(obj: object) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _error_body(code: int, info: str) -> bytes:
+    return _json({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info, "ErrorDisplay": ""})
+
+
+def _is_uint(text: str) -> bool:
+    # Length-capped so int() never meets a string past Python's digit limit.
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
+class Sandbox:
+    """Tencent's follow endpoints answered from a Graph, with auth, rate limit and faults."""
+
+    def __init__(
+        self, graph: Graph, config: SandboxConfig, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.graph = graph
+        self.config = config
+        self._clock = clock
+        self._cursors = CursorCodec(config.secret_key)
+        self._fault_rng = random.Random(config.fault_seed)
+        self._fault_lock = threading.Lock()
+        self._rate_lock = threading.Lock()
+        self._accepted_window: deque[float] = deque()
+        # user index -> (sequence, item template with a %d slot for FollowTime)
+        self._fragments: dict[int, tuple[int, bytes]] = {}
+        self._seq_key = _json(config.sequence_key)
+        self._stats = SandboxStats()
+
+    # ---- stats ---------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, object]:
+        """A snapshot of the counters (API routes only; admin calls are not counted)."""
+        return self._stats.snapshot()
+
+    def reset_stats(self) -> None:
+        """Zero every counter and forget the request timestamps."""
+        self._stats.reset()
+
+    def max_calls_in_window(self, window: float = 1.0, *, accepted_only: bool = False) -> int:
+        """Most follow_get requests received (or only rate-accepted ones) in any window."""
+        return self._stats.max_calls_in_window(window, accepted_only=accepted_only)
+
+    # ---- entry points --------------------------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, query: Mapping[str, str], body: bytes
+    ) -> SandboxResponse:
+        """Answer one HTTP request."""
+        if path.startswith("/sandbox/"):
+            status, answer = admin.answer(self, method, path, query, body)
+            return SandboxResponse(status, _json(answer))
+        if path not in API_ROUTES:
+            self._stats.answered("other", 404, None, None)
+            return SandboxResponse(404, _json({"error": "not found", "path": path}))
+        if path == FOLLOW_GET:
+            self._stats.received(self._clock())
+        response, code, fault = self._api(method, path, query, body)
+        self._stats.answered(path, response.status, code, fault)
+        latency = self.config.latency_ms / 1000
+        if latency:
+            response = dataclasses.replace(response, delay=response.delay + latency)
+        return response
+
+    def transport(self) -> httpx.MockTransport:
+        """An httpx transport that answers in-process (sleeping any delay, breaking truncations)."""
+
+        def answer(request: httpx.Request) -> httpx.Response:
+            response = self.handle(
+                request.method, request.url.path, dict(request.url.params), request.read()
+            )
+            if response.delay:
+                time.sleep(response.delay)
+            if response.truncated:
+                # The same failure the socket server produces: a body that stops short.
+                raise httpx.RemoteProtocolError(
+                    "peer closed connection without sending complete message body "
+                    f"(received {len(response.body)} bytes, expected {response.full_length})",
+                    request=request,
+                )
+            return httpx.Response(
+                response.status,
+                content=response.body,
+                headers={"Content-Type": response.content_type},
+            )
+
+        return httpx.MockTransport(answer)
+
+    # ---- the Tencent API -----------------------------------------------------------------
+
+    def _api(
+        self, method: str, path: str, query: Mapping[str, str], body: bytes
+    ) -> tuple[SandboxResponse, int | None, str | None]:
+        try:
+            if method != "POST":
+                raise _BadRequest(60002, "HTTP method must be POST")
+            self._check_auth(query)
+            self._check_rate(path)
+        except _BadRequest as exc:
+            return SandboxResponse(200, _error_body(exc.code, exc.info)), exc.code, None
+
+        fault = self._pick_fault()
+        if fault in ("30006", "30007"):
+            code = int(fault)
+            info = "server internal error" if code == 30006 else "network timeout"
+            return SandboxResponse(200, _error_body(code, info)), code, fault
+        if fault in ("502", "503"):
+            title = "502 Bad Gateway" if fault == "502" else "503 Service Unavailable"
+            html = f"<html><body><h1>{title}</h1></body></html>".encode()
+            return SandboxResponse(int(fault), html, "text/html"), None, fault
+
+        try:
+            answer, items, key = self._route(path, body)
+        except _BadRequest as exc:
+            return SandboxResponse(200, _error_body(exc.code, exc.info)), exc.code, fault
+        if fault == "truncated":
+            cut = answer[: len(answer) // 2]
+            return SandboxResponse(200, cut, truncated=True, full_length=len(answer)), None, fault
+        self._stats.served(items, key)
+        delay = self.config.slow_ms / 1000 if fault == "slow" else 0.0
+        return SandboxResponse(200, answer, delay=delay), 0, fault
+
+    def _route(self, path: str, body: bytes) -> tuple[bytes, int, str | None]:
+        """(answer, items served, list key) of a request that passed auth, rate and faults."""
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _BadRequest(60003, "request body is not valid JSON") from exc
+        if not isinstance(payload, dict):
+            raise _BadRequest(60003, "request body must be a JSON object")
+        if path == FOLLOW_GET:
+            return self._follow_get(payload)
+        return self._follow_get_info(payload), 0, None
+
+    def _check_auth(self, query: Mapping[str, str]) -> None:
+        for name in ("sdkappid", "identifier", "usersig", "random", "contenttype"):
+            if name not in query:
+                raise _BadRequest(60009, f"missing URL parameter: {name}")
+        if not _is_uint(query["sdkappid"]):
+            raise _BadRequest(60009, "invalid URL parameter: sdkappid must be an integer")
+        if not _is_uint(query["random"]) or int(query["random"]) > _MAX_RANDOM:
+            raise _BadRequest(60009, "invalid URL parameter: random must be in 0..4294967295")
+        if query["contenttype"] != "json":
+            raise _BadRequest(60009, "invalid URL parameter: contenttype must be json")
+        sdkappid = int(query["sdkappid"])
+        if sdkappid != self.config.sdkappid:
+            raise _BadRequest(60005, "SDKAppID is invalid")
+        try:
+            usersig.verify(
+                query["usersig"],
+                sdkappid=sdkappid,
+                identifier=query["identifier"],
+                secret_key=self.config.secret_key,
+                now=int(self._clock()),
+            )
+        except usersig.UserSigRejected as exc:
+            raise _BadRequest(exc.code, f"UserSig rejected: {exc}") from exc
+        if query["identifier"] != self.config.admin:
+            raise _BadRequest(30004, "this API needs App administrator permission")
+
+    def _check_rate(self, path: str) -> None:
+        now = self._clock()
+        limit = self.config.rate
+        if limit is not None:
+            with self._rate_lock:
+                window = self._accepted_window
+                while window and now - window[0] >= 1.0:
+                    window.popleft()
+                if len(window) >= limit:
+                    raise _BadRequest(60007, "call frequency over the limit")
+                window.append(now)
+        if path == FOLLOW_GET:
+            self._stats.accepted(now)
+
+    def _pick_fault(self) -> str | None:
+        if self.config.faults <= 0.0:
+            return None
+        with self._fault_lock:
+            if self._fault_rng.random() >= self.config.faults:
+                return None
+            return self._fault_rng.choice(self.config.fault_kinds)
+
+    def _follow_get(self, payload: dict[str, object]) -> tuple[bytes, int, str]:
+        account = payload.get("From_Account")
+        follow_type = payload.get("FollowType")
+        want = payload.get("WantNum", 100)
+        cursor = payload.get("StartCursor", "")
+        if not isinstance(account, str) or not account:
+            raise _BadRequest(30001, "From_Account must be a non-empty string")
+        if type(follow_type) is not int or follow_type not in FOLLOW_TYPES:
+            raise _BadRequest(30001, "FollowType must be 1, 2 or 3")
+        if type(want) is not int or not 1 <= want <= 1000:
+            raise _BadRequest(30001, "WantNum must be an integer in 1..1000")
+        if not isinstance(cursor, str):
+            raise _BadRequest(30001, "StartCursor must be a string")
+        view = self.graph.view(account, follow_type)
+        if view is None:
+            raise _BadRequest(30003, f"account {account} does not exist")
+        start = self._cursor_start(cursor, account, follow_type, view) if cursor else 0
+        end = min(start + want, len(view.ids))
+        next_cursor = (
+            self._cursors.issue(account, follow_type, view.ids[end - 1], self._clock())
+            if end < len(view.ids)
+            else ""
+        )
+        body = b"".join(
+            (
+                b'{"FollowItem":[',
+                b",".join(self._render(view, start, end)),
+                b'],"NextCursor":',
+                _json(next_cursor),
+                _OK_TAIL,
+            )
+        )
+        return body, end - start, f"{account}/{follow_type}"
+
+    def _render(self, view: ListView, start: int, end: int) -> list[bytes]:
+        seqs = self.graph.sequences
+        fragments = self._fragments
+        out = []
+        for i, uid, at in zip(
+            view.members[start:end], view.ids[start:end], view.times[start:end], strict=True
+        ):
+            fragment = fragments.get(i)
+            if fragment is None or fragment[0] != seqs[i]:
+                fragment = self._render_user(i, uid)
+            out.append(fragment[1] % at)
+        return out
+
+    def _render_user(self, index: int, uid: str) -> tuple[int, bytes]:
+        seq, tags = self.graph.profile(uid)
+        # Literal '%' in profile text is doubled so the FollowTime slot is the only format field.
+        template = b"".join(
+            (
+                b'{"To_Account":',
+                _json(uid).replace(b"%", b"%%"),
+                b',"FollowTime":%d,"ProfileItem":',
+                _json(tags).replace(b"%", b"%%"),
+                b",",
+                self._seq_key.replace(b"%", b"%%"),
+                b":",
+                str(seq).encode(),
+                b"}",
+            )
+        )
+        fragment = (seq, template)
+        self._fragments[index] = fragment
+        return fragment
+
+    def _cursor_start(self, cursor: str, account: str, follow_type: int, view: ListView) -> int:
+        """Index of the first item after the cursor's last To_Account (keyset paging)."""
+        try:
+            fields = self._cursors.open(cursor)
+        except InvalidCursor as exc:
+            raise _BadRequest(30001, "StartCursor is invalid") from exc
+        if fields.account != account or fields.follow_type != follow_type:
+            raise _BadRequest(30001, "StartCursor belongs to another list")
+        ttl = self.config.cursor_ttl
+        if ttl is not None and self._clock() - fields.issued_at > ttl:
+            raise _BadRequest(30001, "StartCursor has expired")
+        return bisect.bisect_right(view.ids, fields.last)
+
+    def _follow_get_info(self, payload: dict[str, object]) -> bytes:
+        account = payload.get("From_Account")
+        targets = payload.get("To_Account")
+        if not isinstance(account, str) or not account:
+            raise _BadRequest(30001, "From_Account must be a non-empty string")
+        if (
+            not isinstance(targets, list)
+            or not 1 <= len(targets) <= 20
+            or not all(isinstance(t, str) and t for t in targets)
+        ):
+            raise _BadRequest(30001, "To_Account must be a list of 1..20 account ids")
+        results = []
+        for target in targets:
+            counts = self.graph.counts(target)
+            fans, follows, mutual = counts or (0, 0, 0)
+            results.append(
+                {
+                    "To_Account": target,
+                    "ResultCode": 0 if counts else 30003,
+                    "ResultInfo": "" if counts else "account does not exist",
+                    "FollowerCount": fans,
+                    "FollowingCount": follows,
+                    "MutualFollowingCount": mutual,
+                }
+            )
+        return b'{"ResultItem":' + _json(results) + _OK_TAIL

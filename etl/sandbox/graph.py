@@ -1,0 +1,368 @@
+"""A deterministic synthetic follow graph: what the sandbox serves and what a crawl must find.
+
+Users are ``user_000000`` .. ``user_{n-1}``. Internally everything is an int index so a
+20,000-user graph (about 300k edges) stays near 50 MB and builds in under a second.
+The shape aims at what makes a crawl hard: heavy-tailed popularity (a few accounts with
+thousands of fans), heavy-tailed out-degree, a realistic share of mutual follows, profiles
+that change between runs, and accounts that disappear.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+import random
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+FANS, FOLLOWS, MUTUAL = 1, 2, 3
+FOLLOW_TYPES = (FANS, FOLLOWS, MUTUAL)
+
+TIME_START = 1672531200  # 2023-01-01T00:00:00Z
+TIME_END = 1767225600  # 2026-01-01T00:00:00Z
+
+_MEAN_OUT_DEGREE = 12.0
+_DEGREE_SIGMA = 1.2  # lognormal spread: ~7% of users follow nobody, the top few follow hundreds
+_ZIPF_EXPONENT = 1.0
+_RECIPROCITY = 0.25
+# Share of new follows (in mutate) that follow back a fan: about what unfollows break, so the
+# mutual share holds steady across runs instead of draining.
+_FOLLOW_BACK = 0.4
+_VIEW_CACHE_LIMIT = 8192  # sorted lists kept; cleared wholesale past this, cheap to rebuild
+_MASK = (1 << 64) - 1
+
+_NICKS = (
+    "Alice", "bob", "Charlie", "dora_x", "Eve", "Frank", "gina.l", "Hiro", "Ines", "Jun",
+    "小明", "王芳", "李雷", "韩梅梅", "张伟", "陈静", "🐼 panda", "Lena ✨", "Mü11er", "Zoë",
+    "김민수", "さくら", "Олег", "🎧DJ", "O'Brien", "quote\"d", "back\\slash", "100%real",
+)  # fmt: skip
+_LOCATIONS = ("广东 深圳", "北京", "上海", "Singapore", "Seoul", "Tokyo", "Berlin", "São Paulo")
+_SIGNATURES = (
+    "",
+    "hello",
+    "生活明朗\uff0c万物可爱",
+    "ping me ☕",
+    "busy",
+    "line\nbreak",
+    "<b>hi</b>",
+)
+_HOBBIES = ("reading", "hiking", "吉他", "gaming", "photography", "🍜 food")
+_CITIES = ("Shenzhen", "Chengdu", "Singapore", "Jakarta", "Frankfurt", "Mumbai")
+_VIPS = ("0", "1", "gold", "platinum")
+_GENDERS = ("Gender_Type_Unknown", "Gender_Type_Female", "Gender_Type_Male")
+_ALLOW_TYPES = ("AllowType_Type_NeedConfirm", "AllowType_Type_AllowAny", "AllowType_Type_DenyAny")
+
+
+@dataclass(frozen=True)
+class ListView:
+    """One (account, follow type) list in service order: ascending To_Account."""
+
+    ids: list[str]
+    members: list[int]
+    times: list[int]
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser: a cheap, well-spread, stable hash of a 64-bit int."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+class Graph:
+    """The synthetic follow graph, with deterministic follow times, profiles and mutations."""
+
+    def __init__(self, users: int, seed: int = 1) -> None:
+        if users < 1:
+            raise ValueError("a graph needs at least one user")
+        self.seed = seed
+        self.generation = 0
+        self._n = users
+        self._ids = [f"user_{i:06d}" for i in range(users)]
+        self._index = {uid: i for i, uid in enumerate(self._ids)}
+        self._lock = threading.RLock()
+        self._views: dict[tuple[int, int], ListView] = {}
+        self._deleted: set[int] = set()
+        self._times: dict[int, int] = {}  # edge key -> time, for edges made by mutate
+        self._max_time = TIME_END
+        # One shared int object per index: edge sets then hold pointers, not 28-byte copies.
+        self._ints = list(range(users))
+        rng = random.Random(seed)
+        self._cum_weights = self._popularity(rng)
+        self._seq = [rng.randint(1, 50) for _ in range(users)]
+        self._out: list[set[int]] = [set() for _ in range(users)]
+        self._in: list[set[int]] = [set() for _ in range(users)]
+        self._edges = 0
+        self._generate(rng)
+
+    def _popularity(self, rng: random.Random) -> list[float]:
+        """Cumulative Zipf weights over a seeded permutation, so fame is not tied to low ids."""
+        order = list(range(self._n))
+        rng.shuffle(order)
+        weights = [0.0] * self._n
+        for rank, user in enumerate(order, start=1):
+            weights[user] = rank**-_ZIPF_EXPONENT
+        return list(itertools.accumulate(weights))
+
+    def _draw(self, rng: random.Random, k: int) -> list[int]:
+        """k popularity-weighted user indices (with repeats)."""
+        cum = self._cum_weights
+        total = cum[-1]
+        hi = self._n - 1
+        rand = rng.random
+        ints = self._ints
+        return [ints[bisect.bisect(cum, rand() * total, 0, hi)] for _ in range(k)]
+
+    def _generate(self, rng: random.Random) -> None:
+        mu = math.log(_MEAN_OUT_DEGREE) - _DEGREE_SIGMA**2 / 2
+        cap = min(self._n - 1, 1000)
+        for u in range(self._n):
+            degree = min(int(rng.lognormvariate(mu, _DEGREE_SIGMA)), cap)
+            chosen = self._out[u]
+            # Duplicates and self-draws are redrawn; the attempt cap bounds pathological tails.
+            for _ in range(8):
+                missing = degree - len(chosen)
+                if missing <= 0:
+                    break
+                for v in self._draw(rng, missing + missing // 4 + 1):
+                    if v != u:
+                        chosen.add(v)
+                        if len(chosen) == degree:
+                            break
+        # Snapshot in a fixed order so the reciprocation draws, and the graph, are reproducible.
+        originals = [sorted(out) for out in self._out]
+        for u, followees in zip(self._ints, originals, strict=True):
+            for v in followees:
+                self._in[v].add(u)
+            self._edges += len(followees)
+        for u, followees in zip(self._ints, originals, strict=True):
+            for v in followees:
+                if rng.random() < _RECIPROCITY and u not in self._out[v]:
+                    self._add_edge(v, u)
+
+    def _add_edge(self, u: int, v: int) -> None:
+        self._out[u].add(v)
+        self._in[v].add(u)
+        self._edges += 1
+
+    def _remove_edge(self, u: int, v: int) -> None:
+        self._out[u].discard(v)
+        self._in[v].discard(u)
+        self._times.pop(u * self._n + v, None)
+        self._edges -= 1
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    @property
+    def accounts(self) -> list[str]:
+        """Existing account ids, sorted."""
+        with self._lock:
+            return [uid for i, uid in enumerate(self._ids) if i not in self._deleted]
+
+    @property
+    def sequences(self) -> Sequence[int]:
+        """Current profile_sequence by user index (read-only view for fast renderers)."""
+        return self._seq
+
+    def index_of(self, account: str) -> int | None:
+        """The internal index of an existing account, or None."""
+        i = self._index.get(account)
+        if i is None or i in self._deleted:
+            return None
+        return i
+
+    def exists(self, account: str) -> bool:
+        """True for a known, not deleted account."""
+        return self.index_of(account) is not None
+
+    def _time(self, u: int, v: int) -> int:
+        key = u * self._n + v
+        made = self._times.get(key)
+        if made is not None:
+            return made
+        span = TIME_END - TIME_START
+        return TIME_START + _mix((self.seed * 0x9E3779B97F4A7C15 + key) & _MASK) % span
+
+    def follow_time(self, follower: str, followee: str) -> int:
+        """Unix seconds at which follower followed followee; KeyError if no such edge."""
+        u, v = self._index[follower], self._index[followee]
+        with self._lock:
+            if v not in self._out[u]:
+                raise KeyError(f"{follower} does not follow {followee}")
+            return self._time(u, v)
+
+    def view(self, account: str, follow_type: int) -> ListView | None:
+        """The list in service order, cached until the next mutate; None if no such account."""
+        if follow_type not in FOLLOW_TYPES:
+            raise ValueError(f"follow_type must be 1, 2 or 3, not {follow_type!r}")
+        a = self.index_of(account)
+        if a is None:
+            return None
+        cached = self._views.get((a, follow_type))
+        if cached is not None:
+            return cached
+        with self._lock:
+            if a in self._deleted:
+                return None
+            if follow_type == FANS:
+                members = self._in[a]
+            elif follow_type == FOLLOWS:
+                members = self._out[a]
+            else:
+                members = self._in[a] & self._out[a]
+            ordered = sorted(members, key=self._ids.__getitem__)
+            if follow_type == FANS:
+                times = [self._time(m, a) for m in ordered]
+            elif follow_type == FOLLOWS:
+                times = [self._time(a, m) for m in ordered]
+            else:
+                times = [max(self._time(m, a), self._time(a, m)) for m in ordered]
+            view = ListView([self._ids[m] for m in ordered], ordered, times)
+            if len(self._views) >= _VIEW_CACHE_LIMIT:
+                self._views.clear()
+            self._views[(a, follow_type)] = view
+            return view
+
+    def list_ids(self, account: str, follow_type: int) -> list[str]:
+        """To_Account ids of one list in service order (ascending id); [] for no account."""
+        view = self.view(account, follow_type)
+        return list(view.ids) if view else []
+
+    def list_items(self, account: str, follow_type: int) -> dict[str, int]:
+        """To_Account -> FollowTime of one list (mutual: the later of the two follow times)."""
+        view = self.view(account, follow_type)
+        return dict(zip(view.ids, view.times, strict=True)) if view else {}
+
+    def counts(self, account: str) -> tuple[int, int, int] | None:
+        """(fans, follows, mutual) list sizes, or None if the account does not exist."""
+        a = self.index_of(account)
+        if a is None:
+            return None
+        with self._lock:
+            return len(self._in[a]), len(self._out[a]), len(self._in[a] & self._out[a])
+
+    def profile(self, user: str) -> tuple[int, list[dict[str, object]]]:
+        """(profile_sequence, ProfileItem tags) of a user, as of now."""
+        i = self._index[user]
+        seq = self._seq[i]
+        return seq, self._tags(user, seq)
+
+    def _tags(self, user: str, seq: int) -> list[dict[str, object]]:
+        # Which tags a user has is fixed per user; their values follow the sequence.
+        shape = random.Random(f"{self.seed}|{user}")
+        rng = random.Random(f"{self.seed}|{user}|{seq}")
+        nick = rng.choice(_NICKS) + (str(rng.randrange(100)) if rng.random() < 0.5 else "")
+        birthday = rng.randint(1960, 2008) * 10000 + rng.randint(1, 12) * 100 + rng.randint(1, 28)
+        forbid = "AdminForbid_Type_SendOut" if rng.random() < 0.03 else "AdminForbid_Type_None"
+        standard: list[tuple[str, object]] = [
+            ("Nick", nick),
+            ("Gender", rng.choice(_GENDERS)),
+            ("BirthDay", birthday),
+            ("Location", rng.choice(_LOCATIONS)),
+            ("SelfSignature", rng.choice(_SIGNATURES)),
+            ("AllowType", rng.choice(_ALLOW_TYPES)),
+            ("Language", rng.randrange(0, 4)),
+            ("Image", f"https://avatars.sandbox.example/{user}/{rng.randrange(1 << 32):08x}.png"),
+            ("MsgSettings", rng.randrange(0, 4)),
+            ("AdminForbidType", forbid),
+            ("Level", rng.randrange(0, 100)),
+            ("Role", rng.randrange(0, 8)),
+        ]
+        tags: list[dict[str, object]] = [
+            {"Tag": "Tag_Profile_IM_" + name, "Value": value}
+            for name, value in standard
+            if name == "Nick" or shape.random() < 0.6
+        ]
+        for name, pool in (("Hobby", _HOBBIES), ("City", _CITIES), ("Vip", _VIPS)):
+            if shape.random() < 0.2:
+                tags.append({"Tag": "Tag_Profile_Custom_" + name, "Value": rng.choice(pool)})
+        return tags
+
+    def truth(
+        self, accounts: Iterable[str], types: Iterable[int]
+    ) -> dict[tuple[str, int], dict[str, int]]:
+        """What a complete crawl must store: (account, type) -> {to_account: follow_time}."""
+        wanted = list(types)
+        with self._lock:
+            return {
+                (account, t): self.list_items(account, t)
+                for account in accounts
+                if self.exists(account)
+                for t in wanted
+            }
+
+    def stats_summary(self) -> dict[str, int]:
+        """Users, edges, mutual pairs and the largest fan count."""
+        with self._lock:
+            live = [i for i in range(self._n) if i not in self._deleted]
+            mutual_edges = sum(len(self._in[i] & self._out[i]) for i in live)
+            return {
+                "users": len(live),
+                "edges": self._edges,
+                "mutual_pairs": mutual_edges // 2,
+                "max_fans": max((len(self._in[i]) for i in live), default=0),
+            }
+
+    # ---- changes -------------------------------------------------------------------------
+
+    def mutate(
+        self,
+        seed: int,
+        *,
+        unfollow: float = 0.03,
+        follow: float = 0.03,
+        profile: float = 0.05,
+        delete: int = 0,
+    ) -> dict[str, int]:
+        """Apply a deterministic change (unfollows, follows, profile edits, deletions)."""
+        with self._lock:
+            rng = random.Random(f"mutate|{self.seed}|{seed}")
+            n = self._n
+            edges = sorted(u * n + v for u in range(n) for v in self._out[u])
+            gone = rng.sample(edges, min(len(edges), round(unfollow * len(edges))))
+            for key in gone:
+                self._remove_edge(*divmod(key, n))
+
+            live = [i for i in range(n) if i not in self._deleted]
+            wanted = round(follow * len(edges))
+            added = 0
+            base = self._max_time
+            for _ in range(wanted * 4):  # bounded: tiny graphs may have no free pair left
+                if added >= wanted or len(live) < 2:
+                    break
+                u = rng.choice(live)
+                fans = self._in[u]
+                if fans and rng.random() < _FOLLOW_BACK:
+                    v = rng.choice(sorted(fans))
+                else:
+                    v = self._draw(rng, 1)[0]
+                if u == v or v in self._deleted or v in self._out[u]:
+                    continue
+                self._add_edge(u, v)
+                made = base + 1 + rng.randrange(86400)
+                self._times[u * n + v] = made
+                self._max_time = max(self._max_time, made)
+                added += 1
+
+            changed = rng.sample(live, min(len(live), round(profile * len(live))))
+            for i in changed:
+                self._seq[i] += rng.randint(1, 3)
+
+            doomed = rng.sample(live, min(len(live), delete))
+            for i in doomed:
+                for v in list(self._out[i]):
+                    self._remove_edge(i, v)
+                for u in list(self._in[i]):
+                    self._remove_edge(u, i)
+                self._deleted.add(i)
+
+            self._views.clear()
+            self.generation += 1
+            return {
+                "unfollowed": len(gone),
+                "followed": added,
+                "profiles_changed": len(changed),
+                "deleted": len(doomed),
+            }

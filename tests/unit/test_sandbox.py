@@ -1,0 +1,496 @@
+"""The sandbox behaves like Tencent's follow API and serves a realistic, deterministic graph."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from etl import usersig
+from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
+from etl.sandbox.graph import TIME_END, TIME_START
+
+NOW = 1_750_000_000
+CONFIG = SandboxConfig()
+FOLLOW_GET = "/v4/follow/follow_get"
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def query(*, config: SandboxConfig = CONFIG, **overrides: str) -> dict[str, str]:
+    """Valid URL parameters for config's administrator, with some replaced."""
+    sig = usersig.generate(config.sdkappid, config.admin, config.secret_key, now=NOW)
+    params = {
+        "sdkappid": str(config.sdkappid),
+        "identifier": config.admin,
+        "usersig": sig,
+        "random": "12345",
+        "contenttype": "json",
+    }
+    params.update(overrides)
+    return params
+
+
+def call(
+    sandbox: Sandbox, body: object, params: dict[str, str] | None = None, path: str = FOLLOW_GET
+) -> dict[str, Any]:
+    """POST body to the sandbox and decode the JSON answer."""
+    response = sandbox.handle(
+        "POST", path, params or query(config=sandbox.config), json.dumps(body).encode()
+    )
+    assert response.status == 200
+    decoded: dict[str, Any] = json.loads(response.body)
+    return decoded
+
+
+def page_all(sandbox: Sandbox, account: str, follow_type: int, want: int) -> list[dict[str, Any]]:
+    """Every item of one list, paged with the service's cursors."""
+    items: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        body = {"From_Account": account, "FollowType": follow_type, "WantNum": want}
+        answer = call(sandbox, {**body, "StartCursor": cursor})
+        assert answer["ErrorCode"] == 0, answer
+        items.extend(answer["FollowItem"])
+        cursor = answer["NextCursor"]
+        if not cursor:
+            return items
+
+
+@pytest.fixture(scope="module")
+def graph() -> Graph:
+    return Graph(600, seed=3)
+
+
+@pytest.fixture(scope="module")
+def big_graph() -> Graph:
+    return Graph(20_000, seed=1)
+
+
+@pytest.fixture
+def sandbox(graph: Graph) -> Sandbox:
+    return Sandbox(graph, CONFIG, clock=FakeClock())
+
+
+def most_fans(graph: Graph) -> str:
+    """The account with the longest fan list."""
+    return max(graph.accounts, key=lambda a: len(graph.list_ids(a, 1)))
+
+
+# ---- the graph ---------------------------------------------------------------------------
+
+
+def test_same_seed_gives_same_edges_and_profiles() -> None:
+    """Two graphs built from the same seed are identical, follow times and profiles included."""
+    a, b = Graph(400, seed=9), Graph(400, seed=9)
+    assert a.truth(a.accounts, (1, 2)) == b.truth(b.accounts, (1, 2))
+    assert [a.profile(u) for u in a.accounts] == [b.profile(u) for u in b.accounts]
+
+
+def test_different_seed_gives_different_graph() -> None:
+    """Another seed gives other edges and other profiles."""
+    a, b = Graph(400, seed=9), Graph(400, seed=10)
+    assert a.truth(a.accounts, (2,)) != b.truth(b.accounts, (2,))
+    assert [a.profile(u) for u in a.accounts] != [b.profile(u) for u in b.accounts]
+
+
+def test_big_graph_has_heavy_tailed_fans(big_graph: Graph) -> None:
+    """The most followed account of a 20,000-user graph has thousands of fans."""
+    summary = big_graph.stats_summary()
+    assert 2_000 <= summary["max_fans"] < 20_000
+    assert 200_000 <= summary["edges"] <= 400_000
+
+
+def test_mutual_follows_are_a_realistic_share(big_graph: Graph) -> None:
+    """Between 10% and 50% of follow edges are part of a mutual pair."""
+    summary = big_graph.stats_summary()
+    assert 0.10 <= 2 * summary["mutual_pairs"] / summary["edges"] <= 0.50
+
+
+def test_no_self_follows_and_times_in_range(graph: Graph) -> None:
+    """Nobody follows themselves and initial follow times fall in 2023..2025."""
+    for account in graph.accounts:
+        follows = graph.list_items(account, 2)
+        assert account not in follows
+        assert all(TIME_START <= t < TIME_END for t in follows.values())
+
+
+def test_mutual_list_is_fans_and_follows_intersection(graph: Graph) -> None:
+    """The mutual list holds exactly the users in both the fans and the follows list."""
+    for account in graph.accounts[:200]:
+        fans, follows = graph.list_items(account, 1), graph.list_items(account, 2)
+        mutual = graph.list_items(account, 3)
+        assert set(mutual) == set(fans) & set(follows)
+        assert all(t == max(fans[u], follows[u]) for u, t in mutual.items())
+
+
+def test_profiles_have_varied_tag_subsets(graph: Graph) -> None:
+    """Users carry different subsets of standard tags, some custom tags and non-ASCII nicks."""
+    tag_sets = {tuple(t["Tag"] for t in graph.profile(u)[1]) for u in graph.accounts}
+    every_tag = {tag for tags in tag_sets for tag in tags}
+    nicks = [
+        t["Value"]
+        for u in graph.accounts
+        for t in graph.profile(u)[1]
+        if t["Tag"] == "Tag_Profile_IM_Nick"
+    ]
+    assert len(tag_sets) > 20
+    assert "Tag_Profile_Custom_Hobby" in every_tag
+    assert any(not str(n).isascii() for n in nicks)
+
+
+def test_mutate_is_deterministic_and_changes_lists_and_profiles() -> None:
+    """The same mutate seed on the same graph gives the same new state, different from before."""
+    a, b = Graph(400, seed=4), Graph(400, seed=4)
+    before = a.truth(a.accounts, (1, 2, 3))
+    sequences = [a.profile(u)[0] for u in a.accounts]
+    summary = a.mutate(7, delete=3)
+    assert summary == b.mutate(7, delete=3)
+    assert a.truth(a.accounts, (1, 2, 3)) == b.truth(b.accounts, (1, 2, 3))
+    assert [a.profile(u) for u in a.accounts] == [b.profile(u) for u in b.accounts]
+    assert a.truth(a.accounts, (1, 2, 3)) != before
+    assert summary["profiles_changed"] == 20
+    assert sum(a.profile(u)[0] != s for u, s in zip(a.accounts, sequences, strict=False)) > 0
+    assert a.generation == 1
+
+
+def test_mutate_follows_are_newer_and_deleted_accounts_vanish() -> None:
+    """New follows are dated after every old one; deleted accounts disappear everywhere."""
+    graph = Graph(400, seed=5)
+    old = graph.truth(graph.accounts, (2,))
+    summary = graph.mutate(1, unfollow=0.0, follow=0.05, profile=0.0, delete=5)
+    new = graph.truth(graph.accounts, (2,))
+    added = [t for (a, _), items in new.items() for u, t in items.items() if u not in old[a, 2]]
+    deleted = [u for u in (f"user_{i:06d}" for i in range(400)) if not graph.exists(u)]
+    assert summary["deleted"] == 5
+    assert len(deleted) == 5
+    assert added
+    assert min(added) > TIME_END
+    assert not any(u in items for items in new.values() for u in deleted)
+    assert all((u, 2) not in new and u not in graph.accounts for u in deleted)
+
+
+# ---- follow_get --------------------------------------------------------------------------
+
+
+def test_paging_returns_exactly_the_list(sandbox: Sandbox, graph: Graph) -> None:
+    """Paging with a small WantNum returns every item once, in ascending To_Account order."""
+    account = most_fans(graph)
+    items = page_all(sandbox, account, 1, want=7)
+    ids = [item["To_Account"] for item in items]
+    assert ids == sorted(set(ids))
+    assert {item["To_Account"]: item["FollowTime"] for item in items} == graph.list_items(
+        account, 1
+    )
+
+
+def test_paging_survives_a_change_between_pages() -> None:
+    """A cursor issued before a mutate resumes after its last id: no repeats, nothing skipped."""
+    graph = Graph(300, seed=6)
+    sandbox = Sandbox(graph, CONFIG, clock=FakeClock())
+    account = most_fans(graph)
+    first = call(sandbox, {"From_Account": account, "FollowType": 1, "WantNum": 5})
+    last = first["FollowItem"][-1]["To_Account"]
+    graph.mutate(2, unfollow=0.2, follow=0.2)
+    rest: list[str] = []
+    cursor = first["NextCursor"]
+    while cursor:
+        body = {"From_Account": account, "FollowType": 1, "WantNum": 5, "StartCursor": cursor}
+        answer = call(sandbox, body)
+        rest.extend(item["To_Account"] for item in answer["FollowItem"])
+        cursor = answer["NextCursor"]
+    assert rest == [uid for uid in graph.list_ids(account, 1) if uid > last]
+
+
+def test_items_carry_current_profiles(sandbox: Sandbox, graph: Graph) -> None:
+    """Each item has the To_Account's profile tags and profile_sequence."""
+    item = page_all(sandbox, most_fans(graph), 1, want=1000)[0]
+    sequence, tags = graph.profile(item["To_Account"])
+    assert item["ProfileItem"] == tags
+    assert item["profile_sequence"] == sequence
+
+
+def test_answers_follow_profile_changes_after_mutate() -> None:
+    """After a mutate that edits every profile, follow_get serves the new sequences and tags."""
+    graph = Graph(300, seed=2)
+    sandbox = Sandbox(graph, CONFIG, clock=FakeClock())
+    account = most_fans(graph)
+    before = page_all(sandbox, account, 1, want=1000)
+    graph.mutate(1, unfollow=0.0, follow=0.0, profile=1.0)
+    after = page_all(sandbox, account, 1, want=1000)
+    assert [i["To_Account"] for i in after] == [i["To_Account"] for i in before]
+    for item in after:
+        assert (item["profile_sequence"], item["ProfileItem"]) == graph.profile(item["To_Account"])
+    pairs = zip(after, before, strict=True)
+    assert all(new["profile_sequence"] > old["profile_sequence"] for new, old in pairs)
+
+
+def test_profile_sequence_key_is_configurable(graph: Graph) -> None:
+    """With sequence_key="ProfileSequence" items use Tencent's web SDK spelling."""
+    sandbox = Sandbox(graph, SandboxConfig(sequence_key="ProfileSequence"), clock=FakeClock())
+    item = page_all(sandbox, most_fans(graph), 1, want=5)[0]
+    assert "ProfileSequence" in item
+    assert "profile_sequence" not in item
+
+
+def test_tampered_cursor_is_rejected(sandbox: Sandbox, graph: Graph) -> None:
+    """A cursor whose payload was altered answers 30001."""
+    account = most_fans(graph)
+    cursor = call(sandbox, {"From_Account": account, "FollowType": 1, "WantNum": 2})["NextCursor"]
+    tampered = ("A" if cursor[0] != "A" else "B") + cursor[1:]
+    body = {"From_Account": account, "FollowType": 1, "StartCursor": tampered}
+    assert call(sandbox, body)["ErrorCode"] == 30001
+
+
+def test_foreign_cursor_is_rejected(sandbox: Sandbox, graph: Graph) -> None:
+    """A cursor issued for another list answers 30001."""
+    account = most_fans(graph)
+    cursor = call(sandbox, {"From_Account": account, "FollowType": 1, "WantNum": 2})["NextCursor"]
+    assert (
+        call(sandbox, {"From_Account": account, "FollowType": 2, "StartCursor": cursor})[
+            "ErrorCode"
+        ]
+        == 30001
+    )
+
+
+def test_cursor_expires_after_ttl(graph: Graph) -> None:
+    """With cursor_ttl set, a cursor older than the ttl answers 30001; a fresh one works."""
+    clock = FakeClock()
+    sandbox = Sandbox(graph, SandboxConfig(cursor_ttl=60.0), clock=clock)
+    account = most_fans(graph)
+    cursor = call(sandbox, {"From_Account": account, "FollowType": 1, "WantNum": 2})["NextCursor"]
+    body = {"From_Account": account, "FollowType": 1, "StartCursor": cursor}
+    clock.now += 30
+    assert call(sandbox, body)["ErrorCode"] == 0
+    clock.now += 31
+    assert call(sandbox, body)["ErrorCode"] == 30001
+
+
+def test_unknown_account_answers_30003(sandbox: Sandbox) -> None:
+    """A From_Account that does not exist answers 30003."""
+    assert call(sandbox, {"From_Account": "nobody", "FollowType": 1})["ErrorCode"] == 30003
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"FollowType": 1},
+        {"From_Account": "user_000001", "FollowType": 4},
+        {"From_Account": "user_000001", "FollowType": 1, "WantNum": 1001},
+        {"From_Account": "user_000001", "FollowType": 1, "WantNum": 0},
+        {"From_Account": "user_000001", "FollowType": 1, "StartCursor": 5},
+    ],
+)
+def test_bad_body_fields_answer_30001(sandbox: Sandbox, body: dict[str, object]) -> None:
+    """A missing account, a bad FollowType, WantNum or StartCursor answers 30001."""
+    assert call(sandbox, body)["ErrorCode"] == 30001
+
+
+def test_malformed_json_answers_60003(sandbox: Sandbox) -> None:
+    """A body that is not a JSON object answers 60003."""
+    response = sandbox.handle("POST", FOLLOW_GET, query(), b'{"From_Account":"a",}')
+    assert json.loads(response.body)["ErrorCode"] == 60003
+
+
+def test_get_answers_60002_and_unknown_path_404(sandbox: Sandbox) -> None:
+    """GET on an API route answers 60002; an unknown route is an HTTP 404."""
+    assert json.loads(sandbox.handle("GET", FOLLOW_GET, query(), b"").body)["ErrorCode"] == 60002
+    assert sandbox.handle("POST", "/v4/follow/nope", query(), b"{}").status == 404
+
+
+# ---- authentication, rate and faults -----------------------------------------------------
+
+
+def test_wrong_sdkappid_answers_60005(sandbox: Sandbox) -> None:
+    """An SDKAppID other than the app's answers 60005."""
+    params = query(sdkappid="1400000002")
+    assert (
+        call(sandbox, {"From_Account": "user_000001", "FollowType": 1}, params)["ErrorCode"]
+        == 60005
+    )
+
+
+@pytest.mark.parametrize("bad", ["-1", "4294967296", "x", ""])
+def test_bad_random_answers_60009_without_echoing_usersig(sandbox: Sandbox, bad: str) -> None:
+    """A random outside 0..4294967295 answers 60009, naming the parameter, not the UserSig."""
+    params = query(random=bad)
+    answer = call(sandbox, {"From_Account": "user_000001", "FollowType": 1}, params)
+    assert answer["ErrorCode"] == 60009
+    assert "random" in answer["ErrorInfo"]
+    assert params["usersig"] not in json.dumps(answer)
+
+
+def test_missing_parameter_answers_60009(sandbox: Sandbox) -> None:
+    """A URL without contenttype answers 60009."""
+    params = query()
+    del params["contenttype"]
+    assert call(sandbox, {}, params)["ErrorCode"] == 60009
+
+
+def test_usersig_with_wrong_secret_answers_70009(sandbox: Sandbox) -> None:
+    """A UserSig signed with another secret key answers 70009."""
+    sig = usersig.generate(CONFIG.sdkappid, CONFIG.admin, "another-secret", now=NOW)
+    answer = call(sandbox, {"From_Account": "user_000001", "FollowType": 1}, query(usersig=sig))
+    assert answer["ErrorCode"] == 70009
+
+
+def test_expired_usersig_answers_70001(sandbox: Sandbox) -> None:
+    """A UserSig past its expiry answers 70001."""
+    sig = usersig.generate(
+        CONFIG.sdkappid, CONFIG.admin, CONFIG.secret_key, now=NOW - 100, expire=50
+    )
+    answer = call(sandbox, {"From_Account": "user_000001", "FollowType": 1}, query(usersig=sig))
+    assert answer["ErrorCode"] == 70001
+
+
+def test_non_admin_identifier_answers_30004(sandbox: Sandbox) -> None:
+    """A valid UserSig for an ordinary user answers 30004."""
+    sig = usersig.generate(CONFIG.sdkappid, "alice", CONFIG.secret_key, now=NOW)
+    params = query(identifier="alice", usersig=sig)
+    assert (
+        call(sandbox, {"From_Account": "user_000001", "FollowType": 1}, params)["ErrorCode"]
+        == 30004
+    )
+
+
+def test_rate_limit_answers_60007_within_a_second(graph: Graph) -> None:
+    """Past `rate` accepted calls in one second answers 60007; rejected calls do not count."""
+    clock = FakeClock()
+    sandbox = Sandbox(graph, SandboxConfig(rate=3), clock=clock)
+    body = {"From_Account": "user_000001", "FollowType": 2}
+    codes = []
+    for _ in range(5):
+        codes.append(call(sandbox, body)["ErrorCode"])
+        clock.now += 0.1
+    assert codes == [0, 0, 0, 60007, 60007]
+    clock.now += 0.6  # the first accepted call is now just over a second old
+    assert call(sandbox, body)["ErrorCode"] == 0
+    assert sandbox.max_calls_in_window(1.0) == 5
+    assert sandbox.max_calls_in_window(1.0, accepted_only=True) == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "code"),
+    [("30006", 200, 30006), ("30007", 200, 30007), ("502", 502, None), ("503", 503, None)],
+)
+def test_fault_kind_is_injected(graph: Graph, kind: str, status: int, code: int | None) -> None:
+    """With faults=1.0 and one kind, every call fails in that way."""
+    sandbox = Sandbox(graph, SandboxConfig(faults=1.0, fault_kinds=(kind,)), clock=FakeClock())
+    body = json.dumps({"From_Account": "user_000001", "FollowType": 2}).encode()
+    response = sandbox.handle("POST", FOLLOW_GET, query(), body)
+    assert response.status == status
+    if code is not None:
+        assert json.loads(response.body)["ErrorCode"] == code
+    assert sandbox.stats()["by_fault"] == {kind: 1}
+
+
+def test_truncated_fault_cuts_the_real_answer(graph: Graph, sandbox: Sandbox) -> None:
+    """A truncated answer is the first half of the real one and is flagged for the transport."""
+    faulty = Sandbox(graph, SandboxConfig(faults=1.0, fault_kinds=("truncated",)), FakeClock())
+    body = json.dumps({"From_Account": "user_000001", "FollowType": 2}).encode()
+    real = sandbox.handle("POST", FOLLOW_GET, query(), body)
+    cut = faulty.handle("POST", FOLLOW_GET, query(), body)
+    assert cut.truncated
+    assert cut.full_length == len(real.body)
+    assert cut.body == real.body[: len(real.body) // 2]
+
+
+def test_slow_fault_is_a_delay_on_the_real_answer(graph: Graph, sandbox: Sandbox) -> None:
+    """A slow answer is the real answer with slow_ms of delay, not slept inside handle."""
+    config = SandboxConfig(faults=1.0, fault_kinds=("slow",), slow_ms=4000)
+    slow = Sandbox(graph, config, FakeClock())
+    body = json.dumps({"From_Account": "user_000001", "FollowType": 2}).encode()
+    response = slow.handle("POST", FOLLOW_GET, query(), body)
+    assert response.delay == 4.0
+    assert response.body == sandbox.handle("POST", FOLLOW_GET, query(), body).body
+
+
+def test_config_repr_hides_secret_key() -> None:
+    """The secret key never shows in the config's repr."""
+    assert CONFIG.secret_key not in repr(SandboxConfig())
+
+
+# ---- follow_get_info, admin routes, transports -------------------------------------------
+
+
+def test_follow_get_info_counts_match_list_lengths(sandbox: Sandbox, graph: Graph) -> None:
+    """FollowerCount, FollowingCount and MutualFollowingCount equal the three list lengths."""
+    accounts = [*graph.accounts[:19], "nobody"]
+    body = {"From_Account": accounts[0], "To_Account": accounts}
+    results = call(sandbox, body, path="/v4/follow/follow_get_info")["ResultItem"]
+    for result in results[:-1]:
+        account = result["To_Account"]
+        assert result["ResultCode"] == 0
+        assert result["FollowerCount"] == len(graph.list_ids(account, 1))
+        assert result["FollowingCount"] == len(graph.list_ids(account, 2))
+        assert result["MutualFollowingCount"] == len(graph.list_ids(account, 3))
+    assert results[-1]["ResultCode"] == 30003
+
+
+def test_admin_truth_and_stats(sandbox: Sandbox, graph: Graph) -> None:
+    """/sandbox/truth returns a list with profiles; /sandbox/stats counts served items."""
+    account = most_fans(graph)
+    page_all(sandbox, account, 1, want=1000)
+    truth = json.loads(
+        sandbox.handle("GET", "/sandbox/truth", {"account": account, "type": "1"}, b"").body
+    )
+    stats = json.loads(sandbox.handle("GET", "/sandbox/stats", {}, b"").body)
+    assert truth["items"] == graph.list_items(account, 1)
+    assert stats["items_served"] == len(truth["items"])
+    assert stats["follow_get_ok"] == {f"{account}/1": 1}
+    assert sandbox.handle("GET", "/sandbox/truth", {"account": "x", "type": "1"}, b"").status == 404
+
+
+def test_admin_mutate_applies_a_change() -> None:
+    """POST /sandbox/mutate mutates the graph and returns the summary; a bad body is a 400."""
+    own = Graph(200, seed=8)
+    sandbox = Sandbox(own, CONFIG, clock=FakeClock())
+    response = sandbox.handle("POST", "/sandbox/mutate", {}, b'{"seed": 3, "delete": 1}')
+    assert response.status == 200
+    assert json.loads(response.body)["deleted"] == 1
+    assert own.generation == 1
+    assert sandbox.handle("POST", "/sandbox/mutate", {}, b'{"seed": "x"}').status == 400
+    assert sandbox.handle("GET", "/sandbox/mutate", {}, b"").status == 405
+
+
+def test_mock_transport_serves_an_httpx_client(sandbox: Sandbox, graph: Graph) -> None:
+    """An httpx.Client on the sandbox's MockTransport gets the same answers as handle."""
+    with httpx.Client(transport=sandbox.transport(), base_url="https://sandbox") as client:
+        account = most_fans(graph)
+        body = {"From_Account": account, "FollowType": 1, "WantNum": 3}
+        answer = client.post(FOLLOW_GET, params=query(), json=body).json()
+    assert [i["To_Account"] for i in answer["FollowItem"]] == graph.list_ids(account, 1)[:3]
+
+
+def test_real_socket_paging_and_truncation(graph: Graph) -> None:
+    """Over a real socket a list pages completely, and a truncated answer is an incomplete read."""
+    sandbox = Sandbox(graph, CONFIG, clock=FakeClock())
+    account = most_fans(graph)
+    items: dict[str, int] = {}
+    with serve_in_thread(sandbox) as server, httpx.Client(base_url=server.url) as client:
+        cursor = ""
+        while True:
+            body = {"From_Account": account, "FollowType": 1, "WantNum": 50, "StartCursor": cursor}
+            answer = client.post(FOLLOW_GET, params=query(), json=body).json()
+            items.update((i["To_Account"], i["FollowTime"]) for i in answer["FollowItem"])
+            cursor = answer["NextCursor"]
+            if not cursor:
+                break
+    assert items == graph.list_items(account, 1)
+
+    faulty = Sandbox(graph, SandboxConfig(faults=1.0, fault_kinds=("truncated",)), FakeClock())
+    with serve_in_thread(faulty) as server, httpx.Client(base_url=server.url) as client:
+        body = {"From_Account": account, "FollowType": 1}
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.post(FOLLOW_GET, params=query(), json=body)
