@@ -380,8 +380,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     engine = _engine(settings)
     db.upgrade(engine)
     _say(f"database: {db.describe(settings.database_url)} (migrated)")
+    # Each demo run sees the graph changed once more than the last: unfollows, new follows,
+    # profile updates, so a second `make demo` shows removals and new profile versions.
+    with engine.connect() as conn:
+        earlier = conn.execute(
+            sa.select(sa.func.count()).where(
+                sync_runs.c.job == "demo", sync_runs.c.status == "done"
+            )
+        ).scalar_one()
+    for generation in range(1, earlier + 1):
+        graph.mutate(seed=generation)
     with serve_in_thread(Sandbox(graph, config)) as server:
-        _say(f"sandbox: {args.users} users at {server.url}")
+        changed = f" (graph changed {earlier}x, once per earlier demo run)" if earlier else ""
+        _say(f"sandbox: {args.users} users at {server.url}{changed}")
         api = ApiSettings(
             sdkappid=config.sdkappid,
             admin=config.admin,
@@ -478,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "sync",
         help="crawl and load; resumes the job's unfinished run",
-        description="Crawl the fans/follows/mutual lists of the given accounts and load them. "
-        "If the job has an unfinished run (crashed, killed, interrupted) it is resumed: done "
+        description="Crawl the fans/follows/mutual lists of the given accounts and load them.\n"
+        "If the job has an unfinished run (crashed, killed, interrupted) it is resumed: done\n"
         "lists are not fetched again and half-done lists continue from their stored cursor.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
