@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +32,8 @@ class Run:
     started_at: datetime
     finished_at: datetime | None
     options: dict[str, Any]
+    requests: int
+    edges_removed: int
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,16 @@ class ListState:
 
 
 def _run(row: sa.Row[Any]) -> Run:
-    return Run(row.id, row.job, row.status, row.started_at, row.finished_at, dict(row.options))
+    return Run(
+        id=row.id,
+        job=row.job,
+        status=row.status,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        options=dict(row.options),
+        requests=int(row.requests),
+        edges_removed=int(row.edges_removed),
+    )
 
 
 def unfinished_run(conn: sa.Connection, job: str) -> Run | None:
@@ -245,3 +256,38 @@ def close_run(
     if finished:
         values.update(status="done", finished_at=now)
     conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(values))
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite keeps no zone; follow-etl always writes UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()
+
+
+def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
+    """The ``status --json`` document of the job's latest run (shape documented in the README)."""
+    run = latest_run(conn, job)
+    if run is None:
+        return {"job": job, "run": None}
+    lists = counts(conn, run.id)
+    return {
+        "job": job,
+        "run": {
+            "id": run.id,
+            "status": run.status,
+            "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at),
+            "last_activity": _iso(last_activity(conn, run.id)),
+            "options": run.options,
+            "lists": {
+                k: lists[k] for k in ("total", "done", "skipped", "failed", "running", "pending")
+            },
+            "pages": lists["pages"],
+            "items": lists["items"],
+            "requests": run.requests,
+            "edges_removed": run.edges_removed,
+            "errors": errors(conn, run.id),
+        },
+    }

@@ -15,13 +15,13 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -211,7 +211,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     settings = _settings()
     api = settings.api()
     if args.rate:
-        api = ApiSettings(**{**api.__dict__, "rate": args.rate})
+        api = dataclasses.replace(api, rate=args.rate)
     engine = _engine(settings)
     db.require_schema(engine)
     request = SyncRequest(
@@ -246,53 +246,12 @@ def _print_report(report: SyncReport) -> None:
         )
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite keeps no zone; we always write UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
-
-
-def status_document(engine: sa.Engine, job: str) -> dict[str, Any]:
-    """The ``status --json`` document (its shape is documented in the README)."""
-    with engine.connect() as conn:
-        run = checkpoint.latest_run(conn, job)
-        if run is None:
-            return {"job": job, "run": None}
-        lists = checkpoint.counts(conn, run.id)
-        row = conn.execute(
-            sa.select(sync_runs.c.requests, sync_runs.c.edges_removed).where(
-                sync_runs.c.id == run.id
-            )
-        ).one()
-        return {
-            "job": job,
-            "run": {
-                "id": run.id,
-                "status": run.status,
-                "started_at": _iso(run.started_at),
-                "finished_at": _iso(run.finished_at),
-                "last_activity": _iso(checkpoint.last_activity(conn, run.id)),
-                "options": run.options,
-                "lists": {
-                    k: lists[k]
-                    for k in ("total", "done", "skipped", "failed", "running", "pending")
-                },
-                "pages": lists["pages"],
-                "items": lists["items"],
-                "requests": int(row.requests),
-                "edges_removed": int(row.edges_removed),
-                "errors": checkpoint.errors(conn, run.id),
-            },
-        }
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the latest run of a job."""
     engine = _engine(_settings())
     db.require_schema(engine)
-    doc = status_document(engine, args.job)
+    with engine.connect() as conn:
+        doc = checkpoint.status_document(conn, args.job)
     if args.json:
         _say(json.dumps(doc, indent=2, ensure_ascii=False))
         return 0
@@ -344,7 +303,7 @@ def _sandbox_config(settings: Settings, args: argparse.Namespace) -> Any:
     if settings.secret_key is not None:
         overrides["secret_key"] = settings.secret_key.reveal()
     overrides["admin"] = settings.admin
-    return config.__class__(**{**config.__dict__, **overrides})
+    return dataclasses.replace(config, **overrides)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
