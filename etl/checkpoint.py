@@ -16,7 +16,8 @@ from sqlalchemy.engine import Engine
 
 from etl.schema import sync_checkpoints, sync_runs, sync_seen
 
-OPEN = ("pending", "running", "failed")  # lists a resumed run still has to crawl
+STATUSES = ("pending", "running", "done", "skipped", "failed")
+MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
 CHUNK = 1000  # lists fetched per query while walking a run: memory stays flat
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
@@ -124,7 +125,7 @@ def open_lists(engine: Engine, run_id: int) -> Iterator[ListState]:
                 sa.select(ck.account, ck.follow_type, ck.cursor, ck.status, ck.restarts)
                 .where(
                     ck.run_id == run_id,
-                    ck.status.in_(OPEN),
+                    _open(),
                     sa.tuple_(ck.account, ck.follow_type) > sa.tuple_(*after),
                 )
                 .order_by(ck.account, ck.follow_type)
@@ -135,6 +136,14 @@ def open_lists(engine: Engine, run_id: int) -> Iterator[ListState]:
         for row in rows:
             yield ListState(row.account, row.follow_type, row.cursor, row.status, row.restarts)
         after = (rows[-1].account, rows[-1].follow_type)
+
+
+def _open() -> sa.ColumnElement[bool]:
+    """Lists a run still has to crawl: not started, half done, or failed fewer than 3 times."""
+    return sa.or_(
+        ck.status.in_(("pending", "running")),
+        sa.and_(ck.status == "failed", ck.failures < MAX_FAILURES),
+    )
 
 
 def _where(run_id: int, account: str, follow_type: int) -> Sequence[sa.ColumnElement[bool]]:
@@ -178,30 +187,43 @@ def settle(
     status: str,
     error: str | None,
     now: datetime,
+    give_up: bool = False,
 ) -> None:
-    """End a list without a last page: ``skipped`` (no such account) or ``failed``."""
+    """End a list without a last page: ``skipped`` (no such account) or ``failed``.
+
+    A failed list is tried again by the next sync of the run, unless ``give_up`` (the same
+    request would get the same answer) or it has now failed MAX_FAILURES times.
+    """
+    values: dict[str, Any] = {"status": status, "last_error": error, "updated_at": now}
+    if status == "failed":
+        values["failures"] = MAX_FAILURES if give_up else ck.failures + 1
     conn.execute(
-        sa.update(sync_checkpoints)
-        .where(*_where(run_id, account, follow_type))
-        .values(status=status, last_error=error, updated_at=now)
+        sa.update(sync_checkpoints).where(*_where(run_id, account, follow_type)).values(values)
     )
 
 
 def counts(conn: sa.Connection, run_id: int) -> dict[str, int]:
     """Lists by status, and pages and items, computed from the checkpoints."""
-    result = dict.fromkeys(("pending", "running", "done", "skipped", "failed"), 0)
+    result = dict.fromkeys(STATUSES, 0)
+    is_open = sa.case((_open(), 1), else_=0)
     rows = conn.execute(
-        sa.select(ck.status, sa.func.count(), sa.func.sum(ck.pages), sa.func.sum(ck["items"]))
+        sa.select(
+            ck.status,
+            sa.func.count(),
+            sa.func.sum(is_open),
+            sa.func.sum(ck.pages),
+            sa.func.sum(ck["items"]),
+        )
         .where(ck.run_id == run_id)
         .group_by(ck.status)
     ).all()
-    pages = items = 0
-    for status, n, p, i in rows:
+    result["open"] = result["pages"] = result["items"] = 0
+    for status, n, still_open, pages, items in rows:
         result[status] = int(n)
-        pages += int(p or 0)
-        items += int(i or 0)
-    result["total"] = sum(result[s] for s in ("pending", "running", "done", "skipped", "failed"))
-    result["pages"], result["items"] = pages, items
+        result["open"] += int(still_open or 0)
+        result["pages"] += int(pages or 0)
+        result["items"] += int(items or 0)
+    result["total"] = sum(result[s] for s in STATUSES)
     return result
 
 
@@ -241,7 +263,7 @@ def close_run(
     edges_removed: int,
     now: datetime,
 ) -> None:
-    """Store the run's counters; mark it done when every list is done or skipped."""
+    """Store the run's counters; mark it done when no list is left to crawl."""
     c = counts(conn, run_id)
     values: dict[str, Any] = {
         "lists_total": c["total"],
@@ -282,7 +304,8 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
             "last_activity": _iso(last_activity(conn, run.id)),
             "options": run.options,
             "lists": {
-                k: lists[k] for k in ("total", "done", "skipped", "failed", "running", "pending")
+                k: lists[k]
+                for k in ("total", "done", "skipped", "failed", "running", "pending", "open")
             },
             "pages": lists["pages"],
             "items": lists["items"],

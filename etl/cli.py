@@ -8,7 +8,7 @@ Exit codes (also in the README):
     3    configuration error: missing or invalid environment; nothing was fetched
     4    the API refused the credentials or the app (wrong key, not admin, feature off); resumable
     5    database error: unreachable, not migrated, or a statement failed; resumable
-    6    the run stopped early with lists left to do (API kept failing); resumable
+    6    the run stopped early with lists left (resumable), or ended with lists given up
     130  interrupted (Ctrl-C); resumable
 """
 
@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import sqlalchemy as sa
 
@@ -123,8 +123,12 @@ def read_accounts(source: str, stdin: TextIO | None = None) -> list[str]:
 
 
 def check_account(account: str, where: str) -> None:
-    """Refuse what cannot be a UserID (whitespace inside, over 32 bytes)."""
-    if any(ch.isspace() for ch in account) or len(account.encode()) > MAX_USERID_BYTES:
+    """Refuse what cannot be a UserID (empty, whitespace inside, over 32 bytes)."""
+    if (
+        not account
+        or any(ch.isspace() for ch in account)
+        or len(account.encode()) > MAX_USERID_BYTES
+    ):
         raise UsageError(f"{where}: not a UserID: {account[:40]!r}")
 
 
@@ -223,16 +227,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
     )
     with _client(api) as client:
         report = sync(engine, client, request)
-    _print_report(report)
-    return 0
+    return _print_report(report)
 
 
-def _print_report(report: SyncReport) -> None:
+def _print_report(report: SyncReport) -> int:
+    """Print what a sync did; return its exit code."""
     lists = report.lists
-    verb = "resumed and finished" if report.resumed else "finished"
+    verb = "resumed, " if report.resumed else ""
+    verb += "finished" if report.finished else "stopped"
     _say(
         f"run {report.run_id} of job {report.job!r} {verb} in {report.seconds:.1f} s: "
-        f"{lists['total']} lists ({lists['done']} done, {lists['skipped']} skipped), "
+        f"{lists['total']} lists ({lists['done']} done, {lists['skipped']} skipped, "
+        f"{lists['failed']} failed), "
         f"{report.pages} pages and {report.items} items stored, "
         f"{report.requests} requests ({report.retries} retried), "
         f"{report.edges_removed} edges marked removed"
@@ -244,6 +250,13 @@ def _print_report(report: SyncReport) -> None:
             f"accounts that do not exist (30003), skipped: {shown}"
             + (f" and {more} more" if more > 0 else "")
         )
+    for failure in report.failures[:20]:
+        _say(f"failed: {failure}")
+    problem = report.problem()
+    if problem is None:
+        return 0
+    _say(f"follow-etl: error: {problem}", sys.stderr)
+    return problem.exit_code
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -365,9 +378,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         request = SyncRequest(job="demo", accounts=graph.accounts, restart=False)
         with _client(api) as client:
             report = sync(engine, client, request)
-    _print_report(report)
+    code = _print_report(report)
     _print_summary(engine, time.monotonic() - started)
-    return 0
+    return code
 
 
 def _print_summary(engine: sa.Engine, seconds: float) -> None:
@@ -407,13 +420,20 @@ configuration (environment):
   IM_TIMEOUT      seconds per request, above the service's 3 s (default 10)
 
 exit codes: 0 done, 1 internal error, 2 usage, 3 configuration, 4 API refused credentials or
-app, 5 database, 6 stopped early with lists left (resumable), 130 interrupted (resumable)
+app, 5 database, 6 lists left (resumable) or given up, 130 interrupted (resumable)
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the synopsis is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``follow-etl`` / ``python -m etl``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="follow-etl",
         description="Crawl the Tencent Cloud Chat follow graph into a SQL database, resumably.",
         epilog=EPILOG,

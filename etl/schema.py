@@ -105,6 +105,7 @@ sync_checkpoints = sa.Table(
     sa.Column("pages", sa.Integer, nullable=False, server_default="0"),
     sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("restarts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0", comment="given up at 3"),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("updated_at", Timestamp, nullable=False),
     sa.CheckConstraint(

@@ -66,12 +66,25 @@ class SyncReport:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def problem(self) -> RunIncomplete | None:
+        """Why this sync does not count as a clean finish (exit 6), or None."""
+        lists, where = self.lists, f"run {self.run_id} of job {self.job!r}"
+        if not self.finished:
+            return RunIncomplete(
+                f"{where} stopped with {lists['open']} of {lists['total']} lists left; "
+                "run `sync` again to resume it"
+            )
+        if lists["failed"]:
+            return RunIncomplete(
+                f"{where} ended with {lists['failed']} of {lists['total']} lists given up "
+                f"(see `status --job {self.job}`); the next `sync` starts a new run"
+            )
+        return None
+
     @property
     def finished(self) -> bool:
-        """True when every list of the run is done or skipped."""
-        return self.lists.get("total", 0) == self.lists.get("done", 0) + self.lists.get(
-            "skipped", 0
-        )
+        """True when no list of the run is left to crawl (done, skipped or given up)."""
+        return self.lists.get("open", 1) == 0
 
 
 class _Crawl:
@@ -106,10 +119,15 @@ class _Crawl:
             except AccountNotFound:
                 self.skip_missing(state)
                 consecutive = 0
-            except (TransientApiError, RequestRejected) as exc:
+            except RequestRejected as exc:
+                # The same request would be rejected again: give the list up, keep going.
+                self.settle(state, "failed", str(exc), give_up=True)
+                self.report.failures.append(str(exc))
+                log.error("%s: the service rejects this list, giving it up: %s", label, exc)
+            except TransientApiError as exc:
                 self.settle(state, "failed", str(exc))
                 self.report.failures.append(str(exc))
-                log.error("%s: giving up on this list for now: %s", label, exc)
+                log.error("%s: failed after retries, the next sync retries it: %s", label, exc)
                 consecutive += 1
                 if consecutive >= MAX_CONSECUTIVE_FAILURES:
                     log.error("%d lists failed in a row: stopping the run", consecutive)
@@ -177,7 +195,9 @@ class _Crawl:
         if state.account not in self.report.missing_accounts:
             self.report.missing_accounts.append(state.account)
 
-    def settle(self, state: checkpoint.ListState, status: str, error: str) -> None:
+    def settle(
+        self, state: checkpoint.ListState, status: str, error: str, give_up: bool = False
+    ) -> None:
         """Record why a list ended early; its cursor stays for the next attempt."""
         with self.engine.begin() as conn:
             checkpoint.settle(
@@ -188,6 +208,7 @@ class _Crawl:
                 status=status,
                 error=error,
                 now=self.clock(),
+                give_up=give_up,
             )
 
     def progress(self) -> None:
@@ -214,10 +235,10 @@ def sync(
     *,
     clock: Callable[[], datetime] = utcnow,
 ) -> SyncReport:
-    """Resume the job's unfinished run (or start one) and crawl it to the end.
+    """Resume the job's unfinished run (or start one) and crawl it as far as it goes.
 
-    Raises RunIncomplete when lists are left to do, FatalApiError on credential or app errors;
-    either way the run stays resumable.
+    The report says whether the run finished (``report.problem()``); FatalApiError (credentials,
+    app) and database errors propagate. Whatever happens, the run stays resumable.
     """
     started = time.monotonic()
     calls_before, retries_before = client.calls, client.retries
@@ -254,12 +275,6 @@ def sync(
             log.error("could not store the run's counters: %s", type(exc).__name__)
         raise
     _close(engine, report, client, calls_before, retries_before, started, clock)
-    if not report.finished:
-        left = report.lists["total"] - report.lists["done"] - report.lists["skipped"]
-        raise RunIncomplete(
-            f"run {run_id} of job {request.job!r} stopped with {left} of "
-            f"{report.lists['total']} lists left; run `sync` again to resume it"
-        )
     return report
 
 

@@ -145,16 +145,18 @@ def stored_lists(engine: sa.Engine) -> dict[tuple[str, int], dict[str, int | Non
 def stored_profiles(engine: sa.Engine) -> dict[tuple[str, int], dict[str, Any]]:
     """Every stored profile snapshot: (user, sequence) -> tags."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT user_id, profile_sequence, tags FROM profile_snapshots"))
+        rows = conn.execute(
+            sa.text("SELECT user_id, profile_sequence, tags FROM profile_snapshots")
+        )
         return {
             (user, seq): (tags if isinstance(tags, dict) else __import__("json").loads(tags))
             for user, seq, tags in rows
         }
 
 
-def expected_profiles(graph: Graph, truth: dict[tuple[str, int], dict[str, int]]) -> dict[
-    tuple[str, int], dict[str, Any]
-]:
+def expected_profiles(
+    graph: Graph, truth: dict[tuple[str, int], dict[str, int]]
+) -> dict[tuple[str, int], dict[str, Any]]:
     """The profile versions a crawl of ``truth`` must have stored, from the graph as it is now."""
     result: dict[tuple[str, int], dict[str, Any]] = {}
     for items in truth.values():

@@ -146,6 +146,9 @@ def upgrade() -> None:
         sa.Column("pages", sa.Integer(), server_default="0", nullable=False),
         sa.Column("items", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("restarts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column(
+            "failures", sa.Integer(), server_default="0", nullable=False, comment="given up at 3"
+        ),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint(

@@ -29,18 +29,18 @@ TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
 
 
-def minimum_requests(truth: dict[tuple[str, int], dict[str, int]], accounts: list[str],
-                     page_size: int) -> int:
+def minimum_requests(
+    truth: dict[tuple[str, int], dict[str, int]], accounts: list[str], page_size: int
+) -> int:
     """Requests a perfect crawl needs: one per page, at least one per list."""
-    return sum(
-        max(1, -(-len(truth.get((a, t), {})) // page_size)) for a in accounts for t in TYPES
-    )
+    return sum(max(1, -(-len(truth.get((a, t), {})) // page_size)) for a in accounts for t in TYPES)
 
 
 def run(engine: sa.Engine, client: FollowClient, accounts: list[str], **kw: Any) -> Any:
     """Sync ``accounts`` with small pages so lists span several."""
-    request = SyncRequest(job=kw.pop("job", "test"), accounts=accounts,
-                          page_size=kw.pop("page_size", 7), **kw)
+    request = SyncRequest(
+        job=kw.pop("job", "test"), accounts=accounts, page_size=kw.pop("page_size", 7), **kw
+    )
     return sync(engine, client, request)
 
 
@@ -53,7 +53,8 @@ def test_full_sync_equals_ground_truth(engine: sa.Engine, running_sandbox: Start
     truth = graph.truth(graph.accounts, TYPES)
     assert stored_lists(engine) == nonempty(truth)
     assert stored_profiles(engine) == expected_profiles(graph, truth)
-    assert report.finished and report.lists["done"] == 3 * len(graph.accounts)
+    assert report.finished
+    assert report.lists["done"] == 3 * len(graph.accounts)
     assert report.requests == minimum_requests(truth, graph.accounts, 7)
 
 
@@ -67,7 +68,8 @@ def test_transient_faults_leave_the_result_exact(engine: sa.Engine, running_sand
     assert stored_lists(engine) == nonempty(truth)
     assert stored_profiles(engine) == expected_profiles(graph, truth)
     faults = server.sandbox.stats()["by_fault"]
-    assert isinstance(faults, dict) and sum(faults.values()) > 10
+    assert isinstance(faults, dict)
+    assert sum(faults.values()) > 10
     assert report.retries == sum(faults.values())
 
 
@@ -82,21 +84,27 @@ def test_second_run_records_what_changed(engine: sa.Engine, running_sandbox: Sta
         before = graph.truth(accounts, TYPES)
         profiles_before = expected_profiles(graph, before)
         summary = graph.mutate(seed=1, delete=2)
-        assert summary["unfollowed"] and summary["followed"] and summary["profiles_changed"]
+        assert summary["unfollowed"]
+        assert summary["followed"]
+        assert summary["profiles_changed"]
         report = run(engine, client, accounts)
     after = graph.truth(accounts, TYPES)
     assert stored_lists(engine) == nonempty(after)
     assert stored_profiles(engine) == {**profiles_before, **expected_profiles(graph, after)}
     removed = {
-        (a, t, to) for (a, t), items in before.items() for to in items
+        (a, t, to)
+        for (a, t), items in before.items()
+        for to in items
         if to not in after.get((a, t), {})
     }
     with engine.connect() as conn:
         marked = set(
-            conn.execute(sa.text(
-                "SELECT account, follow_type, to_account FROM follow_edges "
-                "WHERE removed_at IS NOT NULL"
-            )).all()
+            conn.execute(
+                sa.text(
+                    "SELECT account, follow_type, to_account FROM follow_edges "
+                    "WHERE removed_at IS NOT NULL"
+                )
+            ).all()
         )
     assert marked == removed
     assert report.edges_removed == len(removed)
@@ -132,7 +140,8 @@ def test_unchanged_resync_rewrites_nothing(engine: sa.Engine, running_sandbox: S
                 snapshots
             )
     assert after == before
-    assert report.run_id == 2 and not report.resumed
+    assert report.run_id == 2
+    assert not report.resumed
 
 
 class StopAfter(httpx.BaseTransport):
@@ -166,17 +175,23 @@ def interrupted_client(server: SandboxServer, calls: int, mid_list: bool = False
     return FollowClient(api, source, transport=StopAfter(calls, mid_list))
 
 
-def test_interrupted_run_resumes_from_its_cursors(engine: sa.Engine, running_sandbox: Start) -> None:
+def test_interrupted_run_resumes_from_its_cursors(
+    engine: sa.Engine, running_sandbox: Start
+) -> None:
     """A run stopped mid-list resumes it: nothing lost, nothing fetched twice."""
     graph = Graph(users=80, seed=6)
     server = running_sandbox(graph)
     for calls, mid_list in ((5, False), (40, True), (90, True)):
-        with interrupted_client(server, calls, mid_list) as client, pytest.raises(KeyboardInterrupt):
+        with (
+            interrupted_client(server, calls, mid_list) as client,
+            pytest.raises(KeyboardInterrupt),
+        ):
             run(engine, client, graph.accounts)
     with make_client(api_settings(server)) as client:
         report = run(engine, client, graph.accounts)
     truth = graph.truth(graph.accounts, TYPES)
-    assert report.resumed and report.run_id == 1
+    assert report.resumed
+    assert report.run_id == 1
     assert stored_lists(engine) == nonempty(truth)
     total = server.sandbox.stats()["requests"]
     assert total == minimum_requests(truth, graph.accounts, 7)
@@ -189,9 +204,9 @@ def test_stale_cursor_restarts_the_list(engine: sa.Engine, running_sandbox: Star
     with interrupted_client(server, 30, mid_list=True) as client, pytest.raises(KeyboardInterrupt):
         run(engine, client, graph.accounts)
     with engine.begin() as conn:
-        stale = conn.execute(sa.text(
-            "UPDATE sync_checkpoints SET cursor = 'not-a-cursor' WHERE cursor <> ''"
-        )).rowcount
+        stale = conn.execute(
+            sa.text("UPDATE sync_checkpoints SET cursor = 'not-a-cursor' WHERE cursor <> ''")
+        ).rowcount
     assert stale >= 1
     with make_client(api_settings(server)) as client:
         run(engine, client, graph.accounts)
@@ -211,21 +226,25 @@ def test_restart_abandons_the_unfinished_run(engine: sa.Engine, running_sandbox:
         run(engine, client, graph.accounts)
     with make_client(api_settings(server)) as client:
         report = run(engine, client, graph.accounts, restart=True)
-    assert report.run_id == 2 and not report.resumed
+    assert report.run_id == 2
+    assert not report.resumed
     with engine.connect() as conn:
         statuses = conn.execute(sa.text("SELECT id, status FROM sync_runs ORDER BY id")).all()
     assert [tuple(row) for row in statuses] == [(1, "abandoned"), (2, "done")]
     assert stored_lists(engine) == nonempty(graph.truth(graph.accounts, TYPES))
 
 
-def test_wrong_credentials_stop_the_run_and_keep_it(engine: sa.Engine, running_sandbox: Start) -> None:
+def test_wrong_credentials_stop_the_run_and_keep_it(
+    engine: sa.Engine, running_sandbox: Start
+) -> None:
     """A wrong secret key is fatal at once; the run stays resumable and nothing is stored."""
     from etl.config import Secret
 
     graph = Graph(users=20, seed=1)
     server = running_sandbox(graph)
-    with make_client(api_settings(server, secret_key=Secret("wrong"))) as client, pytest.raises(
-        FatalApiError, match="70009"
+    with (
+        make_client(api_settings(server, secret_key=Secret("wrong"))) as client,
+        pytest.raises(FatalApiError, match="70009"),
     ):
         run(engine, client, graph.accounts)
     assert server.sandbox.stats()["requests"] == 1
@@ -243,11 +262,43 @@ def test_an_api_that_keeps_failing_stops_the_run(engine: sa.Engine, running_sand
     graph = Graph(users=20, seed=1)
     server = running_sandbox(graph, faults=1.0, fault_kinds=("30006",))
     retry = RetryPolicy(attempts=2, max_seconds=5, initial_wait=0, max_wait=0)
-    with make_client(api_settings(server, retry=retry)) as client, pytest.raises(RunIncomplete):
-        run(engine, client, graph.accounts)
+    with make_client(api_settings(server, retry=retry)) as client:
+        report = run(engine, client, graph.accounts)
+    assert not report.finished
+    assert isinstance(report.problem(), RunIncomplete)
     assert server.sandbox.stats()["requests"] == 6  # 3 lists x 2 attempts, then stop
     with engine.connect() as conn:
-        failed = conn.execute(sa.text(
-            "SELECT count(*) FROM sync_checkpoints WHERE status = 'failed'"
-        )).scalar()
+        failed = conn.execute(
+            sa.text("SELECT count(*) FROM sync_checkpoints WHERE status = 'failed'")
+        ).scalar()
     assert failed == 3
+
+
+def test_a_list_that_keeps_failing_is_given_up(engine: sa.Engine, running_sandbox: Start) -> None:
+    """A list that fails in three syncs is given up, so it cannot hold its run open forever."""
+    from etl.config import RetryPolicy
+
+    graph = Graph(users=20, seed=1)
+    server = running_sandbox(graph, faults=1.0, fault_kinds=("30006",))
+    retry = RetryPolicy(attempts=1, max_seconds=5, initial_wait=0, max_wait=0)
+    account = graph.accounts[0]
+    with make_client(api_settings(server, retry=retry)) as client:
+        reports = [run(engine, client, [account], types=(1,)) for _ in range(4)]
+    assert [r.run_id for r in reports] == [1, 1, 1, 2]
+    assert [r.finished for r in reports] == [False, False, True, False]
+    assert "given up" in str(reports[2].problem())
+
+
+def test_a_rejected_list_is_given_up_at_once(engine: sa.Engine, running_sandbox: Start) -> None:
+    """A list whose first request is rejected (30001) is given up; the others are crawled."""
+    graph = Graph(users=30, seed=1)
+    server = running_sandbox(graph)
+    accounts = ["", *graph.accounts]  # the CLI refuses it; the service answers 30001
+    with make_client(api_settings(server)) as client:
+        report = run(engine, client, accounts)
+    assert report.finished
+    assert report.lists["failed"] == 3
+    assert "given up" in str(report.problem())
+    assert stored_lists(engine) == nonempty(graph.truth(graph.accounts, TYPES))
+    with make_client(api_settings(server)) as client:
+        assert run(engine, client, graph.accounts).problem() is None

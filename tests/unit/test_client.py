@@ -85,7 +85,8 @@ def test_transient_answers_are_retried(transient: httpx.Response | Exception) ->
     client, seen = client_for([transient, httpx.Response(200, json=OK)])
     with client:
         assert client.follow_get("a", 1, "", 100)["ActionStatus"] == "OK"
-    assert len(seen) == 2 and client.retries == 1
+    assert len(seen) == 2
+    assert client.retries == 1
 
 
 @pytest.mark.parametrize(
@@ -148,10 +149,12 @@ def test_request_form() -> None:
     with client:
         client.follow_get("user_1", 2, "cur", 1000)
     (request,) = seen
-    assert request.method == "POST" and request.url.path == "/v4/follow/follow_get"
+    assert request.method == "POST"
+    assert request.url.path == "/v4/follow/follow_get"
     params = request.url.params
     assert sorted(params) == ["contenttype", "identifier", "random", "sdkappid", "usersig"]
-    assert params["contenttype"] == "json" and 0 <= int(params["random"]) <= 4294967295
+    assert params["contenttype"] == "json"
+    assert 0 <= int(params["random"]) <= 4294967295
     assert json.loads(request.content) == {
         "From_Account": "user_1",
         "FollowType": 2,

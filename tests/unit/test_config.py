@@ -14,7 +14,8 @@ def test_defaults() -> None:
     """With nothing set, the embedded SQLite file and the documented defaults apply."""
     settings = load_settings({})
     assert settings.database_url.render_as_string() == "sqlite:///follow_etl.db"
-    assert settings.admin == "administrator" and settings.rate == DEFAULT_RATE
+    assert settings.admin == "administrator"
+    assert settings.rate == DEFAULT_RATE
     assert settings.timeout > 3
 
 
@@ -82,5 +83,7 @@ def test_secrets_hidden_from_repr() -> None:
     """Neither the settings nor the secret show the key in repr or str."""
     settings = load_settings({**BASE, "IM_USERSIG": "sig-value"})
     for text in (repr(settings), str(settings), repr(settings.api()), str(Secret("k3y-value"))):
-        assert "k3y-value" not in text and "sig-value" not in text
-    assert settings.secret_key is not None and settings.secret_key.reveal() == "k3y-value"
+        assert "k3y-value" not in text
+        assert "sig-value" not in text
+    assert settings.secret_key is not None
+    assert settings.secret_key.reveal() == "k3y-value"

@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from etl.transform import parse_page, profile_row
 
 
-def item(to: str, seq: object = 5, key: str = "profile_sequence", **extra: object) -> dict[str, object]:
+def item(
+    to: str, seq: object = 5, key: str = "profile_sequence", **extra: object
+) -> dict[str, object]:
     """One FollowItem as the service answers it."""
     return {
         "To_Account": to,
@@ -35,7 +37,9 @@ def test_edges_and_profiles_from_a_page() -> None:
     ]
     (profile,) = rows.profiles
     assert profile["profile_sequence"] == 5
-    assert profile["nick"] == "昵称" and profile["level"] == 7 and profile["gender"] is None
+    assert profile["nick"] == "昵称"
+    assert profile["level"] == 7
+    assert profile["gender"] is None
     assert profile["tags"] == {
         "Tag_Profile_IM_Nick": "昵称",
         "Tag_Profile_IM_Level": 7,
@@ -54,7 +58,8 @@ def test_item_without_sequence_keeps_its_edge() -> None:
     raw = item("b")
     del raw["profile_sequence"]
     rows = parse_page({"FollowItem": [raw]}, "a", 1)
-    assert len(rows.edges) == 1 and rows.profiles == []
+    assert len(rows.edges) == 1
+    assert rows.profiles == []
 
 
 def test_malformed_items_are_dropped_and_counted() -> None:
@@ -84,8 +89,10 @@ def test_bad_values_stay_out_of_typed_columns() -> None:
             {"Tag": "Tag_Profile_IM_Role", "Value": True},
         ],
     )
-    assert row["level"] is None and row["birthday"] == 20190419
-    assert row["gender"] is None and row["role"] is None
+    assert row["level"] is None
+    assert row["birthday"] == 20190419
+    assert row["gender"] is None
+    assert row["role"] is None
     assert row["tags"]["Tag_Profile_IM_Level"] == "high"
 
 

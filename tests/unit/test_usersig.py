@@ -86,7 +86,8 @@ def test_source_renews_before_expiry() -> None:
     assert source.current() == first
     now[0] = 1090.0
     second = source.current()
-    assert second != first and usersig.decode(second).time == 1090
+    assert second != first
+    assert usersig.decode(second).time == 1090
     now[0] = 1095.0
     source.renew()
     assert usersig.decode(source.current()).time == 1095
@@ -96,4 +97,5 @@ def test_source_hides_the_sig() -> None:
     """The repr of a source never shows the UserSig or the key."""
     source = UserSigSource(sdkappid=APP, identifier="a", secret_key=KEY, clock=lambda: 1.0)
     text = repr(source)
-    assert source.current() not in text and KEY not in text
+    assert source.current() not in text
+    assert KEY not in text
