@@ -9,6 +9,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+# The Alembic revision these tables describe; a test checks it is the newest migration.
+SCHEMA_REVISION = "0001"
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -99,6 +100,7 @@ class _Crawl:
         clock: Callable[[], datetime],
     ) -> None:
         self.engine = engine
+        self.conn: sa.Connection  # open while run() runs
         self.client = client
         self.report = report
         self.page_size = page_size
@@ -110,6 +112,11 @@ class _Crawl:
 
     def run(self) -> None:
         """Crawl every open list; stop early on a fatal error or an API that keeps failing."""
+        # One connection for all the page transactions: no pool checkout and ping per page.
+        with self.engine.connect() as self.conn:
+            self._run()
+
+    def _run(self) -> None:
         consecutive = 0
         for state in checkpoint.open_lists(self.engine, self.report.run_id):
             label = f"{state.account}/{transform.TYPE_NAMES[state.follow_type]}"
@@ -138,6 +145,12 @@ class _Crawl:
             self.lists_done += 1
             self.progress()
 
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        """A transaction on the crawl's connection; commits on leaving the block."""
+        with self.conn.begin():
+            yield self.conn
+
     def crawl(self, state: checkpoint.ListState) -> None:
         """Store every page of one list from its cursor on, each page with its cursor."""
         run_id, account, follow_type = self.report.run_id, state.account, state.follow_type
@@ -146,7 +159,7 @@ class _Crawl:
         for page in extract.pages(self.client, account, follow_type, state.cursor, self.page_size):
             rows = transform.parse_page(page.body, account, follow_type)
             now = self.clock()
-            with self.engine.begin() as conn:
+            with self.transaction() as conn:
                 if page.restarted and has_seen:
                     load.forget_seen(conn, run_id, account, follow_type)
                     has_seen = False
@@ -178,7 +191,7 @@ class _Crawl:
     def skip_missing(self, state: checkpoint.ListState) -> None:
         """30003: the account is gone; its listed edges are removed and the list is skipped."""
         now = self.clock()
-        with self.engine.begin() as conn:
+        with self.transaction() as conn:
             self.report.edges_removed += load.mark_all_removed(
                 conn, state.account, state.follow_type, now
             )
@@ -199,7 +212,7 @@ class _Crawl:
         self, state: checkpoint.ListState, status: str, error: str, give_up: bool = False
     ) -> None:
         """Record why a list ended early; its cursor stays for the next attempt."""
-        with self.engine.begin() as conn:
+        with self.transaction() as conn:
             checkpoint.settle(
                 conn,
                 self.report.run_id,

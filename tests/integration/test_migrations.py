@@ -7,6 +7,7 @@ from alembic import command
 from sqlalchemy.engine import URL
 
 from etl import db
+from etl.schema import SCHEMA_REVISION
 
 TABLES = {"follow_edges", "profile_snapshots", "sync_runs", "sync_checkpoints", "sync_seen"}
 VIEWS = {"current_follow_edges", "current_profiles"}
@@ -32,6 +33,11 @@ def test_upgrade_downgrade_upgrade(db_url: URL) -> None:
         assert names(engine) == (TABLES, VIEWS)
     finally:
         engine.dispose()
+
+
+def test_the_code_expects_the_newest_migration() -> None:
+    """etl.schema.SCHEMA_REVISION names the head revision, so `sync` checks the right one."""
+    assert db.head_revision() == SCHEMA_REVISION
 
 
 def test_no_drift_between_models_and_migrations(engine: sa.Engine) -> None:
