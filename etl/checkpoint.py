@@ -98,7 +98,7 @@ def add_lists(
     }
     new = [
         {"run_id": run_id, "account": a, "follow_type": t, "status": "pending", "updated_at": now}
-        for a, t in lists
+        for a, t in dict.fromkeys(lists)
         if (a, t) not in existing
     ]
     for start in range(0, len(new), 5000):

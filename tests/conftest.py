@@ -169,3 +169,13 @@ def expected_profiles(
 def nonempty(truth: dict[tuple[str, int], dict[str, int]]) -> dict[tuple[str, int], dict[str, int]]:
     """Truth without empty lists (an empty list stores no rows)."""
     return {key: items for key, items in truth.items() if items}
+
+
+def minimum_requests(
+    truth: dict[tuple[str, int], dict[str, int]],
+    accounts: list[str],
+    page_size: int,
+    types: tuple[int, ...] = (1, 2, 3),
+) -> int:
+    """Requests a perfect crawl needs: one per page, at least one per list."""
+    return sum(max(1, -(-len(truth.get((a, t), {})) // page_size)) for a in accounts for t in types)

@@ -23,7 +23,13 @@ from sqlalchemy.engine import URL
 from etl import db, usersig
 from etl.config import database_url
 from etl.sandbox import Graph, SandboxConfig, SandboxServer
-from tests.conftest import expected_profiles, nonempty, stored_lists, stored_profiles
+from tests.conftest import (
+    expected_profiles,
+    minimum_requests,
+    nonempty,
+    stored_lists,
+    stored_profiles,
+)
 
 TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
@@ -94,13 +100,6 @@ def write_accounts(path: Path, accounts: list[str]) -> Path:
     """An accounts file, one UserID per line."""
     path.write_text("".join(f"{a}\n" for a in accounts), encoding="utf-8")
     return path
-
-
-def minimum_requests(
-    truth: dict[tuple[str, int], dict[str, int]], accounts: list[str], page_size: int
-) -> int:
-    """Requests a perfect crawl needs: one per page, at least one per list."""
-    return sum(max(1, -(-len(truth.get((a, t), {})) // page_size)) for a in accounts for t in TYPES)
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess[str]) -> str:

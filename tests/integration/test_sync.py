@@ -20,6 +20,7 @@ from tests.conftest import (
     api_settings,
     expected_profiles,
     make_client,
+    minimum_requests,
     nonempty,
     stored_lists,
     stored_profiles,
@@ -27,13 +28,6 @@ from tests.conftest import (
 
 TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
-
-
-def minimum_requests(
-    truth: dict[tuple[str, int], dict[str, int]], accounts: list[str], page_size: int
-) -> int:
-    """Requests a perfect crawl needs: one per page, at least one per list."""
-    return sum(max(1, -(-len(truth.get((a, t), {})) // page_size)) for a in accounts for t in TYPES)
 
 
 def run(engine: sa.Engine, client: FollowClient, accounts: list[str], **kw: Any) -> Any:
