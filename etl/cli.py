@@ -1,5 +1,5 @@
-"""The command line: parses arguments, builds settings, client and engine, maps errors to exit
-codes and prints. Everything else lives below this module and never prints.
+"""The command line: parses arguments, dispatches to etl.commands, maps errors to exit codes.
+Everything below the edge (cli, commands, console) never prints.
 
 Exit codes (also in the README):
     0    every requested list finished (lists of accounts that do not exist count, and are named)
@@ -15,121 +15,20 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import logging
-import re
 import sys
-import time
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
-from etl import __version__, checkpoint, db
-from etl.client import FollowClient
-from etl.config import ApiSettings, Secret, Settings, load_settings
-from etl.errors import ConfigError, DatabaseError, EtlError, UsageError
-from etl.schema import sync_runs
-from etl.sync import SyncReport, SyncRequest, sync
-from etl.transform import TYPE_NAMES
-from etl.usersig import DEFAULT_EXPIRE, UserSigSource, generate
-
-log = logging.getLogger("etl")
+from etl import __version__
+from etl.commands import cmd_demo, cmd_migrate, cmd_sandbox, cmd_status, cmd_sync, cmd_usersig
+from etl.console import say, setup_logging
+from etl.errors import DatabaseError, EtlError
+from etl.usersig import DEFAULT_EXPIRE
 
 EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 130
 TYPE_ALIASES = {"fans": 1, "follows": 2, "mutual": 3, "1": 1, "2": 2, "3": 3}
-MAX_USERID_BYTES = 32  # Tencent's documented limit for a UserID
-
-
-# --- secrets never reach a terminal or a log ------------------------------------------------
-
-_USERSIG_IN_URL = re.compile(r"(usersig=)[^&\s'\"]+", re.IGNORECASE)
-
-
-class Redactor(logging.Filter):
-    """Masks UserSigs in URLs and any configured secret, in every log record."""
-
-    def __init__(self, secrets: Sequence[str] = ()) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def redact(self, text: str) -> str:
-        """The text with every secret replaced by ***."""
-        text = _USERSIG_IN_URL.sub(r"\1***", text)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redact(record.getMessage())
-        record.args = None
-        return True
-
-
-_REDACTOR = Redactor()
-
-
-def _setup_logging(verbosity: int) -> None:
-    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    handler.addFilter(_REDACTOR)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # httpx logs every request URL at INFO, and the URL carries the UserSig.
-    for noisy in ("httpx", "httpcore", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _settings() -> Settings:
-    settings = load_settings()
-    _REDACTOR.secrets = [
-        s.reveal() for s in (settings.secret_key, settings.usersig) if s is not None
-    ]
-    return settings
-
-
-def _say(text: str, stream: TextIO | None = None) -> None:
-    print(_REDACTOR.redact(text), file=stream or sys.stdout)
-
-
-# --- input -------------------------------------------------------------------------------
-
-
-def read_accounts(source: str, stdin: TextIO | None = None) -> list[str]:
-    """UserIDs from a file (``-`` for stdin): one per line, blanks and ``#`` comments ignored,
-    duplicates dropped, order kept."""
-    name = "<stdin>" if source == "-" else source
-    try:
-        if source == "-":
-            lines = (stdin or sys.stdin).read().splitlines()
-        else:
-            lines = Path(source).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"accounts file not found: {source}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read accounts file {name}: {exc}") from None
-    accounts: dict[str, None] = {}
-    for number, line in enumerate(lines, 1):
-        account = line.strip().lstrip("\ufeff")
-        if not account or account.startswith("#"):
-            continue
-        check_account(account, f"{name}:{number}")
-        accounts.setdefault(account)
-    return list(accounts)
-
-
-def check_account(account: str, where: str) -> None:
-    """Refuse what cannot be a UserID (empty, whitespace inside, over 32 bytes)."""
-    if (
-        not account
-        or any(ch.isspace() for ch in account)
-        or len(account.encode()) > MAX_USERID_BYTES
-    ):
-        raise UsageError(f"{where}: not a UserID: {account[:40]!r}")
 
 
 def parse_types(raw: str) -> tuple[int, ...]:
@@ -163,249 +62,6 @@ def _positive(kind: type[int] | type[float]) -> Any:
 
     return parse
 
-
-# --- commands ----------------------------------------------------------------------------
-
-
-def _engine(settings: Settings) -> sa.Engine:
-    return db.make_engine(settings.database_url)
-
-
-def _client(api: ApiSettings, clock: Any = time.time) -> FollowClient:
-    source = UserSigSource(
-        sdkappid=api.sdkappid,
-        identifier=api.admin,
-        secret_key=api.secret_key.reveal() if api.secret_key else None,
-        fixed=None if api.secret_key else (api.usersig.reveal() if api.usersig else None),
-        clock=clock,
-    )
-    return FollowClient(api, source)
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    """Upgrade the database to the newest schema."""
-    settings = _settings()
-    engine = _engine(settings)
-    before = db.current_revision(engine)
-    db.upgrade(engine)
-    after = db.current_revision(engine)
-    where = db.describe(settings.database_url)
-    if before == after:
-        _say(f"{where}: already at revision {after}")
-    else:
-        _say(f"{where}: migrated from {before or 'empty'} to {after}")
-    return 0
-
-
-def _requested_accounts(args: argparse.Namespace) -> list[str]:
-    accounts: dict[str, None] = {}
-    if args.accounts:
-        accounts.update(dict.fromkeys(read_accounts(args.accounts)))
-    for account in args.account or []:
-        check_account(account.strip(), "--account")
-        accounts.setdefault(account.strip())
-    if not accounts:
-        raise UsageError("no accounts to sync: give --accounts FILE or --account ID")
-    return list(accounts)
-
-
-def cmd_sync(args: argparse.Namespace) -> int:
-    """Crawl the lists of the given accounts and load them."""
-    accounts = _requested_accounts(args)
-    settings = _settings()
-    api = settings.api()
-    if args.rate:
-        api = dataclasses.replace(api, rate=args.rate)
-    engine = _engine(settings)
-    db.require_schema(engine)
-    request = SyncRequest(
-        job=args.job,
-        accounts=accounts,
-        types=args.types,
-        page_size=args.page_size,
-        restart=args.restart,
-    )
-    with _client(api) as client:
-        report = sync(engine, client, request)
-    return _print_report(report)
-
-
-def _print_report(report: SyncReport) -> int:
-    """Print what a sync did; return its exit code."""
-    lists = report.lists
-    verb = "resumed, " if report.resumed else ""
-    verb += "finished" if report.finished else "stopped"
-    _say(
-        f"run {report.run_id} of job {report.job!r} {verb} in {report.seconds:.1f} s: "
-        f"{lists['total']} lists ({lists['done']} done, {lists['skipped']} skipped, "
-        f"{lists['failed']} failed), "
-        f"{report.pages} pages and {report.items} items stored, "
-        f"{report.requests} requests ({report.retries} retried), "
-        f"{report.edges_removed} edges marked removed"
-    )
-    if report.missing_accounts:
-        shown = ", ".join(report.missing_accounts[:20])
-        more = len(report.missing_accounts) - 20
-        _say(
-            f"accounts that do not exist (30003), skipped: {shown}"
-            + (f" and {more} more" if more > 0 else "")
-        )
-    for failure in report.failures[:20]:
-        _say(f"failed: {failure}")
-    problem = report.problem()
-    if problem is None:
-        return 0
-    _say(f"follow-etl: error: {problem}", sys.stderr)
-    return problem.exit_code
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    """Show the latest run of a job."""
-    engine = _engine(_settings())
-    db.require_schema(engine)
-    with engine.connect() as conn:
-        doc = checkpoint.status_document(conn, args.job)
-    if args.json:
-        _say(json.dumps(doc, indent=2, ensure_ascii=False))
-        return 0
-    run = doc["run"]
-    if run is None:
-        _say(f"job {args.job!r} has no runs yet")
-        return 0
-    lists = run["lists"]
-    _say(f"job {args.job!r}, run {run['id']}: {run['status']}")
-    _say(f"  started   {run['started_at']}")
-    _say(f"  finished  {run['finished_at'] or '-'}")
-    _say(f"  last move {run['last_activity'] or '-'}")
-    _say(
-        f"  lists     {lists['done']}/{lists['total']} done, {lists['skipped']} skipped, "
-        f"{lists['failed']} failed, {lists['running']} half done, {lists['pending']} pending"
-    )
-    _say(f"  stored    {run['pages']} pages, {run['items']} items, {run['requests']} requests")
-    for error in run["errors"]:
-        kind = TYPE_NAMES.get(error["follow_type"], error["follow_type"])
-        _say(f"  {error['status']:8}  {error['account']}/{kind}: {error['error']}")
-    return 0
-
-
-def cmd_usersig(args: argparse.Namespace) -> int:
-    """Print a UserSig for IM_ADMIN made from IM_SECRET_KEY."""
-    settings = _settings()
-    if settings.sdkappid is None or settings.secret_key is None:
-        raise ConfigError("usersig needs IM_SDKAPPID and IM_SECRET_KEY")
-    sig = generate(
-        settings.sdkappid,
-        settings.admin,
-        settings.secret_key.reveal(),
-        now=int(time.time()),
-        expire=args.expire,
-    )
-    print(sig)  # the one command whose output is a credential, on purpose
-    return 0
-
-
-def _sandbox_config(settings: Settings, args: argparse.Namespace) -> Any:
-    from etl.sandbox import SandboxConfig
-
-    config = SandboxConfig(
-        faults=args.faults, latency_ms=args.latency_ms, rate=args.rate, fault_seed=args.seed
-    )
-    overrides: dict[str, Any] = {}
-    if settings.sdkappid is not None:
-        overrides["sdkappid"] = settings.sdkappid
-    if settings.secret_key is not None:
-        overrides["secret_key"] = settings.secret_key.reveal()
-    overrides["admin"] = settings.admin
-    return dataclasses.replace(config, **overrides)
-
-
-def cmd_sandbox(args: argparse.Namespace) -> int:
-    """Serve the stand-in follow API in the foreground until Ctrl-C."""
-    from etl.sandbox import Graph, Sandbox
-    from etl.sandbox.server import serve_forever
-
-    settings = _settings()
-    config = _sandbox_config(settings, args)
-    graph = Graph(users=args.users, seed=args.seed)
-
-    def ready(url: str) -> None:
-        key = "$IM_SECRET_KEY" if settings.secret_key else config.secret_key
-        _say(f"sandbox: {args.users} users (seed {args.seed}) at {url}; Ctrl-C stops it")
-        _say(f"  export IM_BASE_URL={url} IM_SDKAPPID={config.sdkappid} IM_ADMIN={config.admin}")
-        if not settings.secret_key:
-            _say(f"  export IM_SECRET_KEY={key}   # the sandbox's public default key")
-        _say(f"  accounts: curl -s {url}/sandbox/accounts")
-        sys.stdout.flush()
-
-    serve_forever(Sandbox(graph, config), args.host, args.port, on_ready=ready)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the sandbox, migrate the database, sync every sandbox account, print a summary."""
-    from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
-
-    settings = _settings()
-    config = SandboxConfig()
-    started = time.monotonic()
-    graph = Graph(users=args.users, seed=args.seed)
-    engine = _engine(settings)
-    db.upgrade(engine)
-    _say(f"database: {db.describe(settings.database_url)} (migrated)")
-    # Each demo run sees the graph changed once more than the last: unfollows, new follows,
-    # profile updates, so a second `make demo` shows removals and new profile versions.
-    with engine.connect() as conn:
-        earlier = conn.execute(
-            sa.select(sa.func.count()).where(
-                sync_runs.c.job == "demo", sync_runs.c.status == "done"
-            )
-        ).scalar_one()
-    for generation in range(1, earlier + 1):
-        graph.mutate(seed=generation)
-    with serve_in_thread(Sandbox(graph, config)) as server:
-        changed = f" (graph changed {earlier}x, once per earlier demo run)" if earlier else ""
-        _say(f"sandbox: {args.users} users at {server.url}{changed}")
-        api = ApiSettings(
-            sdkappid=config.sdkappid,
-            admin=config.admin,
-            base_urls=(server.url,),
-            secret_key=Secret(config.secret_key),
-            usersig=None,
-            rate=args.rate,
-            timeout=settings.timeout,
-            retry=settings.retry,
-        )
-        request = SyncRequest(job="demo", accounts=graph.accounts, restart=False)
-        with _client(api) as client:
-            report = sync(engine, client, request)
-    code = _print_report(report)
-    _print_summary(engine, time.monotonic() - started)
-    return code
-
-
-def _print_summary(engine: sa.Engine, seconds: float) -> None:
-    with engine.connect() as conn:
-        by_type: dict[int, int] = dict(
-            conn.execute(
-                sa.text(
-                    "SELECT follow_type, count(*) FROM current_follow_edges GROUP BY follow_type"
-                )
-            ).all()
-        )
-        accounts = conn.execute(
-            sa.text("SELECT count(DISTINCT account) FROM follow_edges")
-        ).scalar_one()
-        snapshots, users = conn.execute(
-            sa.text("SELECT count(*), count(DISTINCT user_id) FROM profile_snapshots")
-        ).one()
-    _say(f"accounts with edges: {accounts}")
-    for follow_type, name in TYPE_NAMES.items():
-        _say(f"  {name:8} {by_type.get(follow_type, 0):>9} edges")
-    _say(f"profiles: {users} users, {snapshots} snapshots")
-    _say(f"time: {seconds:.1f} s")
-
-
-# --- the parser and the edge ---------------------------------------------------------------
 
 EPILOG = """\
 configuration (environment):
@@ -566,26 +222,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sandbox" and not 0 <= args.faults <= 1:
         parser.error("--faults must be between 0 and 1")
-    _setup_logging(args.verbosity)
+    setup_logging(args.verbosity)
     try:
         result: int = args.func(args)
         return result
     except EtlError as exc:
-        _say(f"follow-etl: error: {exc}", sys.stderr)
+        say(f"follow-etl: error: {exc}", sys.stderr)
         return exc.exit_code
     except sa.exc.SQLAlchemyError as exc:
         error = _database_error(exc)
-        _say(f"follow-etl: error: {error}", sys.stderr)
+        say(f"follow-etl: error: {error}", sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        _say(
-            "follow-etl: interrupted; the run is resumable: run the same command again", sys.stderr
-        )
+        say("follow-etl: interrupted; the run is resumable: run the same command again", sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
         if args.debug:
             raise
-        _say(
+        say(
             f"follow-etl: internal error: {type(exc).__name__}: {exc} (--debug shows where)",
             sys.stderr,
         )

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from etl.cli import Redactor, build_parser, parse_types, read_accounts
+from etl.accounts import read_accounts
+from etl.cli import build_parser, parse_types
+from etl.console import Redactor
 from etl.errors import UsageError
 
 
