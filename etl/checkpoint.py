@@ -202,6 +202,17 @@ def settle(
     )
 
 
+def note_error(
+    conn: sa.Connection, run_id: int, account: str, follow_type: int, error: str
+) -> None:
+    """Record an error that stopped the run on this list, leaving its status as it is."""
+    conn.execute(
+        sa.update(sync_checkpoints)
+        .where(*_where(run_id, account, follow_type))
+        .values(last_error=error)
+    )
+
+
 def counts(conn: sa.Connection, run_id: int) -> dict[str, int]:
     """Lists by status, and pages and items, computed from the checkpoints."""
     result = dict.fromkeys(STATUSES, 0)

@@ -140,7 +140,11 @@ class _Crawl:
                     log.error("%d lists failed in a row: stopping the run", consecutive)
                     return
             except FatalApiError as exc:
-                self.settle(state, "failed", str(exc))
+                # Not the list's fault (credentials, app): note why, count no failure.
+                with self.transaction() as conn:
+                    checkpoint.note_error(
+                        conn, self.report.run_id, state.account, state.follow_type, str(exc)
+                    )
                 raise
             self.lists_done += 1
             self.progress()

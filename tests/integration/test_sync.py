@@ -245,8 +245,20 @@ def test_wrong_credentials_stop_the_run_and_keep_it(
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT status FROM sync_runs")).scalar() == "running"
         assert conn.execute(sa.text("SELECT count(*) FROM follow_edges")).scalar() == 0
+    with engine.connect() as conn:
+        first = conn.execute(
+            sa.text(
+                "SELECT status, failures, last_error FROM sync_checkpoints "
+                "WHERE last_error IS NOT NULL"
+            )
+        ).one()
+    assert first.status == "pending"
+    assert first.failures == 0
+    assert "70009" in first.last_error
     with make_client(api_settings(server)) as client:
-        assert run(engine, client, graph.accounts).resumed
+        report = run(engine, client, graph.accounts)
+    assert report.resumed
+    assert report.problem() is None
 
 
 def test_an_api_that_keeps_failing_stops_the_run(engine: sa.Engine, running_sandbox: Start) -> None:
