@@ -74,6 +74,8 @@ configuration (environment):
   IM_BASE_URL     instead of IM_REGION, e.g. http://127.0.0.1:8080 (http only on loopback)
   IM_RATE         calls per second, for all follow APIs together (default 150)
   IM_TIMEOUT      seconds per request, above the service's 3 s (default 10)
+  IM_RETRY_ATTEMPTS, IM_RETRY_MAX_SECONDS, IM_RETRY_WAIT
+                  retries of one request: attempts, total seconds, first backoff (8, 300, 0.5)
 
 exit codes: 0 done, 1 internal error, 2 usage, 3 configuration, 4 API refused credentials or
 app, 5 database, 6 lists left (resumable) or given up, 130 interrupted (resumable)
