@@ -44,8 +44,6 @@ class ListState:
     account: str
     follow_type: int
     cursor: str
-    status: str
-    restarts: int
 
 
 def _run(row: sa.Row[Any]) -> Run:
@@ -122,7 +120,7 @@ def open_lists(engine: Engine, run_id: int) -> Iterator[ListState]:
     while True:
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.select(ck.account, ck.follow_type, ck.cursor, ck.status, ck.restarts)
+                sa.select(ck.account, ck.follow_type, ck.cursor)
                 .where(
                     ck.run_id == run_id,
                     _open(),
@@ -134,7 +132,7 @@ def open_lists(engine: Engine, run_id: int) -> Iterator[ListState]:
         if not rows:
             return
         for row in rows:
-            yield ListState(row.account, row.follow_type, row.cursor, row.status, row.restarts)
+            yield ListState(row.account, row.follow_type, row.cursor)
         after = (rows[-1].account, rows[-1].follow_type)
 
 

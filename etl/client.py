@@ -37,7 +37,6 @@ from etl.usersig import UserSigSource
 log = logging.getLogger(__name__)
 
 FOLLOW_GET = "v4/follow/follow_get"
-FOLLOW_GET_INFO = "v4/follow/follow_get_info"
 
 # Error codes by what a client should do about them (see the reference).
 RETRY_CODES = frozenset({30006, 30007, 60008, 60014})
@@ -171,11 +170,6 @@ class FollowClient:
             "WantNum": want,
         }
         return self.call(FOLLOW_GET, body, what=f"{account}/{follow_type}")
-
-    def follow_get_info(self, account: str, to_accounts: list[str]) -> dict[str, Any]:
-        """Follower, following and mutual counts of up to 20 accounts."""
-        body = {"From_Account": account, "To_Account": to_accounts}
-        return self.call(FOLLOW_GET_INFO, body, what=account)
 
     def call(self, api: str, body: Mapping[str, Any], *, what: str = "") -> dict[str, Any]:
         """POST ``body`` to ``api`` with retries; return the body of an OK answer."""

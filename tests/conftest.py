@@ -3,7 +3,9 @@ sandbox server on a loopback port."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -69,9 +71,6 @@ def engine(db_url: URL) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-SandboxFactory = Callable[..., AbstractContextManager[SandboxServer]]
-
-
 @pytest.fixture
 def running_sandbox() -> Iterator[Callable[..., SandboxServer]]:
     """Start sandbox servers on loopback ports: ``running_sandbox(graph, **config)``."""
@@ -107,8 +106,6 @@ def api_settings(server: SandboxServer, **overrides: Any) -> ApiSettings:
 
 def make_client(api: ApiSettings, clock: Callable[[], float] | None = None) -> FollowClient:
     """A client for ``api`` whose UserSig is derived from its secret key."""
-    import time
-
     source = UserSigSource(
         sdkappid=api.sdkappid,
         identifier=api.admin,
@@ -149,7 +146,7 @@ def stored_profiles(engine: sa.Engine) -> dict[tuple[str, int], dict[str, Any]]:
             sa.text("SELECT user_id, profile_sequence, tags FROM profile_snapshots")
         )
         return {
-            (user, seq): (tags if isinstance(tags, dict) else __import__("json").loads(tags))
+            (user, seq): (tags if isinstance(tags, dict) else json.loads(tags))
             for user, seq, tags in rows
         }
 
