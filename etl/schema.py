@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -111,6 +111,19 @@ sync_checkpoints = sa.Table(
     sa.Column("failures", sa.Integer, nullable=False, server_default="0", comment="given up at 3"),
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("updated_at", Timestamp, nullable=False),
+    sa.Column(
+        "lease_owner",
+        sa.String,
+        nullable=True,
+        comment="sync_workers.id crawling the list; void once that worker stops heartbeating",
+    ),
+    sa.Column(
+        "seen",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="rows this crawl put in sync_seen (checked before removals)",
+    ),
     sa.CheckConstraint(
         "status IN ('pending', 'running', 'done', 'skipped', 'failed')", name="status"
     ),
@@ -126,4 +139,65 @@ sync_seen = sa.Table(
     sa.Column("account", sa.String, primary_key=True),
     sa.Column("follow_type", sa.SmallInteger, primary_key=True),
     sa.Column("to_account", sa.String, primary_key=True),
+)
+
+
+# Processes working on a job: a heartbeat row each. A `sync` holds its job (at most one live
+# `sync` row per job: the overlap guard); workers join its run. A row whose expires_at has
+# passed belongs to a dead process: its leases are void and its row may be deleted.
+sync_workers = sa.Table(
+    "sync_workers",
+    metadata,
+    sa.Column("id", sa.String, primary_key=True, comment="host:pid:random"),
+    sa.Column("job", sa.String, nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column("role", sa.String, nullable=False, comment="sync or worker"),
+    sa.Column("host", sa.String, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("heartbeat_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("calls", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("pages", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
+    sa.CheckConstraint("role IN ('sync', 'worker')", name="role"),
+    sa.Index(
+        "uq_sync_workers_job_sync",
+        "job",
+        unique=True,
+        postgresql_where=sa.text("role = 'sync'"),
+        sqlite_where=sa.text("role = 'sync'"),
+    ),
+)
+
+# Lists crawled to their end at least once. Edge changes are events only after that: the first
+# complete crawl of a list is its baseline, not a day on which every edge was "added".
+follow_lists = sa.Table(
+    "follow_lists",
+    metadata,
+    sa.Column("account", sa.String, primary_key=True),
+    sa.Column("follow_type", sa.SmallInteger, primary_key=True),
+    sa.Column("baseline_run_id", sa.Integer, nullable=False),
+    sa.Column("baseline_at", Timestamp, nullable=False),
+)
+
+# What sync saw change: an edge that appeared in a list with a baseline, or left one.
+follow_edge_events = sa.Table(
+    "follow_edge_events",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("account", sa.String, nullable=False),
+    sa.Column("follow_type", sa.SmallInteger, nullable=False),
+    sa.Column("to_account", sa.String, nullable=False),
+    sa.Column("event", sa.String, nullable=False, comment="added or removed"),
+    sa.Column("observed_at", Timestamp, nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.CheckConstraint("event IN ('added', 'removed')", name="event"),
+    sa.Index(None, "account", "observed_at"),
+    sa.Index(None, "observed_at"),
 )

@@ -9,8 +9,23 @@ from sqlalchemy.engine import URL
 from etl import db
 from etl.schema import SCHEMA_REVISION
 
-TABLES = {"follow_edges", "profile_snapshots", "sync_runs", "sync_checkpoints", "sync_seen"}
-VIEWS = {"current_follow_edges", "current_profiles"}
+TABLES = {
+    "follow_edges",
+    "profile_snapshots",
+    "sync_runs",
+    "sync_checkpoints",
+    "sync_seen",
+    "sync_workers",
+    "follow_lists",
+    "follow_edge_events",
+}
+VIEWS = {
+    "current_follow_edges",
+    "current_profiles",
+    "follows",
+    "account_follow_counts",
+    "daily_follow_changes",
+}
 
 
 def names(engine: sa.Engine) -> tuple[set[str], set[str]]:
