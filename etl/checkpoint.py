@@ -6,19 +6,20 @@ with the rows it covers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
-from etl.schema import sync_checkpoints, sync_runs, sync_seen
+from etl import workers
+from etl.load import Key, ListPart
+from etl.schema import follow_lists, sync_checkpoints, sync_runs, sync_seen, sync_workers
 
 STATUSES = ("pending", "running", "done", "skipped", "failed")
 MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
-CHUNK = 1000  # lists fetched per query while walking a run: memory stays flat
+ADD_CHUNK = 5000  # lists inserted per statement when a run starts: memory stays flat
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
 
@@ -37,13 +38,20 @@ class Run:
     edges_removed: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class ListState:
-    """Where one (account, follow type) list of a run stands."""
+    """Where one (account, follow type) list of a run stands, as claimed by this process."""
 
     account: str
     follow_type: int
     cursor: str
+    seen: int = 0  # rows this crawl has in sync_seen
+    baseline: bool = False  # crawled completely in an earlier run
+
+    @property
+    def key(self) -> Key:
+        """(account, follow_type)."""
+        return (self.account, self.follow_type)
 
 
 def _run(row: sa.Row[Any]) -> Run:
@@ -86,22 +94,36 @@ def start_run(conn: sa.Connection, job: str, options: dict[str, Any], now: datet
     )
 
 
+def set_options(conn: sa.Connection, run_id: int, options: dict[str, Any]) -> None:
+    """Store the settings a resumed run now goes on with (workers read them)."""
+    conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(options=options))
+
+
 def add_lists(
     conn: sa.Connection, run_id: int, lists: Iterable[tuple[str, int]], now: datetime
 ) -> int:
-    """Add pending lists to a run (those it already has are kept as they are)."""
-    existing = {
-        (row.account, row.follow_type)
-        for row in conn.execute(sa.select(ck.account, ck.follow_type).where(ck.run_id == run_id))
-    }
-    new = [
-        {"run_id": run_id, "account": a, "follow_type": t, "status": "pending", "updated_at": now}
-        for a, t in dict.fromkeys(lists)
-        if (a, t) not in existing
-    ]
-    for start in range(0, len(new), 5000):
-        conn.execute(sa.insert(sync_checkpoints), new[start : start + 5000])
-    return len(new)
+    """Add pending lists to a run, a chunk at a time; those it already has stay as they are."""
+    added = 0
+    chunk: list[dict[str, Any]] = []
+    for account, follow_type in lists:
+        chunk.append(
+            {"run_id": run_id, "account": account, "follow_type": follow_type, "updated_at": now}
+        )
+        if len(chunk) >= ADD_CHUNK:
+            added += _add_chunk(conn, chunk)
+            chunk = []
+    if chunk:
+        added += _add_chunk(conn, chunk)
+    return added
+
+
+def _add_chunk(conn: sa.Connection, chunk: list[dict[str, Any]]) -> int:
+    stmt = sa.text(
+        "INSERT INTO sync_checkpoints (run_id, account, follow_type, status, updated_at) "
+        "VALUES (:run_id, :account, :follow_type, 'pending', :updated_at) ON CONFLICT DO NOTHING"
+    ).bindparams(sa.bindparam("updated_at", type_=sync_checkpoints.c.updated_at.type))
+    result = conn.execute(stmt, chunk)
+    return max(result.rowcount, 0)
 
 
 def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> None:
@@ -114,26 +136,171 @@ def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> None:
     conn.execute(sa.delete(sync_seen).where(sync_seen.c.run_id == run_id))
 
 
-def open_lists(engine: Engine, run_id: int) -> Iterator[ListState]:
-    """The lists a run still has to crawl, in a stable order, a chunk per short query."""
-    after: tuple[str, int] = ("", 0)
-    while True:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(ck.account, ck.follow_type, ck.cursor)
-                .where(
-                    ck.run_id == run_id,
-                    _open(),
-                    sa.tuple_(ck.account, ck.follow_type) > sa.tuple_(*after),
+def claim(
+    conn: sa.Connection, run_id: int, owner: str, limit: int, now: datetime
+) -> list[ListState]:
+    """Lease up to ``limit`` open lists nobody live holds to ``owner``.
+
+    On PostgreSQL, FOR UPDATE SKIP LOCKED lets workers claim at the same time without waiting
+    for each other or taking the same list; a lease is void once its owner stops heartbeating.
+    """
+    live = sa.select(sync_workers.c.id).where(sync_workers.c.expires_at > now)
+    free = (
+        sa.select(ck.account, ck.follow_type)
+        .where(
+            ck.run_id == run_id,
+            _open(),
+            sa.or_(ck.lease_owner.is_(None), ck.lease_owner.not_in(live)),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    rows = conn.execute(
+        sa.update(sync_checkpoints)
+        .where(ck.run_id == run_id, sa.tuple_(ck.account, ck.follow_type).in_(free))
+        .values(lease_owner=owner)
+        .returning(ck.account, ck.follow_type, ck.cursor, ck.seen)
+    ).all()
+    states = [ListState(r.account, r.follow_type, r.cursor, int(r.seen)) for r in rows]
+    if states:
+        f = follow_lists.c
+        keys = [s.key for s in states]
+        known = {
+            (row.account, row.follow_type)
+            for row in conn.execute(
+                sa.select(f.account, f.follow_type).where(
+                    sa.tuple_(f.account, f.follow_type).in_(keys)
                 )
-                .order_by(ck.account, ck.follow_type)
-                .limit(CHUNK)
-            ).all()
-        if not rows:
-            return
-        for row in rows:
-            yield ListState(row.account, row.follow_type, row.cursor)
-        after = (rows[-1].account, rows[-1].follow_type)
+            )
+        }
+        for state in states:
+            state.baseline = state.key in known
+    return states
+
+
+def open_elsewhere(conn: sa.Connection, run_id: int, owner: str, now: datetime) -> int:
+    """Open lists of the run leased by another live process (which may yet die and free them)."""
+    live = sa.select(sync_workers.c.id).where(
+        sync_workers.c.expires_at > now, sync_workers.c.id != owner
+    )
+    return int(
+        conn.execute(
+            sa.select(sa.func.count())
+            .select_from(sync_checkpoints)
+            .where(ck.run_id == run_id, _open(), ck.lease_owner.in_(live))
+        ).scalar_one()
+    )
+
+
+def release(conn: sa.Connection, run_id: int, owner: str) -> None:
+    """Give back every lease ``owner`` holds in the run."""
+    conn.execute(
+        sa.update(sync_checkpoints)
+        .where(ck.run_id == run_id, ck.lease_owner == owner)
+        .values(lease_owner=None)
+    )
+
+
+_ADVANCE_PG = sa.text("""
+UPDATE sync_checkpoints c SET
+    cursor = v.cursor,
+    status = CASE WHEN v.complete THEN 'done' ELSE 'running' END,
+    pages = CASE WHEN v.restarted THEN v.pages ELSE c.pages + v.pages END,
+    items = CASE WHEN v.restarted THEN v.items ELSE c.items + v.items END,
+    restarts = c.restarts + CASE WHEN v.restarted THEN 1 ELSE 0 END,
+    seen = CASE WHEN v.restarted THEN 0 ELSE c.seen END,
+    lease_owner = CASE WHEN v.complete THEN NULL ELSE c.lease_owner END,
+    last_error = NULL,
+    updated_at = :now
+FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]), CAST(:cursors AS text[]),
+            CAST(:pages AS int[]), CAST(:items AS bigint[]), CAST(:complete AS bool[]),
+            CAST(:restarted AS bool[]))
+     AS v(account, follow_type, cursor, pages, items, complete, restarted)
+WHERE c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
+  AND c.lease_owner = :owner
+RETURNING c.account, c.follow_type
+""").bindparams(sa.bindparam("now", type_=sync_checkpoints.c.updated_at.type))
+
+
+def advance(
+    conn: sa.Connection,
+    run_id: int,
+    owner: str,
+    parts: Sequence[ListPart],
+    now: datetime,
+) -> set[Key]:
+    """Move the cursors of a batch's lists on, where ``owner`` still holds the lease.
+
+    Returns the lists it moved: a list missing from the answer was taken over by another
+    worker (this one's lease lapsed), and its rows must not be written.
+    """
+    if not parts:
+        return set()
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            _ADVANCE_PG,
+            {
+                "run_id": run_id,
+                "owner": owner,
+                "now": now,
+                "accounts": [p.account for p in parts],
+                "types": [p.follow_type for p in parts],
+                "cursors": [p.next_cursor for p in parts],
+                "pages": [p.pages for p in parts],
+                "items": [len(p.edges) for p in parts],
+                "complete": [p.complete for p in parts],
+                "restarted": [p.restarted for p in parts],
+            },
+        )
+        return {(a, t) for a, t in rows}
+    moved: set[Key] = set()
+    for p in parts:
+        values: dict[str, Any] = {
+            "cursor": p.next_cursor,
+            "status": "done" if p.complete else "running",
+            "pages": ck.pages + p.pages,
+            "items": ck["items"] + len(p.edges),
+            "last_error": None,
+            "updated_at": now,
+        }
+        if p.complete:
+            values["lease_owner"] = None
+        if p.restarted:
+            # The list began again from "": what was counted before no longer describes it.
+            values.update(pages=p.pages, items=len(p.edges), restarts=ck.restarts + 1, seen=0)
+        result = conn.execute(
+            sa.update(sync_checkpoints)
+            .where(*_where(run_id, p.account, p.follow_type), ck.lease_owner == owner)
+            .values(values)
+        )
+        if result.rowcount:
+            moved.add(p.key)
+    return moved
+
+
+def recrawl(conn: sa.Connection, run_id: int, keys: Sequence[Key], now: datetime) -> None:
+    """Send lists back to their start: what this crawl saw of them was lost."""
+    for account, follow_type in keys:
+        conn.execute(
+            sa.update(sync_checkpoints)
+            .where(*_where(run_id, account, follow_type))
+            .values(
+                cursor="",
+                status="pending",
+                seen=0,
+                restarts=ck.restarts + 1,
+                lease_owner=None,
+                last_error="sync_seen lost (server crash?): the list is crawled again",
+                updated_at=now,
+            )
+        )
+        conn.execute(
+            sa.delete(sync_seen).where(
+                sync_seen.c.run_id == run_id,
+                sync_seen.c.account == account,
+                sync_seen.c.follow_type == follow_type,
+            )
+        )
 
 
 def _open() -> sa.ColumnElement[bool]:
@@ -146,34 +313,6 @@ def _open() -> sa.ColumnElement[bool]:
 
 def _where(run_id: int, account: str, follow_type: int) -> Sequence[sa.ColumnElement[bool]]:
     return (ck.run_id == run_id, ck.account == account, ck.follow_type == follow_type)
-
-
-def advance(
-    conn: sa.Connection,
-    run_id: int,
-    account: str,
-    follow_type: int,
-    *,
-    next_cursor: str,
-    items: int,
-    restarted: bool,
-    now: datetime,
-) -> None:
-    """One more page of the list is stored: move its cursor on (done when the cursor is "")."""
-    values: dict[str, Any] = {
-        "cursor": next_cursor,
-        "status": "done" if next_cursor == "" else "running",
-        "pages": ck.pages + 1,
-        "items": ck["items"] + items,
-        "last_error": None,
-        "updated_at": now,
-    }
-    if restarted:
-        # The list began again from "": what was counted before no longer describes it.
-        values.update(pages=1, items=items, restarts=ck.restarts + 1)
-    conn.execute(
-        sa.update(sync_checkpoints).where(*_where(run_id, account, follow_type)).values(values)
-    )
 
 
 def settle(
@@ -193,6 +332,8 @@ def settle(
     request would get the same answer) or it has now failed MAX_FAILURES times.
     """
     values: dict[str, Any] = {"status": status, "last_error": error, "updated_at": now}
+    if status == "skipped":
+        values["lease_owner"] = None
     if status == "failed":
         values["failures"] = MAX_FAILURES if give_up else ck.failures + 1
     conn.execute(
@@ -303,6 +444,24 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
     if run is None:
         return {"job": job, "run": None}
     lists = counts(conn, run.id)
+    now = (
+        conn.execute(sa.select(sa.func.now())).scalar_one()
+        if conn.dialect.name == "postgresql"
+        else datetime.now(UTC)
+    )
+    live = [
+        {
+            "id": w["id"],
+            "role": w["role"],
+            "host": w["host"],
+            "pid": w["pid"],
+            "started_at": _iso(w["started_at"]),
+            "heartbeat_at": _iso(w["heartbeat_at"]),
+            "calls": int(w["calls"]),
+            "items": int(w["items"]),
+        }
+        for w in workers.live(conn, run.id, now)
+    ]
     return {
         "job": job,
         "run": {
@@ -321,5 +480,6 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
             "requests": run.requests,
             "edges_removed": run.edges_removed,
             "errors": errors(conn, run.id),
+            "workers": live,
         },
     }

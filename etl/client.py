@@ -76,7 +76,14 @@ MESSAGES: dict[int, str] = {
 
 
 class Pacer:
-    """Spaces calls evenly so that at most ``rate`` start in any second; thread-safe."""
+    """Spaces calls evenly so that at most ``rate`` start in any second; thread-safe.
+
+    A frequency-limit answer (600xx) halves the pace at once; it then creeps back to the
+    target by 1% per call (about 70 calls to recover), the classic additive-ish recovery that
+    keeps a client from hammering a service that just said "too fast".
+    """
+
+    SLOWEST = 1.0  # seconds between calls at most, however often we are told to slow down
 
     def __init__(
         self,
@@ -85,11 +92,24 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.interval = 1.0 / rate
+        self.target = 1.0 / rate
+        self.interval = self.target
         self._clock = clock
         self._sleep = sleep
         self._next = 0.0
         self._lock = threading.Lock()
+
+    @property
+    def rate(self) -> float:
+        """Calls per second at the current pace."""
+        return 1.0 / self.interval
+
+    def set_rate(self, rate: float) -> None:
+        """Change the target (the run's budget, shared by its live processes)."""
+        with self._lock:
+            slowed = self.interval / self.target
+            self.target = 1.0 / rate
+            self.interval = min(max(self.target, self.target * slowed), self.SLOWEST)
 
     def wait(self) -> None:
         """Block until this caller's slot comes up."""
@@ -97,13 +117,21 @@ class Pacer:
             now = self._clock()
             slot = max(self._next, now)
             self._next = slot + self.interval
+            if self.interval > self.target:
+                self.interval = max(self.target, self.interval * 0.99)
         if slot > now:
             self._sleep(slot - now)
 
     def hold(self, seconds: float) -> None:
-        """Start no call for ``seconds`` (the service said we are too fast)."""
+        """Start no call for ``seconds``."""
         with self._lock:
             self._next = max(self._next, self._clock() + seconds)
+
+    def slow_down(self) -> None:
+        """The service said we call too often: halve the pace and pause a moment."""
+        with self._lock:
+            self.interval = min(self.interval * 2, self.SLOWEST)
+            self._next = max(self._next, self._clock() + self.interval * 10)
 
 
 def _wait_seconds(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
@@ -139,7 +167,7 @@ class FollowClient:
         self._http = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 5.0)),
-            limits=httpx.Limits(max_keepalive_connections=32, keepalive_expiry=30.0),
+            limits=httpx.Limits(max_keepalive_connections=128, keepalive_expiry=30.0),
             headers={"Content-Type": "application/json", "User-Agent": "follow-etl"},
         )
         self._retrying = Retrying(
@@ -157,6 +185,11 @@ class FollowClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def pacer(self) -> Pacer:
+        """The client's pacing (etl.sync shares the run's budget through it)."""
+        return self._pacer
+
     def close(self) -> None:
         """Close the pooled connections."""
         self._http.close()
@@ -171,11 +204,26 @@ class FollowClient:
         }
         return self.call(FOLLOW_GET, body, what=f"{account}/{follow_type}")
 
+    def follow_get_info(
+        self, accounts: list[str], *, from_account: str | None = None
+    ) -> dict[str, Any]:
+        """Fans, follows and mutual counts of up to 20 accounts, as the parsed response body.
+
+        From_Account ("the user who initiated the pull") defaults to the first account, as in
+        the documented sample request.
+        """
+        if not 1 <= len(accounts) <= 20:
+            raise ValueError(f"follow_get_info takes 1 to 20 accounts, not {len(accounts)}")
+        body = {"From_Account": from_account or accounts[0], "To_Account": list(accounts)}
+        more = f" and {len(accounts) - 1} more" if len(accounts) > 1 else ""
+        return self.call("v4/follow/follow_get_info", body, what=f"{accounts[0]}{more}")
+
     def call(self, api: str, body: Mapping[str, Any], *, what: str = "") -> dict[str, Any]:
         """POST ``body`` to ``api`` with retries; return the body of an OK answer."""
         payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         label = f"{api.rsplit('/', 1)[-1]} {what}".strip()
-        result: dict[str, Any] = self._retrying(self._attempt, api, payload, label)
+        # A copy per call: fetcher threads share the client, not the retry state.
+        result: dict[str, Any] = self._retrying.copy()(self._attempt, api, payload, label)
         return result
 
     def _attempt(self, api: str, payload: bytes, label: str) -> dict[str, Any]:
@@ -203,6 +251,7 @@ class FollowClient:
     def _classify(self, response: httpx.Response, label: str) -> dict[str, Any]:
         status = response.status_code
         if status == 429:
+            self._pacer.slow_down()
             raise RateLimitedError(f"{label}: HTTP 429 too many requests")
         if status >= 500:
             raise TransientApiError(f"{label}: HTTP {status}")
@@ -225,7 +274,7 @@ class FollowClient:
         meaning = MESSAGES.get(code, info[:200] or "unknown error")
         message = f"{label}: {meaning} ({code})"
         if code in RATE_LIMIT_CODES:
-            self._pacer.hold(self._pacer.interval * 10)
+            self._pacer.slow_down()
             return RateLimitedError(message, code=code)
         if code in RETRY_CODES:
             return TransientApiError(message, code=code)

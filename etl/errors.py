@@ -5,6 +5,9 @@
     ├── ConfigError         (3)   missing or invalid configuration; nothing was fetched
     ├── DatabaseError       (5)   the database cannot be reached or refused a statement
     ├── RunIncomplete       (6)   the run stopped early with lists left to do; resumable
+    ├── JobBusy             (7)   another `sync` of the job is running (use --wait or `worker`)
+    ├── Interrupted  (130 / 143)  SIGINT / SIGTERM: stopped cleanly, the run is resumable
+    ├── VerifyMismatch      (9)   `verify` found stored lists whose size the API disagrees with
     └── ApiError                  the follow API answered an error or could not be reached
         ├── TransientApiError     worth retrying: 30006, 30007, 60008, 60014, HTTP 5xx,
         │   │                     timeouts, connection errors, a body that is not JSON
@@ -48,6 +51,26 @@ class RunIncomplete(EtlError):
     """The run ended with lists left to do; the next ``sync`` of the job resumes it."""
 
     exit_code = 6
+
+
+class JobBusy(EtlError):
+    """Another live ``sync`` process holds the job."""
+
+    exit_code = 7
+
+
+class Interrupted(EtlError):
+    """A signal stopped the sync cleanly; the run is resumable. Exit code 128 + signal."""
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class VerifyMismatch(EtlError):
+    """Stored lists disagree with the counts follow_get_info returns (``verify``)."""
+
+    exit_code = 9
 
 
 class ApiError(EtlError):

@@ -1,114 +1,379 @@
-"""Writes of crawled rows. Every function takes a connection and never commits: the caller
-(etl.sync) owns the transaction, so rows and the cursor that follows them commit together.
+"""Writes of crawled rows, a batch of pages at a time. Functions take a connection and never
+commit: the caller (etl.sync) owns the transaction, so rows and the cursors that follow them
+commit together.
+
+A batch goes into per-connection temporary staging tables (COPY on PostgreSQL), and set-based
+statements move from there only what changed:
+- an edge is inserted when new, updated only when its follow time changed or it came back;
+- a profile version (user, sequence) already stored is never written again;
+- a list crawled to its end marks the edges it no longer lists removed, touching only those.
+Edge changes on lists with a baseline (crawled completely before) become follow_edge_events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from etl.schema import follow_edges, profile_snapshots, sync_seen
+from etl.schema import Timestamp
+from etl.transform import PROFILE_ROW, ProfileRow
 
-
-def _insert(conn: sa.Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT, which knows ON CONFLICT (both Postgres and SQLite do)."""
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+Key = tuple[str, int]  # (account, follow_type): one list
 
 
-def upsert_edges(conn: sa.Connection, edges: Sequence[dict[str, Any]], now: datetime) -> None:
-    """Insert new edges; touch a known edge only if its follow time changed or it came back."""
-    if not edges:
-        return
-    stmt = _insert(conn, follow_edges)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["account", "follow_type", "to_account"],
-        set_={"follow_time": stmt.excluded.follow_time, "removed_at": None},
-        # Unchanged rows are left alone: no new row version, no WAL for them.
-        where=sa.or_(
-            follow_edges.c.follow_time.is_distinct_from(stmt.excluded.follow_time),
-            follow_edges.c.removed_at.is_not(None),
-        ),
-    )
-    conn.execute(stmt, [{**edge, "first_seen_at": now} for edge in edges])
+@dataclass
+class ListPart:
+    """What one batch holds for one list: its newest pages, in order."""
+
+    account: str
+    follow_type: int
+    edges: dict[str, int | None] = field(default_factory=dict)  # to_account -> follow_time
+    pages: int = 0
+    next_cursor: str = ""
+    complete: bool = False  # the list's last page is in this batch
+    restarted: bool = False  # the list began again from "" within this batch
+    baseline: bool = False  # the list was crawled completely in an earlier run
+    had_seen: bool = False  # earlier batches of this crawl left rows in sync_seen
+
+    @property
+    def key(self) -> Key:
+        """(account, follow_type)."""
+        return (self.account, self.follow_type)
 
 
-def insert_profiles(
-    conn: sa.Connection, profiles: Sequence[dict[str, Any]], now: datetime, run_id: int
-) -> None:
-    """Store profile versions not seen before; a stored (user, sequence) is never rewritten."""
-    if not profiles:
-        return
-    stmt = _insert(conn, profile_snapshots).on_conflict_do_nothing(
-        index_elements=["user_id", "profile_sequence"]
-    )
-    conn.execute(stmt, [{**row, "first_seen_at": now, "run_id": run_id} for row in profiles])
+@dataclass
+class Written:
+    """What one batch changed."""
+
+    edges_removed: int = 0
+    events: int = 0
+    recrawl: list[Key] = field(default_factory=list)  # lists whose sync_seen was lost
 
 
-def remember_seen(
-    conn: sa.Connection, run_id: int, account: str, follow_type: int, to_accounts: Sequence[str]
-) -> None:
-    """Record the To_Accounts of a page that is not the list's last, for the removal check."""
-    if not to_accounts:
-        return
-    stmt = _insert(conn, sync_seen).on_conflict_do_nothing()
-    key = {"run_id": run_id, "account": account, "follow_type": follow_type}
-    conn.execute(stmt, [{**key, "to_account": to_account} for to_account in to_accounts])
+_STAGE_DDL = (
+    """CREATE TEMPORARY TABLE IF NOT EXISTS stage_edges (
+        account TEXT NOT NULL, follow_type SMALLINT NOT NULL, to_account TEXT NOT NULL,
+        follow_time BIGINT, baseline BOOLEAN NOT NULL, keep_seen BOOLEAN NOT NULL,
+        PRIMARY KEY (account, follow_type, to_account)){suffix}""",
+    """CREATE TEMPORARY TABLE IF NOT EXISTS stage_lists (
+        account TEXT NOT NULL, follow_type SMALLINT NOT NULL,
+        PRIMARY KEY (account, follow_type)){suffix}""",
+    """CREATE TEMPORARY TABLE IF NOT EXISTS stage_profiles (
+        user_id TEXT NOT NULL, profile_sequence BIGINT NOT NULL,
+        nick TEXT, gender TEXT, birthday BIGINT, location TEXT, self_signature TEXT,
+        allow_type TEXT, language BIGINT, image TEXT, msg_settings BIGINT,
+        admin_forbid_type TEXT, level BIGINT, role BIGINT, tags TEXT NOT NULL,
+        PRIMARY KEY (user_id, profile_sequence)){suffix}""",
+)
+_STAGES = ("stage_edges", "stage_lists", "stage_profiles")
+
+# The few places where the two dialects spell a thing differently.
+_SQL = {
+    "postgresql": {
+        "suffix": " ON COMMIT DELETE ROWS",
+        "time": "to_timestamp(s.follow_time)",
+        "differs": "IS DISTINCT FROM",
+        "tags": "CAST(s.tags AS jsonb)",
+    },
+    "sqlite": {
+        "suffix": "",
+        # SQLAlchemy's text form of a SQLite DateTime, so stored and staged values compare.
+        "time": "(datetime(s.follow_time, 'unixepoch') || '.000000')",
+        "differs": "IS NOT",
+        "tags": "s.tags",
+    },
+}
+
+_ADDED_EVENTS = """
+INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, run_id)
+SELECT s.account, s.follow_type, s.to_account, 'added', :now, :run_id
+FROM stage_edges s
+LEFT JOIN follow_edges e
+  ON e.account = s.account AND e.follow_type = s.follow_type AND e.to_account = s.to_account
+WHERE s.baseline AND (e.account IS NULL OR e.removed_at IS NOT NULL)
+"""
+
+# The WHERE before ON CONFLICT is needed by SQLite's parser and keeps unchanged rows out.
+_UPSERT_EDGES = """
+INSERT INTO follow_edges (account, follow_type, to_account, follow_time, first_seen_at)
+SELECT s.account, s.follow_type, s.to_account, {time}, :now
+FROM stage_edges s
+LEFT JOIN follow_edges e
+  ON e.account = s.account AND e.follow_type = s.follow_type AND e.to_account = s.to_account
+WHERE e.account IS NULL OR e.removed_at IS NOT NULL OR e.follow_time {differs} {time}
+ORDER BY s.account, s.follow_type, s.to_account
+ON CONFLICT (account, follow_type, to_account)
+DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL
+"""
+
+_REMEMBER_SEEN = """
+INSERT INTO sync_seen (run_id, account, follow_type, to_account)
+SELECT :run_id, s.account, s.follow_type, s.to_account FROM stage_edges s
+WHERE s.keep_seen AND s.account = :account AND s.follow_type = :follow_type
+ON CONFLICT DO NOTHING
+"""
+
+# PostgreSQL: every list's new sync_seen rows and its seen counter in one statement.
+_REMEMBER_SEEN_PG = """
+WITH added AS (
+    INSERT INTO sync_seen (run_id, account, follow_type, to_account)
+    SELECT :run_id, s.account, s.follow_type, s.to_account FROM stage_edges s WHERE s.keep_seen
+    ON CONFLICT DO NOTHING
+    RETURNING account, follow_type
+), n AS (
+    SELECT account, follow_type, count(*) AS k FROM added GROUP BY account, follow_type
+)
+UPDATE sync_checkpoints c SET seen = c.seen + n.k
+FROM n
+WHERE c.run_id = :run_id AND c.account = n.account AND c.follow_type = n.follow_type
+"""
+
+_SEEN_MISMATCH = """
+SELECT c.account, c.follow_type FROM sync_checkpoints c
+JOIN stage_lists l ON l.account = c.account AND l.follow_type = c.follow_type
+WHERE c.run_id = :run_id AND c.seen > 0 AND c.seen <> (
+    SELECT count(*) FROM sync_seen x
+    WHERE x.run_id = c.run_id AND x.account = c.account AND x.follow_type = c.follow_type)
+"""
+
+_REMOVED = """
+SELECT e.account, e.follow_type, e.to_account
+FROM follow_edges e
+JOIN stage_lists l ON l.account = e.account AND l.follow_type = e.follow_type
+WHERE e.removed_at IS NULL
+  AND NOT EXISTS (SELECT 1 FROM stage_edges s WHERE s.account = e.account
+                  AND s.follow_type = e.follow_type AND s.to_account = e.to_account)
+  AND NOT EXISTS (SELECT 1 FROM sync_seen x WHERE x.run_id = :run_id AND x.account = e.account
+                  AND x.follow_type = e.follow_type AND x.to_account = e.to_account)
+"""
+
+_REMOVED_EVENTS = (
+    "INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, "
+    "run_id) SELECT r.account, r.follow_type, r.to_account, 'removed', :now, :run_id "
+    "FROM ({removed}) r"
+)
+
+_MARK_REMOVED = """
+UPDATE follow_edges SET removed_at = :now
+WHERE removed_at IS NULL
+  AND EXISTS (SELECT 1 FROM stage_lists l
+              WHERE l.account = follow_edges.account AND l.follow_type = follow_edges.follow_type)
+  AND NOT EXISTS (SELECT 1 FROM stage_edges s WHERE s.account = follow_edges.account
+                  AND s.follow_type = follow_edges.follow_type
+                  AND s.to_account = follow_edges.to_account)
+  AND NOT EXISTS (SELECT 1 FROM sync_seen x WHERE x.run_id = :run_id
+                  AND x.account = follow_edges.account
+                  AND x.follow_type = follow_edges.follow_type
+                  AND x.to_account = follow_edges.to_account)
+"""
+
+_BASELINES = """
+INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at)
+SELECT l.account, l.follow_type, :run_id, :now FROM stage_lists l WHERE true
+ON CONFLICT DO NOTHING
+"""
+
+_FORGET_SEEN = """
+DELETE FROM sync_seen WHERE run_id = :run_id AND EXISTS (
+    SELECT 1 FROM stage_lists l
+    WHERE l.account = sync_seen.account AND l.follow_type = sync_seen.follow_type)
+"""
+
+_PROFILE_COLUMNS = ", ".join(PROFILE_ROW)
+_INSERT_PROFILES = """
+INSERT INTO profile_snapshots ({columns}, first_seen_at, run_id)
+SELECT {staged}, :now, :run_id FROM stage_profiles s
+WHERE NOT EXISTS (SELECT 1 FROM profile_snapshots p
+                  WHERE p.user_id = s.user_id AND p.profile_sequence = s.profile_sequence)
+ORDER BY s.user_id, s.profile_sequence
+ON CONFLICT DO NOTHING
+"""
 
 
-def forget_seen(conn: sa.Connection, run_id: int, account: str, follow_type: int) -> None:
-    """Drop what earlier pages of this list recorded (the list is complete, or restarts)."""
-    conn.execute(
-        sa.delete(sync_seen).where(
-            sync_seen.c.run_id == run_id,
-            sync_seen.c.account == account,
-            sync_seen.c.follow_type == follow_type,
+def _text(sql: str) -> sa.TextClause:
+    return sa.text(sql).bindparams(sa.bindparam("now", type_=Timestamp))
+
+
+class Loader:
+    """Writes batches on one connection; makes its staging tables on first use."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.pg = dialect == "postgresql"
+        sql = _SQL["postgresql" if self.pg else "sqlite"]
+        self._ddl = [ddl.format(suffix=sql["suffix"]) for ddl in _STAGE_DDL]
+        self._upsert = _text(_UPSERT_EDGES.format(time=sql["time"], differs=sql["differs"]))
+        staged = ", ".join(sql["tags"] if c == "tags" else f"s.{c}" for c in PROFILE_ROW)
+        self._profiles = _text(_INSERT_PROFILES.format(columns=_PROFILE_COLUMNS, staged=staged))
+        self._removed_events = _text(_REMOVED_EVENTS.format(removed=_REMOVED))
+        self._connections: set[int] = set()
+
+    def prepare(self, conn: sa.Connection) -> None:
+        """Create the staging tables on this connection (once) and empty them."""
+        dbapi = id(conn.connection.dbapi_connection)
+        if dbapi not in self._connections:
+            for ddl in self._ddl:
+                conn.execute(sa.text(ddl))
+            self._connections.add(dbapi)
+        if not self.pg:  # PostgreSQL empties them at each commit (ON COMMIT DELETE ROWS)
+            for table in _STAGES:
+                conn.execute(sa.text(f"DELETE FROM {table}"))
+
+    def write(
+        self,
+        conn: sa.Connection,
+        run_id: int,
+        parts: Sequence[ListPart],
+        profiles: Sequence[ProfileRow],
+        now: datetime,
+    ) -> Written:
+        """Store a batch: edges, removals and events of ``parts``, and new ``profiles``."""
+        self.prepare(conn)
+        params = {"run_id": run_id, "now": now}
+        written = Written()
+        restarted = [p.key for p in parts if p.restarted and p.had_seen]
+        if restarted:
+            forget_seen(conn, run_id, restarted)
+        edge_rows = [
+            (p.account, p.follow_type, to, when, p.baseline, not p.complete)
+            for p in parts
+            for to, when in p.edges.items()
+        ]
+        self._stage(conn, "stage_edges", _STAGE_EDGE_COLUMNS, edge_rows)
+        if edge_rows:
+            written.events += conn.execute(_text(_ADDED_EVENTS), params).rowcount
+            conn.execute(self._upsert, params)
+        self._remember_seen(conn, run_id, [p for p in parts if not p.complete and p.edges])
+
+        complete = [p for p in parts if p.complete]
+        if complete:
+            self._stage(conn, "stage_lists", ("account", "follow_type"), [p.key for p in complete])
+            written.recrawl = self._lost_seen(conn, run_id, complete)
+            if written.recrawl:
+                # Their removals cannot be trusted: they are crawled again (etl.sync resets them).
+                self._unstage_lists(conn, written.recrawl)
+            written.events += conn.execute(self._removed_events, params).rowcount
+            written.edges_removed = conn.execute(_text(_MARK_REMOVED), params).rowcount
+            conn.execute(_text(_BASELINES), params)
+            if any(p.had_seen for p in complete):
+                conn.execute(sa.text(_FORGET_SEEN), {"run_id": run_id})
+        if profiles:
+            self._stage(conn, "stage_profiles", PROFILE_ROW, profiles)
+            conn.execute(self._profiles, params)
+        return written
+
+    def _stage(
+        self,
+        conn: sa.Connection,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+    ) -> None:
+        if not rows:
+            return
+        names = ", ".join(columns)
+        if self.pg:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            return
+        marks = ", ".join(f":{c}" for c in columns)
+        conn.execute(
+            sa.text(f"INSERT INTO {table} ({names}) VALUES ({marks})"),
+            [dict(zip(columns, row, strict=True)) for row in rows],
         )
-    )
+
+    def _remember_seen(self, conn: sa.Connection, run_id: int, parts: Sequence[ListPart]) -> None:
+        """Keep the To_Accounts of lists not yet complete, for their removal check."""
+        if not parts:
+            return
+        if self.pg:
+            conn.execute(sa.text(_REMEMBER_SEEN_PG), {"run_id": run_id})
+            return
+        for part in parts:
+            added = conn.execute(
+                sa.text(_REMEMBER_SEEN),
+                {"run_id": run_id, "account": part.account, "follow_type": part.follow_type},
+            ).rowcount
+            conn.execute(
+                sa.text(
+                    "UPDATE sync_checkpoints SET seen = seen + :added WHERE run_id = :run_id "
+                    "AND account = :account AND follow_type = :follow_type"
+                ),
+                {"added": added, "run_id": run_id, **_key(part.key)},
+            )
+
+    def _lost_seen(
+        self, conn: sa.Connection, run_id: int, complete: Sequence[ListPart]
+    ) -> list[Key]:
+        """Complete lists whose sync_seen rows are not all there (a crash emptied it)."""
+        if not any(p.had_seen for p in complete):
+            return []
+        rows = conn.execute(sa.text(_SEEN_MISMATCH), {"run_id": run_id})
+        return [(account, follow_type) for account, follow_type in rows]
+
+    def _unstage_lists(self, conn: sa.Connection, keys: Sequence[Key]) -> None:
+        conn.execute(
+            sa.text(
+                "DELETE FROM stage_lists WHERE account = :account AND follow_type = :follow_type"
+            ),
+            [_key(key) for key in keys],
+        )
 
 
-def mark_removed(
-    conn: sa.Connection,
-    run_id: int,
-    account: str,
-    follow_type: int,
-    last_page: Sequence[str],
-    now: datetime,
-    earlier_pages: bool,
+def _key(key: Key) -> dict[str, Any]:
+    return {"account": key[0], "follow_type": key[1]}
+
+
+_STAGE_EDGE_COLUMNS = (
+    "account",
+    "follow_type",
+    "to_account",
+    "follow_time",
+    "baseline",
+    "keep_seen",
+)
+
+
+def mark_all_removed(
+    conn: sa.Connection, run_id: int, account: str, follow_type: int, now: datetime
 ) -> int:
-    """After a complete crawl: edges of the list that neither the last page nor an earlier page
-    (``earlier_pages``: recorded in sync_seen) listed get ``removed_at``. Returns how many."""
-    e = follow_edges.c
-    listed_before = (
-        sa.select(sa.literal(1))
-        .where(
-            sync_seen.c.run_id == run_id,
-            sync_seen.c.account == e.account,
-            sync_seen.c.follow_type == e.follow_type,
-            sync_seen.c.to_account == e.to_account,
-        )
-        .exists()
-    )
-    conditions = [e.account == account, e.follow_type == follow_type, e.removed_at.is_(None)]
-    if earlier_pages:
-        conditions.append(~listed_before)
-    if last_page:
-        conditions.append(e.to_account.not_in(last_page))
-    result = conn.execute(sa.update(follow_edges).where(*conditions).values(removed_at=now))
-    return result.rowcount
-
-
-def mark_all_removed(conn: sa.Connection, account: str, follow_type: int, now: datetime) -> int:
     """The account no longer exists (30003): every listed edge of this list is removed."""
-    e = follow_edges.c
+    params = {"run_id": run_id, "now": now, "account": account, "follow_type": follow_type}
+    where = (
+        "FROM follow_edges WHERE account = :account AND follow_type = :follow_type "
+        "AND removed_at IS NULL"
+    )
+    conn.execute(
+        _text(
+            "INSERT INTO follow_edge_events (account, follow_type, to_account, event, "
+            "observed_at, run_id) SELECT account, follow_type, to_account, 'removed', :now, "
+            f":run_id {where}"
+        ),
+        params,
+    )
     result = conn.execute(
-        sa.update(follow_edges)
-        .where(e.account == account, e.follow_type == follow_type, e.removed_at.is_(None))
-        .values(removed_at=now)
+        _text(
+            "UPDATE follow_edges SET removed_at = :now WHERE account = :account "
+            "AND follow_type = :follow_type AND removed_at IS NULL"
+        ),
+        params,
     )
     return result.rowcount
+
+
+def forget_seen(conn: sa.Connection, run_id: int, keys: Sequence[Key]) -> None:
+    """Drop what earlier pages of these lists recorded in sync_seen."""
+    if keys:
+        conn.execute(
+            sa.text(
+                "DELETE FROM sync_seen WHERE run_id = :run_id "
+                "AND account = :account AND follow_type = :follow_type"
+            ),
+            [{"run_id": run_id, **_key(key)} for key in keys],
+        )

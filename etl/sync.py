@@ -1,37 +1,33 @@
-"""The use case: crawl the lists of a job's run and load them, one transaction per page.
+"""The use cases: ``sync`` (hold the job, resume or start its run, crawl it) and ``work``
+(join the job's unfinished run from any machine). etl.crawl does the crawling.
 
-Each page's rows and the cursor that follows them commit together, so a process killed at any
-instant leaves the database consistent, and the next ``sync`` continues from the last
-committed cursor. Replaying the page in flight is harmless: every write is an upsert.
+Rows and the cursors that follow them commit together, a batch of pages per transaction, so a
+process killed at any instant leaves the database consistent, and the next ``sync`` or
+``worker`` continues from the last committed cursors. Replaying a batch is harmless.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import checkpoint, extract, load, transform
+from etl import checkpoint, workers
 from etl.client import FollowClient
-from etl.errors import (
-    AccountNotFound,
-    DatabaseError,
-    FatalApiError,
-    RequestRejected,
-    RunIncomplete,
-    TransientApiError,
-)
+from etl.crawl import Crawl, Rate, Tally
+from etl.errors import DatabaseError, JobBusy, RunIncomplete, UsageError
 
 log = logging.getLogger(__name__)
 
-MAX_CONSECUTIVE_FAILURES = 3  # lists failing in a row: the API is down, stop burning the budget
-PROGRESS_EVERY = 5.0  # seconds between progress log lines
+DEFAULT_CONCURRENCY = 16  # lists in flight: enough to hide ~50 ms round trips at 200 calls/s
+PROGRESS_EVERY = 0.5  # seconds between progress snapshots
+COUNTS_EVERY = 15.0  # seconds between recounts of the run's lists (other workers move them)
 
 
 def utcnow() -> datetime:
@@ -44,10 +40,32 @@ class SyncRequest:
     """What to crawl and how."""
 
     job: str
-    accounts: Sequence[str]
+    accounts: Iterable[str]  # read once, as a stream
     types: tuple[int, ...] = (1, 2, 3)
     page_size: int = 1000
     restart: bool = False
+    rate: float | None = None  # calls/s for the whole run; None: the client's configured rate
+    concurrency: int = DEFAULT_CONCURRENCY
+    wait: bool = False  # another sync holds the job: wait for it instead of failing
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a sync in flight, handed to ``on_progress`` about twice a second."""
+
+    run_id: int
+    job: str
+    lists_total: int  # lists of the run
+    lists_settled: int  # done, skipped or given up: no longer to crawl
+    pages: int  # stored by this process so far
+    items: int  # stored by this process so far
+    calls: int  # follow_get calls made by this process so far
+    retries: int
+    elapsed: float  # seconds since this process started on the run
+    calls_per_second: float  # over the last few seconds
+    eta_seconds: float | None  # None until there is a rate to extrapolate from
+    workers: int  # live processes on the run, this one included
+    final: bool = False  # the last snapshot, sent once when the process stops
 
 
 @dataclass
@@ -66,11 +84,13 @@ class SyncReport:
     missing_accounts: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    events: int = 0
+    interrupted: bool = False  # stopped on request (signal): the run is left resumable
 
     def problem(self) -> RunIncomplete | None:
         """Why this sync does not count as a clean finish (exit 6), or None."""
         lists, where = self.lists, f"run {self.run_id} of job {self.job!r}"
-        if not self.finished:
+        if not self.finished and not self.interrupted:
             return RunIncomplete(
                 f"{where} stopped with {lists['open']} of {lists['total']} lists left; "
                 "run `sync` again to resume it"
@@ -88,178 +108,125 @@ class SyncReport:
         return self.lists.get("open", 1) == 0
 
 
-class _Crawl:
-    """One process's pass over the open lists of a run."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        client: FollowClient,
-        report: SyncReport,
-        page_size: int,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self.engine = engine
-        self.conn: sa.Connection  # open while run() runs
-        self.client = client
-        self.report = report
-        self.page_size = page_size
-        self.clock = clock
-        self.calls_at_start = client.calls
-        self.started = time.monotonic()
-        self.next_progress = self.started + PROGRESS_EVERY
-        self.lists_done = 0
-
-    def run(self) -> None:
-        """Crawl every open list; stop early on a fatal error or an API that keeps failing."""
-        # One connection for all the page transactions: no pool checkout and ping per page.
-        with self.engine.connect() as self.conn:
-            self._run()
-
-    def _run(self) -> None:
-        consecutive = 0
-        for state in checkpoint.open_lists(self.engine, self.report.run_id):
-            label = f"{state.account}/{transform.TYPE_NAMES[state.follow_type]}"
-            try:
-                self.crawl(state)
-                consecutive = 0
-            except AccountNotFound:
-                self.skip_missing(state)
-                consecutive = 0
-            except RequestRejected as exc:
-                # The same request would be rejected again: give the list up, keep going.
-                self.settle(state, "failed", str(exc), give_up=True)
-                self.report.failures.append(str(exc))
-                log.error("%s: the service rejects this list, giving it up: %s", label, exc)
-            except TransientApiError as exc:
-                self.settle(state, "failed", str(exc))
-                self.report.failures.append(str(exc))
-                log.error("%s: failed after retries, the next sync retries it: %s", label, exc)
-                consecutive += 1
-                if consecutive >= MAX_CONSECUTIVE_FAILURES:
-                    log.error("%d lists failed in a row: stopping the run", consecutive)
-                    return
-            except FatalApiError as exc:
-                # Not the list's fault (credentials, app): note why, count no failure.
-                with self.transaction() as conn:
-                    checkpoint.note_error(
-                        conn, self.report.run_id, state.account, state.follow_type, str(exc)
-                    )
-                raise
-            self.lists_done += 1
-            self.progress()
-
-    @contextmanager
-    def transaction(self) -> Iterator[sa.Connection]:
-        """A transaction on the crawl's connection; commits on leaving the block."""
-        with self.conn.begin():
-            yield self.conn
-
-    def crawl(self, state: checkpoint.ListState) -> None:
-        """Store every page of one list from its cursor on, each page with its cursor."""
-        run_id, account, follow_type = self.report.run_id, state.account, state.follow_type
-        # Earlier pages of this list in this run have left To_Accounts in sync_seen.
-        has_seen = state.cursor != ""
-        for page in extract.pages(self.client, account, follow_type, state.cursor, self.page_size):
-            rows = transform.parse_page(page.body, account, follow_type)
-            now = self.clock()
-            with self.transaction() as conn:
-                if page.restarted and has_seen:
-                    load.forget_seen(conn, run_id, account, follow_type)
-                    has_seen = False
-                load.upsert_edges(conn, rows.edges, now)
-                load.insert_profiles(conn, rows.profiles, now, run_id)
-                if page.last:
-                    self.report.edges_removed += load.mark_removed(
-                        conn, run_id, account, follow_type, rows.to_accounts, now, has_seen
-                    )
-                    if has_seen:
-                        load.forget_seen(conn, run_id, account, follow_type)
-                else:
-                    load.remember_seen(conn, run_id, account, follow_type, rows.to_accounts)
-                    has_seen = True
-                checkpoint.advance(
-                    conn,
-                    run_id,
-                    account,
-                    follow_type,
-                    next_cursor=page.next_cursor,
-                    items=len(rows.edges),
-                    restarted=page.restarted,
-                    now=now,
-                )
-            self.report.pages += 1
-            self.report.items += len(rows.edges)
-            self.progress()
-
-    def skip_missing(self, state: checkpoint.ListState) -> None:
-        """30003: the account is gone; its listed edges are removed and the list is skipped."""
-        now = self.clock()
-        with self.transaction() as conn:
-            self.report.edges_removed += load.mark_all_removed(
-                conn, state.account, state.follow_type, now
-            )
-            load.forget_seen(conn, self.report.run_id, state.account, state.follow_type)
-            checkpoint.settle(
-                conn,
-                self.report.run_id,
-                state.account,
-                state.follow_type,
-                status="skipped",
-                error="the account does not exist (30003)",
-                now=now,
-            )
-        if state.account not in self.report.missing_accounts:
-            self.report.missing_accounts.append(state.account)
-
-    def settle(
-        self, state: checkpoint.ListState, status: str, error: str, give_up: bool = False
-    ) -> None:
-        """Record why a list ended early; its cursor stays for the next attempt."""
-        with self.transaction() as conn:
-            checkpoint.settle(
-                conn,
-                self.report.run_id,
-                state.account,
-                state.follow_type,
-                status=status,
-                error=error,
-                now=self.clock(),
-                give_up=give_up,
-            )
-
-    def progress(self) -> None:
-        """Log a progress line every few seconds."""
-        now = time.monotonic()
-        if now < self.next_progress:
-            return
-        self.next_progress = now + PROGRESS_EVERY
-        calls = self.client.calls - self.calls_at_start
-        log.info(
-            "run %d: %d lists, %d pages, %d items stored by this process; %.1f calls/s",
-            self.report.run_id,
-            self.lists_done,
-            self.report.pages,
-            self.report.items,
-            calls / max(now - self.started, 1e-9),
-        )
-
-
 def sync(
     engine: Engine,
     client: FollowClient,
     request: SyncRequest,
     *,
     clock: Callable[[], datetime] = utcnow,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> SyncReport:
-    """Resume the job's unfinished run (or start one) and crawl it as far as it goes.
+    """Hold the job, resume its unfinished run (or start one) and crawl it as far as it goes.
 
-    The report says whether the run finished (``report.problem()``); FatalApiError (credentials,
-    app) and database errors propagate. Whatever happens, the run stays resumable.
+    Raises JobBusy if another live ``sync`` holds the job (unless ``request.wait``). The report
+    says whether the run finished (``report.problem()``); FatalApiError and database errors
+    propagate. Whatever happens, the run stays resumable.
     """
-    started = time.monotonic()
-    calls_before, retries_before = client.calls, client.retries
-    lists = [(account, t) for account in request.accounts for t in request.types]
+    stop = stop or threading.Event()
+    db_clock = workers.DbClock(engine)
+    me = _hold(engine, request, db_clock, stop)
+    if me is None:  # stopped while waiting
+        raise JobBusy(f"stopped while waiting for job {request.job!r}")
+    try:
+        rate = request.rate or client.pacer.rate
+        options = {
+            "types": list(request.types),
+            "page_size": request.page_size,
+            "rate": rate,
+            "concurrency": request.concurrency,
+        }
+        run_id, resumed, added = _open_run(engine, request, options, clock)
+        if resumed:
+            log.info("resuming run %d of job %r (%d new lists added)", run_id, request.job, added)
+        report = SyncReport(run_id=run_id, job=request.job, resumed=resumed)
+        _crawl(
+            engine,
+            client,
+            me,
+            report,
+            rate,
+            request.page_size,
+            request.concurrency,
+            clock,
+            on_progress,
+            stop,
+        )
+        return report
+    finally:
+        _leave(engine, me)
+
+
+def work(
+    engine: Engine,
+    client: FollowClient,
+    job: str,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    on_progress: Callable[[Progress], None] | None = None,
+    stop: threading.Event | None = None,
+) -> SyncReport | None:
+    """Join the job's unfinished run with its own settings; None if it has none."""
+    if engine.dialect.name != "postgresql":
+        raise UsageError(
+            "workers need PostgreSQL: the embedded SQLite database serves one process; "
+            "run `sync` alone"
+        )
+    stop = stop or threading.Event()
+    with engine.connect() as conn:
+        run = checkpoint.unfinished_run(conn, job)
+    if run is None:
+        return None
+    me = workers.register(engine, job, "worker", workers.DbClock(engine))
+    try:
+        peers = workers.attach(engine, me, run.id)
+        options = run.options
+        rate = float(options.get("rate") or client.pacer.rate)
+        if peers > 1:
+            # Let the others lower their share of the budget before this one starts calling.
+            stop.wait(workers.HEARTBEAT * 1.5)
+        report = SyncReport(run_id=run.id, job=job, resumed=True)
+        log.info("worker joining run %d of job %r (%d processes on it)", run.id, job, peers)
+        _crawl(
+            engine,
+            client,
+            me,
+            report,
+            rate,
+            int(options.get("page_size", 1000)),
+            int(options.get("concurrency", DEFAULT_CONCURRENCY)),
+            clock,
+            on_progress,
+            stop,
+        )
+        return report
+    finally:
+        _leave(engine, me)
+
+
+def _hold(
+    engine: Engine, request: SyncRequest, clock: workers.DbClock, stop: threading.Event
+) -> workers.Presence | None:
+    """Register as the job's ``sync``; with ``wait``, until the holder is gone."""
+    announced = False
+    while True:
+        try:
+            return workers.register(engine, request.job, "sync", clock)
+        except JobBusy as busy:
+            if not request.wait:
+                raise
+            if not announced:
+                log.info("%s; waiting", str(busy).split(";")[0])
+                announced = True
+        if stop.wait(workers.HEARTBEAT):
+            return None
+
+
+def _open_run(
+    engine: Engine, request: SyncRequest, options: dict[str, object], clock: Callable[[], datetime]
+) -> tuple[int, bool, int]:
+    """Resume or start the job's run and add the requested lists: (run id, resumed, added)."""
+    lists = ((account, t) for account in request.accounts for t in request.types)
     now = clock()
     try:
         with engine.begin() as conn:
@@ -269,45 +236,205 @@ def sync(
                 checkpoint.abandon_run(conn, run.id, now)
                 run = None
             if run is None:
-                options = {"types": list(request.types), "page_size": request.page_size}
                 run_id = checkpoint.start_run(conn, request.job, options, now)
             else:
                 run_id = run.id
+                checkpoint.set_options(conn, run_id, options)
             added = checkpoint.add_lists(conn, run_id, lists, now)
     except sa.exc.IntegrityError:
         raise DatabaseError(
             f"another sync of job {request.job!r} started at the same moment; try again"
         ) from None
-    report = SyncReport(run_id=run_id, job=request.job, resumed=run is not None)
-    if run is not None:
-        log.info("resuming run %d of job %r (%d new lists added)", run_id, request.job, added)
-    crawl = _Crawl(engine, client, report, request.page_size, clock)
+    return run_id, run is not None, added
+
+
+def _crawl(
+    engine: Engine,
+    client: FollowClient,
+    me: workers.Presence,
+    report: SyncReport,
+    rate: float,
+    page_size: int,
+    concurrency: int,
+    clock: Callable[[], datetime],
+    on_progress: Callable[[Progress], None] | None,
+    stop: threading.Event,
+) -> None:
+    """Crawl the run with a heartbeat sharing its budget; fill in and store the report."""
+    started = time.monotonic()
+    calls_before, retries_before = client.calls, client.retries
+    peers = workers.attach(engine, me, report.run_id)
+    share = _Share(client, rate)
+    share(peers)
+    crawl_stop = threading.Event()
+    progress = _Progresser(engine, report, client, calls_before, retries_before, on_progress)
+    progress.peers = peers
+
+    def counters() -> dict[str, int]:
+        return {
+            "calls": client.calls - calls_before,
+            "pages": crawl.tally.pages,
+            "items": crawl.tally.items,
+        }
+
+    def on_share(n: int) -> None:
+        share(n)
+        progress.peers = n
+
+    crawl = Crawl(
+        engine,
+        client,
+        me,
+        report.run_id,
+        page_size=page_size,
+        concurrency=concurrency,
+        clock=clock,
+        stop=crawl_stop,
+        on_batch=progress,
+    )
+    heartbeat = workers.Heartbeat(engine, me, counters, on_share)
+    heartbeat.start()
+    # A stop request (signal) reaches the crawl; the crawl may also stop by itself.
+    relay = threading.Thread(target=_relay, args=(stop, crawl_stop), daemon=True)
+    relay.start()
     try:
         crawl.run()
     except BaseException:
-        # Keep the counters if the database still answers, but let the first error speak.
+        _fill(report, crawl.tally, client, calls_before, retries_before, started)
+        report.interrupted = stop.is_set()
         try:
-            _close(engine, report, client, calls_before, retries_before, started, clock)
+            _close(engine, report, clock)
         except sa.exc.SQLAlchemyError as exc:
             log.error("could not store the run's counters: %s", type(exc).__name__)
         raise
-    _close(engine, report, client, calls_before, retries_before, started, clock)
-    return report
+    finally:
+        crawl_stop.set()
+        heartbeat.stop()
+    _fill(report, crawl.tally, client, calls_before, retries_before, started)
+    report.interrupted = stop.is_set()
+    _close(engine, report, clock)
+    progress(crawl.tally, final=True)
 
 
-def _close(
-    engine: Engine,
+def _relay(source: threading.Event, target: threading.Event) -> None:
+    while not target.is_set():
+        if source.wait(0.2):
+            target.set()
+            return
+
+
+class _Share:
+    """Sets the client's pace to the run's budget divided among its live processes."""
+
+    def __init__(self, client: FollowClient, rate: float) -> None:
+        self.client, self.rate, self.peers = client, rate, 0
+
+    def __call__(self, peers: int) -> None:
+        peers = max(1, peers)
+        if peers != self.peers:
+            self.peers = peers
+            self.client.pacer.set_rate(self.rate / peers)
+            log.debug(
+                "pacing at %.1f calls/s (%d processes share %.1f)",
+                self.rate / peers,
+                peers,
+                self.rate,
+            )
+
+
+class _Progresser:
+    """Turns batch tallies into Progress snapshots, at most every PROGRESS_EVERY seconds."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        report: SyncReport,
+        client: FollowClient,
+        calls_before: int,
+        retries_before: int,
+        sink: Callable[[Progress], None] | None,
+    ) -> None:
+        self.engine, self.report, self.client, self.sink = engine, report, client, sink
+        self.calls_before, self.retries_before = calls_before, retries_before
+        self.started = time.monotonic()
+        self.next = 0.0
+        self.next_count = 0.0
+        self.total = self.settled_before = 0
+        self.settled_base = 0  # this process's settled lists at the last recount
+        self.rate = Rate()
+        self.settle_rate = Rate(window=30.0)
+        self.peers = 1
+
+    def __call__(self, tally: Tally, final: bool = False) -> None:
+        if self.sink is None:
+            return
+        now = time.monotonic()
+        if now < self.next and not final:
+            return
+        self.next = now + PROGRESS_EVERY
+        if now >= self.next_count or final:
+            self.next_count = now + COUNTS_EVERY
+            with self.engine.connect() as conn:
+                counts = checkpoint.counts(conn, self.report.run_id)
+            self.total = counts["total"]
+            self.settled_before = counts["total"] - counts["open"]
+            self.settled_base = tally.settled
+        settled = min(self.total, self.settled_before + tally.settled - self.settled_base)
+        calls = self.client.calls - self.calls_before
+        per_list = self.settle_rate.add(now, settled)
+        eta = (self.total - settled) / per_list if per_list > 0 else None
+        self.sink(
+            Progress(
+                run_id=self.report.run_id,
+                job=self.report.job,
+                lists_total=self.total,
+                lists_settled=settled,
+                pages=tally.pages,
+                items=tally.items,
+                calls=calls,
+                retries=self.client.retries - self.retries_before,
+                elapsed=now - self.started,
+                calls_per_second=self.rate.add(now, calls),
+                eta_seconds=0.0 if final else eta,
+                workers=self.peers,
+                final=final,
+            )
+        )
+
+
+def _fill(
     report: SyncReport,
+    tally: Tally,
     client: FollowClient,
     calls_before: int,
     retries_before: int,
     started: float,
-    clock: Callable[[], datetime],
 ) -> None:
-    """Fill in the report and store the run's counters (done if nothing is left)."""
+    report.pages, report.items = tally.pages, tally.items
+    report.edges_removed, report.events = tally.edges_removed, tally.events
+    report.missing_accounts, report.failures = tally.missing_accounts, tally.failures
     report.requests = client.calls - calls_before
     report.retries = client.retries - retries_before
     report.seconds = time.monotonic() - started
+
+
+def _leave(engine: Engine, me: workers.Presence) -> None:
+    """Give back this process's leases and its hold on the job."""
+    try:
+        with engine.begin() as conn:
+            if me.run_id is not None:
+                checkpoint.release(conn, me.run_id, me.id)
+        workers.leave(engine, me)
+    except sa.exc.SQLAlchemyError as exc:
+        log.error(
+            "could not release this process's leases: %s (they expire in %.0f s)",
+            type(exc).__name__,
+            workers.TTL,
+        )
+
+
+def _close(engine: Engine, report: SyncReport, clock: Callable[[], datetime]) -> None:
+    """Store the run's counters (done if nothing is left) and put the list counts in the report."""
     with engine.begin() as conn:
         report.lists = checkpoint.counts(conn, report.run_id)
         checkpoint.close_run(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,28 +34,43 @@ PROFILE_COLUMNS = tuple(column for column, _ in STANDARD_TAGS.values())
 _INT64_MAX = 2**63 - 1
 
 
+# A profile row, in the column order of PROFILE_ROW: user_id, profile_sequence, the standard
+# columns, then every tag (custom ones too) as JSON text.
+ProfileRow = tuple[Any, ...]
+PROFILE_ROW = ("user_id", "profile_sequence", *PROFILE_COLUMNS, "tags")
+_MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
+
+
 @dataclass
 class PageRows:
-    """The rows one page of a follow list yields, each key at most once."""
+    """The rows one page of a follow list yields, each key at most once.
 
-    edges: list[dict[str, Any]] = field(default_factory=list)
-    profiles: list[dict[str, Any]] = field(default_factory=list)
+    Edges are ``(to_account, follow_time)`` pairs (Unix seconds or None): the page's account and
+    follow type are the same for all of them. Profiles the caller already stored are left out.
+    """
+
+    edges: list[tuple[str, int | None]] = field(default_factory=list)
+    profiles: list[ProfileRow] = field(default_factory=list)
     skipped_items: int = 0
 
     @property
     def to_accounts(self) -> list[str]:
         """The To_Account of every edge, in page order."""
-        return [edge["to_account"] for edge in self.edges]
+        return [to_account for to_account, _ in self.edges]
 
 
-def follow_time(value: Any) -> datetime | None:
-    """FollowTime (Unix seconds) as an aware UTC datetime; None when absent or nonsense."""
+def follow_time(value: Any) -> int | None:
+    """FollowTime as whole Unix seconds; None when absent or nonsense."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    try:
-        return datetime.fromtimestamp(value, UTC)
-    except (OverflowError, OSError, ValueError):
+    if value != value or not 0 <= value <= _MAX_EPOCH:  # NaN, negative, past year 9999
         return None
+    return int(value)
+
+
+def as_datetime(epoch: int | None) -> datetime | None:
+    """Unix seconds as an aware UTC datetime."""
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
 
 
 def _sequence(item: dict[str, Any]) -> int | None:
@@ -79,21 +96,33 @@ def _column_value(value: Any, kind: type) -> Any:
     return None
 
 
-def profile_row(user_id: str, sequence: int, items: Any) -> dict[str, Any]:
-    """One profile snapshot: standard tags in their columns, every tag (custom too) in ``tags``."""
+def profile_tags(items: Any) -> dict[str, Any]:
+    """ProfileItem as Tag -> Value (custom tags too); malformed pairs are dropped."""
     tags: dict[str, Any] = {}
     if isinstance(items, list):
         for pair in items:
             if isinstance(pair, dict) and isinstance(pair.get("Tag"), str):
                 tags[pair["Tag"]] = pair.get("Value")
-    row: dict[str, Any] = {"user_id": user_id, "profile_sequence": sequence, "tags": tags}
-    for tag, (column, kind) in STANDARD_TAGS.items():
-        row[column] = _column_value(tags.get(tag), kind)
-    return row
+    return tags
 
 
-def parse_page(body: dict[str, Any], account: str, follow_type: int) -> PageRows:
-    """Turn one follow_get answer into edge and profile rows, dropping malformed items."""
+def profile_row(user_id: str, sequence: int, items: Any) -> ProfileRow:
+    """One profile snapshot in PROFILE_ROW order: standard tags in their columns, all in tags."""
+    tags = profile_tags(items)
+    columns = [_column_value(tags.get(tag), kind) for tag, (_, kind) in STANDARD_TAGS.items()]
+    return (user_id, sequence, *columns, json.dumps(tags, ensure_ascii=False))
+
+
+def parse_page(
+    body: dict[str, Any],
+    account: str,
+    follow_type: int,
+    known_profiles: Container[tuple[str, int]] = (),
+) -> PageRows:
+    """Turn one follow_get answer into edge and profile rows, dropping malformed items.
+
+    ``known_profiles`` holds (user, sequence) keys already stored: no row is built for them.
+    """
     rows = PageRows()
     seen_edges: set[str] = set()
     seen_profiles: set[tuple[str, int]] = set()
@@ -108,17 +137,13 @@ def parse_page(body: dict[str, Any], account: str, follow_type: int) -> PageRows
         # A list that changes between pages can repeat an account; one row per key per batch.
         if to_account not in seen_edges:
             seen_edges.add(to_account)
-            rows.edges.append(
-                {
-                    "account": account,
-                    "follow_type": follow_type,
-                    "to_account": to_account,
-                    "follow_time": follow_time(item.get("FollowTime")),
-                }
-            )
+            rows.edges.append((to_account, follow_time(item.get("FollowTime"))))
         sequence = _sequence(item)
-        if sequence is not None and (to_account, sequence) not in seen_profiles:
-            seen_profiles.add((to_account, sequence))
+        if sequence is None:
+            continue
+        key = (to_account, sequence)
+        if key not in seen_profiles and key not in known_profiles:
+            seen_profiles.add(key)
             rows.profiles.append(profile_row(to_account, sequence, item.get("ProfileItem")))
     if rows.skipped_items:
         log.warning("%s/%s: dropped %d malformed items", account, follow_type, rows.skipped_items)

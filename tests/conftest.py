@@ -72,6 +72,15 @@ def engine(db_url: URL) -> Iterator[sa.Engine]:
 
 
 @pytest.fixture
+def pg_engine(pg_url: URL) -> Iterator[sa.Engine]:
+    """A migrated engine on a fresh PostgreSQL database (for PostgreSQL-only behaviour)."""
+    engine = db.make_engine(pg_url)
+    db.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
 def running_sandbox() -> Iterator[Callable[..., SandboxServer]]:
     """Start sandbox servers on loopback ports: ``running_sandbox(graph, **config)``."""
     stack: list[AbstractContextManager[SandboxServer]] = []

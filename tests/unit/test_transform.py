@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from typing import Any
 
-from etl.transform import parse_page, profile_row
+from etl.transform import PROFILE_ROW, ProfileRow, as_datetime, parse_page, profile_row
+
+
+def named(row: ProfileRow) -> dict[str, Any]:
+    """A profile row as column -> value, tags decoded."""
+    result = dict(zip(PROFILE_ROW, row, strict=True))
+    result["tags"] = json.loads(result["tags"])
+    return result
 
 
 def item(
@@ -27,15 +36,9 @@ def item(
 def test_edges_and_profiles_from_a_page() -> None:
     """Each item gives an edge with its follow time and a snapshot with every tag."""
     rows = parse_page({"FollowItem": [item("b")], "NextCursor": ""}, "a", 1)
-    assert rows.edges == [
-        {
-            "account": "a",
-            "follow_type": 1,
-            "to_account": "b",
-            "follow_time": datetime(2023, 12, 11, 2, 35, 18, tzinfo=UTC),
-        }
-    ]
-    (profile,) = rows.profiles
+    assert rows.edges == [("b", 1702262118)]
+    assert as_datetime(rows.edges[0][1]) == datetime(2023, 12, 11, 2, 35, 18, tzinfo=UTC)
+    (profile,) = map(named, rows.profiles)
     assert profile["profile_sequence"] == 5
     assert profile["nick"] == "昵称"
     assert profile["level"] == 7
@@ -50,7 +53,7 @@ def test_edges_and_profiles_from_a_page() -> None:
 def test_profile_sequence_spelled_the_sdk_way() -> None:
     """ProfileSequence (the web SDK's spelling) is read like profile_sequence."""
     rows = parse_page({"FollowItem": [item("b", 9, key="ProfileSequence")]}, "a", 2)
-    assert rows.profiles[0]["profile_sequence"] == 9
+    assert named(rows.profiles[0])["profile_sequence"] == 9
 
 
 def test_item_without_sequence_keeps_its_edge() -> None:
@@ -79,15 +82,17 @@ def test_empty_or_missing_list() -> None:
 
 def test_bad_values_stay_out_of_typed_columns() -> None:
     """A value of the wrong type is kept in tags but not forced into its column."""
-    row = profile_row(
-        "u",
-        1,
-        [
-            {"Tag": "Tag_Profile_IM_Level", "Value": "high"},
-            {"Tag": "Tag_Profile_IM_BirthDay", "Value": "20190419"},
-            {"Tag": "Tag_Profile_IM_Gender", "Value": 3},
-            {"Tag": "Tag_Profile_IM_Role", "Value": True},
-        ],
+    row = named(
+        profile_row(
+            "u",
+            1,
+            [
+                {"Tag": "Tag_Profile_IM_Level", "Value": "high"},
+                {"Tag": "Tag_Profile_IM_BirthDay", "Value": "20190419"},
+                {"Tag": "Tag_Profile_IM_Gender", "Value": 3},
+                {"Tag": "Tag_Profile_IM_Role", "Value": True},
+            ],
+        )
     )
     assert row["level"] is None
     assert row["birthday"] == 20190419
@@ -99,4 +104,19 @@ def test_bad_values_stay_out_of_typed_columns() -> None:
 def test_follow_time_nonsense_is_null() -> None:
     """A FollowTime that is not a number is stored as NULL, not a crash."""
     rows = parse_page({"FollowItem": [item("b", FollowTime="yesterday")]}, "a", 1)
-    assert rows.edges[0]["follow_time"] is None
+    assert rows.edges[0][1] is None
+
+
+def test_follow_time_out_of_range_is_null() -> None:
+    """Negative, NaN or past-9999 FollowTimes are stored as NULL; floats are truncated."""
+    for bad in (-1, float("nan"), 10**13, True):
+        assert parse_page({"FollowItem": [item("b", FollowTime=bad)]}, "a", 1).edges[0][1] is None
+    assert parse_page({"FollowItem": [item("b", FollowTime=12.9)]}, "a", 1).edges[0][1] == 12
+
+
+def test_known_profiles_are_not_built_again() -> None:
+    """A (user, sequence) the caller already stored yields its edge but no profile row."""
+    page = {"FollowItem": [item("b", 5), item("c", 6)]}
+    rows = parse_page(page, "a", 1, known_profiles={("b", 5)})
+    assert rows.to_accounts == ["b", "c"]
+    assert [row[:2] for row in rows.profiles] == [("c", 6)]
