@@ -1,15 +1,27 @@
-"""The terminal side of the edge: logging set-up, printing, and the filter that keeps
-secrets (the secret key, any UserSig) out of both."""
+"""The terminal side of the edge: logging set-up (text or JSON lines), printing, and the filter
+that keeps secrets (the secret key, any UserSig) out of both."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from rich.console import Console
+from rich.text import Text
+
+LogFormat = Literal["text", "json"]
 
 _USERSIG_IN_URL = re.compile(r"(usersig=)[^&\s'\"]+", re.IGNORECASE)
+# What every LogRecord carries; anything else on a record came from ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
 class Redactor(logging.Filter):
@@ -26,27 +38,121 @@ class Redactor(logging.Filter):
             text = text.replace(secret, "***")
         return text
 
+    def redact_value(self, value: Any) -> Any:
+        """A JSON-ready copy of *value*: strings redacted, containers walked, objects as str."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, dict):
+            return {self.redact(str(k)): self.redact_value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.redact_value(v) for v in value]
+        return self.redact(str(value))
+
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redact(record.getMessage())
         record.args = None
+        for key, value in list(vars(record).items()):
+            if key not in _RECORD_ATTRIBUTES and isinstance(value, str):
+                setattr(record, key, self.redact(value))
         return True
 
 
 REDACTOR = Redactor()  # the process's one filter; commands add the configured secrets
 
 
-def setup_logging(verbosity: int) -> None:
-    """Log to stderr through the redactor: -1 warnings, 0 info, 1 debug."""
+class TextFormatter(logging.Formatter):
+    """``12:00:01 WARNING message``, as always; a logged traceback is redacted too."""
+
+    def __init__(self, redactor: Redactor = REDACTOR) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+        self.redactor = redactor
+
+    def formatException(self, ei: Any) -> str:
+        return self.redactor.redact(super().formatException(ei))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ts, level, logger, message, the ``extra`` fields, and a
+    logged exception as one line (type, message, innermost frame), never a traceback."""
+
+    def __init__(self, redactor: Redactor = REDACTOR) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        created = datetime.fromtimestamp(record.created, UTC)
+        doc: dict[str, Any] = {
+            "ts": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": self.redactor.redact(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES and key not in doc:
+                doc[key] = self.redactor.redact_value(value)
+        if record.exc_info and record.exc_info[1] is not None:
+            doc["exception"] = self.redactor.redact(_one_line(record.exc_info[1]))
+        if record.stack_info:
+            doc["stack"] = self.redactor.redact(" | ".join(record.stack_info.splitlines()))
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def _one_line(exc: BaseException) -> str:
+    """``ValueError: bad thing (at sync.py:120 in run)``."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    frames = traceback.extract_tb(exc.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return text
+
+
+class _LogHandler(logging.Handler):
+    """Writes to stderr, or through a rich console while that console shows a live display,
+    so that log lines scroll above the display instead of tearing it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.console: Console | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            console = self.console
+            if console is not None:
+                console.print(Text(line), soft_wrap=True, highlight=False)
+            else:
+                # Resolved per record, so a test's capture (or a redirect) of stderr is honoured.
+                sys.stderr.write(line + "\n")
+                sys.stderr.flush()
+        except Exception:  # noqa: BLE001 (logging's contract: report, never raise)
+            self.handleError(record)
+
+
+_HANDLER = _LogHandler()
+_HANDLER.addFilter(REDACTOR)
+
+
+def setup_logging(verbosity: int, log_format: LogFormat = "text") -> None:
+    """Log to stderr through the redactor: -1 warnings, 0 info, 1 debug; text or JSON lines."""
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    handler.addFilter(REDACTOR)
+    _HANDLER.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [_HANDLER]
     root.setLevel(level)
     # httpx logs every request URL at INFO, and the URL carries the UserSig.
     for noisy in ("httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@contextmanager
+def logs_through(console: Console) -> Iterator[None]:
+    """While inside, log lines print through *console* (above its live display, if any)."""
+    previous, _HANDLER.console = _HANDLER.console, console
+    try:
+        yield
+    finally:
+        _HANDLER.console = previous
 
 
 def say(text: str, stream: TextIO | None = None) -> None:
