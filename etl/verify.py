@@ -1,0 +1,350 @@
+"""Check stored lists against the API's own counts (``v4/follow/follow_get_info``); repair them.
+
+``verify`` takes the lists the job's latest run crawled to their end (``done``, or ``skipped``
+because the account did not exist) and compares, account by account, the number of current
+edges stored (``removed_at IS NULL``) with the count the API gives now: fans with
+FollowerCount, follows with FollowingCount, mutual with MutualFollowingCount. Accounts stream
+from the database a chunk at a time and go to the API 20 per call (the reference's maximum).
+
+The API counts the live graph while the store holds the last crawl, so a correct store of an
+unchanged graph agrees exactly and a list that changed since the crawl disagrees too.
+``repair`` re-crawls exactly the disagreeing lists through ``etl.sync``, under the job
+``<job>:repair`` so that the job's own runs are untouched, then compares those lists again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import groupby, islice
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl import checkpoint
+from etl.client import FollowClient
+from etl.errors import AccountNotFound, ApiError, EtlError, RequestRejected, VerifyMismatch
+from etl.schema import follow_edges, sync_checkpoints
+from etl.sync import SyncReport, SyncRequest, sync
+from etl.transform import TYPE_NAMES
+
+log = logging.getLogger(__name__)
+
+INFO_BATCH = 20  # To_Account per follow_get_info call: the reference's maximum
+CHUNK = 500  # accounts per database query: memory stays flat, bound parameters stay few
+PROGRESS_EVERY = 5.0  # seconds between progress log lines
+CHECKED = ("done", "skipped")  # lists a run crawled to their end: their store can be checked
+API_FIELDS = {1: "FollowerCount", 2: "FollowingCount", 3: "MutualFollowingCount"}
+NOT_FOUND = 30003
+
+ck = sync_checkpoints.c
+T = TypeVar("T")
+Lists = Iterable[tuple[str, tuple[int, ...]]]  # (account, follow types to compare)
+
+
+def repair_job(job: str) -> str:
+    """The job name repair runs belong to, so they never resume or replace the job's own run."""
+    return f"{job}:repair"
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One list whose stored size differs from the API's count."""
+
+    account: str
+    follow_type: int
+    stored: int
+    api: int
+    missing: bool = False  # the API says the account does not exist (so its count is 0)
+
+    def describe(self) -> str:
+        """``user_1 fans: stored 12, API 13``."""
+        gone = " (the account does not exist)" if self.missing else ""
+        kind = TYPE_NAMES.get(self.follow_type, str(self.follow_type))
+        return f"{self.account} {kind}: stored {self.stored}, API {self.api}{gone}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What follow_get_info said of one account: counts by type, missing, or an error."""
+
+    counts: dict[int, int]
+    missing: bool = False
+    error: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    """What a verification compared and found."""
+
+    job: str
+    run_id: int
+    run_status: str
+    accounts: int = 0  # accounts the API gave counts for (or said do not exist)
+    lists: int = 0  # (account, follow type) lists compared
+    lists_not_checked: int = 0  # lists of the run not crawled to their end in it
+    mismatches: list[Mismatch] = field(default_factory=list)
+    missing_accounts: list[str] = field(default_factory=list)
+    unchecked: list[tuple[str, str]] = field(default_factory=list)  # (account, why) no counts
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+    def disagreeing(self) -> dict[str, tuple[int, ...]]:
+        """Account -> the follow types whose stored size disagrees."""
+        result: dict[str, tuple[int, ...]] = {}
+        for m in self.mismatches:
+            result[m.account] = (*result.get(m.account, ()), m.follow_type)
+        return result
+
+    def problem(self) -> EtlError | None:
+        """Why this verification is not clean (exit 9, or 6 without counts), or None."""
+        if self.mismatches:
+            return VerifyMismatch(
+                f"{len(self.mismatches)} lists of {len(self.disagreeing())} accounts disagree "
+                "with the API's counts"
+            )
+        if self.unchecked:
+            return ApiError(
+                f"follow_get_info gave no counts for {len(self.unchecked)} accounts; "
+                "run `verify` again"
+            )
+        return None
+
+    def document(self) -> dict[str, Any]:
+        """The JSON-ready form (``verify --json``)."""
+        return {
+            "job": self.job,
+            "run_id": self.run_id,
+            "run_status": self.run_status,
+            "accounts": self.accounts,
+            "lists": self.lists,
+            "agree": self.lists - len(self.mismatches),
+            "disagree": len(self.mismatches),
+            "lists_not_checked": self.lists_not_checked,
+            "mismatches": [
+                {
+                    "account": m.account,
+                    "follow_type": m.follow_type,
+                    "stored": m.stored,
+                    "api": m.api,
+                    "missing": m.missing,
+                }
+                for m in self.mismatches
+            ],
+            "missing_accounts": self.missing_accounts,
+            "unchecked": [{"account": a, "error": why} for a, why in self.unchecked],
+            "requests": self.requests,
+            "retries": self.retries,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class RepairReport:
+    """The re-crawls of a repair and the verification of the repaired lists after them."""
+
+    job: str
+    syncs: list[SyncReport]
+    after: VerifyReport
+
+
+def verify(engine: Engine, client: FollowClient, job: str) -> VerifyReport | None:
+    """Compare the lists of the job's latest run with follow_get_info; None if it has no runs."""
+    with engine.connect() as conn:
+        run = checkpoint.latest_run(conn, job)
+        if run is None:
+            return None
+        not_checked = conn.execute(
+            sa.select(sa.func.count()).where(ck.run_id == run.id, ck.status.not_in(CHECKED))
+        ).scalar_one()
+    report = VerifyReport(
+        job=job, run_id=run.id, run_status=run.status, lists_not_checked=int(not_checked)
+    )
+    _compare_all(engine, client, _run_lists(engine, run.id), report)
+    return report
+
+
+def verify_lists(
+    engine: Engine, client: FollowClient, report: VerifyReport, lists: Lists
+) -> VerifyReport:
+    """Compare just ``lists`` again, reported as a new VerifyReport of the same run."""
+    again = VerifyReport(job=report.job, run_id=report.run_id, run_status=report.run_status)
+    _compare_all(engine, client, lists, again)
+    return again
+
+
+def repair(
+    engine: Engine, client: FollowClient, report: VerifyReport, *, page_size: int = 1000
+) -> RepairReport:
+    """Re-crawl the disagreeing lists (job ``<job>:repair``), then compare them again.
+
+    One sync per set of disagreeing follow types, so an account is re-crawled for those types
+    only. ``restart`` abandons a repair run an earlier repair left unfinished: a repair crawls
+    what disagrees now, not what disagreed then.
+    """
+    todo = report.disagreeing()
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for account, types in todo.items():
+        groups.setdefault(types, []).append(account)
+    job = repair_job(report.job)
+    syncs = []
+    for types, accounts in sorted(groups.items()):
+        log.info("repair: re-crawling %s of %d accounts", _names(types), len(accounts))
+        request = SyncRequest(
+            job=job, accounts=accounts, types=types, page_size=page_size, restart=True
+        )
+        syncs.append(sync(engine, client, request))
+    after = verify_lists(engine, client, report, todo.items())
+    return RepairReport(job=job, syncs=syncs, after=after)
+
+
+# ---- the comparison ----------------------------------------------------------------------
+
+
+def _compare_all(engine: Engine, client: FollowClient, lists: Lists, report: VerifyReport) -> None:
+    """Compare ``lists`` a chunk of accounts at a time; fill in ``report``."""
+    started = last_log = time.monotonic()
+    calls, retries = client.calls, client.retries
+    try:
+        for chunk in _batched(lists, CHUNK):
+            stored = _stored_counts(engine, [account for account, _ in chunk])
+            for batch in _batched(chunk, INFO_BATCH):
+                answers = _ask(client, [account for account, _ in batch])
+                for account, types in batch:
+                    _compare(report, account, types, stored.get(account, {}), answers[account])
+            if time.monotonic() - last_log >= PROGRESS_EVERY:
+                last_log = time.monotonic()
+                log.info(
+                    "verify: %d accounts checked, %d lists disagree so far",
+                    report.accounts,
+                    len(report.mismatches),
+                )
+    finally:
+        report.requests += client.calls - calls
+        report.retries += client.retries - retries
+        report.seconds += time.monotonic() - started
+
+
+def _compare(
+    report: VerifyReport,
+    account: str,
+    types: tuple[int, ...],
+    stored: dict[int, int],
+    answer: _Answer,
+) -> None:
+    if answer.error is not None:
+        report.unchecked.append((account, answer.error))
+        return
+    report.accounts += 1
+    if answer.missing:
+        report.missing_accounts.append(account)
+    for follow_type in types:
+        report.lists += 1
+        have, want = stored.get(follow_type, 0), answer.counts.get(follow_type, 0)
+        if have != want:
+            report.mismatches.append(Mismatch(account, follow_type, have, want, answer.missing))
+
+
+def _run_lists(engine: Engine, run_id: int) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """(account, types) of the run's lists crawled to their end, in account order."""
+    rows = _checked_rows(engine, run_id)
+    for account, group in groupby(rows, key=lambda row: row[0]):
+        yield account, tuple(follow_type for _, follow_type in group)
+
+
+def _checked_rows(engine: Engine, run_id: int) -> Iterator[tuple[str, int]]:
+    """The run's checkable (account, follow type) pairs, a chunk per short query."""
+    after: tuple[str, int] = ("", 0)
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(ck.account, ck.follow_type)
+                .where(
+                    ck.run_id == run_id,
+                    ck.status.in_(CHECKED),
+                    sa.tuple_(ck.account, ck.follow_type) > sa.tuple_(*after),
+                )
+                .order_by(ck.account, ck.follow_type)
+                .limit(CHUNK * 3)
+            ).all()
+        if not rows:
+            return
+        for account, follow_type in rows:
+            yield account, int(follow_type)
+        after = (rows[-1].account, rows[-1].follow_type)
+
+
+def _stored_counts(engine: Engine, accounts: list[str]) -> dict[str, dict[int, int]]:
+    """Current edges per account and follow type (absent: none)."""
+    e = follow_edges.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(e.account, e.follow_type, sa.func.count())
+            .where(e.account.in_(accounts), e.removed_at.is_(None))
+            .group_by(e.account, e.follow_type)
+        ).all()
+    result: dict[str, dict[int, int]] = {}
+    for account, follow_type, count in rows:
+        result.setdefault(account, {})[int(follow_type)] = int(count)
+    return result
+
+
+def _ask(client: FollowClient, accounts: list[str]) -> dict[str, _Answer]:
+    """follow_get_info for up to 20 accounts; every account gets an answer."""
+    try:
+        body = client.follow_get_info(accounts)
+    except (AccountNotFound, RequestRejected) as exc:
+        if len(accounts) == 1:
+            if isinstance(exc, AccountNotFound):
+                return {accounts[0]: _Answer({}, missing=True)}
+            return {accounts[0]: _Answer({}, error=str(exc))}
+        # The whole call was refused and the answer does not say which account (To_Account
+        # or the From_Account) it objects to: ask for each one alone.
+        answers: dict[str, _Answer] = {}
+        for account in accounts:
+            answers.update(_ask(client, [account]))
+        return answers
+    return _parse(body, accounts)
+
+
+def _parse(body: dict[str, Any], accounts: list[str]) -> dict[str, _Answer]:
+    items = body.get("FollowInfo")
+    if not isinstance(items, list):
+        lost = _Answer({}, error="follow_get_info: the answer has no FollowInfo list")
+        return dict.fromkeys(accounts, lost)
+    found: dict[str, _Answer] = {}
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("To_Account"), str):
+            found[item["To_Account"]] = _item(item)
+    absent = _Answer({}, error="follow_get_info: the account is not in the answer")
+    return {account: found.get(account, absent) for account in accounts}
+
+
+def _item(item: dict[str, Any]) -> _Answer:
+    code = item.get("ResultCode", 0)
+    if code == NOT_FOUND:
+        return _Answer({}, missing=True)
+    if code != 0:
+        info = str(item.get("ResultInfo") or "error")[:200]
+        return _Answer({}, error=f"follow_get_info: {info} ({code})")
+    counts: dict[int, int] = {}
+    for follow_type, name in API_FIELDS.items():
+        value = item.get(name)
+        if type(value) is not int or value < 0:
+            return _Answer({}, error=f"follow_get_info: the answer has no valid {name}")
+        counts[follow_type] = value
+    return _Answer(counts)
+
+
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _names(types: tuple[int, ...]) -> str:
+    return ",".join(TYPE_NAMES.get(t, str(t)) for t in types)
