@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check report report-screenshot bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the main job against the built-in sandbox, into the embedded SQLite default
 	$(BIN)/python -m etl demo
 
+# The report test also needs `chromium` (apt-get install chromium): skipped without it,
+# except under CI=true, where .ci/run installs it.
 test: $(STAMP)  ## lint, type-check and run the whole suite (SQLite and PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -28,8 +30,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+report: $(STAMP)  ## write report.html from the database at DATABASE_URL (default: the demo's)
+	$(BIN)/python -m etl report --out report.html
+
+report-screenshot: $(STAMP)  ## rebuild docs/report.png (needs chromium)
+	$(BIN)/python tools/report_screenshot.py --out docs/report.png
+
 bench: $(STAMP)  ## print the throughput figures the README quotes
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) follow_etl.db .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) follow_etl.db report.html .pytest_cache .mypy_cache .ruff_cache
