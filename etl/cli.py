@@ -9,7 +9,11 @@ Exit codes (also in the README):
     4    the API refused the credentials or the app (wrong key, not admin, feature off); resumable
     5    database error: unreachable, not migrated, or a statement failed; resumable
     6    the run stopped early with lists left (resumable), or ended with lists given up
-    130  interrupted (Ctrl-C); resumable
+    7    another `sync` of the job is running (another process or machine): try later, use
+         --wait, or add a `worker`
+    9    verify: stored lists disagree with the API's counts (after --repair: still disagree)
+    130  interrupted (Ctrl-C): in-flight pages stored, leases released; resumable
+    143  stopped by SIGTERM, the same way; resumable
 """
 
 from __future__ import annotations
@@ -22,9 +26,20 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 
 from etl import __version__
-from etl.commands import cmd_demo, cmd_migrate, cmd_sandbox, cmd_status, cmd_sync, cmd_usersig
+from etl.commands import (
+    cmd_demo,
+    cmd_migrate,
+    cmd_report,
+    cmd_sandbox,
+    cmd_status,
+    cmd_sync,
+    cmd_usersig,
+    cmd_verify,
+    cmd_worker,
+)
 from etl.console import say, setup_logging
 from etl.errors import DatabaseError, EtlError
+from etl.sync import DEFAULT_CONCURRENCY
 from etl.usersig import DEFAULT_EXPIRE
 
 EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 130
@@ -78,7 +93,8 @@ configuration (environment):
                   retries of one request: attempts, total seconds, first backoff (8, 300, 0.5)
 
 exit codes: 0 done, 1 internal error, 2 usage, 3 configuration, 4 API refused credentials or
-app, 5 database, 6 lists left (resumable) or given up, 130 interrupted (resumable)
+app, 5 database, 6 lists left (resumable) or given up, 7 the job is already running,
+9 verify found lists that disagree, 130 interrupted (Ctrl-C), 143 SIGTERM (both resumable)
 """
 
 
@@ -113,7 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_const",
         const=-1,
         dest="verbosity",
-        help="only warnings and errors on stderr",
+        help="only warnings and errors on stderr (and no progress display)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr log lines as text (default) or one JSON object per line; "
+        "results on stdout stay text",
     )
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an internal error"
@@ -160,14 +183,77 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate",
         type=_positive(float),
         metavar="R",
-        help="calls per second (default: IM_RATE or 150)",
+        help="calls per second for the whole run, all workers together "
+        "(default: IM_RATE or 150; the documented quota is 200)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"lists fetched at once by this process (default {DEFAULT_CONCURRENCY})",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another sync holds the job, wait for it to end instead of exiting with 7",
     )
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser(
+        "worker",
+        help="join the job's unfinished run from this machine (PostgreSQL only)",
+        description="Join the unfinished run of a job started by `sync`, with the run's own\n"
+        "settings (types, page size, budget), claiming lists with leases. Run any number, on\n"
+        "any machine that reaches the same PostgreSQL: the calls-per-second budget is shared\n"
+        "by all of them. Exits 0 when no work is left (at once if the job has no unfinished\n"
+        "run); a killed worker's lists go to the others within seconds.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--job", default="default", help="the job to work on (default: default)")
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("status", help="show the latest run of a job")
     p.add_argument("--job", default="default")
     p.add_argument("--json", action="store_true", help="print the JSON document of the README")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "verify",
+        help="compare the stored list sizes of a job's last run with the API's counts",
+        description="Ask v4/follow/follow_get_info (20 accounts per call) for the fans, follows\n"
+        "and mutual counts of the accounts of the job's latest run, and compare them with the\n"
+        "current edges stored for the lists that run crawled to the end. The API counts the\n"
+        "live graph: a list that changed since the crawl disagrees too. Exit 9 when any list\n"
+        "disagrees; 2 when the job has no runs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--job", default="default", help="the job to verify (default: default)")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-crawl the disagreeing lists (as job NAME:repair) and compare them again",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as a JSON document")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "report",
+        help="write an HTML report with charts of the stored graph and the runs",
+        description="Write one self-contained HTML file (inline CSS and SVG, no network needed to\n"
+        "open it): headline numbers, the follower-count distribution, the top accounts by fans,\n"
+        "follows gained and lost per day, profile changes per run, run durations, latest runs.",
+    )
+    p.add_argument(
+        "--out",
+        default="report.html",
+        metavar="FILE",
+        help="the HTML file to write (default: report.html)",
+    )
+    p.add_argument("--job", default=None, help="show only the runs of this job (default: all jobs)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("sandbox", help="serve the stand-in follow API in the foreground")
     p.add_argument("--host", default="127.0.0.1")
@@ -224,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "sandbox" and not 0 <= args.faults <= 1:
         parser.error("--faults must be between 0 and 1")
-    setup_logging(args.verbosity)
+    setup_logging(args.verbosity, args.log_format)
     try:
         result: int = args.func(args)
         return result

@@ -6,22 +6,41 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
+import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from etl import checkpoint, db
+from etl import checkpoint, db, verify
 from etl.accounts import check_account, read_accounts
 from etl.client import FollowClient
 from etl.config import ApiSettings, Secret, Settings, load_settings
 from etl.console import REDACTOR, say
-from etl.errors import ConfigError, UsageError
+from etl.errors import ConfigError, Interrupted, UsageError
+from etl.progress import progress_mode, progress_reporter
 from etl.schema import sync_runs
-from etl.sync import SyncReport, SyncRequest, sync
+from etl.sync import Progress, SyncReport, SyncRequest, sync, work
 from etl.transform import TYPE_NAMES
 from etl.usersig import UserSigSource, generate
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def _progress(args: argparse.Namespace) -> Iterator[Callable[[Progress], None] | None]:
+    """The progress display: a live bar on a terminal, periodic log lines elsewhere."""
+    with progress_reporter(
+        sys.stderr, mode=progress_mode(args.verbosity, args.log_format)
+    ) as on_progress:
+        yield on_progress
 
 
 def _settings() -> Settings:
@@ -74,13 +93,44 @@ def _requested_accounts(args: argparse.Namespace) -> list[str]:
     return list(accounts)
 
 
+@contextmanager
+def _graceful(stop: threading.Event) -> Iterator[list[int]]:
+    """Ctrl-C / SIGTERM set ``stop`` (a second one ends the process at once); yields the
+    signals received."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            raise KeyboardInterrupt
+        stop.set()
+        name = signal.Signals(signum).name
+        log.warning("%s: finishing the pages in flight, then stopping (again to force)", name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _interrupted(received: list[int], report: SyncReport | None) -> None:
+    """Raise Interrupted if a signal stopped the sync."""
+    if received:
+        where = f"run {report.run_id} " if report else ""
+        raise Interrupted(
+            f"stopped by {signal.Signals(received[0]).name}; {where}is resumable: "
+            "run the same command again",
+            signum=received[0],
+        )
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     """Crawl the lists of the given accounts and load them."""
     accounts = _requested_accounts(args)
     settings = _settings()
     api = settings.api()
-    if args.rate:
-        api = dataclasses.replace(api, rate=args.rate)
     engine = _engine(settings)
     db.require_schema(engine)
     request = SyncRequest(
@@ -89,17 +139,43 @@ def cmd_sync(args: argparse.Namespace) -> int:
         types=args.types,
         page_size=args.page_size,
         restart=args.restart,
+        rate=args.rate or api.rate,
+        concurrency=args.concurrency,
+        wait=args.wait,
     )
-    with _client(api) as client:
-        report = sync(engine, client, request)
-    return _print_report(report)
+    stop = threading.Event()
+    with _client(api) as client, _graceful(stop) as received, _progress(args) as on_progress:
+        report = sync(engine, client, request, on_progress=on_progress, stop=stop)
+    code = _print_report(report)
+    _interrupted(received, report)
+    return code
 
 
-def _print_report(report: SyncReport) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Join the job's unfinished run."""
+    settings = _settings()
+    engine = _engine(settings)
+    db.require_schema(engine)
+    stop = threading.Event()
+    with (
+        _client(settings.api()) as client,
+        _graceful(stop) as received,
+        _progress(args) as on_progress,
+    ):
+        report = work(engine, client, args.job, on_progress=on_progress, stop=stop)
+    if report is None:
+        say(f"job {args.job!r} has no unfinished run: nothing to do")
+        return 0
+    code = _print_report(report, worker=True)
+    _interrupted(received, report)
+    return code
+
+
+def _print_report(report: SyncReport, worker: bool = False) -> int:
     """Print what a sync did; return its exit code."""
     lists = report.lists
-    verb = "resumed, " if report.resumed else ""
-    verb += "finished" if report.finished else "stopped"
+    verb = "worker on " if worker else ("resumed, " if report.resumed else "")
+    verb = ("worked on" if worker else verb + "finished") if report.finished else verb + "stopped"
     say(
         f"run {report.run_id} of job {report.job!r} {verb} in {report.seconds:.1f} s: "
         f"{lists['total']} lists ({lists['done']} done, {lists['skipped']} skipped, "
@@ -153,6 +229,139 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+VERIFY_SHOWN = 20  # disagreeing lists and missing accounts printed; the rest are counted
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Compare the job's stored list sizes with follow_get_info; --repair re-crawls those off."""
+    settings = _settings()
+    api = settings.api()
+    engine = _engine(settings)
+    db.require_schema(engine)
+    with _client(api) as client:
+        report = verify.verify(engine, client, args.job)
+        if report is None:
+            raise UsageError(f"job {args.job!r} has no runs: nothing to verify (sync it first)")
+        repaired = None
+        if args.repair and report.mismatches:
+            repaired = verify.repair(engine, client, report)
+    final = repaired.after if repaired else report
+    if args.json:
+        say(json.dumps(_verify_document(report, repaired), indent=2, ensure_ascii=False))
+    else:
+        _print_verify(report, "verified")
+        if repaired:
+            _print_repair(repaired)
+            _print_verify(final, "re-verified the repaired lists of")
+    problem = final.problem()
+    if problem is None:
+        return 0
+    hint = "; `verify --repair` re-crawls them" if final.mismatches and not args.repair else ""
+    say(f"follow-etl: error: {problem}{hint}", sys.stderr)
+    return problem.exit_code
+
+
+def _print_verify(report: verify.VerifyReport, what: str) -> None:
+    """The summary line of a verification, then what disagrees (capped)."""
+    bad = len(report.mismatches)
+    extra = ""
+    if report.lists_not_checked:
+        extra += f", {report.lists_not_checked} lists not checked (not crawled to the end)"
+    if report.unchecked:
+        extra += f", {len(report.unchecked)} accounts without counts"
+    state = "" if report.run_status == "done" else f" ({report.run_status})"
+    say(
+        f"{what} run {report.run_id}{state} of job {report.job!r} in {report.seconds:.1f} s: "
+        f"{report.accounts} accounts, {report.lists} lists ({report.lists - bad} agree, "
+        f"{bad} disagree){extra}, {len(report.missing_accounts)} accounts do not exist "
+        f"(30003), {report.requests} requests ({report.retries} retried)"
+    )
+    for mismatch in report.mismatches[:VERIFY_SHOWN]:
+        say(f"disagrees: {mismatch.describe()}")
+    if bad > VERIFY_SHOWN:
+        say(f"disagrees: and {bad - VERIFY_SHOWN} more")
+    for label, names in (
+        ("accounts that do not exist (30003)", report.missing_accounts),
+        ("no counts for", [f"{a} ({why})" for a, why in report.unchecked]),
+    ):
+        if names:
+            more = len(names) - VERIFY_SHOWN
+            shown = ", ".join(names[:VERIFY_SHOWN])
+            say(f"{label}: {shown}" + (f" and {more} more" if more > 0 else ""))
+
+
+def _print_repair(repaired: verify.RepairReport) -> None:
+    """One line for the repair's runs (one per set of disagreeing follow types)."""
+    runs = repaired.syncs
+    ids = [run.run_id for run in runs]
+    which = f"run {ids[0]}" if len(ids) == 1 else f"{len(ids)} runs ({ids[0]}-{ids[-1]})"
+    total = {key: sum(run.lists[key] for run in runs) for key in ("total", "done", "skipped")}
+    failed = total["total"] - total["done"] - total["skipped"]
+    say(
+        f"repair: {which} of job {repaired.job!r} re-crawled {total['total']} lists "
+        f"({total['done']} done, {total['skipped']} skipped, {failed} failed or left), "
+        f"{sum(run.requests for run in runs)} requests, "
+        f"{sum(run.edges_removed for run in runs)} edges marked removed"
+    )
+
+
+def _verify_document(
+    report: verify.VerifyReport, repaired: verify.RepairReport | None
+) -> dict[str, Any]:
+    """``verify --json``: the verification, and the repair runs and re-check if any."""
+    doc: dict[str, Any] = {"verify": report.document(), "repair": None}
+    if repaired:
+        doc["repair"] = {
+            "job": repaired.job,
+            "runs": [
+                {
+                    "run_id": run.run_id,
+                    "lists": run.lists,
+                    "requests": run.requests,
+                    "edges_removed": run.edges_removed,
+                    "finished": run.finished,
+                }
+                for run in repaired.syncs
+            ],
+            "after": repaired.after.document(),
+        }
+    return doc
+
+
+def _report_path(raw: str) -> Path:
+    """Where the report goes, checked before the queries run: an existing, writable folder."""
+    out = Path(raw)
+    folder = out.parent
+    if out.is_dir():
+        raise UsageError(f"--out {raw}: is a directory; name the HTML file to write")
+    if not folder.is_dir():
+        raise UsageError(f"--out {raw}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UsageError(f"--out {raw}: not writable")
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the HTML report (headline numbers, charts, latest runs) to --out."""
+    from etl import report  # the report's SQL and SVG are not needed by the other commands
+
+    out = _report_path(args.out)
+    engine = _engine(_settings())
+    db.require_schema(engine)
+    with engine.connect() as conn:
+        data = report.collect(conn, args.job)
+    try:
+        out.write_text(report.render(data), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: {exc.strerror or exc}") from exc
+    scope = f"job {args.job!r}" if args.job else "all jobs"
+    say(
+        f"report written to {out}: {data.accounts:,} accounts, "
+        f"{sum(data.edges.values()):,} current edges, {data.runs_total:,} runs ({scope})"
+    )
+    return 0
+
+
 def cmd_usersig(args: argparse.Namespace) -> int:
     """Print a UserSig for IM_ADMIN made from IM_SECRET_KEY."""
     settings = _settings()
@@ -202,7 +411,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         say(f"  accounts: curl -s {url}/sandbox/accounts")
         sys.stdout.flush()
 
-    serve_forever(Sandbox(graph, config), args.host, args.port, on_ready=ready)
+    sandbox = Sandbox(graph, config)
+    sandbox.warm()  # render every profile before saying ready, not during the first crawl
+    serve_forever(sandbox, args.host, args.port, on_ready=ready)
     return 0
 
 

@@ -634,15 +634,24 @@ def test_usersig_command_prints_a_usersig_the_service_accepts(tmp_path: Path) ->
     [
         pytest.param(
             (),
-            ("migrate", "sync", "status", "sandbox", "demo", "usersig", "--verbose", "--quiet"),
+            (
+                *("migrate", "sync", "worker", "status", "verify", "report", "sandbox", "demo"),
+                *("usersig", "--verbose", "--quiet", "--log-format"),
+            ),
             id="follow-etl",
         ),
         pytest.param(("migrate",), ("--help",), id="migrate"),
         pytest.param(
             ("sync",),
-            ("--accounts", "--account", "--types", "--job", "--restart", "--page-size", "--rate"),
+            (
+                *("--accounts", "--account", "--types", "--job", "--restart", "--page-size"),
+                *("--rate", "--concurrency", "--wait"),
+            ),
             id="sync",
         ),
+        pytest.param(("worker",), ("--job",), id="worker"),
+        pytest.param(("verify",), ("--job", "--repair", "--json"), id="verify"),
+        pytest.param(("report",), ("--out", "--job"), id="report"),
         pytest.param(("status",), ("--job", "--json"), id="status"),
         pytest.param(
             ("sandbox",),
