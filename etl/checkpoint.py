@@ -136,6 +136,26 @@ def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> None:
     conn.execute(sa.delete(sync_seen).where(sync_seen.c.run_id == run_id))
 
 
+# One statement: pick free lists without waiting for other claimers, lease them, and say which
+# have a baseline. Fixed text, so psycopg prepares it once.
+_CLAIM_PG = sa.text(f"""
+UPDATE sync_checkpoints c SET lease_owner = :owner
+FROM (
+    SELECT account, follow_type FROM sync_checkpoints
+    WHERE run_id = :run_id
+      AND (status IN ('pending', 'running') OR (status = 'failed' AND failures < {MAX_FAILURES}))
+      AND (lease_owner IS NULL
+           OR lease_owner NOT IN (SELECT id FROM sync_workers WHERE expires_at > :now))
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+) AS free
+WHERE c.run_id = :run_id AND c.account = free.account AND c.follow_type = free.follow_type
+RETURNING c.account, c.follow_type, c.cursor, c.seen,
+    EXISTS (SELECT 1 FROM follow_lists l
+            WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline
+""").bindparams(sa.bindparam("now", type_=sync_workers.c.expires_at.type))
+
+
 def claim(
     conn: sa.Connection, run_id: int, owner: str, limit: int, now: datetime
 ) -> list[ListState]:
@@ -144,6 +164,14 @@ def claim(
     On PostgreSQL, FOR UPDATE SKIP LOCKED lets workers claim at the same time without waiting
     for each other or taking the same list; a lease is void once its owner stops heartbeating.
     """
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(
+            _CLAIM_PG, {"run_id": run_id, "owner": owner, "limit": limit, "now": now}
+        ).all()
+        return [
+            ListState(r.account, r.follow_type, r.cursor, int(r.seen), bool(r.baseline))
+            for r in rows
+        ]
     live = sa.select(sync_workers.c.id).where(sync_workers.c.expires_at > now)
     free = (
         sa.select(ck.account, ck.follow_type)

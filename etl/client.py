@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+import orjson
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -132,6 +133,15 @@ class Pacer:
         with self._lock:
             self.interval = min(self.interval * 2, self.SLOWEST)
             self._next = max(self._next, self._clock() + self.interval * 10)
+
+
+def _parse(content: bytes) -> Any:
+    """JSON -> Python; orjson is several times faster on 1000-item pages, and json takes what
+    orjson refuses but the standard allows (integers beyond 64 bits)."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return json.loads(content)
 
 
 def _wait_seconds(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
@@ -258,7 +268,7 @@ class FollowClient:
         if status != 200:
             raise FatalApiError(f"{label}: unexpected HTTP {status} (check IM_BASE_URL)")
         try:
-            body = json.loads(response.content)
+            body = _parse(response.content)
         except ValueError:
             raise TransientApiError(f"{label}: the answer is not valid JSON") from None
         if not isinstance(body, dict):

@@ -157,10 +157,11 @@ class Crawl:
                 self.on_batch(self.tally)
 
     def _top_up(self) -> None:
-        """Claim lists so that every fetcher has one in hand and one waiting."""
-        want = self.concurrency * 2 - self.in_flight
-        if want < max(1, self.concurrency // 2) or time.monotonic() < self.next_claim:
+        """Claim lists so that every fetcher has one in hand and a few waiting; claims come in
+        chunks (one statement each), not one per list."""
+        if self.in_flight > self.concurrency * 2 or time.monotonic() < self.next_claim:
             return
+        want = self.concurrency * 4 - self.in_flight
         with self.conn.begin():
             claimed = checkpoint.claim(self.conn, self.run_id, self.me.id, want, self.clock())
         for task in claimed:
@@ -232,7 +233,7 @@ class Crawl:
             for end in ended:
                 self._settle(end, now)
         # Committed: account for it.
-        self._remember_profiles(profiles)
+        self._trim_profiles()
         tally = self.tally
         tally.edges_removed += written.edges_removed
         tally.events += written.events
@@ -308,10 +309,9 @@ class Crawl:
                 self.error = end.exc
             self.stop.set()
 
-    def _remember_profiles(self, profiles: dict[tuple[str, int], ProfileRow]) -> None:
-        if len(self.known) + len(profiles) > PROFILE_CACHE:
+    def _trim_profiles(self) -> None:
+        if len(self.known) > PROFILE_CACHE:
             self.known = set()  # fetchers keep reading the old set until they next look
-        self.known.update(profiles)
 
     # -- the fetchers (threads) ------------------------------------------------------------
 
@@ -335,7 +335,11 @@ class Crawl:
                 page = self._next(pages)
                 if page is None:
                     return Ended(task, "stopped")
-                rows = transform.parse_page(page.body, task.account, task.follow_type, self.known)
+                known = self.known
+                rows = transform.parse_page(page.body, task.account, task.follow_type, known)
+                # Claimed now, not at commit: other fetchers skip these versions at once. A
+                # version that never gets committed dies with the process that claimed it.
+                known.update((row[0], row[1]) for row in rows.profiles)
                 self._put(Fetched(task, rows, page.next_cursor, page.restarted))
                 if page.last:
                     return None

@@ -238,13 +238,8 @@ class Loader:
         restarted = [p.key for p in parts if p.restarted and p.had_seen]
         if restarted:
             forget_seen(conn, run_id, restarted)
-        edge_rows = [
-            (p.account, p.follow_type, to, when, p.baseline, not p.complete)
-            for p in parts
-            for to, when in p.edges.items()
-        ]
-        self._stage(conn, "stage_edges", _STAGE_EDGE_COLUMNS, edge_rows)
-        if edge_rows:
+        if any(p.edges for p in parts):
+            self._stage_edges(conn, parts)
             written.events += conn.execute(_text(_ADDED_EVENTS), params).rowcount
             conn.execute(self._upsert, params)
         self._remember_seen(conn, run_id, [p for p in parts if not p.complete and p.edges])
@@ -265,6 +260,33 @@ class Loader:
             self._stage(conn, "stage_profiles", PROFILE_ROW, profiles)
             conn.execute(self._profiles, params)
         return written
+
+    def _stage_edges(self, conn: sa.Connection, parts: Sequence[ListPart]) -> None:
+        """Fill stage_edges; on PostgreSQL as one block of COPY text, built at C speed."""
+        if not self.pg:
+            rows = [
+                (p.account, p.follow_type, to, when, p.baseline, not p.complete)
+                for p in parts
+                for to, when in p.edges.items()
+            ]
+            self._stage(conn, "stage_edges", _STAGE_EDGE_COLUMNS, rows)
+            return
+        chunks: list[str] = []
+        for p in parts:
+            if not p.edges:
+                continue
+            head = f"{p.account.translate(_COPY_ESCAPES)}\t{p.follow_type}\t"
+            tail = f"\t{'t' if p.baseline else 'f'}\t{'f' if p.complete else 't'}\n"
+            chunks.append(
+                "".join(
+                    f"{head}{to.translate(_COPY_ESCAPES)}\t{_NULL if when is None else when}{tail}"
+                    for to, when in p.edges.items()
+                )
+            )
+        names = ", ".join(_STAGE_EDGE_COLUMNS)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor, cursor.copy(f"COPY stage_edges ({names}) FROM STDIN") as copy:
+            copy.write("".join(chunks))
 
     def _stage(
         self,
@@ -330,6 +352,9 @@ def _key(key: Key) -> dict[str, Any]:
     return {"account": key[0], "follow_type": key[1]}
 
 
+# COPY text format: backslash, tab and line breaks are escaped; \N is NULL.
+_NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _STAGE_EDGE_COLUMNS = (
     "account",
     "follow_type",

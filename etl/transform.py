@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 log = logging.getLogger(__name__)
 
 FANS, FOLLOWS, MUTUAL = 1, 2, 3
@@ -110,7 +112,14 @@ def profile_row(user_id: str, sequence: int, items: Any) -> ProfileRow:
     """One profile snapshot in PROFILE_ROW order: standard tags in their columns, all in tags."""
     tags = profile_tags(items)
     columns = [_column_value(tags.get(tag), kind) for tag, (_, kind) in STANDARD_TAGS.items()]
-    return (user_id, sequence, *columns, json.dumps(tags, ensure_ascii=False))
+    return (user_id, sequence, *columns, _dumps(tags))
+
+
+def _dumps(tags: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(tags).decode()
+    except TypeError:  # an integer beyond 64 bits: only json writes it
+        return json.dumps(tags, ensure_ascii=False)
 
 
 def parse_page(

@@ -218,3 +218,39 @@ def test_pacer_hold_delays_the_next_call() -> None:
     pacer.hold(0.5)
     pacer.wait()
     assert sleeps == [pytest.approx(0.5)]
+
+
+def test_pacer_slows_down_on_rate_limits_and_recovers() -> None:
+    """slow_down() halves the pace and pauses; the pace then returns to the target, 1% a call."""
+    clock, sleep, _ = fake_time()
+    pacer = Pacer(100, clock=clock, sleep=sleep)
+    pacer.slow_down()
+    assert pacer.rate == pytest.approx(50)
+    for _ in range(200):
+        pacer.wait()
+    assert pacer.rate == pytest.approx(100)
+
+
+def test_pacer_rate_can_change_while_slowed() -> None:
+    """A new share of the budget keeps the slow-down factor until it has recovered."""
+    clock, sleep, _ = fake_time()
+    pacer = Pacer(100, clock=clock, sleep=sleep)
+    pacer.slow_down()
+    pacer.set_rate(50)
+    assert pacer.rate == pytest.approx(25)
+
+
+def test_rate_limit_answers_slow_the_client_down() -> None:
+    """A 60007 halves the client's pace before the retry."""
+    client, _ = client_for([fail(60007), httpx.Response(200, json=OK)])
+    before = client.pacer.rate
+    client.follow_get("a", 1, "", 10)
+    assert client.pacer.rate < before
+
+
+def test_bodies_beyond_orjson_still_parse() -> None:
+    """A valid body with an integer beyond 64 bits is parsed (by json), not retried."""
+    raw = b'{"FollowItem": [], "NextCursor": "", "ActionStatus": "OK", "ErrorCode": 0, "X": '
+    client, seen = client_for([httpx.Response(200, content=raw + str(2**70).encode() + b"}")])
+    assert client.follow_get("a", 1, "", 10)["X"] == 2**70
+    assert len(seen) == 1

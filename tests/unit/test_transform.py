@@ -120,3 +120,9 @@ def test_known_profiles_are_not_built_again() -> None:
     rows = parse_page(page, "a", 1, known_profiles={("b", 5)})
     assert rows.to_accounts == ["b", "c"]
     assert [row[:2] for row in rows.profiles] == [("c", 6)]
+
+
+def test_tags_beyond_64_bits_are_kept() -> None:
+    """A tag value too big for a 64-bit integer is still stored in tags, exactly."""
+    row = named(profile_row("u", 1, [{"Tag": "Tag_Profile_Custom_Big", "Value": 2**70}]))
+    assert row["tags"] == {"Tag_Profile_Custom_Big": 2**70}
