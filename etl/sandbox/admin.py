@@ -1,20 +1,43 @@
 """The sandbox's own admin routes (not Tencent's, no auth): stats, accounts, truth, mutate.
 
-Tests, the demo and benchmarks use them to drive a sandbox running in another process.
+Tests, the demo and benchmarks use them to drive a sandbox running in another process:
+
+- ``GET /sandbox/accounts[?top=N&by=fans|follows|mutual]``: every account, or the N with the
+  longest lists of that type (ties by id), with their list sizes in ``counts``.
+- ``GET /sandbox/truth?account=A&type=T``: one list with follow times and profiles.
+- ``POST /sandbox/truth-digest`` ``{"accounts": [...], "types": [1, 2, 3]}``: per list, its size
+  and a digest of its (To_Account, FollowTime) pairs, so a benchmark can check a crawl of
+  thousands of lists against the truth without moving them (see ``list_digest``).
+- ``GET /sandbox/stats``, ``POST /sandbox/reset-stats``, ``POST /sandbox/mutate``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
+
+from etl.sandbox.graph import FOLLOW_TYPES
 
 if TYPE_CHECKING:
     from etl.sandbox.app import Sandbox
 
 _PATHS = frozenset(
-    f"/sandbox/{name}" for name in ("stats", "accounts", "reset-stats", "mutate", "truth")
+    f"/sandbox/{name}"
+    for name in ("stats", "accounts", "reset-stats", "mutate", "truth", "truth-digest")
 )
+_BY = {"fans": 0, "follows": 1, "mutual": 2}
+_DIGEST_LIMIT = 100_000  # accounts per truth-digest request
+
+
+def list_digest(items: Iterable[tuple[str, int]]) -> str:
+    """Digest of one list: SHA-256 of ``"{to_account} {follow_time}\n"`` lines in ascending
+    To_Account order, first 16 hex digits. Anyone holding the rows can compute it."""
+    digest = hashlib.sha256()
+    for to_account, follow_time in sorted(items):
+        digest.update(f"{to_account} {follow_time}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def answer(
@@ -25,7 +48,7 @@ def answer(
     if route == ("GET", "/sandbox/stats"):
         return 200, sandbox.stats()
     if route == ("GET", "/sandbox/accounts"):
-        return 200, {"accounts": sandbox.graph.accounts}
+        return _accounts(sandbox, query)
     if route == ("POST", "/sandbox/reset-stats"):
         sandbox.reset_stats()
         return 200, {"ok": True}
@@ -33,6 +56,8 @@ def answer(
         return _mutate(sandbox, body)
     if route == ("GET", "/sandbox/truth"):
         return _truth(sandbox, query)
+    if route == ("POST", "/sandbox/truth-digest"):
+        return _truth_digest(sandbox, body)
     if path in _PATHS:
         return 405, {"error": f"{method} not allowed on {path}"}
     return 404, {"error": "not found", "path": path}
@@ -67,3 +92,51 @@ def _truth(sandbox: Sandbox, query: Mapping[str, str]) -> tuple[int, object]:
     items = dict(zip(view.ids, view.times, strict=True))
     profiles = {uid: list(graph.profile(uid)) for uid in view.ids}
     return 200, {"items": items, "profiles": profiles}
+
+
+def _accounts(sandbox: Sandbox, query: Mapping[str, str]) -> tuple[int, object]:
+    graph = sandbox.graph
+    if "top" not in query and "by" not in query:
+        return 200, {"accounts": graph.accounts}
+    by, top = query.get("by", "fans"), query.get("top", "")
+    if by not in _BY:
+        return 400, {"error": "by must be fans, follows or mutual"}
+    if top and not (top.isascii() and top.isdigit() and len(top) <= 9):
+        return 400, {"error": "top must be a non-negative integer"}
+    column = _BY[by]
+    sized = []
+    for account in graph.accounts:
+        counts = graph.counts(account)
+        if counts is not None:
+            sized.append((-counts[column], account))
+    sized.sort()
+    if top:
+        del sized[int(top) :]
+    return 200, {"accounts": [a for _, a in sized], "counts": [-n for n, _ in sized], "by": by}
+
+
+def _truth_digest(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
+    try:
+        spec = json.loads(body or b"{}")
+        accounts = spec["accounts"] if isinstance(spec, dict) else None
+        types = spec.get("types", list(FOLLOW_TYPES)) if isinstance(spec, dict) else None
+        if not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts):
+            raise TypeError("accounts must be a list of strings")
+        if not isinstance(types, list) or not set(types) <= set(FOLLOW_TYPES) or not types:
+            raise TypeError("types must be a non-empty list of 1, 2, 3")
+        if len(accounts) > _DIGEST_LIMIT:
+            raise ValueError(f"at most {_DIGEST_LIMIT} accounts per request")
+    except (ValueError, TypeError, KeyError) as exc:
+        return 400, {"error": f"bad truth-digest request: {exc}"}
+    graph = sandbox.graph
+    lists: dict[str, dict[str, object]] = {}
+    missing = []
+    for account in dict.fromkeys(accounts):
+        for follow_type in types:
+            view = graph.view(account, follow_type)
+            if view is None:
+                missing.append(account)
+                break
+            digest = list_digest(zip(view.ids, view.times, strict=True))
+            lists[f"{account}/{follow_type}"] = {"count": len(view.ids), "digest": digest}
+    return 200, {"lists": lists, "missing": missing}

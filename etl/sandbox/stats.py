@@ -67,6 +67,7 @@ class SandboxStats:
                 "follow_get_ok": dict(self._list_calls),
             }
         snapshot["max_calls_in_window"] = self.max_calls_in_window(1.0)
+        snapshot["max_accepted_in_window"] = self.max_calls_in_window(1.0, accepted_only=True)
         return snapshot
 
     def max_calls_in_window(self, window: float = 1.0, *, accepted_only: bool = False) -> int:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
 
 from etl import usersig
 from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
+from etl.sandbox.admin import list_digest
 from etl.sandbox.graph import TIME_END, TIME_START
 
 NOW = 1_750_000_000
@@ -109,6 +113,22 @@ def test_big_graph_has_heavy_tailed_fans(big_graph: Graph) -> None:
     summary = big_graph.stats_summary()
     assert 2_000 <= summary["max_fans"] < 20_000
     assert 200_000 <= summary["edges"] <= 400_000
+
+
+def test_top_accounts_of_big_graph_have_big_lists(big_graph: Graph) -> None:
+    """The 200 accounts with most fans of a 20,000-user graph fill 1000-item pages at least
+    half full on average, and even the 200th has hundreds of fans."""
+    fans = sorted((big_graph.counts(a) or (0, 0, 0))[0] for a in big_graph.accounts)[-200:]
+    calls = sum(-(-n // 1000) for n in fans)
+    assert sum(fans) / calls >= 500
+    assert fans[0] >= 300
+
+
+def test_small_graph_lists_hold_tens_of_items() -> None:
+    """A 2,000-user graph's lists hold about ten items on average, the small-lists case."""
+    graph = Graph(2000, seed=1)
+    sizes = [n for a in graph.accounts for n in graph.counts(a) or ()]
+    assert 5 <= sum(sizes) / len(sizes) <= 30
 
 
 def test_mutual_follows_are_a_realistic_share(big_graph: Graph) -> None:
@@ -364,6 +384,25 @@ def test_non_admin_identifier_answers_30004(sandbox: Sandbox) -> None:
     )
 
 
+def test_usersig_verified_once_still_expires(graph: Graph) -> None:
+    """A UserSig accepted earlier answers 70001 once its expiry has passed."""
+    clock = FakeClock()
+    sandbox = Sandbox(graph, CONFIG, clock=clock)
+    sig = usersig.generate(CONFIG.sdkappid, CONFIG.admin, CONFIG.secret_key, now=NOW, expire=60)
+    body = {"From_Account": "user_000001", "FollowType": 2}
+    assert call(sandbox, body, query(usersig=sig))["ErrorCode"] == 0
+    clock.now += 61
+    assert call(sandbox, body, query(usersig=sig))["ErrorCode"] == 70001
+
+
+def test_verified_usersig_is_not_accepted_for_another_identifier(graph: Graph) -> None:
+    """A UserSig accepted for the administrator answers 70013 when sent for another id."""
+    sandbox = Sandbox(graph, CONFIG, clock=FakeClock())
+    body = {"From_Account": "user_000001", "FollowType": 2}
+    assert call(sandbox, body)["ErrorCode"] == 0
+    assert call(sandbox, body, query(identifier="alice"))["ErrorCode"] == 70013
+
+
 def test_rate_limit_answers_60007_within_a_second(graph: Graph) -> None:
     """Past `rate` accepted calls in one second answers 60007; rejected calls do not count."""
     clock = FakeClock()
@@ -428,7 +467,7 @@ def test_follow_get_info_counts_match_list_lengths(sandbox: Sandbox, graph: Grap
     """FollowerCount, FollowingCount and MutualFollowingCount equal the three list lengths."""
     accounts = [*graph.accounts[:19], "nobody"]
     body = {"From_Account": accounts[0], "To_Account": accounts}
-    results = call(sandbox, body, path="/v4/follow/follow_get_info")["ResultItem"]
+    results = call(sandbox, body, path="/v4/follow/follow_get_info")["FollowInfo"]
     for result in results[:-1]:
         account = result["To_Account"]
         assert result["ResultCode"] == 0
@@ -450,6 +489,47 @@ def test_admin_truth_and_stats(sandbox: Sandbox, graph: Graph) -> None:
     assert stats["items_served"] == len(truth["items"])
     assert stats["follow_get_ok"] == {f"{account}/1": 1}
     assert sandbox.handle("GET", "/sandbox/truth", {"account": "x", "type": "1"}, b"").status == 404
+
+
+def test_warm_sandbox_answers_like_a_cold_one(graph: Graph) -> None:
+    """A sandbox whose items were rendered up front serves the same bytes as a lazy one."""
+    warm = Sandbox(graph, CONFIG, clock=FakeClock())
+    warm.warm()
+    cold = Sandbox(graph, CONFIG, clock=FakeClock())
+    body = json.dumps({"From_Account": most_fans(graph), "FollowType": 1}).encode()
+    assert warm.handle("POST", FOLLOW_GET, query(), body) == cold.handle(
+        "POST", FOLLOW_GET, query(), body
+    )
+
+
+def test_admin_accounts_top_by_fans(sandbox: Sandbox, graph: Graph) -> None:
+    """/sandbox/accounts?top=N&by=fans lists the N accounts with most fans, most first."""
+    answer = json.loads(
+        sandbox.handle("GET", "/sandbox/accounts", {"top": "10", "by": "fans"}, b"").body
+    )
+    fans = {a: len(graph.list_ids(a, 1)) for a in graph.accounts}
+    assert answer["accounts"] == sorted(fans, key=lambda a: (-fans[a], a))[:10]
+    assert answer["counts"] == [fans[a] for a in answer["accounts"]]
+    assert sandbox.handle("GET", "/sandbox/accounts", {"by": "likes"}, b"").status == 400
+
+
+def test_admin_truth_digest_matches_the_lists(sandbox: Sandbox, graph: Graph) -> None:
+    """/sandbox/truth-digest gives each list's size and the digest of its pairs."""
+    accounts = [*graph.accounts[:5], "nobody"]
+    body = json.dumps({"accounts": accounts, "types": [1, 3]}).encode()
+    answer = json.loads(sandbox.handle("POST", "/sandbox/truth-digest", {}, body).body)
+    assert answer["missing"] == ["nobody"]
+    for account in accounts[:5]:
+        for follow_type in (1, 3):
+            items = graph.list_items(account, follow_type)
+            assert answer["lists"][f"{account}/{follow_type}"] == {
+                "count": len(items),
+                "digest": list_digest(items.items()),
+            }
+    assert list_digest([("b", 2), ("a", 1)]) == list_digest([("a", 1), ("b", 2)])
+    assert list_digest([("a", 1)]) != list_digest([("a", 2)])
+    bad = sandbox.handle("POST", "/sandbox/truth-digest", {}, b'{"accounts": "x"}')
+    assert bad.status == 400
 
 
 def test_admin_mutate_applies_a_change() -> None:
@@ -494,3 +574,80 @@ def test_real_socket_paging_and_truncation(graph: Graph) -> None:
         body = {"From_Account": account, "FollowType": 1}
         with pytest.raises(httpx.RemoteProtocolError):
             client.post(FOLLOW_GET, params=query(), json=body)
+
+
+def raw_exchange(server_url: str, *requests: bytes) -> bytes:
+    """Send raw bytes on one connection and read until the server closes it."""
+    host, port = server_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        for request in requests:
+            sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def api_request(sandbox: Sandbox, *, close: bool = False, expect: bool = False) -> bytes:
+    """A raw HTTP/1.1 follow_get request, as a client would write it."""
+    body = b'{"From_Account":"user_000001","FollowType":2}'
+    target = FOLLOW_GET + "?" + urlencode(query(config=sandbox.config))
+    headers = [f"POST {target} HTTP/1.1", "Host: sandbox", f"Content-Length: {len(body)}"]
+    if close:
+        headers.append("Connection: close")
+    if expect:
+        headers.append("Expect: 100-continue")
+    return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
+
+
+def test_server_keeps_the_connection_alive(sandbox: Sandbox) -> None:
+    """Requests on one connection get one answer each; the connection closes when asked."""
+    with serve_in_thread(sandbox) as server:
+        raw = raw_exchange(server.url, api_request(sandbox), api_request(sandbox, close=True))
+    assert raw.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert raw.count(b'"ErrorCode":0') == 2
+    assert raw.count(b"Connection: close\r\n") == 1
+
+
+def test_server_answers_expect_100_continue(sandbox: Sandbox) -> None:
+    """A request announcing Expect: 100-continue gets the interim answer before its body."""
+    head, _, body = api_request(sandbox, expect=True, close=True).partition(b"\r\n\r\n")
+    with serve_in_thread(sandbox) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(head + b"\r\n\r\n")
+            interim = sock.recv(1024)
+            sock.sendall(body)
+            rest = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b'"ErrorCode":0' in rest
+
+
+def test_server_rejects_a_malformed_request(sandbox: Sandbox) -> None:
+    """A request line that is not HTTP, or a bad Content-Length, answers 400 and closes."""
+    with serve_in_thread(sandbox) as server:
+        garbage = raw_exchange(server.url, b"hello there\r\n\r\n")
+        length = raw_exchange(server.url, b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n")
+    assert garbage.startswith(b"HTTP/1.1 400 ")
+    assert length.startswith(b"HTTP/1.1 400 ")
+
+
+def test_server_latency_holds_up_no_other_connection(graph: Graph) -> None:
+    """While one connection waits out the sandbox's latency, another is answered at once."""
+    slow = Sandbox(graph, SandboxConfig(latency_ms=800), clock=FakeClock())
+    with serve_in_thread(slow) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        with (
+            socket.create_connection((host, int(port)), timeout=5) as waiting,
+            httpx.Client(base_url=server.url) as other,
+        ):
+            waiting.sendall(api_request(slow, close=True))
+            started = time.monotonic()
+            assert other.get("/sandbox/stats").status_code == 200
+            quick = time.monotonic() - started
+            answer = b"".join(iter(lambda: waiting.recv(65536), b""))
+            slow_wait = time.monotonic() - started
+    assert quick < 0.5
+    assert slow_wait >= 0.7
+    assert b'"ErrorCode":0' in answer
