@@ -1,158 +1,171 @@
-"""Benchmark a cold and an unchanged sync of a sandbox graph into a fresh PostgreSQL database.
+"""Benchmark follow-etl end to end: sandbox and sync as separate processes, fresh PostgreSQL
+databases, figures printed next to their targets.
 
-The sandbox runs as its own process (``python -m etl sandbox``), the sync as another
-(``python -m etl sync``), exactly as a user would run them; this script only times them and
-reads the database afterwards. Usage::
+The sandbox runs as ``python -m etl sandbox``, each sync as ``python -m etl sync`` (and
+``python -m etl worker``), exactly as a user would run them; this script only starts them,
+times them, reads their resource usage and the database, and checks every case's edges against
+the sandbox's ground truth. It prints one table and writes it as JSON to ``bench/last.json``
+(``bench/last-quick.json`` with ``--quick``). Usage::
 
-    python -m bench [--users 2000] [--rate 150] [--pg postgresql://postgres@127.0.0.1/postgres]
+    python -m bench [--quick] [--case small|big|latency ...] [--pg URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import resource
-import subprocess
+import platform
+import shutil
 import sys
 import tempfile
 import time
-import urllib.request
-import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
 
-from etl.config import database_url
-from etl.sandbox import SandboxConfig
+from bench.cases import big_lists, latency_bound, small_lists
+from bench.harness import Bench, Plan, Row
+from bench.pg import PgServer
 
 DEFAULT_PG = os.environ.get("FOLLOW_ETL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+CASES = {"small": small_lists, "big": big_lists, "latency": latency_bound}
+QUICK = Plan(small_accounts=500, big_accounts=50, latency_accounts=300)
+HEADER = (
+    "case",
+    "wall s",
+    "calls",
+    "items",
+    "calls/s",
+    "items/s",
+    "CPU ms/call",
+    "CPU µs/item",
+    "peak RSS MB",
+    "edges vs truth",
+    "more",
+    "targets",
+)
 
 
-def _start_sandbox(users: int, seed: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "etl",
-            "-q",
-            "sandbox",
-            "--port",
-            "0",
-            "--users",
-            str(users),
-            "--seed",
-            str(seed),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=_clean_env(),
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    url = line.split(" at ", 1)[1].split(";", 1)[0].strip()
-    return proc, url
+def _number(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("IM_", "DATABASE_URL"))}
+def _cells(row: Row) -> list[str]:
+    if row.error:
+        return [row.case, *["-"] * (len(HEADER) - 3), f"error: {row.error}", "FAIL"]
+    data = row.as_json()
+    targets = "; ".join(f"{text}: {'pass' if ok else 'FAIL'}" for text, ok in row.targets)
+    return [
+        row.case,
+        _number(row.wall, 1),
+        _number(row.calls),
+        _number(row.items),
+        _number(data["calls_per_s"]),
+        _number(data["items_per_s"]),
+        _number(data["cpu_ms_per_call"], 2),
+        _number(data["cpu_us_per_item"], 1),
+        _number(row.rss_mb),
+        row.truth or "-",
+        "; ".join(row.details),
+        targets or "-",
+    ]
 
 
-def _timed(args: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
-    """Run a CLI command; return wall seconds, CPU seconds, peak RSS (MB) and its stdout."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "etl", "-q", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        sys.exit(f"bench: {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, after.ru_maxrss // 1024, result.stdout
+def _table(rows: list[Row]) -> str:
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _machine() -> dict[str, object]:
+    load = os.getloadavg()
+    return {
+        "cpus": os.cpu_count(),
+        "load_avg_1m_at_start": round(load[0], 2),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+    }
 
 
 def main() -> int:
-    """Run the benchmark and print a table."""
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--users", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=1)
+    """Run the cases, print the table, write the JSON."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
-        "--rate",
-        type=float,
+        "--quick",
+        action="store_true",
+        help="fewer accounts per case (500 small, top 50 big, 300 latency): about a minute",
+    )
+    parser.add_argument(
+        "--case",
         action="append",
-        help="calls/s budget (repeatable; default: 150 and 100000)",
+        choices=sorted(CASES),
+        help="run only this case (repeatable; default: all, in the order small, big, latency)",
     )
+    parser.add_argument("--seed", type=int, default=1, help="sandbox graph seed (default 1)")
     parser.add_argument("--pg", default=DEFAULT_PG, help="server URL to create databases on")
+    parser.add_argument(
+        "--json", type=Path, help="where to write the JSON (default: bench/last.json)"
+    )
     args = parser.parse_args()
-    rates = args.rate or [150.0, 100000.0]
 
-    server = sa.create_engine(database_url(args.pg), isolation_level="AUTOCOMMIT")
-    sandbox, url = _start_sandbox(args.users, args.seed)
-    rows = []
+    plan = dataclasses.replace(QUICK if args.quick else Plan(), seed=args.seed)
+    chosen = [name for name in CASES if name in (args.case or CASES)]
+    out = args.json or Path(__file__).parent / ("last-quick.json" if args.quick else "last.json")
+
+    server = PgServer(args.pg)
     try:
-        with urllib.request.urlopen(f"{url}/sandbox/accounts") as answer:  # noqa: S310 (loopback)
-            accounts = json.load(answer)["accounts"]
-        workdir = Path(tempfile.mkdtemp(prefix="follow-etl-bench-"))
-        accounts_file = workdir / "accounts.txt"
-        accounts_file.write_text("\n".join(accounts) + "\n")
-        config = SandboxConfig()
-        for rate in rates:
-            name = f"follow_etl_bench_{uuid.uuid4().hex[:10]}"
-            with server.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            try:
-                target = database_url(args.pg).set(database=name)
-                env = {
-                    **_clean_env(),
-                    "DATABASE_URL": target.render_as_string(hide_password=False),
-                    "IM_BASE_URL": url,
-                    "IM_SDKAPPID": str(config.sdkappid),
-                    "IM_ADMIN": config.admin,
-                    "IM_SECRET_KEY": config.secret_key,
-                }
-                _timed(["migrate"], env)
-                for label in ("cold", "unchanged"):
-                    job_args = ["sync", "--accounts", str(accounts_file), "--rate", str(rate)]
-                    wall, cpu, rss, _ = _timed(job_args, env)
-                    status = json.loads(_timed(["status", "--json"], env)[3])["run"]
-                    rows.append((label, rate, wall, status["requests"], status["items"], cpu, rss))
-            finally:
-                with server.connect() as conn:
-                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        sandbox.terminate()
-        sandbox.wait(timeout=10)
-        server.dispose()
-
+        machine = {**_machine(), "postgresql": server.version()}
+    except sa.exc.SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"bench: cannot use PostgreSQL at {args.pg}: {first}", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="follow-etl-bench-"))
+    bench = Bench(plan, server, workdir)
+    started = time.monotonic()
     print(
-        f"follow-etl bench: sandbox --users {args.users} --seed {args.seed}, PostgreSQL, "
-        f"{len(accounts)} accounts x 3 follow types, page size 1000"
+        f"follow-etl bench{' --quick' if args.quick else ''}: {machine['cpus']} CPUs "
+        f"(load {machine['load_avg_1m_at_start']}), Python {machine['python']}, "
+        f"PostgreSQL {machine['postgresql']}, sandbox seed {plan.seed}",
+        flush=True,
     )
-    header = (
-        "sync",
-        "rate/s",
-        "wall s",
-        "requests",
-        "items",
-        "calls/s",
-        "items/s",
-        "CPU ms/call",
-        "peak RSS MB",
-    )
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for label, rate, wall, requests, items, cpu, rss in rows:
-        print(
-            f"| {label} | {rate:g} | {wall:.1f} | {requests} | {items} | {requests / wall:.0f} | "
-            f"{items / wall:.0f} | {1000 * cpu / max(requests, 1):.2f} | {rss} |"
-        )
-    return 0
+    rows: list[Row] = []
+    try:
+        for name in chosen:
+            case_started = time.monotonic()
+            found = CASES[name](bench)
+            rows += found
+            for row in found:
+                mark = {True: "pass", False: "FAIL", None: "-"}[row.passed]
+                detail = f"error: {row.error}" if row.error else row.truth
+                print(f"  [{mark}] {row.case}: {detail}", file=sys.stderr, flush=True)
+            print(f"  ({name}: {time.monotonic() - case_started:.0f} s)", file=sys.stderr)
+    finally:
+        bench.close()
+        server.dispose()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    elapsed = time.monotonic() - started
+    print(_table(rows))
+    met = sum(1 for row in rows if row.passed)
+    print(f"{met} of {len(rows)} rows met every target; bench took {elapsed:.0f} s")
+    document = {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "plan": dataclasses.asdict(plan),
+        "machine": {**machine, "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
+        "seconds": round(elapsed, 1),
+        "rows": [row.as_json() for row in rows],
+    }
+    out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    print(f"written to {out}")
+    return 1 if any(row.error for row in rows) else 0  # a missed target is a figure, not an error
 
 
 if __name__ == "__main__":

@@ -1,0 +1,211 @@
+"""The benchmark's cases. Each starts from a fresh database, runs the CLI as a user would, and
+returns its rows; a case that fails returns rows carrying its error line, and the bench goes on.
+
+- small lists: every account of a 2,000-user graph (about eleven items a list), budget raised
+  so the client is the limit: calls/s.
+- big lists: the 200 accounts with most fans of a 20,000-user graph, fans lists (about 660
+  items a call): items/s, then an unchanged re-sync of the same lists: what it rewrites.
+- latency-bound: 50 ms per answer, 200 calls/s budget, one sync process and then a sync plus
+  1 and 3 workers: wall time against the floor of calls / budget, and the busiest second.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sqlalchemy as sa
+
+from bench.harness import (
+    BIG_ITEMS_PER_S,
+    LATENCY_RATIO,
+    MB,
+    RESYNC_DEAD_SHARE,
+    RESYNC_WAL_SHARE,
+    SMALL_CALLS_PER_S,
+    Bench,
+    Row,
+    check_truth,
+    fill,
+    guarded,
+    rss_target,
+    sandbox_after,
+    sandbox_before,
+    sync_args,
+    wait_for_run,
+    write_counts,
+)
+from bench.pg import BenchDatabase, TableStats
+from bench.procs import BenchError, Child, Finished, SandboxProcess, run_cli
+
+SYNC_TIMEOUT = 900.0  # seconds; a sync slower than this is a failed case, not a hung bench
+
+
+def _truth_target(row: Row) -> tuple[str, bool]:
+    return "edges = truth", row.truth.startswith("OK")
+
+
+def small_lists(bench: Bench) -> list[Row]:
+    """Cold sync of every account of the small graph, all three types, budget out of the way."""
+    plan = bench.plan
+    name = f"small lists: cold, {plan.small_users} users x 3 types"
+
+    def run() -> list[Row]:
+        sandbox = bench.sandbox(plan.small_users)
+        accounts = sandbox.get("/sandbox/accounts")["accounts"][: plan.small_accounts]
+        path = bench.accounts_file("small", accounts)
+        with bench.database() as db:
+            bench.migrate(db, sandbox)
+            before = sandbox_before(sandbox)
+            args = sync_args("bench-small", path, plan.fast_rate)
+            done = run_cli(args, bench.env(db, sandbox), bench.workdir, SYNC_TIMEOUT)
+            row = fill(Row(name), done, sandbox_after(sandbox, before))
+            row.truth = check_truth(db, sandbox, accounts, [1, 2, 3])
+        row.details.insert(0, f"{len(accounts)} accounts, {row.items_per_call:.1f} items/call")
+        row.targets = [
+            (f"calls/s >= {SMALL_CALLS_PER_S}", row.calls_per_s >= SMALL_CALLS_PER_S),
+            rss_target(row.rss_mb),
+            _truth_target(row),
+        ]
+        return [row]
+
+    return guarded([name], run)
+
+
+def big_lists(bench: Bench) -> list[Row]:
+    """Cold sync of the top accounts' fans lists, then an unchanged re-sync of the same."""
+    plan = bench.plan
+    cold_name = f"big lists: cold, top {plan.big_accounts} by fans of {plan.big_users}, fans"
+    again_name = "big lists: unchanged re-sync (a new run)"
+
+    def run() -> list[Row]:
+        sandbox = bench.sandbox(plan.big_users)
+        top = sandbox.get(f"/sandbox/accounts?top={plan.big_accounts}&by=fans")
+        accounts: list[str] = top["accounts"]
+        path = bench.accounts_file("big", accounts)
+        args = sync_args("bench-big", path, plan.fast_rate, types="fans")
+        rows = []
+        with bench.database() as db:
+            bench.migrate(db, sandbox)
+            env = bench.env(db, sandbox)
+            wal0 = db.wal_mark()
+            before = sandbox_before(sandbox)
+            done = run_cli(args, env, bench.workdir, SYNC_TIMEOUT)
+            cold = fill(Row(cold_name), done, sandbox_after(sandbox, before))
+            stats1 = db.table_stats()
+            cold_wal, scope = db.wal_bytes(wal0)
+            cold.truth = check_truth(db, sandbox, accounts, [1])
+            rows_now = sum(s.live for s in stats1.values())
+            cold.details[:0] = [
+                f"{cold.items_per_call:.0f} items/call",
+                f"{rows_now} rows, WAL {cold_wal / MB:.0f} MB ({scope})",
+            ]
+            cold.targets = [
+                (f"items/s >= {BIG_ITEMS_PER_S}", cold.items_per_s >= BIG_ITEMS_PER_S),
+                rss_target(cold.rss_mb),
+                _truth_target(cold),
+            ]
+            rows.append(cold)
+            rows.append(_resync(bench, db, sandbox, args, again_name, stats1, cold_wal, accounts))
+        return rows
+
+    return guarded([cold_name, again_name], run)
+
+
+def _resync(
+    bench: Bench,
+    db: BenchDatabase,
+    sandbox: SandboxProcess,
+    args: list[str],
+    name: str,
+    stats_before: dict[str, TableStats],
+    cold_wal: int,
+    accounts: list[str],
+) -> Row:
+    """The same sync again, nothing changed in between: a new run that should write nothing."""
+    row = Row(name)
+    try:
+        wal1 = db.wal_mark()
+        before = sandbox_before(sandbox)
+        done = run_cli(args, bench.env(db, sandbox), bench.workdir, SYNC_TIMEOUT)
+        fill(row, done, sandbox_after(sandbox, before))
+        stats2 = db.table_stats()
+        wal, scope = db.wal_bytes(wal1)
+        row.truth = check_truth(db, sandbox, accounts, [1])
+    except (BenchError, sa.exc.SQLAlchemyError, OSError) as exc:
+        row.error = str(exc).strip().splitlines()[0][:300]
+        return row
+    rewritten, dead = write_counts(stats_before, stats2)
+    live = sum(s.live for s in stats2.values())
+    dead_share, wal_share = dead / max(live, 1), wal / max(cold_wal, 1)
+    row.details[:0] = [
+        f"{rewritten} rows rewritten",
+        f"dead tuples +{dead} = {dead_share:.2%} of {live} rows",
+        f"WAL {wal / MB:.1f} MB = {wal_share:.1%} of cold ({scope})",
+    ]
+    row.targets = [
+        (f"dead tuples < {RESYNC_DEAD_SHARE:.0%}", dead_share < RESYNC_DEAD_SHARE),
+        (f"WAL < {RESYNC_WAL_SHARE:.0%} of cold", wal_share < RESYNC_WAL_SHARE),
+        _truth_target(row),
+    ]
+    return row
+
+
+def latency_bound(bench: Bench) -> list[Row]:
+    """The slow-API case with 1, 2 and 4 processes (a sync, then workers joining its run)."""
+    plan = bench.plan
+    rows: list[Row] = []
+    for processes in plan.workers:
+        who = "1 process" if processes == 1 else f"sync + {processes - 1} worker(s)"
+        name = f"latency-bound: {plan.latency_ms:g} ms, rate {plan.latency_rate:g}, {who}"
+        rows += guarded([name], functools.partial(_one_row, bench, processes, name))
+    return rows
+
+
+def _one_row(bench: Bench, processes: int, name: str) -> list[Row]:
+    return [_latency_run(bench, processes, name)]
+
+
+def _latency_run(bench: Bench, processes: int, name: str) -> Row:
+    plan = bench.plan
+    sandbox = bench.sandbox(plan.small_users, plan.latency_ms)
+    accounts = sandbox.get("/sandbox/accounts")["accounts"][: plan.latency_accounts]
+    path = bench.accounts_file("latency", accounts)
+    job = f"bench-latency-{processes}"
+    floor_guess = 3 * len(accounts) / plan.latency_rate
+    timeout = 4 * floor_guess + 120
+    with bench.database() as db:
+        bench.migrate(db, sandbox)
+        env = bench.env(db, sandbox)
+        before = sandbox_before(sandbox)
+        children = [Child(sync_args(job, path, plan.latency_rate), env, bench.workdir)]
+        try:
+            if processes > 1:
+                wait_for_run(db, job, children[0])
+                children += [
+                    Child(["worker", "--job", job], env, bench.workdir)
+                    for _ in range(processes - 1)
+                ]
+            finished: list[Finished] = [child.finish(timeout) for child in children]
+        finally:
+            for child in children:
+                child.kill()
+        failed = [f for f in finished if f.code != 0]
+        if failed:
+            raise BenchError(failed[0].last_error())
+        served = sandbox_after(sandbox, before)
+        row = fill(Row(name), finished, served)
+        row.truth = check_truth(db, sandbox, accounts, [1, 2, 3])
+    floor = served.calls / plan.latency_rate
+    ratio = (row.wall or 0.0) / floor if floor else float("inf")
+    row.details[:0] = [
+        f"floor {floor:.1f} s ({served.calls} calls / {plan.latency_rate:g} per s), "
+        f"ratio {ratio:.2f}",
+        f"busiest second: {served.max_in_window} calls",
+    ]
+    row.targets = [
+        (f"wall <= {LATENCY_RATIO:g} x floor", ratio <= LATENCY_RATIO),
+        (f"<= {plan.latency_rate:g} calls in any 1 s", served.max_in_window <= plan.latency_rate),
+        rss_target(row.rss_mb),
+        _truth_target(row),
+    ]
+    return row

@@ -1,0 +1,219 @@
+"""A fresh PostgreSQL database per case, and what the bench reads from it afterwards.
+
+Write figures come from the server's own counters: ``pg_stat_user_tables`` (rows inserted,
+updated, deleted; dead tuples) once the sync's backends have exited and flushed their stats,
+and WAL positions. The server is shared, so the WAL of other databases would count too: when
+``pg_walinspect`` can be installed in the bench database, only the records that touch this
+database's relations are summed, and a temporary replication slot keeps those records on disk
+until they are read. Otherwise the plain LSN difference is reported, marked "cluster".
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from etl.config import database_url
+from etl.sandbox.admin import list_digest
+
+TABLES = ("follow_edges", "profile_snapshots")
+
+
+@dataclass(frozen=True)
+class TableStats:
+    """Cumulative write counters and tuple counts of one table."""
+
+    inserted: int
+    updated: int
+    deleted: int
+    live: int
+    dead: int
+
+
+class PgServer:
+    """The server the bench creates its databases on."""
+
+    def __init__(self, url: str) -> None:
+        self.url = database_url(url)
+        self.engine = sa.create_engine(self.url, isolation_level="AUTOCOMMIT")
+
+    def version(self) -> str:
+        """The server's version, e.g. "15.20"."""
+        with self.engine.connect() as conn:
+            return str(conn.execute(sa.text("SHOW server_version")).scalar_one()).split()[0]
+
+    def create_database(self) -> BenchDatabase:
+        """A new, empty database (the caller drops it)."""
+        name = f"follow_etl_bench_{uuid.uuid4().hex[:10]}"
+        with self.engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        return BenchDatabase(self, name)
+
+    def dispose(self) -> None:
+        """Close the pooled connections."""
+        self.engine.dispose()
+
+
+class BenchDatabase:
+    """One case's database: its URL for the CLI, and an observer connection for the bench."""
+
+    def __init__(self, server: PgServer, name: str) -> None:
+        self.server = server
+        self.name = name
+        self.url = server.url.set(database=name)
+        self.engine = sa.create_engine(
+            self.url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+        )
+        self._slot_holder: sa.Connection | None = None
+        self._slot = f"bench_{uuid.uuid4().hex[:12]}"
+        self._own_pids = [0]  # backends of this bench that settle() must not wait for
+        self._walinspect: bool | None = None
+        with self.engine.connect() as conn:
+            self.oid = int(
+                conn.execute(
+                    sa.text("SELECT oid FROM pg_database WHERE datname = current_database()")
+                ).scalar_one()
+            )
+
+    @property
+    def env_url(self) -> str:
+        """DATABASE_URL for the CLI."""
+        return self.url.render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        """Drop the database (closing the bench's own connection first)."""
+        if self._slot_holder is not None:
+            self._slot_holder.close()
+            self._slot_holder = None
+        self.engine.dispose()
+        with self.server.engine.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+
+    # ---- state the CLI leaves behind ----------------------------------------------------
+
+    def run_is_running(self, job: str) -> bool:
+        """True once the job has an unfinished run (a worker has something to join)."""
+        try:
+            with self.engine.connect() as conn:
+                found = conn.execute(
+                    sa.text("SELECT 1 FROM sync_runs WHERE job = :job AND status = 'running'"),
+                    {"job": job},
+                ).first()
+        except sa.exc.SQLAlchemyError:
+            return False  # not migrated yet, or the table is being created
+        return found is not None
+
+    def settle(self, timeout: float = 15.0) -> None:
+        """Wait until no other session uses the database, so their statistics are flushed."""
+        deadline = time.monotonic() + timeout
+        query = sa.text(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND pid <> ALL(:ours)"
+        )
+        with self.engine.connect() as conn:
+            while (
+                conn.execute(query, {"ours": self._own_pids}).scalar_one()
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+
+    def table_stats(self) -> dict[str, TableStats]:
+        """Counters of follow_edges and profile_snapshots, after the other sessions ended."""
+        self.settle()
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+            rows = conn.execute(
+                sa.text(
+                    "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del, n_live_tup, n_dead_tup "
+                    "FROM pg_stat_user_tables WHERE relname IN :names"
+                ).bindparams(sa.bindparam("names", expanding=True)),
+                {"names": list(TABLES)},
+            ).all()
+        found = {row[0]: TableStats(*(int(v) for v in row[1:])) for row in rows}
+        empty = TableStats(0, 0, 0, 0, 0)
+        return {name: found.get(name, empty) for name in TABLES}
+
+    # ---- WAL ----------------------------------------------------------------------------
+
+    def wal_mark(self) -> str:
+        """The current WAL position, with the WAL from here on kept until the next mark."""
+        if self._walinspect is None:
+            self._walinspect = self._setup_walinspect()
+        if self._walinspect and self._slot_holder is not None:
+            holder = self._slot_holder
+            holder.execute(sa.text("SELECT pg_drop_replication_slot(:s)"), {"s": self._slot})
+            holder.execute(
+                sa.text("SELECT pg_create_physical_replication_slot(:s, true, true)"),
+                {"s": self._slot},
+            )
+        with self.engine.connect() as conn:
+            return str(conn.execute(sa.text("SELECT pg_current_wal_flush_lsn()")).scalar_one())
+
+    def wal_bytes(self, start: str) -> tuple[int, str]:
+        """WAL written since ``start``: (bytes, "database" or "cluster")."""
+        with self.engine.connect() as conn:
+            end = str(conn.execute(sa.text("SELECT pg_current_wal_flush_lsn()")).scalar_one())
+            if self._walinspect:
+                try:
+                    total = conn.execute(
+                        sa.text(
+                            "SELECT coalesce(sum(record_length), 0) "
+                            "FROM pg_get_wal_records_info(CAST(:a AS pg_lsn), CAST(:b AS pg_lsn)) "
+                            "WHERE block_ref ~ :pattern"
+                        ),
+                        {"a": start, "b": end, "pattern": f"rel [0-9]+/{self.oid}/"},
+                    ).scalar_one()
+                    return int(total), "database"
+                except sa.exc.SQLAlchemyError:
+                    pass  # records already recycled, or no permission: fall back
+            diff = conn.execute(
+                sa.text("SELECT pg_wal_lsn_diff(CAST(:b AS pg_lsn), CAST(:a AS pg_lsn))"),
+                {"a": start, "b": end},
+            ).scalar_one()
+        return int(diff), "cluster"
+
+    def _setup_walinspect(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_walinspect"))
+            holder = self.engine.connect()
+            pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            self._own_pids.append(int(pid))
+            holder.execute(
+                sa.text("SELECT pg_create_physical_replication_slot(:s, true, true)"),
+                {"s": self._slot},
+            )
+        except sa.exc.SQLAlchemyError:
+            return False
+        self._slot_holder = holder
+        return True
+
+    # ---- ground truth -------------------------------------------------------------------
+
+    def stored_lists(
+        self, accounts: Iterable[str], types: Iterable[int]
+    ) -> dict[str, list[tuple[str, int]]]:
+        """``"account/type"`` -> (to_account, follow time in Unix seconds) of the current edges."""
+        lists: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        query = sa.text(
+            "SELECT account, follow_type, to_account, "
+            "CAST(extract(epoch FROM follow_time) AS bigint) "
+            "FROM current_follow_edges "
+            "WHERE account = ANY(:accounts) AND follow_type = ANY(:types)"
+        )
+        with self.engine.connect() as conn:
+            result = conn.execute(query, {"accounts": list(accounts), "types": list(types)})
+            for account, follow_type, to_account, at in result:
+                lists[f"{account}/{follow_type}"].append((to_account, -1 if at is None else at))
+        return lists
+
+
+def digests(lists: dict[str, list[tuple[str, int]]]) -> dict[str, tuple[int, str]]:
+    """``"account/type"`` -> (count, digest) as the sandbox's truth-digest route computes them."""
+    return {key: (len(pairs), list_digest(pairs)) for key, pairs in lists.items()}

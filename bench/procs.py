@@ -1,0 +1,172 @@
+"""The processes a benchmark runs: the sandbox server and ``python -m etl`` commands.
+
+Each command runs as its own child with stdout and stderr in files (no pipe to fill up), and is
+reaped with ``os.wait4``, which gives that one child's CPU time and peak RSS. (``RUSAGE_CHILDREN``
+would mix in every child reaped so far, the sandbox included, in its maximum RSS.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_POLL = 0.01  # seconds between checks on a running child: adds at most this to a wall time
+
+
+class BenchError(Exception):
+    """A step of a case failed: the case reports this line and the bench goes on."""
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without the settings a bench sets itself."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("IM_", "DATABASE_URL"))}
+
+
+@dataclass(frozen=True)
+class Finished:
+    """One child process, run to its end."""
+
+    args: tuple[str, ...]
+    code: int
+    started: float  # time.perf_counter() at start
+    ended: float  # and at exit
+    cpu: float  # user + system seconds of the child
+    max_rss_mb: float
+    stdout: str
+    stderr: str
+
+    @property
+    def wall(self) -> float:
+        """Seconds from start to exit."""
+        return self.ended - self.started
+
+    def last_error(self) -> str:
+        """The line that says why it failed, for the table."""
+        lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
+        lines = lines or [line.strip() for line in self.stdout.splitlines() if line.strip()]
+        return f"`etl {self.args[0]}` exited {self.code}: {(lines or ['no output'])[-1][:200]}"
+
+
+class Child:
+    """A ``python -m etl ...`` process started now; ``finish`` waits for it with a deadline."""
+
+    def __init__(self, args: list[str], env: dict[str, str], workdir: Path) -> None:
+        self.args = tuple(args)
+        stem = f"{args[0]}-{time.monotonic_ns()}"
+        self._out_path = workdir / f"{stem}.out"
+        self._err_path = workdir / f"{stem}.err"
+        with self._out_path.open("wb") as out, self._err_path.open("wb") as err:
+            self.started = time.perf_counter()
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "etl", "-q", *args], env=env, stdout=out, stderr=err
+            )
+
+    def finish(self, timeout: float) -> Finished:
+        """Wait for the exit (killing the child past ``timeout`` seconds); reap it with wait4."""
+        deadline = self.started + timeout
+        while True:
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                self.proc.kill()
+                pid, status, usage = os.wait4(self.proc.pid, 0)
+                status = -1
+                break
+            time.sleep(_POLL)
+        ended = time.perf_counter()
+        code = os.waitstatus_to_exitcode(status) if status != -1 else -9
+        self.proc.returncode = code  # reaped here, so Popen must not wait for it again
+        return Finished(
+            args=self.args,
+            code=code,
+            started=self.started,
+            ended=ended,
+            cpu=usage.ru_utime + usage.ru_stime,
+            max_rss_mb=usage.ru_maxrss / 1024,
+            stdout=self._out_path.read_text(errors="replace"),
+            stderr=self._err_path.read_text(errors="replace")
+            + (f"\nkilled after {timeout:.0f} s" if status == -1 else ""),
+        )
+
+    def exited(self) -> bool:
+        """True once the child has ended (without reaping it: ``finish`` does that)."""
+        found = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        return found is not None
+
+    def kill(self) -> None:
+        """Stop it now, if it still runs."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            os.wait4(self.proc.pid, 0)
+            self.proc.returncode = -9
+
+
+def run_cli(args: list[str], env: dict[str, str], workdir: Path, timeout: float) -> Finished:
+    """Run one command to its end; raise BenchError when it fails."""
+    done = Child(args, env, workdir).finish(timeout)
+    if done.code != 0:
+        raise BenchError(done.last_error())
+    return done
+
+
+class SandboxProcess:
+    """``python -m etl sandbox`` on a free loopback port, with its admin routes at hand."""
+
+    def __init__(self, users: int, seed: int, extra: list[str], ready_timeout: float = 120) -> None:
+        self.users = users
+        command = ["sandbox", "--port", "0", "--users", str(users), "--seed", str(seed), *extra]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "etl", "-q", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=clean_env(),
+        )
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], ready_timeout)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        if " at " not in line:
+            self.stop()
+            raise BenchError(f"the sandbox did not start within {ready_timeout:.0f} s: {line!r}")
+        self.url = line.split(" at ", 1)[1].split(";", 1)[0].strip()
+
+    def get(self, path: str) -> Any:
+        """GET an admin route; the decoded JSON answer."""
+        with urllib.request.urlopen(self.url + path, timeout=120) as answer:  # noqa: S310
+            return json.load(answer)
+
+    def post(self, path: str, body: object) -> Any:
+        """POST JSON to an admin route; the decoded JSON answer."""
+        request = urllib.request.Request(  # noqa: S310 (loopback URL we started)
+            self.url + path, data=json.dumps(body).encode(), method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=300) as answer:  # noqa: S310
+            return json.load(answer)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the sandbox has used so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        """Stop the server and reap it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: a background shell may have SIGINT ignored
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
