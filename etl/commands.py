@@ -174,10 +174,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _print_report(report: SyncReport, worker: bool = False) -> int:
     """Print what a sync did; return its exit code."""
     lists = report.lists
-    verb = "worker on " if worker else ("resumed, " if report.resumed else "")
-    verb = ("worked on" if worker else verb + "finished") if report.finished else verb + "stopped"
+    if worker:
+        who = "worker on run"
+        verb = "done (no list left)" if report.finished else "stopped"
+    else:
+        who = "run"
+        verb = ("resumed, " if report.resumed else "") + (
+            "finished" if report.finished else "stopped"
+        )
     say(
-        f"run {report.run_id} of job {report.job!r} {verb} in {report.seconds:.1f} s: "
+        f"{who} {report.run_id} of job {report.job!r} {verb} in {report.seconds:.1f} s: "
         f"{lists['total']} lists ({lists['done']} done, {lists['skipped']} skipped, "
         f"{lists['failed']} failed), "
         f"{report.pages} pages and {report.items} items stored, "

@@ -12,7 +12,7 @@ Edge changes on lists with a baseline (crawled completely before) become follow_
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -171,6 +171,25 @@ WHERE removed_at IS NULL
                   AND x.to_account = follow_edges.to_account)
 """
 
+_MARK_REMOVED_PG = """
+WITH gone AS (
+    UPDATE follow_edges e SET removed_at = :now
+    FROM stage_lists l
+    WHERE l.account = e.account AND l.follow_type = e.follow_type AND e.removed_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM stage_edges s WHERE s.account = e.account
+                      AND s.follow_type = e.follow_type AND s.to_account = e.to_account)
+      AND NOT EXISTS (SELECT 1 FROM sync_seen x WHERE x.run_id = :run_id
+                      AND x.account = e.account AND x.follow_type = e.follow_type
+                      AND x.to_account = e.to_account)
+    RETURNING e.account, e.follow_type, e.to_account
+), recorded AS (
+    INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, run_id)
+    SELECT account, follow_type, to_account, 'removed', :now, :run_id FROM gone
+    RETURNING 1
+)
+SELECT count(*) FROM recorded
+"""
+
 _BASELINES = """
 INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at)
 SELECT l.account, l.follow_type, :run_id, :now FROM stage_lists l WHERE true
@@ -240,19 +259,27 @@ class Loader:
             forget_seen(conn, run_id, restarted)
         if any(p.edges for p in parts):
             self._stage_edges(conn, parts)
-            written.events += conn.execute(_text(_ADDED_EVENTS), params).rowcount
+            if any(p.baseline for p in parts):
+                written.events += conn.execute(_text(_ADDED_EVENTS), params).rowcount
             conn.execute(self._upsert, params)
         self._remember_seen(conn, run_id, [p for p in parts if not p.complete and p.edges])
 
         complete = [p for p in parts if p.complete]
         if complete:
             self._stage(conn, "stage_lists", ("account", "follow_type"), [p.key for p in complete])
+            self._analyze(conn, "stage_lists")
             written.recrawl = self._lost_seen(conn, run_id, complete)
             if written.recrawl:
                 # Their removals cannot be trusted: they are crawled again (etl.sync resets them).
                 self._unstage_lists(conn, written.recrawl)
-            written.events += conn.execute(self._removed_events, params).rowcount
-            written.edges_removed = conn.execute(_text(_MARK_REMOVED), params).rowcount
+            if self.pg:
+                # One pass: mark them and record the events from what the UPDATE returns.
+                gone = conn.execute(_text(_MARK_REMOVED_PG), params).one()
+                written.edges_removed = written_events = int(gone[0])
+                written.events += written_events
+            else:
+                written.events += conn.execute(self._removed_events, params).rowcount
+                written.edges_removed = conn.execute(_text(_MARK_REMOVED), params).rowcount
             conn.execute(_text(_BASELINES), params)
             if any(p.had_seen for p in complete):
                 conn.execute(sa.text(_FORGET_SEEN), {"run_id": run_id})
@@ -260,6 +287,12 @@ class Loader:
             self._stage(conn, "stage_profiles", PROFILE_ROW, profiles)
             conn.execute(self._profiles, params)
         return written
+
+    def _analyze(self, conn: sa.Connection, table: str) -> None:
+        """Temporary tables get no statistics from autovacuum; without them the planner joins
+        a batch of a few lists against all of follow_edges by scanning it."""
+        if self.pg:
+            conn.execute(sa.text(f"ANALYZE {table}"))
 
     def _stage_edges(self, conn: sa.Connection, parts: Sequence[ListPart]) -> None:
         """Fill stage_edges; on PostgreSQL as one block of COPY text, built at C speed."""
@@ -275,12 +308,18 @@ class Loader:
         for p in parts:
             if not p.edges:
                 continue
-            head = f"{p.account.translate(_COPY_ESCAPES)}\t{p.follow_type}\t"
+            head = f"{_escape(p.account)}\t{p.follow_type}\t"
             tail = f"\t{'t' if p.baseline else 'f'}\t{'f' if p.complete else 't'}\n"
+            accounts: Iterable[str] = p.edges.keys()
+            blob = "".join(accounts)  # one scan of the list finds any character to escape
+            if "\\" in blob or "\t" in blob or "\n" in blob or "\r" in blob:
+                accounts = [_escape(to) for to in accounts]
             chunks.append(
                 "".join(
-                    f"{head}{to.translate(_COPY_ESCAPES)}\t{_NULL if when is None else when}{tail}"
-                    for to, when in p.edges.items()
+                    [
+                        f"{head}{to}\t{_NULL if when is None else when}{tail}"
+                        for to, when in zip(accounts, p.edges.values(), strict=True)
+                    ]
                 )
             )
         names = ", ".join(_STAGE_EDGE_COLUMNS)
@@ -355,6 +394,12 @@ def _key(key: Key) -> dict[str, Any]:
 # COPY text format: backslash, tab and line breaks are escaped; \N is NULL.
 _NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _escape(text: str) -> str:
+    return text.translate(_COPY_ESCAPES)
+
+
 _STAGE_EDGE_COLUMNS = (
     "account",
     "follow_type",

@@ -177,3 +177,22 @@ def test_a_lost_seen_set_recrawls_the_list_instead_of_removing(
     assert final.problem() is None
     assert final.edges_removed == 0
     assert stored_lists(engine) == nonempty(graph.truth(accounts, TYPES))
+
+
+def test_awkward_account_ids_are_stored_exactly(engine: sa.Engine) -> None:
+    """UserIDs with tabs, backslashes, line breaks or quotes survive the staging (COPY) path."""
+    from datetime import UTC, datetime
+
+    from etl.load import ListPart, Loader
+
+    odd = ["tab\there", "back\\slash", "line\nbreak", "cr\rx", "quote'\"", "N\\N", "plain"]
+    part = ListPart("acc\\\t1", 1, edges=dict.fromkeys(odd, 1_700_000_000), pages=1, complete=True)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO sync_runs (id, job, status, started_at, options) "
+                "VALUES (1, 'j', 'running', CURRENT_TIMESTAMP, '{}')"
+            )
+        )
+        Loader(engine.dialect.name).write(conn, 1, [part], [], datetime.now(UTC))
+    assert stored_lists(engine) == {("acc\\\t1", 1): dict.fromkeys(odd, 1_700_000_000)}
