@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 16  # lists in flight: enough to hide ~50 ms round trips at 200 calls/s
 PROGRESS_EVERY = 0.5  # seconds between progress snapshots
+SHARED_MARGIN = 0.98  # of its share a process uses when several share the run's budget
 COUNTS_EVERY = 15.0  # seconds between recounts of the run's lists (other workers move them)
 
 
@@ -333,7 +334,9 @@ class _Share:
         peers = max(1, peers)
         if peers != self.peers:
             self.peers = peers
-            self.client.pacer.set_rate(self.rate / peers)
+            # Each process spaces its own calls; their phases drift, so a 1-second window can
+            # catch one extra call of each. Sharing processes keep 2% back to absorb that.
+            self.client.pacer.set_rate(self.rate / peers * (SHARED_MARGIN if peers > 1 else 1))
             log.debug(
                 "pacing at %.1f calls/s (%d processes share %.1f)",
                 self.rate / peers,
