@@ -458,14 +458,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
             retry=settings.retry,
         )
         request = SyncRequest(job="demo", accounts=graph.accounts, restart=False)
-        with _client(api) as client:
-            report = sync(engine, client, request)
+        stop = threading.Event()
+        with _client(api) as client, _graceful(stop) as received, _progress(args) as on_progress:
+            report = sync(engine, client, request, on_progress=on_progress, stop=stop)
     code = _print_report(report)
-    _print_summary(engine, time.monotonic() - started)
+    _print_summary(engine, report.run_id, time.monotonic() - started)
+    _interrupted(received, report)
     return code
 
 
-def _print_summary(engine: sa.Engine, seconds: float) -> None:
+def _print_summary(engine: sa.Engine, run_id: int, seconds: float) -> None:
     with engine.connect() as conn:
         by_type: dict[int, int] = dict(
             conn.execute(
@@ -480,8 +482,22 @@ def _print_summary(engine: sa.Engine, seconds: float) -> None:
         snapshots, users = conn.execute(
             sa.text("SELECT count(*), count(DISTINCT user_id) FROM profile_snapshots")
         ).one()
+        events: dict[str, int] = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT event, count(*) FROM follow_edge_events WHERE run_id = :run "
+                    "GROUP BY event"
+                ),
+                {"run": run_id},
+            ).all()
+        )
     say(f"accounts with edges: {accounts}")
     for follow_type, name in TYPE_NAMES.items():
         say(f"  {name:8} {by_type.get(follow_type, 0):>9} edges")
     say(f"profiles: {users} users, {snapshots} snapshots")
+    say(
+        f"changes seen by this run: {events.get('added', 0)} edges added, "
+        f"{events.get('removed', 0)} removed (follow_edge_events; the first run is the baseline)"
+    )
     say(f"time: {seconds:.1f} s")
+    say("next: python -m etl report --out report.html, then open report.html")
