@@ -274,8 +274,10 @@ class Crawl:
             if task.account not in tally.missing_accounts:
                 tally.missing_accounts.append(task.account)
             tally.settled += 1
-        elif end.how == "rejected":
-            # The same request would be rejected again: give the list up, keep going.
+        elif end.how in ("rejected", "failed"):
+            # Rejected: the same request would be rejected again, so the list is given up.
+            # Failed: retries ran out; the next sync of the run tries it again.
+            give_up = end.how == "rejected"
             checkpoint.settle(
                 conn,
                 self.run_id,
@@ -284,23 +286,19 @@ class Crawl:
                 status="failed",
                 error=end.error,
                 now=now,
-                give_up=True,
+                give_up=give_up,
             )
             tally.failures.append(end.error)
-            tally.settled += 1
-            log.error("%s: the service rejects this list, giving it up: %s", label, end.error)
-        elif end.how == "failed":
-            checkpoint.settle(
-                conn,
-                self.run_id,
-                task.account,
-                task.follow_type,
-                status="failed",
-                error=end.error,
-                now=now,
+            if give_up:
+                tally.settled += 1
+            log.error(
+                "%s: %s: %s",
+                label,
+                "the service rejects this list, giving it up"
+                if give_up
+                else "failed after retries, the next sync retries it",
+                end.error,
             )
-            tally.failures.append(end.error)
-            log.error("%s: failed after retries, the next sync retries it: %s", label, end.error)
         elif end.how in ("fatal", "crash"):
             if end.how == "fatal":
                 # Not the list's fault (credentials, app): note why, count no failure.
