@@ -1,37 +1,103 @@
-"""Account lists as users give them: a file or stdin, one UserID per line."""
+"""Account lists as users give them: a file or stdin, one UserID per line.
+
+A list of a million accounts is read twice rather than held: once up front to check every line
+(a bad line is one clear error before anything is stored or fetched), then again as a stream
+while the run's lists are inserted. Repeats need no memory either: the database ignores a list
+it already has. Standard input, which cannot be read twice, is spooled to a temporary file.
+"""
 
 from __future__ import annotations
 
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import IO, TextIO
 
 from etl.errors import UsageError
 
 MAX_USERID_BYTES = 32  # Tencent's documented limit for a UserID
 
 
-def read_accounts(source: str, stdin: TextIO | None = None) -> list[str]:
-    """UserIDs from a file (``-`` for stdin): one per line, blanks and ``#`` comments ignored,
-    duplicates dropped, order kept."""
-    name = "<stdin>" if source == "-" else source
-    try:
+class Accounts:
+    """The UserIDs of an accounts file (or stdin) and of --account options, checked, in order."""
+
+    def __init__(self, source: str | None, extra: list[str], stdin: TextIO | None = None) -> None:
+        self._path: Path | None = None
+        self._spool: IO[str] | None = None
+        self.count = 0  # accounts given, repeats included
         if source == "-":
-            lines = (stdin or sys.stdin).read().splitlines()
-        else:
-            lines = Path(source).read_text(encoding="utf-8").splitlines()
+            # Kept open for the second pass; close() ends it.
+            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+            self.count += _check(stdin or sys.stdin, "<stdin>", self._spool)
+            self._spool.seek(0)
+        elif source is not None:
+            self._path = Path(source)
+            with _open(source) as lines:
+                self.count += _check(lines, source, None)
+        self._extra = []
+        for account in extra:
+            check_account(account.strip(), "--account")
+            self._extra.append(account.strip())
+        self.count += len(self._extra)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._spool is not None:
+            self._spool.seek(0)
+            yield from _accounts(self._spool)
+        elif self._path is not None:
+            with _open(str(self._path)) as lines:
+                yield from _accounts(lines)
+        yield from self._extra
+
+    def close(self) -> None:
+        """Drop the spooled copy of stdin, if any."""
+        if self._spool is not None:
+            self._spool.close()
+
+
+def _open(source: str) -> TextIO:
+    try:
+        return open(source, encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(f"accounts file not found: {source}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read accounts file {name}: {exc}") from None
-    accounts: dict[str, None] = {}
-    for number, line in enumerate(lines, 1):
+    except OSError as exc:
+        raise UsageError(f"cannot read accounts file {source}: {exc}") from None
+
+
+def _accounts(lines: IO[str]) -> Iterator[str]:
+    for line in lines:
         account = line.strip().lstrip("\ufeff")
-        if not account or account.startswith("#"):
-            continue
-        check_account(account, f"{name}:{number}")
-        accounts.setdefault(account)
-    return list(accounts)
+        if account and not account.startswith("#"):
+            yield account
+
+
+def _check(lines: IO[str], name: str, copy: IO[str] | None) -> int:
+    """Check every line; return how many accounts there are. ``copy`` receives the lines."""
+    count = 0
+    try:
+        for number, line in enumerate(lines, 1):
+            if copy is not None:
+                copy.write(line if line.endswith("\n") else line + "\n")
+            account = line.strip().lstrip("\ufeff")
+            if not account or account.startswith("#"):
+                continue
+            check_account(account, f"{name}:{number}")
+            count += 1
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read accounts file {name}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read accounts file {name}: {exc}") from None
+    return count
+
+
+def read_accounts(source: str, stdin: TextIO | None = None) -> list[str]:
+    """UserIDs from a file (``-`` for stdin), checked, duplicates dropped, order kept."""
+    accounts = Accounts(source, [], stdin)
+    try:
+        return list(dict.fromkeys(accounts))
+    finally:
+        accounts.close()
 
 
 def check_account(account: str, where: str) -> None:

@@ -13,14 +13,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from etl import checkpoint, db, verify
-from etl.accounts import check_account, read_accounts
+from etl.accounts import Accounts
 from etl.client import FollowClient
 from etl.config import ApiSettings, Secret, Settings, load_settings
 from etl.console import REDACTOR, say
@@ -81,16 +81,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _requested_accounts(args: argparse.Namespace) -> list[str]:
-    accounts: dict[str, None] = {}
-    if args.accounts:
-        accounts.update(dict.fromkeys(read_accounts(args.accounts)))
-    for account in args.account or []:
-        check_account(account.strip(), "--account")
-        accounts.setdefault(account.strip())
-    if not accounts:
+def _requested_accounts(args: argparse.Namespace) -> Accounts:
+    """The accounts of --accounts and --account, every line checked now, read again later."""
+    accounts = Accounts(args.accounts, args.account or [])
+    if not accounts.count:
+        accounts.close()
         raise UsageError("no accounts to sync: give --accounts FILE or --account ID")
-    return list(accounts)
+    return accounts
 
 
 @contextmanager
@@ -144,7 +141,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
         wait=args.wait,
     )
     stop = threading.Event()
-    with _client(api) as client, _graceful(stop) as received, _progress(args) as on_progress:
+    with (
+        closing(accounts),
+        _client(api) as client,
+        _graceful(stop) as received,
+        _progress(args) as on_progress,
+    ):
         report = sync(engine, client, request, on_progress=on_progress, stop=stop)
     code = _print_report(report)
     _interrupted(received, report)

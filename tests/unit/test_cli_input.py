@@ -70,3 +70,31 @@ def test_redactor_masks_usersig_and_secrets() -> None:
     redactor = Redactor(["topsecret"])
     text = redactor.redact("POST https://h/v4?sdkappid=1&usersig=eJyrVipKz&random=2 topsecret")
     assert text == "POST https://h/v4?sdkappid=1&usersig=***&random=2 ***"
+
+
+def test_accounts_are_checked_up_front_and_streamed_after(tmp_path: Path) -> None:
+    """Every line is checked when the file is opened; iterating reads it again, repeats and
+    --account values included (the database ignores repeats), without holding the list."""
+    from etl.accounts import Accounts
+
+    path = tmp_path / "a.txt"
+    path.write_text("# c\nalice\n\nbob\nalice\n", encoding="utf-8")
+    accounts = Accounts(str(path), [" carol "])
+    assert accounts.count == 4
+    assert list(accounts) == ["alice", "bob", "alice", "carol"]
+    assert list(accounts) == ["alice", "bob", "alice", "carol"]  # a second pass reads it again
+    path.write_text("ok\nnot ok\n", encoding="utf-8")
+    with pytest.raises(UsageError, match=r"a.txt:2"):
+        Accounts(str(path), [])
+
+
+def test_stdin_is_spooled_for_the_second_pass() -> None:
+    """Standard input cannot be read twice: it is copied aside while it is checked."""
+    from etl.accounts import Accounts
+
+    accounts = Accounts("-", [], io.StringIO("x\ny\nx"))
+    try:
+        assert accounts.count == 3
+        assert list(accounts) == ["x", "y", "x"]
+    finally:
+        accounts.close()
