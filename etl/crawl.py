@@ -40,6 +40,7 @@ MAX_CONSECUTIVE_FAILURES = 3  # lists failing in a row: the API is down, stop bu
 BATCH_ROWS = 20_000  # edges per transaction at most
 BATCH_PAGES = 500
 BATCH_WAIT = 0.2  # seconds the writer waits for a first page before looking around
+WRITERS = 2  # on PostgreSQL: one stages a batch while the other waits for the server
 PROFILE_CACHE = 200_000  # (user, sequence) keys known stored; bounded, so memory is too
 PROGRESS_EVERY = 0.5
 
@@ -99,19 +100,23 @@ class Crawl:
         self.on_batch = on_batch
         self.tally = Tally()
         self.error: BaseException | None = None
-        self.loader = load.Loader(engine.dialect.name)
         self.tasks: queue.Queue[checkpoint.ListState | None] = queue.Queue()
-        self.pages: queue.Queue[Fetched | Ended] = queue.Queue(maxsize=concurrency * 4)
+        # One lane per writer, each with its own queue and connection; a list always takes the
+        # same lane, so its pages are written in order. SQLite has one writer at a time anyway.
+        writers = WRITERS if engine.dialect.name == "postgresql" else 1
+        self.lanes = [_Lane(engine.dialect.name, concurrency * 4) for _ in range(writers)]
+        self.lock = threading.Lock()  # tally, in_flight and progress, shared by the writers
+        self.finished = threading.Event()  # nothing more will be claimed: writers drain and end
         self.known: set[tuple[str, int]] = set()  # read by fetchers, replaced by the writer
         self.lost: set[Key] = set()  # lists another worker took over: stop fetching them
-        self.in_flight = 0  # claimed lists not yet ended (writer thread only)
+        self.in_flight = 0  # claimed lists not yet ended (changed under self.lock)
         self.consecutive_failures = 0  # lists that failed after retries, none succeeding since
         self.failures_lock = threading.Lock()
         self.abort = threading.Event()  # the writer is gone: fetchers drop what they hold
         self.next_claim = 0.0
         self.opened = threading.Event()  # a call has succeeded: fetchers may call at once
         self.probe = threading.Lock()
-        self.conn: sa.Connection  # the writer's connection, open while run() runs
+        self.conn: sa.Connection  # the coordinator's (and lane 0's) connection, while run() runs
 
     # -- the writer (the calling thread) ---------------------------------------------------
 
@@ -121,13 +126,21 @@ class Crawl:
             threading.Thread(target=self._fetch_loop, name=f"fetch-{i}", daemon=True)
             for i in range(self.concurrency)
         ]
-        for thread in threads:
+        writers = [
+            threading.Thread(target=self._lane_loop, args=(lane,), name=f"write-{i}", daemon=True)
+            for i, lane in enumerate(self.lanes[1:], 1)
+        ]
+        for thread in threads + writers:
             thread.start()
         try:
             with self.engine.connect() as self.conn:
                 self._write_loop()
+            self.finished.set()
+            for writer in writers:
+                writer.join()
         finally:
             self.abort.set()
+            self.finished.set()
             for _ in threads:
                 self.tasks.put(None)
             for thread in threads:
@@ -135,11 +148,29 @@ class Crawl:
         if self.error is not None:
             raise self.error
 
+    def _lane_loop(self, lane: _Lane) -> None:
+        """A writer thread of its own for one lane, until the crawl is finished."""
+        try:
+            with self.engine.connect() as conn:
+                while not self.abort.is_set():
+                    batch = self._collect(lane)
+                    if batch:
+                        self._write(lane, conn, batch)
+                    elif self.finished.is_set() and lane.pages.empty():
+                        return
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator, which raises
+            with self.lock:
+                self.error = self.error or exc
+            self.stop.set()
+            self.abort.set()
+
     def _write_loop(self) -> None:
-        while True:
+        """The coordinator: claims lists, writes lane 0, and decides when the crawl is over."""
+        lane = self.lanes[0]
+        while not self.abort.is_set():
             if not self.stop.is_set():
                 self._top_up()
-            if self.in_flight == 0 and self.pages.empty():
+            if self.in_flight == 0 and all(lane.pages.empty() for lane in self.lanes):
                 if self.stop.is_set():
                     return
                 self.next_claim = 0.0  # idle: look again now, not after the back-off
@@ -151,10 +182,9 @@ class Crawl:
                 self.stop.wait(workers.HEARTBEAT)  # a peer may die and free its lists
                 self.next_claim = 0.0
                 continue
-            batch = self._collect()
+            batch = self._collect(lane)
             if batch:
-                self._write(batch)
-                self.on_batch(self.tally)
+                self._write(lane, self.conn, batch)
 
     def _top_up(self) -> None:
         """Claim lists so that every fetcher has one in hand and a few waiting; claims come in
@@ -164,9 +194,10 @@ class Crawl:
         want = self.concurrency * 4 - self.in_flight
         with self.conn.begin():
             claimed = checkpoint.claim(self.conn, self.run_id, self.me.id, want, self.clock())
+        with self.lock:
+            self.in_flight += len(claimed)
         for task in claimed:
             self.tasks.put(task)
-        self.in_flight += len(claimed)
         if not claimed:
             self.next_claim = time.monotonic() + 0.5  # nothing free now: don't ask every loop
 
@@ -174,16 +205,16 @@ class Crawl:
         with self.conn.begin():
             return checkpoint.open_elsewhere(self.conn, self.run_id, self.me.id, self.clock()) > 0
 
-    def _collect(self) -> list[Fetched | Ended]:
+    def _collect(self, lane: _Lane) -> list[Fetched | Ended]:
         """The pages waiting now (at least one, if one comes within BATCH_WAIT)."""
         try:
-            batch = [self.pages.get(timeout=BATCH_WAIT)]
+            batch = [lane.pages.get(timeout=BATCH_WAIT)]
         except queue.Empty:
             return []
         rows = 0
         while len(batch) < BATCH_PAGES and rows < BATCH_ROWS:
             try:
-                item = self.pages.get_nowait()
+                item = lane.pages.get_nowait()
             except queue.Empty:
                 break
             batch.append(item)
@@ -191,7 +222,7 @@ class Crawl:
                 rows += len(item.rows.edges)
         return batch
 
-    def _write(self, batch: list[Fetched | Ended]) -> None:
+    def _write(self, lane: _Lane, conn: sa.Connection, batch: list[Fetched | Ended]) -> None:
         parts: dict[Key, ListPart] = {}
         profiles: dict[tuple[str, int], ProfileRow] = {}
         ended: list[Ended] = []
@@ -215,25 +246,37 @@ class Crawl:
             for row in item.rows.profiles:
                 profiles.setdefault((row[0], row[1]), row)
         now = self.clock()
-        with self.conn.begin():
-            moved = checkpoint.advance(
-                self.conn, self.run_id, self.me.id, list(parts.values()), now
-            )
+        with conn.begin():
+            moved = checkpoint.advance(conn, self.run_id, self.me.id, list(parts.values()), now)
             for key in parts.keys() - moved:
                 log.warning("%s/%d: another worker took this list over", *key)
                 self.lost.add(key)
             kept = [part for key, part in parts.items() if key in moved]
-            written = self.loader.write(self.conn, self.run_id, kept, list(profiles.values()), now)
+            written = lane.loader.write(conn, self.run_id, kept, list(profiles.values()), now)
             if written.recrawl:
                 log.warning(
                     "%d lists lost their removal check state: crawling them again",
                     len(written.recrawl),
                 )
-                checkpoint.recrawl(self.conn, self.run_id, written.recrawl, now)
+                checkpoint.recrawl(conn, self.run_id, written.recrawl, now)
             for end in ended:
-                self._settle(end, now)
+                self._settle(conn, end, now)
         # Committed: account for it.
         self._trim_profiles()
+        with self.lock:
+            self._account(batch, parts, moved, kept, ended, written)
+            self.on_batch(self.tally)
+
+    def _account(
+        self,
+        batch: list[Fetched | Ended],
+        parts: dict[Key, ListPart],
+        moved: set[Key],
+        kept: list[ListPart],
+        ended: list[Ended],
+        written: load.Written,
+    ) -> None:
+        """Count what a committed batch did (under self.lock)."""
         tally = self.tally
         tally.edges_removed += written.edges_removed
         tally.events += written.events
@@ -253,9 +296,13 @@ class Crawl:
                 self.in_flight -= 1
         self.in_flight -= len(ended)
 
-    def _settle(self, end: Ended, now: datetime) -> None:
+    def _settle(self, conn: sa.Connection, end: Ended, now: datetime) -> None:
         """Record how a list ended early (inside the batch's transaction)."""
-        task, conn, tally = end.task, self.conn, self.tally
+        with self.lock:
+            self._settle_locked(conn, end, now)
+
+    def _settle_locked(self, conn: sa.Connection, end: Ended, now: datetime) -> None:
+        task, tally = end.task, self.tally
         label = f"{task.account}/{transform.TYPE_NAMES[task.follow_type]}"
         if end.how == "missing":
             tally.edges_removed += load.mark_all_removed(
@@ -387,13 +434,24 @@ class Crawl:
         return page
 
     def _put(self, item: Fetched | Ended | None) -> None:
-        """Queue an item for the writer, unless the writer has gone."""
-        while item is not None and not self.abort.is_set():
+        """Queue an item for the writer of its list's lane, unless the writers have gone."""
+        if item is None:
+            return
+        lane = self.lanes[hash(item.task.key) % len(self.lanes)]
+        while not self.abort.is_set():
             try:
-                self.pages.put(item, timeout=0.5)
+                lane.pages.put(item, timeout=0.5)
                 return
             except queue.Full:
                 continue
+
+
+class _Lane:
+    """One writer's queue and loader."""
+
+    def __init__(self, dialect: str, size: int) -> None:
+        self.pages: queue.Queue[Fetched | Ended] = queue.Queue(maxsize=size)
+        self.loader = load.Loader(dialect)
 
 
 class Rate:
