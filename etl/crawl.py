@@ -104,7 +104,8 @@ class Crawl:
         # One lane per writer, each with its own queue and connection; a list always takes the
         # same lane, so its pages are written in order. SQLite has one writer at a time anyway.
         writers = WRITERS if engine.dialect.name == "postgresql" else 1
-        self.lanes = [_Lane(engine.dialect.name, concurrency * 4) for _ in range(writers)]
+        size = max(2, concurrency * 4 // writers)  # 4 queued pages per fetcher in all
+        self.lanes = [_Lane(engine.dialect.name, size) for _ in range(writers)]
         self.lock = threading.Lock()  # tally, in_flight and progress, shared by the writers
         self.finished = threading.Event()  # nothing more will be claimed: writers drain and end
         self.known: set[tuple[str, int]] = set()  # read by fetchers, replaced by the writer
