@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 16  # lists in flight: enough to hide ~50 ms round trips at 200 calls/s
 PROGRESS_EVERY = 0.5  # seconds between progress snapshots
+JOIN_WAIT = 2.5  # heartbeats a joining worker waits before its first call
 SHARED_MARGIN = 0.98  # of its share a process uses when several share the run's budget
 COUNTS_EVERY = 15.0  # seconds between recounts of the run's lists (other workers move them)
 
@@ -184,8 +185,9 @@ def work(
         options = run.options
         rate = float(options.get("rate") or client.pacer.rate)
         if peers > 1:
-            # Let the others lower their share of the budget before this one starts calling.
-            stop.wait(workers.HEARTBEAT * 1.5)
+            # Let the others lower their share of the budget before this one starts calling:
+            # their next heartbeat is at most one away; the rest is slack for a late one.
+            stop.wait(workers.HEARTBEAT * JOIN_WAIT)
         report = SyncReport(run_id=run.id, job=job, resumed=True)
         log.info("worker joining run %d of job %r (%d processes on it)", run.id, job, peers)
         _crawl(
