@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 16  # lists in flight: enough to hide ~50 ms round trips at 200 calls/s
 PROGRESS_EVERY = 0.5  # seconds between progress snapshots
-JOIN_WAIT = 2.5  # heartbeats a joining worker waits before its first call
+JOIN_WAIT = 3.0  # heartbeats a joining worker waits at most for its peers to count it
 SHARED_MARGIN = 0.98  # of its share a process uses when several share the run's budget
 COUNTS_EVERY = 15.0  # seconds between recounts of the run's lists (other workers move them)
 
@@ -182,12 +182,15 @@ def work(
     me = workers.register(engine, job, "worker", workers.DbClock(engine))
     try:
         peers = workers.attach(engine, me, run.id)
+        joined = me.clock()
         options = run.options
         rate = float(options.get("rate") or client.pacer.rate)
-        if peers > 1:
-            # Let the others lower their share of the budget before this one starts calling:
-            # their next heartbeat is at most one away; the rest is slack for a late one.
-            stop.wait(workers.HEARTBEAT * JOIN_WAIT)
+        # The others must lower their share of the budget before this one starts calling: wait
+        # until each has heartbeat since (about one heartbeat; at most JOIN_WAIT of them).
+        deadline = time.monotonic() + workers.HEARTBEAT * JOIN_WAIT
+        while peers > 1 and not workers.peers_caught_up(engine, me, joined):
+            if time.monotonic() > deadline or stop.wait(0.1):
+                break
         report = SyncReport(run_id=run.id, job=job, resumed=True)
         log.info("worker joining run %d of job %r (%d processes on it)", run.id, job, peers)
         _crawl(

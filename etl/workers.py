@@ -175,6 +175,23 @@ def beat(engine: Engine, me: Presence, counters: dict[str, int]) -> int:
         return _count(conn, me.run_id, now) if me.run_id is not None else 1
 
 
+def peers_caught_up(engine: Engine, me: Presence, since: datetime) -> bool:
+    """True once every live peer on the run has heartbeat after ``since``: each has counted
+    this process and lowered its share of the budget."""
+    with engine.connect() as conn:
+        behind = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(sync_workers)
+            .where(
+                w.run_id == me.run_id,
+                w.id != me.id,
+                w.expires_at > me.clock(),
+                w.heartbeat_at <= since,
+            )
+        ).scalar_one()
+    return int(behind) == 0
+
+
 def leave(engine: Engine, me: Presence) -> None:
     """Delete this process's row: its leases are free at once."""
     with engine.begin() as conn:
