@@ -382,7 +382,7 @@ class Crawl:
                 if page is None:
                     return Ended(task, "stopped")
                 known = self.known
-                rows = transform.parse_page(page.body, task.account, task.follow_type, known)
+                rows = transform.page_rows(page.body, task.account, task.follow_type, known)
                 # Claimed now, not at commit: other fetchers skip these versions at once. A
                 # version that never gets committed dies with the process that claimed it.
                 known.update((row[0], row[1]) for row in rows.profiles)

@@ -11,10 +11,14 @@
     └── ApiError                  the follow API answered an error or could not be reached
         ├── TransientApiError     worth retrying: 30006, 30007, 60008, 60014, HTTP 5xx,
         │   │                     timeouts, connection errors, a body that is not JSON
-        │   └── RateLimitedError  60007, 60011, 60018, 60019 (and HTTP 429): slow down first
+        │   ├── RateLimitedError  60007, 60011, 60018, 60019 (and HTTP 429): slow down first
+        │   └── MalformedAnswer   "OK" (ErrorCode 0) but not a page: retried like 30006
         ├── AccountNotFound       30003: the account does not exist; skip its lists
         ├── RequestRejected       30001: bad parameter; on a resumed cursor, restart the list
+        │   └── CursorLoop        a cursor came back within one crawl of a list: give it up
         └── FatalApiError   (4)   credentials, app or client bug: stop the run (resumable)
+    Stopped                       internal, never reaches the user: a wait (retry backoff,
+                                  pacing, reconnect) was cut short by a stop request
 
 Messages never contain the secret key or a UserSig: the request URL, which carries the
 UserSig, is never put into an error.
@@ -91,6 +95,10 @@ class RateLimitedError(TransientApiError):
     """The service says we call too often: wait longer before the retry."""
 
 
+class MalformedAnswer(TransientApiError):
+    """HTTP 200 and ErrorCode 0, but the body is not a follow_get page (see etl.transform)."""
+
+
 class AccountNotFound(ApiError):
     """30003: the requested account does not exist."""
 
@@ -99,7 +107,15 @@ class RequestRejected(ApiError):
     """30001: the service rejected a request parameter (a stale cursor, most likely)."""
 
 
+class CursorLoop(RequestRejected):
+    """The service answered a cursor already seen in this crawl of the list: it would never end."""
+
+
 class FatalApiError(ApiError):
     """An answer no retry can fix: wrong credentials, app not enabled, or a client bug."""
 
     exit_code = 4
+
+
+class Stopped(Exception):
+    """A wait was cut short because the process was asked to stop; never shown to a user."""

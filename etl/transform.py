@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from etl.errors import MalformedAnswer
+
 log = logging.getLogger(__name__)
 
 FANS, FOLLOWS, MUTUAL = 1, 2, 3
@@ -59,6 +61,44 @@ class PageRows:
     def to_accounts(self) -> list[str]:
         """The To_Account of every edge, in page order."""
         return [to_account for to_account, _ in self.edges]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One well-formed follow_get answer: it exists only if the body was a page.
+
+    ``items`` are the FollowItem objects, each a dict with a string ``To_Account``;
+    ``next_cursor`` is "" on the list's last page.
+    """
+
+    items: list[dict[str, Any]]
+    next_cursor: str
+
+    @property
+    def last(self) -> bool:
+        """True when the list has no page after this one."""
+        return self.next_cursor == ""
+
+
+def parse_page(body: Any) -> Page:
+    """The page contract: ``FollowItem`` an array of objects with a string ``To_Account``,
+    ``NextCursor`` a string. Anything else raises MalformedAnswer (retried like 30006)."""
+    if not isinstance(body, dict):
+        raise MalformedAnswer("the answer is not a JSON object")
+    items = body.get("FollowItem")
+    if not isinstance(items, list):
+        raise MalformedAnswer(f"FollowItem is {_kind(items)}, not an array")
+    cursor = body.get("NextCursor")
+    if not isinstance(cursor, str):
+        raise MalformedAnswer(f"NextCursor is {_kind(cursor)}, not a string")
+    for number, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("To_Account"), str):
+            raise MalformedAnswer(f"FollowItem[{number}] has no string To_Account")
+    return Page(items, cursor)
+
+
+def _kind(value: Any) -> str:
+    return "missing or null" if value is None else type(value).__name__
 
 
 def follow_time(value: Any) -> int | None:
@@ -122,7 +162,7 @@ def _dumps(tags: dict[str, Any]) -> str:
         return json.dumps(tags, ensure_ascii=False)
 
 
-def parse_page(
+def page_rows(
     body: dict[str, Any],
     account: str,
     follow_type: int,
