@@ -1,18 +1,25 @@
 """The follow API client: the only module that speaks HTTP.
 
 It signs each request, paces calls to the configured budget, retries what the reference calls
-transient, and turns every answer into either a parsed body or an exception from etl.errors.
+transient, and turns every answer into either a parsed body (for follow_get, a
+``transform.Page``) or an exception from etl.errors. Nothing else escapes: a body that is not
+JSON, or not a page, is a MalformedAnswer, and any httpx failure a TransientApiError, each
+retried like 30006.
+
+Every wait (pacing, retry backoff) wakes on the client's ``stop`` event and raises
+``etl.errors.Stopped``, so a stop request never waits out a retry budget.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -24,20 +31,26 @@ from tenacity import (
     stop_after_delay,
 )
 
+from etl import transform
 from etl.config import ApiSettings, RetryPolicy
 from etl.errors import (
     AccountNotFound,
     ApiError,
     FatalApiError,
+    MalformedAnswer,
     RateLimitedError,
     RequestRejected,
+    Stopped,
     TransientApiError,
 )
 from etl.usersig import UserSigSource
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 FOLLOW_GET = "v4/follow/follow_get"
+FOLLOW_GET_INFO = "v4/follow/follow_get_info"
 
 # Error codes by what a client should do about them (see the reference).
 RETRY_CODES = frozenset({30006, 30007, 60008, 60014})
@@ -82,6 +95,8 @@ class Pacer:
     A frequency-limit answer (600xx) halves the pace at once; it then creeps back to the
     target by 1% per call (about 70 calls to recover), the classic additive-ish recovery that
     keeps a client from hammering a service that just said "too fast".
+
+    Its waits wake on ``stop`` and raise Stopped; ``sleep`` replaces them in tests.
     """
 
     SLOWEST = 1.0  # seconds between calls at most, however often we are told to slow down
@@ -91,14 +106,20 @@ class Pacer:
         rate: float,
         *,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.target = 1.0 / rate
         self.interval = self.target
         self._clock = clock
-        self._sleep = sleep
+        self._stop = stop or threading.Event()
+        self._sleep = sleep or self._wait_on_stop
         self._next = 0.0
         self._lock = threading.Lock()
+
+    def interrupt_on(self, stop: threading.Event) -> None:
+        """Wake the waits on ``stop`` from now on."""
+        self._stop = stop
 
     @property
     def rate(self) -> float:
@@ -113,7 +134,9 @@ class Pacer:
             self.interval = min(max(self.target, self.target * slowed), self.SLOWEST)
 
     def wait(self) -> None:
-        """Block until this caller's slot comes up."""
+        """Block until this caller's slot comes up; Stopped if a stop is requested first."""
+        if self._stop.is_set():
+            raise Stopped("pacing: stop requested")
         with self._lock:
             now = self._clock()
             slot = max(self._next, now)
@@ -134,14 +157,78 @@ class Pacer:
             self.interval = min(self.interval * 2, self.SLOWEST)
             self._next = max(self._next, self._clock() + self.interval * 10)
 
+    def _wait_on_stop(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise Stopped("pacing wait cut short: stop requested")
 
-def _parse(content: bytes) -> Any:
-    """JSON -> Python; orjson is several times faster on 1000-item pages, and json takes what
-    orjson refuses but the standard allows (integers beyond 64 bits)."""
+
+# orjson turns an integer literal outside [-2**63, 2**64) into a float, silently losing digits:
+# a body with a run of 19 or more digits anywhere (a cheap C-level scan, about 5% of orjson's
+# own time) goes to json instead, which keeps every integer exact.
+_DIGITS_ONLY = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_NUMBER = b"0" * 19
+
+
+def _int_or_digits(text: str) -> int | str:
     try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return json.loads(content)
+        return int(text)
+    except ValueError:  # longer than sys.get_int_max_str_digits(): kept as its digits
+        return text
+
+
+def _float_or_text(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text  # 1e400: kept as written, not inf
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(
+    parse_int=_int_or_digits, parse_float=_float_or_text, parse_constant=_not_json
+)
+
+
+def parse_json(content: bytes) -> Any:
+    """JSON bytes -> Python, exactly; MalformedAnswer for anything that is not JSON.
+
+    orjson first (several times faster on 1000-item pages); json for what orjson refuses or
+    would round but the standard allows: integers beyond 64 bits, lone surrogate escapes
+    (``\\ud83d``). An integer too long for ``int()`` is kept as its digit string, a float
+    literal beyond the double range as its text. Bytes that are not UTF-8 become U+FFFD.
+    NaN and Infinity, which are not JSON, are refused.
+    """
+    if content.translate(_DIGITS_ONLY).find(_LONG_NUMBER) < 0:
+        try:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        text = content.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        text = content.decode("utf-8", "replace")
+    try:
+        return _DECODER.decode(text)
+    except json.JSONDecodeError as exc:
+        what = "empty" if not text.strip() else f"{exc.msg} at char {exc.pos}"
+        raise MalformedAnswer(f"the answer is not JSON ({what})") from None
+    except RecursionError:
+        raise MalformedAnswer("the answer is not JSON we can read (nested too deeply)") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the decoder meets, it is a bad answer
+        raise MalformedAnswer(f"the answer is not JSON ({type(exc).__name__})") from None
+
+
+def _info_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """follow_get_info: an OK answer must carry its FollowInfo array."""
+    if not isinstance(body.get("FollowInfo"), list):
+        raise MalformedAnswer("FollowInfo is missing or not an array")
+    return body
+
+
+def _printable(text: str) -> str:
+    """A service's own words, cut short and made safe for one log line."""
+    return "".join(c if c.isprintable() else "?" for c in text[:200])
 
 
 def _wait_seconds(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
@@ -158,7 +245,13 @@ def _wait_seconds(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
 
 
 class FollowClient:
-    """Calls the follow API for one app, paced, signed and retried."""
+    """Calls the follow API for one app, paced, signed and retried.
+
+    ``calls``, ``retries`` and ``malformed`` (answers that were HTTP 200 but not usable) count
+    what this client did, across its threads; ``counters()`` reads them together. Setting
+    ``stop`` (or the event given to ``interrupt_on``) cuts every wait short: the call in
+    progress raises Stopped, and so does every call after it.
+    """
 
     def __init__(
         self,
@@ -166,14 +259,18 @@ class FollowClient:
         usersig: UserSigSource,
         *,
         transport: httpx.BaseTransport | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self._settings = settings
         self._usersig = usersig
-        self._pacer = Pacer(settings.rate)
+        self._own_stop = stop or threading.Event()
+        self._stop = self._own_stop
+        self._pacer = Pacer(settings.rate, stop=self._stop)
         self._base = 0  # index into settings.base_urls; moves to the backup on network errors
         self._lock = threading.Lock()
         self.calls = 0
         self.retries = 0
+        self.malformed = 0
         self._http = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 5.0)),
@@ -186,6 +283,7 @@ class FollowClient:
             | stop_after_delay(settings.retry.max_seconds),
             wait=_wait_seconds(settings.retry),
             before_sleep=self._before_sleep,
+            sleep=self._sleep,
             reraise=True,
         )
 
@@ -204,15 +302,26 @@ class FollowClient:
         """Close the pooled connections."""
         self._http.close()
 
-    def follow_get(self, account: str, follow_type: int, cursor: str, want: int) -> dict[str, Any]:
-        """One page of a follow list, as the parsed response body."""
+    def counters(self) -> dict[str, int]:
+        """calls, retries and malformed, read together."""
+        with self._lock:
+            return {"calls": self.calls, "retries": self.retries, "malformed": self.malformed}
+
+    def interrupt_on(self, stop: threading.Event | None) -> None:
+        """Make ``stop`` the event every wait wakes on (None: back to the constructor's)."""
+        self._stop = stop or self._own_stop
+        self._pacer.interrupt_on(self._stop)
+
+    def follow_get(self, account: str, follow_type: int, cursor: str, want: int) -> transform.Page:
+        """One page of a follow list; an answer that is not a page is retried like 30006."""
         body = {
             "From_Account": account,
             "FollowType": follow_type,
             "StartCursor": cursor,
             "WantNum": want,
         }
-        return self.call(FOLLOW_GET, body, what=f"{account}/{follow_type}")
+        label = f"follow_get {account}/{follow_type}"
+        return self._call(FOLLOW_GET, body, label, transform.parse_page)
 
     def follow_get_info(
         self, accounts: list[str], *, from_account: str | None = None
@@ -226,17 +335,32 @@ class FollowClient:
             raise ValueError(f"follow_get_info takes 1 to 20 accounts, not {len(accounts)}")
         body = {"From_Account": from_account or accounts[0], "To_Account": list(accounts)}
         more = f" and {len(accounts) - 1} more" if len(accounts) > 1 else ""
-        return self.call("v4/follow/follow_get_info", body, what=f"{accounts[0]}{more}")
+        label = f"follow_get_info {accounts[0]}{more}"
+        return self._call(FOLLOW_GET_INFO, body, label, _info_answer)
 
     def call(self, api: str, body: Mapping[str, Any], *, what: str = "") -> dict[str, Any]:
         """POST ``body`` to ``api`` with retries; return the body of an OK answer."""
-        payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         label = f"{api.rsplit('/', 1)[-1]} {what}".strip()
+        return self._call(api, body, label, lambda answer: answer)
+
+    def _call(
+        self,
+        api: str,
+        body: Mapping[str, Any],
+        label: str,
+        parse: Callable[[dict[str, Any]], T],
+    ) -> T:
+        # ASCII: a cursor the service sent back may hold a lone surrogate, which UTF-8 cannot.
+        payload = json.dumps(body, separators=(",", ":")).encode()
         # A copy per call: fetcher threads share the client, not the retry state.
-        result: dict[str, Any] = self._retrying.copy()(self._attempt, api, payload, label)
+        result: T = self._retrying.copy()(self._attempt, api, payload, label, parse)
         return result
 
-    def _attempt(self, api: str, payload: bytes, label: str) -> dict[str, Any]:
+    def _attempt(
+        self, api: str, payload: bytes, label: str, parse: Callable[[dict[str, Any]], T]
+    ) -> T:
+        if self._stop.is_set():
+            raise Stopped(f"{label}: stop requested")
         self._pacer.wait()
         base = self._settings.base_urls[self._base]
         params = {
@@ -256,9 +380,17 @@ class FollowClient:
         except httpx.TransportError as exc:
             self._fail_over()
             raise TransientApiError(f"{label}: network error ({type(exc).__name__})") from None
-        return self._classify(response, label)
+        except httpx.HTTPError as exc:  # DecodingError and the rest; str(exc) may hold the URL
+            raise TransientApiError(f"{label}: HTTP error ({type(exc).__name__})") from None
+        try:
+            return parse(self._classify(response, label))
+        except MalformedAnswer as exc:  # raised without the label, by _classify or parse
+            with self._lock:
+                self.malformed += 1
+            raise MalformedAnswer(f"{label}: {exc}") from None
 
     def _classify(self, response: httpx.Response, label: str) -> dict[str, Any]:
+        """The body of an OK answer; MalformedAnswer (without the label) if there is none."""
         status = response.status_code
         if status == 429:
             self._pacer.slow_down()
@@ -267,21 +399,19 @@ class FollowClient:
             raise TransientApiError(f"{label}: HTTP {status}")
         if status != 200:
             raise FatalApiError(f"{label}: unexpected HTTP {status} (check IM_BASE_URL)")
-        try:
-            body = _parse(response.content)
-        except ValueError:
-            raise TransientApiError(f"{label}: the answer is not valid JSON") from None
+        body = parse_json(response.content)
         if not isinstance(body, dict):
-            raise TransientApiError(f"{label}: the answer is not a JSON object")
+            raise MalformedAnswer("the answer is not a JSON object")
         code = body.get("ErrorCode", 0)
-        if body.get("ActionStatus") == "OK" and code == 0:
+        if type(code) is int and code != 0:
+            info = body.get("ErrorInfo")
+            raise self._error_for(code, _printable(info) if isinstance(info, str) else "", label)
+        if code == 0 and type(code) is int and body.get("ActionStatus") == "OK":
             return body
-        if not isinstance(code, int):
-            raise TransientApiError(f"{label}: the answer has no ErrorCode")
-        raise self._error_for(code, str(body.get("ErrorInfo", "")), label)
+        raise MalformedAnswer("the answer is neither OK nor an error code")
 
     def _error_for(self, code: int, info: str, label: str) -> ApiError:
-        meaning = MESSAGES.get(code, info[:200] or "unknown error")
+        meaning = MESSAGES.get(code, info or "unknown error")
         message = f"{label}: {meaning} ({code})"
         if code in RATE_LIMIT_CODES:
             self._pacer.slow_down()
@@ -309,3 +439,8 @@ class FollowClient:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         log.warning("%s; retry %d in %.1fs", exc, state.attempt_number, wait)
+
+    def _sleep(self, seconds: float) -> None:
+        """The retry backoff: wakes on stop."""
+        if self._stop.wait(seconds):
+            raise Stopped("retry backoff cut short: stop requested")

@@ -9,6 +9,16 @@ Tests, the demo and benchmarks use them to drive a sandbox running in another pr
   and a digest of its (To_Account, FollowTime) pairs, so a benchmark can check a crawl of
   thousands of lists against the truth without moving them (see ``list_digest``).
 - ``GET /sandbox/stats``, ``POST /sandbox/reset-stats``, ``POST /sandbox/mutate``.
+- ``POST /sandbox/outage`` ``{"status": 503}``: from now on answer every API call (follow_get
+  and follow_get_info) with that HTTP status and an HTML body, before any check, the way a
+  proxy in front of a failing service does; any status 100..599. ``{"code": 30006}``: answer
+  every API call that passes the auth and rate checks with that Tencent error code (HTTP 200,
+  ActionStatus FAIL). ``{"status": null}`` (or ``{}``) ends the outage. The answer, like
+  ``GET /sandbox/outage``, is the outage in force: ``{"outage": {"status": 503}}`` or
+  ``{"outage": null}``. Calls answered this way count as fault "outage" in the stats.
+
+Answers are ASCII JSON: the graph's values (a hostile graph's NUL, lone surrogates, integers
+past 64 bits, a 5000-digit integer as a bare number) come back exactly as the API serves them.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ if TYPE_CHECKING:
 
 _PATHS = frozenset(
     f"/sandbox/{name}"
-    for name in ("stats", "accounts", "reset-stats", "mutate", "truth", "truth-digest")
+    for name in ("stats", "accounts", "reset-stats", "mutate", "truth", "truth-digest", "outage")
 )
 _BY = {"fans": 0, "follows": 1, "mutual": 2}
 _DIGEST_LIMIT = 100_000  # accounts per truth-digest request
@@ -33,10 +43,11 @@ _DIGEST_LIMIT = 100_000  # accounts per truth-digest request
 
 def list_digest(items: Iterable[tuple[str, int]]) -> str:
     """Digest of one list: SHA-256 of ``"{to_account} {follow_time}\n"`` lines in ascending
-    To_Account order, first 16 hex digits. Anyone holding the rows can compute it."""
+    To_Account order, first 16 hex digits, the text as UTF-8 (lone surrogates of hostile ids
+    with ``surrogatepass``). Anyone holding the rows can compute it."""
     digest = hashlib.sha256()
     for to_account, follow_time in sorted(items):
-        digest.update(f"{to_account} {follow_time}\n".encode())
+        digest.update(f"{to_account} {follow_time}\n".encode("utf-8", "surrogatepass"))
     return digest.hexdigest()[:16]
 
 
@@ -58,6 +69,10 @@ def answer(
         return _truth(sandbox, query)
     if route == ("POST", "/sandbox/truth-digest"):
         return _truth_digest(sandbox, body)
+    if route == ("POST", "/sandbox/outage"):
+        return _outage(sandbox, body)
+    if route == ("GET", "/sandbox/outage"):
+        return 200, {"outage": sandbox.outage}
     if path in _PATHS:
         return 405, {"error": f"{method} not allowed on {path}"}
     return 404, {"error": "not found", "path": path}
@@ -78,6 +93,21 @@ def _mutate(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
     except (ValueError, TypeError) as exc:
         return 400, {"error": f"bad mutate request: {exc}"}
     return 200, summary
+
+
+def _outage(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
+    try:
+        spec = json.loads(body or b"{}")
+        if not isinstance(spec, dict) or set(spec) - {"status", "code"}:
+            raise TypeError('expected {"status": HTTP status or null} or {"code": error code}')
+        status, code = spec.get("status"), spec.get("code")
+        for value in (status, code):
+            if value is not None and type(value) is not int:
+                raise TypeError("status and code must be integers or null")
+        sandbox.set_outage(status=status, code=code)
+    except (ValueError, TypeError) as exc:
+        return 400, {"error": f"bad outage request: {exc}"}
+    return 200, {"outage": sandbox.outage}
 
 
 def _truth(sandbox: Sandbox, query: Mapping[str, str]) -> tuple[int, object]:

@@ -10,7 +10,20 @@ verified once and then only its expiry is checked, and items come pre-serialized
 
 The checks run in the service's order: URL parameters (60009), SDKAppID (60005), UserSig (700xx),
 administrator (30004), call rate (60007), injected faults, JSON body (60003), then the route's own
-parameters (30001) and account (30003).
+parameters (30001) and account (30003). An outage (``set_outage``, admin ``POST
+/sandbox/outage``) answers before all of them when it is an HTTP status (a proxy in front of
+the service), after the rate check when it is a Tencent error code.
+
+Hostile behaviour, all off by default:
+
+- ``faults`` with ``fault_kinds`` including "malformed": HTTP 200 with ActionStatus OK and
+  ErrorCode 0 but no page (``MALFORMED_KINDS``: NextCursor missing, null or a number;
+  FollowItem missing, null or an object; an item without To_Account or with a number for it;
+  a bare status; an HTML body; an empty body). The default kinds leave it out.
+- ``loop_accounts``: every list of these accounts longer than one page answers its last page
+  with the cursor its first page answered, the very same string (these accounts' cursors are
+  issued once per position and reused), so a crawl goes p1, p2, ... p_last, p2, ... forever.
+- ``Graph(hostile=P)``: hostile profile values and ids (see etl.sandbox.hostile).
 """
 
 from __future__ import annotations
@@ -30,30 +43,39 @@ import httpx
 from etl import usersig
 from etl.sandbox import admin
 from etl.sandbox.cursor import CursorCodec, InvalidCursor
+from etl.sandbox.faults import DEFAULT_FAULT_KINDS as DEFAULT_FAULT_KINDS
+from etl.sandbox.faults import FAULT_KINDS as FAULT_KINDS
+from etl.sandbox.faults import HTML, JSON, OK_TAIL, html, malformed
+from etl.sandbox.faults import MALFORMED_KINDS as MALFORMED_KINDS
 from etl.sandbox.graph import FOLLOW_TYPES, Graph, ListView
-from etl.sandbox.render import ItemRenderer
+from etl.sandbox.render import ItemRenderer, ascii_json, to_json
 from etl.sandbox.stats import SandboxStats
 
 FOLLOW_GET = "/v4/follow/follow_get"
 FOLLOW_GET_INFO = "/v4/follow/follow_get_info"
 API_ROUTES = (FOLLOW_GET, FOLLOW_GET_INFO)
-FAULT_KINDS = ("30006", "30007", "502", "503", "truncated", "slow")
 
 _MAX_RANDOM = 4294967295
 _VERIFIED_LIMIT = 64  # UserSigs remembered as verified; a client renews its own once a day
-_OK_TAIL = b',"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","ErrorDisplay":""}'
-_JSON = "application/json; charset=utf-8"
 
 
 @dataclass(frozen=True)
 class SandboxConfig:
-    """How the sandbox behaves: credentials, limits and injected faults."""
+    """How the sandbox behaves: credentials, limits and injected faults.
+
+    ``faults`` is the share of API calls answered with a fault, drawn (seeded by
+    ``fault_seed``) from ``fault_kinds``; a "malformed" fault draws its shape from
+    ``malformed_kinds``. ``loop_accounts``: lists of these accounts never end (see the module
+    docstring).
+    """
 
     sdkappid: int = 1400000001
     admin: str = "administrator"
     secret_key: str = field(default="sandbox-secret-key-0123456789abcdef", repr=False)
     faults: float = 0.0
-    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS
+    malformed_kinds: tuple[str, ...] = MALFORMED_KINDS
+    loop_accounts: tuple[str, ...] = ()
     slow_ms: float = 5000.0
     latency_ms: float = 0.0
     rate: float | None = None
@@ -65,6 +87,8 @@ class SandboxConfig:
         unknown = set(self.fault_kinds) - set(FAULT_KINDS)
         if unknown or not self.fault_kinds:
             raise ValueError(f"fault_kinds must be a non-empty subset of {FAULT_KINDS}")
+        if set(self.malformed_kinds) - set(MALFORMED_KINDS) or not self.malformed_kinds:
+            raise ValueError(f"malformed_kinds must be a non-empty subset of {MALFORMED_KINDS}")
         if not 0.0 <= self.faults <= 1.0:
             raise ValueError("faults is a probability between 0 and 1")
 
@@ -79,10 +103,32 @@ class SandboxResponse:
 
     status: int
     body: bytes
-    content_type: str = _JSON
+    content_type: str = JSON
     delay: float = 0.0
     truncated: bool = False
     full_length: int = 0
+
+
+@dataclass(frozen=True)
+class _Page:
+    """A follow_get answer before it is put together: items (JSON, comma-separated), cursor."""
+
+    items: bytes
+    cursor: str
+    count: int
+    key: str
+
+    def body(self) -> bytes:
+        return b"".join(
+            (
+                b'{"FollowItem":[',
+                self.items,
+                b'],"NextCursor":"',
+                self.cursor.encode(),  # base64url and ".": nothing to escape
+                b'"',
+                OK_TAIL,
+            )
+        )
 
 
 class _BadRequest(Exception):
@@ -94,12 +140,9 @@ class _BadRequest(Exception):
         self.info = info
 
 
-def _json(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
-
-
 def _error_body(code: int, info: str) -> bytes:
-    return _json({"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info, "ErrorDisplay": ""})
+    fields = {"ActionStatus": "FAIL", "ErrorCode": code, "ErrorInfo": info, "ErrorDisplay": ""}
+    return to_json(fields)
 
 
 def _is_uint(text: str) -> bool:
@@ -122,6 +165,10 @@ class Sandbox:
         self._rate_lock = threading.Lock()
         self._accepted_window: deque[float] = deque()
         self._items = ItemRenderer(graph, config.sequence_key)
+        self._loop_accounts = frozenset(config.loop_accounts)
+        # (account, type, last id) -> the one cursor a loop account gets for that position.
+        self._loop_cursors: dict[tuple[str, int, str], str] = {}
+        self._outage: tuple[str, int] | None = None  # ("status", 503) or ("code", 30006)
         # (usersig, identifier, sdkappid) -> expiry of a UserSig whose HMAC has been checked:
         # the zlib + JSON + HMAC work is done once per UserSig, not once per call.
         self._verified: dict[tuple[str, str, int], int] = {}
@@ -146,6 +193,30 @@ class Sandbox:
         """Most follow_get requests received (or only rate-accepted ones) in any window."""
         return self._stats.max_calls_in_window(window, accepted_only=accepted_only)
 
+    # ---- outage --------------------------------------------------------------------------
+
+    @property
+    def outage(self) -> dict[str, int] | None:
+        """The outage in force, as ``{"status": 503}`` or ``{"code": 30006}``; None if none."""
+        outage = self._outage
+        return None if outage is None else {outage[0]: outage[1]}
+
+    def set_outage(self, *, status: int | None = None, code: int | None = None) -> None:
+        """Answer every API call with HTTP ``status``, or with Tencent error ``code``; with
+        neither, end the outage."""
+        if status is not None and code is not None:
+            raise ValueError("an outage is an HTTP status or an error code, not both")
+        if status is not None and not 100 <= status <= 599:
+            raise ValueError("status must be an HTTP status, 100..599")
+        if code == 0:
+            raise ValueError("code must be a Tencent error code, not 0")
+        if status is not None:
+            self._outage = ("status", status)
+        elif code is not None:
+            self._outage = ("code", code)
+        else:
+            self._outage = None
+
     # ---- entry points --------------------------------------------------------------------
 
     def handle(
@@ -154,10 +225,10 @@ class Sandbox:
         """Answer one HTTP request."""
         if path.startswith("/sandbox/"):
             status, answer = admin.answer(self, method, path, query, body)
-            return SandboxResponse(status, _json(answer))
+            return SandboxResponse(status, ascii_json(answer))
         if path not in API_ROUTES:
             self._stats.answered("other", 404, None, None)
-            return SandboxResponse(404, _json({"error": "not found", "path": path}))
+            return SandboxResponse(404, ascii_json({"error": "not found", "path": path}))
         if path == FOLLOW_GET:
             self._stats.received(self._clock())
         response, code, fault = self._api(method, path, query, body)
@@ -196,6 +267,9 @@ class Sandbox:
     def _api(
         self, method: str, path: str, query: Mapping[str, str], body: bytes
     ) -> tuple[SandboxResponse, int | None, str | None]:
+        outage = self._outage
+        if outage is not None and outage[0] == "status":
+            return SandboxResponse(outage[1], html(outage[1]), HTML), None, "outage"
         try:
             if method != "POST":
                 raise _BadRequest(60002, "HTTP method must be POST")
@@ -203,39 +277,45 @@ class Sandbox:
             self._check_rate(path)
         except _BadRequest as exc:
             return SandboxResponse(200, _error_body(exc.code, exc.info)), exc.code, None
+        if outage is not None:
+            code = outage[1]
+            return SandboxResponse(200, _error_body(code, "service unavailable")), code, "outage"
 
-        fault = self._pick_fault()
+        fault, shape = self._pick_fault()
         if fault in ("30006", "30007"):
             code = int(fault)
             info = "server internal error" if code == 30006 else "network timeout"
             return SandboxResponse(200, _error_body(code, info)), code, fault
         if fault in ("502", "503"):
-            title = "502 Bad Gateway" if fault == "502" else "503 Service Unavailable"
-            html = f"<html><body><h1>{title}</h1></body></html>".encode()
-            return SandboxResponse(int(fault), html, "text/html"), None, fault
+            return SandboxResponse(int(fault), html(int(fault)), HTML), None, fault
 
         try:
-            answer, items, key = self._route(path, body)
+            page, answer = self._route(path, body)
         except _BadRequest as exc:
             return SandboxResponse(200, _error_body(exc.code, exc.info)), exc.code, fault
+        if fault == "malformed":
+            spoiled, content_type = malformed(shape, (page.items, page.cursor) if page else None)
+            json_code = 0 if spoiled.startswith(b"{") else None
+            return SandboxResponse(200, spoiled, content_type), json_code, fault
         if fault == "truncated":
             cut = answer[: len(answer) // 2]
             return SandboxResponse(200, cut, truncated=True, full_length=len(answer)), None, fault
-        self._stats.served(items, key)
+        self._stats.served(page.count if page else 0, page.key if page else None)
         delay = self.config.slow_ms / 1000 if fault == "slow" else 0.0
         return SandboxResponse(200, answer, delay=delay), 0, fault
 
-    def _route(self, path: str, body: bytes) -> tuple[bytes, int, str | None]:
-        """(answer, items served, list key) of a request that passed auth, rate and faults."""
+    def _route(self, path: str, body: bytes) -> tuple[_Page | None, bytes]:
+        """(the page, if follow_get; the answer) of a request past auth, rate and faults."""
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise _BadRequest(60003, "request body is not valid JSON") from exc
         if not isinstance(payload, dict):
             raise _BadRequest(60003, "request body must be a JSON object")
         if path == FOLLOW_GET:
-            return self._follow_get(payload)
-        return self._follow_get_info(payload), 0, None
+            page = self._follow_get(payload)
+            return page, page.body()
+        return None, self._follow_get_info(payload)
 
     def _check_auth(self, query: Mapping[str, str]) -> None:
         for name in ("sdkappid", "identifier", "usersig", "random", "contenttype"):
@@ -286,15 +366,19 @@ class Sandbox:
         if path == FOLLOW_GET:
             self._stats.accepted(now)
 
-    def _pick_fault(self) -> str | None:
+    def _pick_fault(self) -> tuple[str | None, str]:
+        """(fault kind or None, shape of a malformed answer) for the next call."""
         if self.config.faults <= 0.0:
-            return None
+            return None, ""
         with self._fault_lock:
             if self._fault_rng.random() >= self.config.faults:
-                return None
-            return self._fault_rng.choice(self.config.fault_kinds)
+                return None, ""
+            fault = self._fault_rng.choice(self.config.fault_kinds)
+            if fault != "malformed":
+                return fault, ""
+            return fault, self._fault_rng.choice(self.config.malformed_kinds)
 
-    def _follow_get(self, payload: dict[str, object]) -> tuple[bytes, int, str]:
+    def _follow_get(self, payload: dict[str, object]) -> _Page:
         account = payload.get("From_Account")
         follow_type = payload.get("FollowType")
         want = payload.get("WantNum", 100)
@@ -311,23 +395,28 @@ class Sandbox:
         if view is None:
             raise _BadRequest(30003, f"account {account} does not exist")
         start = self._cursor_start(cursor, account, follow_type, view) if cursor else 0
-        end = min(start + want, len(view.ids))
-        next_cursor = (
-            self._cursors.issue(account, follow_type, view.ids[end - 1], self._clock())
-            if end < len(view.ids)
-            else ""
-        )
-        body = b"".join(
-            (
-                b'{"FollowItem":[',
-                self._items.items(view, start, end),
-                b'],"NextCursor":"',
-                next_cursor.encode(),  # base64url and ".": nothing to escape
-                b'"',
-                _OK_TAIL,
-            )
-        )
-        return body, end - start, f"{account}/{follow_type}"
+        size = len(view.ids)
+        end = min(start + want, size)
+        if end < size:
+            next_cursor = self._issue(account, follow_type, view.ids[end - 1])
+        elif start > 0 and account in self._loop_accounts:
+            # The last page points back at the second: the cursor the first page answered.
+            next_cursor = self._issue(account, follow_type, view.ids[min(want, size) - 1])
+        else:
+            next_cursor = ""
+        items = self._items.items(view, start, end)
+        return _Page(items, next_cursor, end - start, f"{account}/{follow_type}")
+
+    def _issue(self, account: str, follow_type: int, last: str) -> str:
+        """A cursor resuming after ``last``; a loop account's is the same string every time."""
+        if account not in self._loop_accounts:
+            return self._cursors.issue(account, follow_type, last, self._clock())
+        key = (account, follow_type, last)
+        cursor = self._loop_cursors.get(key)
+        if cursor is None:
+            cursor = self._cursors.issue(account, follow_type, last, self._clock())
+            cursor = self._loop_cursors.setdefault(key, cursor)
+        return cursor
 
     def _cursor_start(self, cursor: str, account: str, follow_type: int, view: ListView) -> int:
         """Index of the first item after the cursor's last To_Account (keyset paging)."""
@@ -367,4 +456,4 @@ class Sandbox:
                     "MutualFollowingCount": mutual,
                 }
             )
-        return b'{"FollowInfo":' + _json(results) + _OK_TAIL
+        return b'{"FollowInfo":' + to_json(results) + OK_TAIL

@@ -52,7 +52,8 @@ class CursorCodec:
     def issue(self, account: str, follow_type: int, last: str, now: float) -> str:
         """A cursor that resumes the list after ``last``."""
         payload = {"a": account, "t": follow_type, "k": last, "i": round(now, 3)}
-        raw = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        # ASCII escapes: an id may hold a lone surrogate, which UTF-8 cannot carry.
+        raw = json.dumps(payload, separators=(",", ":")).encode()
         return f"{_b64(raw)}.{_b64(self._mac(raw))}"
 
     def open(self, cursor: str) -> CursorFields:

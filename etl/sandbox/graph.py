@@ -12,6 +12,13 @@ accounts with most fans have about 800 fans on average (the 200th about 480, the
 7,400): some 660 items per call at WantNum 1000, the big pages a benchmark needs. A 2,000-user
 graph keeps lists of about eleven items on average. The extra weight is per celebrity, so a
 small graph's shape barely moves.
+
+Hostile data (``hostile=P``, default 0: the graph is exactly the one without the option): a
+share P of users get profile values a real app's users can set or a service can send, and a
+naive parse or load cannot take (see etl.sandbox.hostile), and a few extra users with
+hostile ids (``HOSTILE_IDS``: NUL, lone surrogates) follow and are followed by ordinary users.
+Those ids appear only inside other users' lists, never in ``accounts``. A hostile graph is a
+graph of its own: its follow times differ from the same seed's ordinary graph.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import random
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from etl.sandbox.hostile import HOSTILE_EDGES, HOSTILE_IDS, hostile_profile
 
 FANS, FOLLOWS, MUTUAL = 1, 2, 3
 FOLLOW_TYPES = (FANS, FOLLOWS, MUTUAL)
@@ -76,9 +85,11 @@ class ListView:
 class Graph:
     """The synthetic follow graph, with deterministic follow times, profiles and mutations."""
 
-    def __init__(self, users: int, seed: int = 1) -> None:
+    def __init__(self, users: int, seed: int = 1, *, hostile: float = 0.0) -> None:
         if users < 1:
             raise ValueError("a graph needs at least one user")
+        if not 0.0 <= hostile <= 1.0:
+            raise ValueError("hostile is a share between 0 and 1")
         self.seed = seed
         self.generation = 0
         self._n = users
@@ -98,6 +109,10 @@ class Graph:
         self._in: list[set[int]] = [set() for _ in range(users)]
         self._edges = 0
         self._generate(rng)
+        self._users = users  # ordinary users: indices below this are the accounts
+        self._hostile: dict[int, int] = {}  # user index -> rank among hostile profiles
+        if hostile > 0:
+            self._add_hostile(hostile)
 
     def _popularity(self, rng: random.Random) -> list[float]:
         """Cumulative Zipf weights over a seeded permutation, so fame is not tied to low ids."""
@@ -114,7 +129,7 @@ class Graph:
         """k popularity-weighted user indices (with repeats)."""
         cum = self._cum_weights
         total = cum[-1]
-        hi = self._n - 1
+        hi = len(cum) - 1
         rand = rng.random
         ints = self._ints
         return [ints[bisect.bisect(cum, rand() * total, 0, hi)] for _ in range(k)]
@@ -146,6 +161,32 @@ class Graph:
                 if rng.random() < _RECIPROCITY and u not in self._out[v]:
                     self._add_edge(v, u)
 
+    def _add_hostile(self, share: float) -> None:
+        """Hostile profiles for a share of users; users with hostile ids, with some edges."""
+        rng = random.Random(f"{self.seed}|hostile")
+        n = self._n
+        chosen = rng.sample(range(n), min(n, max(1, round(share * n))))
+        self._hostile = {user: rank for rank, user in enumerate(chosen)}
+        for offset, uid in enumerate(HOSTILE_IDS):
+            self._ids.append(uid)
+            self._index[uid] = n + offset
+            self._ints.append(n + offset)
+            self._seq.append(rng.randint(1, 50))
+            self._out.append(set())
+            self._in.append(set())
+        # Edge keys (u * n + v) need the full count: set it before the first edge is made.
+        self._n = n + len(HOSTILE_IDS)
+        for offset in range(len(HOSTILE_IDS)):
+            evil = n + offset
+            followed = rng.sample(range(n), min(n, HOSTILE_EDGES))
+            for v in followed:
+                self._add_edge(evil, v)
+            # Half of its fans are followed back (mutual), half are other users.
+            fans = followed[: HOSTILE_EDGES // 2] + rng.sample(range(n), min(n, HOSTILE_EDGES))
+            for u in dict.fromkeys(fans[:HOSTILE_EDGES]):
+                if evil not in self._out[u]:
+                    self._add_edge(u, evil)
+
     def _add_edge(self, u: int, v: int) -> None:
         self._out[u].add(v)
         self._in[v].add(u)
@@ -163,7 +204,8 @@ class Graph:
     def accounts(self) -> list[str]:
         """Existing account ids, sorted."""
         with self._lock:
-            return [uid for i, uid in enumerate(self._ids) if i not in self._deleted]
+            ids = self._ids[: self._users]
+            return [uid for i, uid in enumerate(ids) if i not in self._deleted]
 
     @property
     def size(self) -> int:
@@ -237,8 +279,9 @@ class Graph:
                 members = self._out[a]
             else:
                 members = self._in[a] & self._out[a]
-            # Zero-padded ids sort like their indices, up to a million users.
-            ordered = sorted(members) if n <= 1_000_000 else sorted(members, key=ids.__getitem__)
+            # Zero-padded ids sort like their indices, up to a million users (hostile ids do not).
+            by_index = n <= 1_000_000 and n == self._users
+            ordered = sorted(members) if by_index else sorted(members, key=ids.__getitem__)
             if follow_type == FANS:
                 times = self._edge_times([m * n + a for m in ordered])
             elif follow_type == FOLLOWS:
@@ -274,12 +317,23 @@ class Graph:
         """(profile_sequence, ProfileItem tags) of a user, as of now."""
         i = self._index[user]
         seq = self._seq[i]
-        return seq, self._tags(user, seq)
+        rank = self._hostile.get(i)
+        if rank is None:
+            return seq, self._tags(user, seq)
+        return hostile_profile(rank, seq, self._tags(user, seq))
+
+    @property
+    def hostile_users(self) -> list[str]:
+        """Accounts whose profiles carry hostile values, by rank (see ``hostile_profile``):
+        the first holds the 5000-digit integer, the second the 200,000-character string."""
+        return [self._ids[i] for i in self._hostile]
 
     def _tags(self, user: str, seq: int) -> list[dict[str, object]]:
-        # Which tags a user has is fixed per user; their values follow the sequence.
-        shape = random.Random(f"{self.seed}|{user}")
-        rng = random.Random(f"{self.seed}|{user}|{seq}")
+        # Which tags a user has is fixed per user; their values follow the sequence. Seeded
+        # with bytes (the same stream as the str) so that hostile ids seed too.
+        key = f"{self.seed}|{user}".encode("utf-8", "surrogatepass")
+        shape = random.Random(key)
+        rng = random.Random(key + f"|{seq}".encode())
         nick = rng.choice(_NICKS) + (str(rng.randrange(100)) if rng.random() < 0.5 else "")
         birthday = rng.randint(1960, 2008) * 10000 + rng.randint(1, 12) * 100 + rng.randint(1, 28)
         forbid = "AdminForbid_Type_SendOut" if rng.random() < 0.03 else "AdminForbid_Type_None"

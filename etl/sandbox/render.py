@@ -6,6 +6,10 @@ in the times, join. Building the profile of a user (seeded ``random`` draws, ``j
 tens of microseconds, tens of times what serving a rendered item does, hence the cache and
 ``warm``. A template is rebuilt when the graph's generation moves and the user's
 profile_sequence is no longer the one it was rendered with.
+
+Text is written as UTF-8 where it can be; a value UTF-8 cannot carry (a lone surrogate, from a
+hostile graph) makes that value's JSON ASCII, with ``\\ud83d`` escapes, as Tencent's service
+would send it. NUL and control characters are always escaped, as JSON requires.
 """
 
 from __future__ import annotations
@@ -15,10 +19,34 @@ import threading
 from typing import cast
 
 from etl.sandbox.graph import Graph, ListView
+from etl.sandbox.hostile import BigNumber
 
 
-def _json(obj: object) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+def to_json(obj: object) -> bytes:
+    """Compact JSON: UTF-8 where it can be, ASCII escapes where it must (lone surrogates)."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    except (UnicodeEncodeError, TypeError):
+        return ascii_json(obj)
+
+
+def ascii_json(obj: object) -> bytes:
+    """Compact, ASCII-only JSON of anything the graph holds, BigNumber as a bare number."""
+    try:
+        return json.dumps(obj, separators=(",", ":")).encode()
+    except TypeError:  # a BigNumber somewhere: only the slow path writes it
+        return _encode(obj).encode()
+
+
+def _encode(value: object) -> str:
+    if isinstance(value, BigNumber):
+        return value.digits
+    if isinstance(value, dict):
+        pairs = (f"{json.dumps(str(key))}:{_encode(item)}" for key, item in value.items())
+        return "{" + ",".join(pairs) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(map(_encode, value)) + "]"
+    return json.dumps(value)
 
 
 class ItemRenderer:
@@ -27,7 +55,7 @@ class ItemRenderer:
     def __init__(self, graph: Graph, sequence_key: str) -> None:
         self._graph = graph
         # Literal '%' in any text is doubled so the FollowTime slot is the only format field.
-        self._seq_key = _json(sequence_key).replace(b"%", b"%%")
+        self._seq_key = to_json(sequence_key).replace(b"%", b"%%")
         users = graph.size
         self._templates: list[bytes | None] = [None] * users
         self._rendered_seq = [-1] * users
@@ -70,12 +98,13 @@ class ItemRenderer:
 
     def _render_user(self, index: int, uid: str) -> bytes:
         seq, tags = self._graph.profile(uid)
+        raw_seq = self._graph.sequences[index]  # what _follow_generation compares
         template = b"".join(
             (
                 b'{"To_Account":',
-                _json(uid).replace(b"%", b"%%"),
+                to_json(uid).replace(b"%", b"%%"),
                 b',"FollowTime":%d,"ProfileItem":',
-                _json(tags).replace(b"%", b"%%"),
+                to_json(tags).replace(b"%", b"%%"),
                 b",",
                 self._seq_key,
                 b":",
@@ -83,6 +112,6 @@ class ItemRenderer:
                 b"}",
             )
         )
-        self._rendered_seq[index] = seq
+        self._rendered_seq[index] = raw_seq
         self._templates[index] = template
         return template

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
-from etl.client import FollowClient, Pacer
+from etl.client import FollowClient, Pacer, parse_json
 from etl.config import ApiSettings, RetryPolicy, Secret
 from etl.errors import (
     AccountNotFound,
     FatalApiError,
+    MalformedAnswer,
     RateLimitedError,
     RequestRejected,
+    Stopped,
     TransientApiError,
 )
+from etl.sandbox import Graph, Sandbox, SandboxConfig
+from etl.sandbox.faults import MALFORMED_KINDS
+from etl.transform import Page
 from etl.usersig import UserSigSource
 
 OK = {"FollowItem": [], "NextCursor": "", "ActionStatus": "OK", "ErrorCode": 0}
@@ -31,8 +41,27 @@ def fail(code: int) -> httpx.Response:
 Script = list[httpx.Response | Exception]
 
 
+def settings(attempts: int = 4, secret: bool = True, wait: float = 0.0) -> ApiSettings:
+    """API settings for the test domains; ``wait`` seconds of backoff before each retry."""
+    return ApiSettings(
+        sdkappid=1400000001,
+        admin="administrator",
+        base_urls=("https://primary.test", "https://backup.test"),
+        secret_key=Secret("key") if secret else None,
+        usersig=None if secret else Secret("fixed-sig"),
+        rate=10_000,
+        timeout=5,
+        retry=RetryPolicy(attempts=attempts, max_seconds=60, initial_wait=wait, max_wait=wait),
+    )
+
+
 def client_for(
-    script: Script, attempts: int = 4, secret: bool = True
+    script: Script,
+    attempts: int = 4,
+    secret: bool = True,
+    *,
+    wait: float = 0.0,
+    stop: threading.Event | None = None,
 ) -> tuple[FollowClient, list[httpx.Request]]:
     """A client whose transport answers from ``script`` in order, recording requests."""
     seen: list[httpx.Request] = []
@@ -44,16 +73,19 @@ def client_for(
             raise step
         return step
 
-    api = ApiSettings(
-        sdkappid=1400000001,
-        admin="administrator",
-        base_urls=("https://primary.test", "https://backup.test"),
-        secret_key=Secret("key") if secret else None,
-        usersig=None if secret else Secret("fixed-sig"),
-        rate=10_000,
-        timeout=5,
-        retry=RetryPolicy(attempts=attempts, max_seconds=30, initial_wait=0, max_wait=0),
-    )
+    return client_on(httpx.MockTransport(answer), attempts, secret, wait=wait, stop=stop), seen
+
+
+def client_on(
+    transport: httpx.BaseTransport,
+    attempts: int = 4,
+    secret: bool = True,
+    *,
+    wait: float = 0.0,
+    stop: threading.Event | None = None,
+) -> FollowClient:
+    """A client of the test domains on ``transport``."""
+    api = settings(attempts, secret, wait)
     source = UserSigSource(
         sdkappid=api.sdkappid,
         identifier=api.admin,
@@ -61,7 +93,7 @@ def client_for(
         fixed=None if secret else "fixed-sig",
         clock=lambda: 1_700_000_000,
     )
-    return FollowClient(api, source, transport=httpx.MockTransport(answer)), seen
+    return FollowClient(api, source, transport=transport, stop=stop)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +106,6 @@ def client_for(
         fail(60007),
         httpx.Response(502, text="<html>bad gateway</html>"),
         httpx.Response(503),
-        httpx.Response(200, text='{"FollowItem": [{"To_Acc'),
         httpx.ReadTimeout("slow"),
         httpx.ConnectError("refused"),
         httpx.RemoteProtocolError("peer closed"),
@@ -84,9 +115,10 @@ def test_transient_answers_are_retried(transient: httpx.Response | Exception) ->
     """Each transient condition of the reference is retried, then the answer is returned."""
     client, seen = client_for([transient, httpx.Response(200, json=OK)])
     with client:
-        assert client.follow_get("a", 1, "", 100)["ActionStatus"] == "OK"
+        assert client.follow_get("a", 1, "", 100) == Page([], "")
     assert len(seen) == 2
     assert client.retries == 1
+    assert client.malformed == 0
 
 
 @pytest.mark.parametrize(
@@ -249,8 +281,298 @@ def test_rate_limit_answers_slow_the_client_down() -> None:
 
 
 def test_bodies_beyond_orjson_still_parse() -> None:
-    """A valid body with an integer beyond 64 bits is parsed (by json), not retried."""
-    raw = b'{"FollowItem": [], "NextCursor": "", "ActionStatus": "OK", "ErrorCode": 0, "X": '
-    client, seen = client_for([httpx.Response(200, content=raw + str(2**70).encode() + b"}")])
-    assert client.follow_get("a", 1, "", 10)["X"] == 2**70
+    """A page with an integer beyond 64 bits is parsed exactly (by json), not retried."""
+    item = b'{"To_Account": "u", "profile_sequence": ' + str(2**64 + 1).encode() + b"}"
+    raw = b'{"FollowItem": [' + item + b'], "NextCursor": "", "ActionStatus": "OK", "ErrorCode": 0}'
+    client, seen = client_for([httpx.Response(200, content=raw)])
+    sequence = client.follow_get("a", 1, "", 10).items[0]["profile_sequence"]
+    assert sequence == 2**64 + 1
+    assert type(sequence) is int
     assert len(seen) == 1
+
+
+# ---- malformed answers -------------------------------------------------------------------
+
+
+def ok(**fields: object) -> dict[str, object]:
+    """An OK answer with ``fields`` set (None deletes a field)."""
+    body: dict[str, object] = {**OK, **fields}
+    return {name: value for name, value in body.items() if value is not None}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        httpx.Response(200, text="<html><body>Service Unavailable</body></html>"),
+        httpx.Response(200, content=b""),
+        httpx.Response(200, text='{"FollowItem": [{"To_Acc'),
+        httpx.Response(200, json=[1, 2]),
+        httpx.Response(200, json={"ActionStatus": "OK", "ErrorCode": 0}),
+        httpx.Response(200, json=ok(NextCursor=None)),
+        httpx.Response(200, json={**OK, "NextCursor": None}),
+        httpx.Response(200, json=ok(NextCursor=5)),
+        httpx.Response(200, json=ok(FollowItem=None)),
+        httpx.Response(200, json=ok(FollowItem={"To_Account": "b"})),
+        httpx.Response(200, json=ok(FollowItem=[{"FollowTime": 1}])),
+        httpx.Response(200, json=ok(FollowItem=[{"To_Account": 7}])),
+        httpx.Response(200, json=ok(ActionStatus="FAIL")),
+        httpx.Response(200, json=ok(ErrorCode="0")),
+        httpx.Response(200, content=b'{"a": NaN}'),
+        httpx.Response(200, content=b"[" * 100_000 + b"]" * 100_000),
+    ],
+)
+def test_malformed_answers_are_retried_and_counted(bad: httpx.Response) -> None:
+    """HTTP 200 without a usable page is a MalformedAnswer: retried, counted, then the page."""
+    good = ok(FollowItem=[{"To_Account": "b"}], NextCursor="c2")
+    client, seen = client_for([bad, httpx.Response(200, json=good)])
+    with client:
+        page = client.follow_get("a", 1, "", 100)
+    assert page == Page([{"To_Account": "b"}], "c2")
+    assert len(seen) == 2
+    assert (client.malformed, client.retries) == (1, 1)
+    assert client.counters() == {"calls": 2, "retries": 1, "malformed": 1}
+
+
+def test_malformed_answers_use_up_the_attempts_then_raise() -> None:
+    """A service that never answers a page raises MalformedAnswer after the last attempt."""
+    bare = {"ActionStatus": "OK", "ErrorCode": 0}
+    client, seen = client_for([httpx.Response(200, json=bare) for _ in range(3)], attempts=3)
+    with client, pytest.raises(MalformedAnswer, match=r"follow_get a/1: FollowItem is missing"):
+        client.follow_get("a", 1, "", 100)
+    assert len(seen) == 3
+    assert client.malformed == 3
+
+
+def test_a_malformed_answer_is_logged_before_the_retry(caplog: pytest.LogCaptureFixture) -> None:
+    """The retry of a malformed answer is logged like any other, with what was wrong."""
+    client, _ = client_for(
+        [httpx.Response(200, json=ok(NextCursor=None)), httpx.Response(200, json=OK)]
+    )
+    with caplog.at_level(logging.WARNING, logger="etl.client"), client:
+        client.follow_get("a", 1, "", 100)
+    (record,) = caplog.records
+    assert "follow_get a/1: NextCursor is missing or null" in record.getMessage()
+    assert "retry 1" in record.getMessage()
+
+
+def test_follow_get_info_without_follow_info_is_malformed() -> None:
+    """An OK follow_get_info answer without its FollowInfo array is retried; the dict returns."""
+    info = {"ActionStatus": "OK", "ErrorCode": 0, "FollowInfo": [{"To_Account": "a"}]}
+    client, _ = client_for(
+        [httpx.Response(200, json={"ActionStatus": "OK"}), httpx.Response(200, json=info)]
+    )
+    with client:
+        assert client.follow_get_info(["a"]) == info
+    assert client.malformed == 1
+
+
+@pytest.mark.parametrize("kind", MALFORMED_KINDS)
+def test_every_sandbox_malformed_kind_is_retried_until_a_good_page(kind: str) -> None:
+    """Each shape of the sandbox's "malformed" fault is a MalformedAnswer; the retry then
+    gets the real page."""
+    graph = Graph(200, seed=4)
+    faulty = sandbox_transport(
+        graph, faults=1.0, fault_kinds=("malformed",), malformed_kinds=(kind,)
+    )
+    good = sandbox_transport(graph)
+    calls = [0]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls[0] += 1
+        return (faulty if calls[0] <= 2 else good).handle_request(request)
+
+    account = max(graph.accounts, key=lambda a: len(graph.list_ids(a, 1)))
+    with client_on(httpx.MockTransport(answer)) as client:
+        page = client.follow_get(account, 1, "", 5)
+        info = client.follow_get_info([account])
+    assert [item["To_Account"] for item in page.items] == graph.list_ids(account, 1)[:5]
+    assert page.next_cursor
+    assert info["FollowInfo"][0]["FollowerCount"] == len(graph.list_ids(account, 1))
+    assert client.malformed == 2
+    assert calls[0] == 4
+
+
+def sandbox_transport(graph: Graph, **config: Any) -> httpx.MockTransport:
+    """The sandbox's in-process transport, with the client's app credentials."""
+    base = SandboxConfig(sdkappid=1400000001, admin="administrator", secret_key="key")
+    clock = lambda: 1_700_000_000.0  # noqa: E731 - the clock the client's UserSig was made with
+    return Sandbox(graph, dataclasses.replace(base, **config), clock).transport()
+
+
+# ---- the JSON decoder --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"),
+    [
+        (str(2**64 + 1).encode(), 2**64 + 1),
+        (str(-(2**63) - 1).encode(), -(2**63) - 1),
+        (str(2**64 - 1).encode(), 2**64 - 1),
+        (b'"\\ud83d"', "\ud83d"),
+        (b'"a\\u0000b"', "a\x00b"),
+        (b'"\\udc00 low"', "\udc00 low"),
+        (b"1e400", "1e400"),
+        (b"-1e400", "-1e400"),
+        (b'"caf\xc3\xa9"', "caf\u00e9"),
+        (b'"bad \xff byte"', "bad \ufffd byte"),
+        (
+            b'{"n": 12345678901234567890123, "s": "\\ud83d"}',
+            {"n": 12345678901234567890123, "s": "\ud83d"},
+        ),
+    ],
+)
+def test_parse_json_keeps_values_exact(raw: bytes, value: object) -> None:
+    """Integers past 64 bits stay exact, lone surrogates and NUL come through, overflowing
+    floats keep their text, bytes that are not UTF-8 become U+FFFD."""
+    assert parse_json(raw) == value
+    assert type(parse_json(raw)) is type(value)
+
+
+def test_parse_json_keeps_an_integer_too_long_for_int_as_digits() -> None:
+    """A 5000-digit integer (past Python's int-from-text limit) is kept as its digit string."""
+    digits = "7" * 5000
+    assert parse_json(b'{"v": ' + digits.encode() + b"}") == {"v": digits}
+    assert parse_json(b"-" + digits.encode()) == "-" + digits
+
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"   ", b"NaN", b'{"a": Infinity}', b"[1,", b"<html>", b"[" * 5000 + b"]" * 5000]
+)
+def test_parse_json_refuses_what_is_not_json(raw: bytes) -> None:
+    """Empty, truncated, HTML, NaN, and nesting past what Python can hold: MalformedAnswer."""
+    with pytest.raises(MalformedAnswer, match="not JSON"):
+        parse_json(raw)
+
+
+def test_a_hostile_page_decodes_into_a_page() -> None:
+    """A page with a NUL, a lone surrogate and a huge sequence is a page, not retried."""
+    raw = (
+        b'{"FollowItem":[{"To_Account":"evil\\u0000\\ud83d","profile_sequence":'
+        + b"9" * 25
+        + b',"ProfileItem":[{"Tag":"Tag_Profile_IM_Nick","Value":"\\ud83d"}]}],'
+        + b'"NextCursor":"","ActionStatus":"OK","ErrorCode":0}'
+    )
+    client, seen = client_for([httpx.Response(200, content=raw)])
+    with client:
+        (item,) = client.follow_get("a", 1, "", 10).items
+    assert item["To_Account"] == "evil\x00\ud83d"
+    assert item["profile_sequence"] == int("9" * 25)
+    assert item["ProfileItem"][0]["Value"] == "\ud83d"
+    assert len(seen) == 1
+
+
+def test_a_cursor_with_a_lone_surrogate_can_be_sent_back() -> None:
+    """The request body is ASCII JSON, so any cursor the service sent can go back to it."""
+    client, seen = client_for([httpx.Response(200, json=OK)])
+    with client:
+        client.follow_get("a", 1, "c\ud83d\x00", 10)
+    assert seen[0].content.isascii()
+    assert json.loads(seen[0].content)["StartCursor"] == "c\ud83d\x00"
+
+
+# ---- httpx failures ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "error",
+    [httpx.DecodingError, httpx.TooManyRedirects, httpx.RemoteProtocolError, httpx.ReadError],
+)
+def test_httpx_errors_are_transient_and_never_show_the_url(error: type[httpx.RequestError]) -> None:
+    """Any httpx failure is a TransientApiError (retried) whose message has no URL in it."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        raise error(f"failed at {request.url}", request=request)
+
+    client = client_on(httpx.MockTransport(answer), attempts=2)
+    with client, pytest.raises(TransientApiError) as caught:
+        client.follow_get("a", 1, "", 10)
+    assert len(seen) == 2
+    message = str(caught.value)
+    assert error.__name__ in message
+    assert seen[0].url.params["usersig"] not in message
+    assert "http" not in message.replace("HTTP error", "")
+
+
+def test_errors_info_is_made_printable() -> None:
+    """A service's ErrorInfo with control characters or a lone surrogate is one safe line."""
+    body = {"ActionStatus": "FAIL", "ErrorCode": 91234, "ErrorInfo": "bad\nline\ud83d\x00"}
+    client, _ = client_for([httpx.Response(200, content=json.dumps(body).encode())])
+    with client, pytest.raises(FatalApiError) as caught:
+        client.follow_get("a", 1, "", 10)
+    assert str(caught.value) == "follow_get a/1: bad?line?? (91234)"
+
+
+# ---- stop --------------------------------------------------------------------------------
+
+
+def stop_soon(delay: float = 0.1) -> threading.Event:
+    """An event that a timer sets after ``delay`` seconds."""
+    stop = threading.Event()
+    timer = threading.Timer(delay, stop.set)
+    timer.daemon = True
+    timer.start()
+    return stop
+
+
+def test_stop_cuts_a_retry_backoff_short() -> None:
+    """A stop set during a 30 s backoff makes follow_get raise Stopped at once, not retried."""
+    stop = stop_soon()
+    client, seen = client_for([fail(30006), httpx.Response(200, json=OK)], wait=30, stop=stop)
+    started = time.monotonic()
+    with client, pytest.raises(Stopped):
+        client.follow_get("a", 1, "", 10)
+    assert time.monotonic() - started < 0.5
+    assert len(seen) == 1
+
+
+def test_stop_cuts_a_pacing_wait_short() -> None:
+    """A stop set while the pacer holds the next call for 30 s raises Stopped at once."""
+    stop = stop_soon()
+    client, seen = client_for([httpx.Response(200, json=OK)], stop=stop)
+    client.pacer.hold(30)
+    started = time.monotonic()
+    with client, pytest.raises(Stopped):
+        client.follow_get("a", 1, "", 10)
+    assert time.monotonic() - started < 0.5
+    assert seen == []
+
+
+def test_pacer_wait_wakes_on_stop() -> None:
+    """Pacer.wait between two calls 30 s apart raises Stopped as soon as stop is set."""
+    pacer = Pacer(1 / 30, stop=stop_soon())
+    pacer.wait()
+    started = time.monotonic()
+    with pytest.raises(Stopped):
+        pacer.wait()
+    assert time.monotonic() - started < 0.5
+
+
+def test_no_call_starts_once_stop_is_set() -> None:
+    """With stop already set, follow_get raises Stopped without a request."""
+    stop = threading.Event()
+    stop.set()
+    client, seen = client_for([httpx.Response(200, json=OK)], stop=stop)
+    with client, pytest.raises(Stopped):
+        client.follow_get("a", 1, "", 10)
+    assert seen == []
+
+
+def test_interrupt_on_switches_the_event_waits_wake_on() -> None:
+    """After interrupt_on(event), setting that event cuts a backoff short; None undoes it."""
+    client, seen = client_for([fail(30006), httpx.Response(200, json=OK)], wait=30)
+    client.interrupt_on(stop_soon())
+    started = time.monotonic()
+    with client, pytest.raises(Stopped):
+        client.follow_get("a", 1, "", 10)
+    assert time.monotonic() - started < 0.5
+    assert len(seen) == 1
+
+    client, _ = client_for([fail(30006), httpx.Response(200, json=OK)])
+    earlier = threading.Event()
+    client.interrupt_on(earlier)
+    client.interrupt_on(None)
+    earlier.set()
+    with client:
+        assert client.follow_get("a", 1, "", 10) == Page([], "")

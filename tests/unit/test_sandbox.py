@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import socket
 import time
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,9 +15,16 @@ import httpx
 import pytest
 
 from etl import usersig
+from etl.cli import build_parser
+from etl.client import parse_json
+from etl.commands import _sandbox_config
+from etl.errors import MalformedAnswer
 from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
 from etl.sandbox.admin import list_digest
+from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS, MALFORMED_KINDS
 from etl.sandbox.graph import TIME_END, TIME_START
+from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
+from etl.transform import parse_page
 
 NOW = 1_750_000_000
 CONFIG = SandboxConfig()
@@ -651,3 +661,347 @@ def test_server_latency_holds_up_no_other_connection(graph: Graph) -> None:
     assert quick < 0.5
     assert slow_wait >= 0.7
     assert b'"ErrorCode":0' in answer
+
+
+# ---- the ordinary graph is today's ---------------------------------------------------------
+
+
+def fingerprint(graph: Graph) -> str:
+    """A digest of every list (with follow times) and every profile of a graph."""
+    digest = hashlib.sha256()
+    for (account, follow_type), items in sorted(graph.truth(graph.accounts, (1, 2, 3)).items()):
+        digest.update(json.dumps([account, follow_type, sorted(items.items())]).encode())
+    for user in graph.accounts:
+        digest.update(json.dumps(graph.profile(user), sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def test_the_ordinary_graph_is_the_one_earlier_versions_served() -> None:
+    """Without hostile data a graph, its mutations and its answers' bytes are what they were
+    before the hostile options existed (digests taken from that version)."""
+    graph = Graph(300, seed=9, hostile=0.0)
+    assert fingerprint(graph) == "0e4f63bdd45f9b5f"
+    sandbox = Sandbox(graph, CONFIG, clock=FakeClock())
+    account = most_fans(graph)
+    body = json.dumps({"From_Account": account, "FollowType": 1, "WantNum": 1000}).encode()
+    answer = sandbox.handle("POST", FOLLOW_GET, query(), body).body
+    assert hashlib.sha256(answer).hexdigest()[:16] == "ec57b812d1a3f680"
+    graph.mutate(3, delete=2)
+    assert fingerprint(graph) == "7d4275bf06c6c8b6"
+
+
+# ---- hostile data ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Graph:
+    return Graph(600, seed=3, hostile=0.02)
+
+
+def profile_values(graph: Graph, users: list[str]) -> list[tuple[int, dict[str, object]]]:
+    """(sequence, Tag -> Value) of each user."""
+    return [
+        (seq, {str(tag["Tag"]): tag["Value"] for tag in tags})
+        for seq, tags in map(graph.profile, users)
+    ]
+
+
+def test_hostile_share_of_users_get_hostile_profiles(hostile: Graph) -> None:
+    """2% of 600 users carry NUL, lone surrogates, 64-bit-plus and negative sequences, nested
+    tags, integers past 2**64, one 5000-digit integer, one 200,000-character string and
+    control characters."""
+    users = hostile.hostile_users
+    assert len(users) == 12
+    profiles = profile_values(hostile, users)
+    sequences = [seq for seq, _ in profiles]
+    nicks = [str(values["Tag_Profile_IM_Nick"]) for _, values in profiles]
+    assert sum(2**63 < seq < 2**64 for seq in sequences) >= 6
+    assert any(seq > 2**64 for seq in sequences)
+    assert any(seq < 0 for seq in sequences)
+    assert any("\x00" in nick for nick in nicks)
+    assert any("\ud83d" in nick for nick in nicks)
+    assert any("\udc00" in nick for nick in nicks)
+    assert all(values["Tag_Profile_IM_Level"] > 2**64 for _, values in profiles)  # type: ignore[operator]
+    assert all("\x1b" in str(values["Tag_Profile_IM_SelfSignature"]) for _, values in profiles)
+    first = profiles[0][1]
+    assert first["Tag_Profile_Custom_Obj"] == {
+        "a": [1, True, None, {"b": "c"}],
+        "n": 2**70,
+        "f": 0.5,
+    }
+    assert first["Tag_Profile_Custom_Bool"] is True
+    assert first["Tag_Profile_Custom_Null"] is None
+    huge = first["Tag_Profile_Custom_Huge"]
+    assert isinstance(huge, BigNumber)
+    assert len(huge.digits) == 5000
+    assert len(str(profiles[1][1]["Tag_Profile_Custom_Long"])) == 200_000
+
+
+def test_hostile_graph_is_deterministic_and_mutates() -> None:
+    """The same seed gives the same hostile graph; a mutate moves hostile sequences up too."""
+    a, b = Graph(300, seed=4, hostile=0.05), Graph(300, seed=4, hostile=0.05)
+    assert a.hostile_users == b.hostile_users
+    assert profile_values(a, a.hostile_users) == profile_values(b, b.hostile_users)
+    assert a.truth(a.accounts, (1, 2, 3)) == b.truth(b.accounts, (1, 2, 3))
+    before = profile_values(a, a.hostile_users)
+    a.mutate(1, profile=1.0)
+    after = profile_values(a, a.hostile_users)
+    assert all(new[0] > old[0] for new, old in zip(after, before, strict=True))
+
+
+def test_hostile_ids_are_only_in_other_users_lists(hostile: Graph) -> None:
+    """Users with NUL or lone-surrogate ids are fans, follows and mutuals of ordinary users,
+    never accounts, and /sandbox/accounts does not list them."""
+    sandbox = Sandbox(hostile, CONFIG, clock=FakeClock())
+    listed = json.loads(sandbox.handle("GET", "/sandbox/accounts", {}, b"").body)["accounts"]
+    assert listed == hostile.accounts
+    assert len(listed) == 600
+    for evil in HOSTILE_IDS:
+        assert evil not in listed
+        for follow_type in (1, 2, 3):
+            assert any(evil in hostile.list_ids(a, follow_type) for a in listed)
+
+
+def test_hostile_answers_carry_escapes_and_decode_to_the_truth(hostile: Graph) -> None:
+    """A page holding hostile users is UTF-8 with ``\\ud83d`` escapes; decoded exactly, its
+    items are the graph's values (a 5000-digit integer as its digits)."""
+    sandbox = Sandbox(hostile, CONFIG, clock=FakeClock())
+    evil = set(hostile.hostile_users) | set(HOSTILE_IDS)
+    account = next(a for a in hostile.accounts if evil & set(hostile.list_ids(a, 2)))
+    items: list[dict[str, Any]] = []
+    cursor = ""
+    while True:  # one item a page: every cursor is keyed on one (maybe hostile) id
+        body = {"From_Account": account, "FollowType": 2, "WantNum": 1, "StartCursor": cursor}
+        response = sandbox.handle("POST", FOLLOW_GET, query(), json.dumps(body).encode())
+        assert response.body.decode("utf-8")
+        answer = parse_json(response.body)
+        assert answer["ErrorCode"] == 0
+        items.extend(answer["FollowItem"])
+        cursor = answer["NextCursor"]
+        if not cursor:
+            break
+    assert [i["To_Account"] for i in items] == hostile.list_ids(account, 2)
+    for item in items:
+        if item["To_Account"] in evil:
+            seq, tags = hostile.profile(item["To_Account"])
+            assert item["profile_sequence"] == seq
+            assert item["ProfileItem"] == plain(tags)
+
+
+def plain(value: object) -> object:
+    """A graph value as an exact JSON decoder gives it back (BigNumber -> its digits)."""
+    if isinstance(value, BigNumber):
+        return value.digits
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [plain(item) for item in value]
+    return value
+
+
+def test_every_user_of_a_hostile_graph_renders(hostile: Graph) -> None:
+    """warm renders every user (surrogates, the 5000-digit integer): the bytes match a cold
+    sandbox's, and the body carries the surrogate as an escape."""
+    warm, cold = Sandbox(hostile, CONFIG, FakeClock()), Sandbox(hostile, CONFIG, FakeClock())
+    warm.warm()
+    bodies = []
+    for evil in [*hostile.hostile_users[:4], *HOSTILE_IDS]:
+        account = next(a for a in hostile.accounts if evil in hostile.list_ids(a, 1))
+        body = json.dumps({"From_Account": account, "FollowType": 1, "WantNum": 1000}).encode()
+        answer = warm.handle("POST", FOLLOW_GET, query(), body)
+        assert answer == cold.handle("POST", FOLLOW_GET, query(), body)
+        bodies.append(answer.body)
+    assert all(body.decode("utf-8") for body in bodies)
+    assert any(b"\\ud83d" in body for body in bodies)
+    assert any(b"\\u0000" in body for body in bodies)
+
+
+def test_truth_routes_serve_hostile_values_as_ascii_json(hostile: Graph) -> None:
+    """/sandbox/truth is ASCII JSON holding the raw values; truth-digest takes hostile ids."""
+    sandbox = Sandbox(hostile, CONFIG, clock=FakeClock())
+    evil = HOSTILE_IDS[1]
+    account = next(a for a in hostile.accounts if evil in hostile.list_ids(a, 1))
+    response = sandbox.handle("GET", "/sandbox/truth", {"account": account, "type": "1"}, b"")
+    assert response.status == 200
+    assert response.body.isascii()
+    truth = parse_json(response.body)
+    assert truth["items"] == hostile.list_items(account, 1)
+    assert truth["profiles"][evil] == list(hostile.profile(evil))
+    digest = sandbox.handle(
+        "POST", "/sandbox/truth-digest", {}, json.dumps({"accounts": [account]}).encode()
+    )
+    assert digest.status == 200
+    items = hostile.list_items(account, 1)
+    assert parse_json(digest.body)["lists"][f"{account}/1"]["digest"] == list_digest(items.items())
+    huge = hostile.hostile_users[0]  # the 5000-digit integer
+    holder = next(a for a in hostile.accounts if huge in hostile.list_ids(a, 1))
+    response = sandbox.handle("GET", "/sandbox/truth", {"account": holder, "type": "1"}, b"")
+    assert parse_json(response.body)["profiles"][huge] == plain(list(hostile.profile(huge)))
+
+
+def test_hostile_is_a_share() -> None:
+    """hostile outside 0..1 is refused."""
+    with pytest.raises(ValueError, match="hostile"):
+        Graph(10, hostile=1.5)
+
+
+# ---- malformed answers -------------------------------------------------------------------
+
+
+def test_malformed_is_a_fault_kind_but_not_a_default_one() -> None:
+    """faults= alone draws from today's kinds; "malformed" must be asked for."""
+    assert "malformed" in FAULT_KINDS
+    assert "malformed" not in DEFAULT_FAULT_KINDS
+    assert SandboxConfig().fault_kinds == DEFAULT_FAULT_KINDS
+    with pytest.raises(ValueError, match="malformed_kinds"):
+        SandboxConfig(malformed_kinds=("nonsense",))
+
+
+@pytest.mark.parametrize("kind", MALFORMED_KINDS)
+def test_malformed_fault_is_ok_but_not_a_page(graph: Graph, kind: str) -> None:
+    """Each malformed shape is HTTP 200 (ErrorCode 0 where it is JSON) and fails the page
+    contract."""
+    config = SandboxConfig(faults=1.0, fault_kinds=("malformed",), malformed_kinds=(kind,))
+    sandbox = Sandbox(graph, config, clock=FakeClock())
+    body = json.dumps({"From_Account": most_fans(graph), "FollowType": 1, "WantNum": 3})
+    response = sandbox.handle("POST", FOLLOW_GET, query(), body.encode())
+    assert response.status == 200
+    assert sandbox.stats()["by_fault"] == {"malformed": 1}
+    if kind == "html":
+        assert response.content_type == "text/html"
+    if kind not in ("html", "empty"):
+        answer = json.loads(response.body)
+        assert (answer["ActionStatus"], answer["ErrorCode"]) == ("OK", 0)
+    with pytest.raises(MalformedAnswer):
+        parse_page(parse_json(response.body))
+
+
+def test_malformed_follow_get_info_is_bare_html_or_empty(graph: Graph) -> None:
+    """follow_get_info hit by a malformed fault answers OK without FollowInfo, or not JSON."""
+    config = SandboxConfig(faults=1.0, fault_kinds=("malformed",), malformed_kinds=("items-null",))
+    sandbox = Sandbox(graph, config, clock=FakeClock())
+    body = {"From_Account": "user_000001", "To_Account": ["user_000001"]}
+    answer = call(sandbox, body, path="/v4/follow/follow_get_info")
+    assert answer == {"ActionStatus": "OK", "ErrorCode": 0}
+
+
+def test_malformed_faults_follow_the_fault_seed(graph: Graph) -> None:
+    """Two sandboxes with the same fault_seed give the same answers, call for call."""
+    config = SandboxConfig(faults=0.5, fault_kinds=("malformed", "30006"), fault_seed=7)
+    a, b = Sandbox(graph, config, FakeClock()), Sandbox(graph, config, FakeClock())
+    body = json.dumps({"From_Account": most_fans(graph), "FollowType": 1, "WantNum": 2}).encode()
+    first = [a.handle("POST", FOLLOW_GET, query(), body).body for _ in range(40)]
+    assert first == [b.handle("POST", FOLLOW_GET, query(), body).body for _ in range(40)]
+    assert len(set(first)) > 3
+
+
+# ---- looping cursors ---------------------------------------------------------------------
+
+
+def cursors(sandbox: Sandbox, account: str, want: int, calls: int) -> list[str]:
+    """The NextCursor of each of ``calls`` follow_get calls, following the cursors."""
+    seen, cursor = [], ""
+    for _ in range(calls):
+        body = {"From_Account": account, "FollowType": 1, "WantNum": want, "StartCursor": cursor}
+        cursor = call(sandbox, body)["NextCursor"]
+        seen.append(cursor)
+        if not cursor:
+            break
+    return seen
+
+
+@pytest.mark.parametrize("pages", [2, 3, 5])
+def test_loop_account_lists_point_back_at_their_second_page(graph: Graph, pages: int) -> None:
+    """A loop account's last page answers the first page's NextCursor, the same string."""
+    account = most_fans(graph)
+    size = len(graph.list_ids(account, 1))
+    want = -(-size // pages)
+    sandbox = Sandbox(graph, SandboxConfig(loop_accounts=(account,)), clock=FakeClock())
+    seen = cursors(sandbox, account, want, 3 * pages)
+    assert len(seen) == 3 * pages
+    assert seen[pages - 1] == seen[0]
+    assert seen == [seen[i % (pages - 1)] for i in range(len(seen))]
+    assert len(set(seen)) == pages - 1
+
+
+def test_loop_accounts_leave_one_page_lists_and_other_accounts_alone(graph: Graph) -> None:
+    """A one-page list of a loop account ends; other accounts' lists end."""
+    account = most_fans(graph)
+    sandbox = Sandbox(graph, SandboxConfig(loop_accounts=(account,)), clock=FakeClock())
+    assert cursors(sandbox, account, 1000, 5) == [""]
+    other = graph.accounts[0]
+    assert cursors(sandbox, other, 2, 1000)[-1] == ""
+
+
+# ---- outage ------------------------------------------------------------------------------
+
+
+def test_outage_answers_every_call_with_a_status_until_ended(sandbox: Sandbox) -> None:
+    """POST /sandbox/outage {"status": 503} makes every API call a 503; null ends it."""
+    get = json.dumps({"From_Account": "user_000001", "FollowType": 2}).encode()
+    info = json.dumps({"From_Account": "user_000001", "To_Account": ["user_000001"]}).encode()
+    started = sandbox.handle("POST", "/sandbox/outage", {}, b'{"status": 503}')
+    assert json.loads(started.body) == {"outage": {"status": 503}}
+    assert sandbox.handle("POST", FOLLOW_GET, query(), get).status == 503
+    assert sandbox.handle("POST", "/v4/follow/follow_get_info", query(), info).status == 503
+    assert sandbox.handle("GET", FOLLOW_GET, {}, b"").status == 503  # before any check
+    state = json.loads(sandbox.handle("GET", "/sandbox/outage", {}, b"").body)
+    assert state == {"outage": {"status": 503}}
+    ended = sandbox.handle("POST", "/sandbox/outage", {}, b'{"status": null}')
+    assert json.loads(ended.body) == {"outage": None}
+    assert json.loads(sandbox.handle("POST", FOLLOW_GET, query(), get).body)["ErrorCode"] == 0
+    assert sandbox.stats()["by_fault"] == {"outage": 3}
+
+
+def test_outage_with_a_tencent_code(sandbox: Sandbox) -> None:
+    """{"code": 30006} answers every authenticated call with that code; auth errors first."""
+    sandbox.handle("POST", "/sandbox/outage", {}, b'{"code": 30006}')
+    body = {"From_Account": "user_000001", "FollowType": 2}
+    assert call(sandbox, body)["ErrorCode"] == 30006
+    assert call(sandbox, body, query(sdkappid="1400000002"))["ErrorCode"] == 60005
+    sandbox.handle("POST", "/sandbox/outage", {}, b"{}")
+    assert call(sandbox, body)["ErrorCode"] == 0
+
+
+@pytest.mark.parametrize(
+    "bad", [b'{"status": 99}', b'{"status": "503"}', b'{"code": 0}', b'{"status": 503, "code": 1}',
+            b'{"statis": 503}', b"[503]", b"{"],
+)  # fmt: skip
+def test_bad_outage_requests_answer_400(sandbox: Sandbox, bad: bytes) -> None:
+    """An outage that is not one HTTP status or one error code is refused and changes nothing."""
+    assert sandbox.handle("POST", "/sandbox/outage", {}, bad).status == 400
+    assert sandbox.outage is None
+
+
+# ---- the sandbox command's flags ---------------------------------------------------------
+
+
+def sandbox_args(*flags: str) -> argparse.Namespace:
+    return build_parser().parse_args(["sandbox", *flags])
+
+
+def test_sandbox_flags_reach_the_config() -> None:
+    """--fault-kinds, --loop-account and --hostile are parsed and wired into the config."""
+    args = sandbox_args(
+        "--faults", "0.1", "--fault-kinds", "malformed, 30006", "--hostile", "0.05",
+        "--loop-account", "user_000001", "--loop-account", "user_000002",
+    )  # fmt: skip
+    settings = SimpleNamespace(sdkappid=None, secret_key=None, admin="administrator")
+    config = _sandbox_config(settings, args)  # type: ignore[arg-type]
+    assert config.fault_kinds == ("malformed", "30006")
+    assert config.loop_accounts == ("user_000001", "user_000002")
+    assert args.hostile == 0.05
+    assert _sandbox_config(settings, sandbox_args()).fault_kinds == DEFAULT_FAULT_KINDS  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "flags", [("--fault-kinds", "30006,bogus"), ("--fault-kinds", ","), ("--hostile", "2")]
+)
+def test_bad_sandbox_flags_are_usage_errors(
+    flags: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown fault kind or a hostile share past 1 is exit 2 with the choices named."""
+    with pytest.raises(SystemExit) as caught:
+        sandbox_args(*flags)
+    assert caught.value.code == 2
+    assert f"argument {flags[0]}:" in capsys.readouterr().err
