@@ -5,22 +5,40 @@ commit together.
 A batch goes into per-connection temporary staging tables (COPY on PostgreSQL), and set-based
 statements move from there only what changed:
 - an edge is inserted when new, updated only when its follow time changed or it came back;
-- a profile version (user, sequence) already stored is never written again;
-- a list crawled to its end marks the edges it no longer lists removed, touching only those.
+- a profile version (user, sequence) already stored is never written again: the first content
+  stored wins, and a sighting with other content is recorded as a conflict;
+- a list crawled to its end marks the edges it no longer lists removed, touching only those;
+- items that cannot be stored (see etl.transform) are recorded in quarantined_items, once per
+  run, list and item.
 Edge changes on lists with a baseline (crawled completely before) become follow_edge_events.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
-from etl.schema import Timestamp
-from etl.transform import PROFILE_ROW, ProfileRow
+from etl.schema import ProfileSequence, Timestamp, quarantined_items, sqlite_sequence
+from etl.transform import (
+    CONFLICT,
+    PROFILE_ROW,
+    UNSTORABLE,
+    KnownProfiles,
+    PageRows,
+    Profile,
+    ProfileKey,
+    ProfileRow,
+    Quarantined,
+    conflict,
+)
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, int]  # (account, follow_type): one list
 
@@ -52,6 +70,8 @@ class Written:
     edges_removed: int = 0
     events: int = 0
     recrawl: list[Key] = field(default_factory=list)  # lists whose sync_seen was lost
+    quarantined: int = 0  # items newly recorded as unstorable
+    conflicts: int = 0  # profile sightings newly recorded as conflicts
 
 
 _STAGE_DDL = (
@@ -63,10 +83,11 @@ _STAGE_DDL = (
         account TEXT NOT NULL, follow_type SMALLINT NOT NULL,
         PRIMARY KEY (account, follow_type)){suffix}""",
     """CREATE TEMPORARY TABLE IF NOT EXISTS stage_profiles (
-        user_id TEXT NOT NULL, profile_sequence BIGINT NOT NULL,
+        user_id TEXT NOT NULL, profile_sequence {sequence} NOT NULL,
         nick TEXT, gender TEXT, birthday BIGINT, location TEXT, self_signature TEXT,
         allow_type TEXT, language BIGINT, image TEXT, msg_settings BIGINT,
         admin_forbid_type TEXT, level BIGINT, role BIGINT, tags TEXT NOT NULL,
+        tags_raw TEXT, content_digest TEXT NOT NULL,
         PRIMARY KEY (user_id, profile_sequence)){suffix}""",
 )
 _STAGES = ("stage_edges", "stage_lists", "stage_profiles")
@@ -75,12 +96,23 @@ _STAGES = ("stage_edges", "stage_lists", "stage_profiles")
 _SQL = {
     "postgresql": {
         "suffix": " ON COMMIT DELETE ROWS",
+        "sequence": "NUMERIC(20, 0)",
+        # Rows stored before revision 0003 have no digest: their tags are compared instead.
+        "legacy_differs": "s.tags_raw IS NOT NULL OR p.tags <> CAST(s.tags AS jsonb)",
         "time": "to_timestamp(s.follow_time)",
         "differs": "IS DISTINCT FROM",
         "tags": "CAST(s.tags AS jsonb)",
     },
     "sqlite": {
         "suffix": "",
+        "sequence": "BIGINT",  # above 2**63-1 the 'u'-text of etl.schema.sqlite_sequence
+        "legacy_differs": (
+            "s.tags_raw IS NOT NULL"
+            " OR EXISTS (SELECT key, type, value FROM json_each(p.tags)"
+            " EXCEPT SELECT key, type, value FROM json_each(s.tags))"
+            " OR EXISTS (SELECT key, type, value FROM json_each(s.tags)"
+            " EXCEPT SELECT key, type, value FROM json_each(p.tags))"
+        ),
         # SQLAlchemy's text form of a SQLite DateTime, so stored and staged values compare.
         "time": "(datetime(s.follow_time, 'unixepoch') || '.000000')",
         "differs": "IS NOT",
@@ -212,6 +244,43 @@ ORDER BY s.user_id, s.profile_sequence
 ON CONFLICT DO NOTHING
 """
 
+# Staged versions stored with other content. Run after the insert: a concurrent writer's row of
+# the same version is committed by then (the insert waited for it), so a second content is
+# caught whichever process stored first.
+_DIFFERS = """CASE WHEN p.content_digest IS NULL THEN ({legacy_differs})
+               ELSE p.content_digest <> s.content_digest END"""
+_CONFLICTS = """
+SELECT s.user_id, s.profile_sequence, p.content_digest
+FROM stage_profiles s
+JOIN profile_snapshots p ON p.user_id = s.user_id AND p.profile_sequence = s.profile_sequence
+WHERE {differs}
+"""
+
+# PostgreSQL: the insert and the conflict check in one statement, one join of the stage with
+# profile_snapshots (a batch of new versions can make the planner scan the whole table). A last
+# row with found = false says a concurrent writer stored some of these versions while this one
+# inserted (ON CONFLICT skipped them): this statement cannot see those rows, _CONFLICTS can.
+# (Counts, not an anti-join with "inserted": its estimate was high enough to JIT-compile.)
+_INSERT_PROFILES_PG = """
+WITH s AS (
+    SELECT s.*, p.content_digest AS stored_digest, p.user_id IS NOT NULL AS found,
+           p.user_id IS NOT NULL AND {differs} AS differs
+    FROM stage_profiles s
+    LEFT JOIN profile_snapshots p
+      ON p.user_id = s.user_id AND p.profile_sequence = s.profile_sequence
+), inserted AS (
+    INSERT INTO profile_snapshots ({columns}, first_seen_at, run_id)
+    SELECT {staged}, :now, :run_id FROM s WHERE NOT s.found
+    ORDER BY s.user_id, s.profile_sequence
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT s.user_id, s.profile_sequence, s.stored_digest, true AS found FROM s WHERE s.differs
+UNION ALL
+SELECT NULL, NULL, NULL, false
+WHERE (SELECT count(*) FROM inserted) < (SELECT count(*) FROM s WHERE NOT s.found)
+"""
+
 
 def _text(sql: str) -> sa.TextClause:
     return sa.text(sql).bindparams(sa.bindparam("now", type_=Timestamp))
@@ -224,11 +293,34 @@ class Loader:
         self.dialect = dialect
         self.pg = dialect == "postgresql"
         sql = _SQL["postgresql" if self.pg else "sqlite"]
-        self._ddl = [ddl.format(suffix=sql["suffix"]) for ddl in _STAGE_DDL]
+        self._ddl = [ddl.format(**sql) for ddl in _STAGE_DDL]
         self._upsert = _text(_UPSERT_EDGES.format(time=sql["time"], differs=sql["differs"]))
         staged = ", ".join(sql["tags"] if c == "tags" else f"s.{c}" for c in PROFILE_ROW)
         self._profiles = _text(_INSERT_PROFILES.format(columns=_PROFILE_COLUMNS, staged=staged))
+        differs = _DIFFERS.format(legacy_differs=sql["legacy_differs"])
+        self._profiles_pg = _text(
+            _INSERT_PROFILES_PG.format(columns=_PROFILE_COLUMNS, staged=staged, differs=differs)
+        ).columns(
+            sa.column("user_id", sa.String),
+            sa.column("profile_sequence", ProfileSequence()),
+            sa.column("stored_digest", sa.String),
+            sa.column("found", sa.Boolean),
+        )
         self._removed_events = _text(_REMOVED_EVENTS.format(removed=_REMOVED))
+        self._conflicts = sa.text(_CONFLICTS.format(differs=differs)).columns(
+            sa.column("user_id", sa.String),
+            sa.column("profile_sequence", ProfileSequence()),
+            sa.column("content_digest", sa.String),
+        )
+        insert = postgresql.insert if self.pg else sqlite.insert
+        q = quarantined_items.c
+        self._quarantine = (
+            insert(quarantined_items)
+            .on_conflict_do_nothing(
+                index_elements=[q.run_id, q.account, q.follow_type, q.item_digest]
+            )
+            .returning(q.kind)
+        )
         self._connections: set[int] = set()
 
     def prepare(self, conn: sa.Connection) -> None:
@@ -247,10 +339,15 @@ class Loader:
         conn: sa.Connection,
         run_id: int,
         parts: Sequence[ListPart],
-        profiles: Sequence[ProfileRow],
+        pages: Sequence[tuple[Key, PageRows]],
         now: datetime,
+        *,
+        known: KnownProfiles | None = None,
     ) -> Written:
-        """Store a batch: edges, removals and events of ``parts``, and new ``profiles``."""
+        """Store a batch: edges, removals and events of ``parts``; the profile versions of
+        ``pages`` (every page of the batch, in order, held or not: profiles are facts about
+        users) and their conflicts; the unstorable items of the pages of ``parts``' lists.
+        ``known`` (the fetchers' cache) learns what is stored for each version staged."""
         self.prepare(conn)
         params = {"run_id": run_id, "now": now}
         written = Written()
@@ -283,10 +380,101 @@ class Loader:
             conn.execute(_text(_BASELINES), params)
             if any(p.had_seen for p in complete):
                 conn.execute(sa.text(_FORGET_SEEN), {"run_id": run_id})
-        if profiles:
-            self._stage(conn, "stage_profiles", PROFILE_ROW, profiles)
-            conn.execute(self._profiles, params)
+        held = {p.key for p in parts}
+        records = [(key, q) for key, rows in pages if key in held for q in rows.quarantined]
+        records += self._write_profiles(conn, pages, params, known)
+        if records:
+            self._record(conn, run_id, records, now, written)
         return written
+
+    def _write_profiles(
+        self,
+        conn: sa.Connection,
+        pages: Sequence[tuple[Key, PageRows]],
+        params: dict[str, Any],
+        known: KnownProfiles | None,
+    ) -> list[tuple[Key, Quarantined]]:
+        """Insert the batch's new profile versions; return the conflicts: sightings of a
+        version with other content than the one stored first (first in batch order, here)."""
+        first: dict[ProfileKey, tuple[Key, Profile]] = {}
+        again: list[tuple[Key, Profile]] = []
+        for list_key, rows in pages:
+            for profile in rows.profiles:
+                if first.setdefault(profile.key, (list_key, profile))[1] is not profile:
+                    again.append((list_key, profile))
+        if not first:
+            return []
+        staged: list[ProfileRow] = [profile.row for _, profile in first.values()]
+        if not self.pg:
+            staged = [(row[0], sqlite_sequence(row[1]), *row[2:]) for row in staged]
+        self._stage(conn, "stage_profiles", PROFILE_ROW, staged)
+        stored = self._insert_profiles(conn, params)
+        found: list[tuple[Key, Quarantined]] = []
+        for key, (list_key, profile) in first.items():
+            if key in stored:
+                found.append((list_key, conflict(profile)))
+                if known is not None:
+                    known.settle(key, stored[key])
+            elif known is not None:
+                known.remember(key, profile.mark)
+        for list_key, profile in again:
+            if profile.digest != stored.get(profile.key, first[profile.key][1].digest):
+                found.append((list_key, conflict(profile)))
+        return found
+
+    def _insert_profiles(
+        self, conn: sa.Connection, params: dict[str, Any]
+    ) -> dict[ProfileKey, str | None]:
+        """Insert the staged versions not stored yet; return the stored digest (None: a row
+        from before revision 0003) of those stored with other content."""
+        raced = False
+        stored: dict[ProfileKey, str | None] = {}
+        if self.pg:
+            for user, sequence, digest, found in conn.execute(self._profiles_pg, params):
+                if found:
+                    stored[(user, sequence)] = digest
+                else:
+                    raced = True
+        else:
+            conn.execute(self._profiles, params)
+        if raced or not self.pg:
+            for user, sequence, digest in conn.execute(self._conflicts):
+                stored[(user, sequence)] = digest
+        return stored
+
+    def _record(
+        self,
+        conn: sa.Connection,
+        run_id: int,
+        records: Sequence[tuple[Key, Quarantined]],
+        now: datetime,
+        written: Written,
+    ) -> None:
+        """Add quarantined items; those this run already has for the same list are skipped."""
+        rows = {
+            (key, q.item_digest): {
+                "run_id": run_id,
+                "account": key[0],
+                "follow_type": key[1],
+                "to_account": q.to_account,
+                "kind": q.kind,
+                "reason": q.reason,
+                "item": q.item,
+                "item_digest": q.item_digest,
+                "observed_at": now,
+            }
+            for key, q in records
+        }
+        kinds = conn.execute(self._quarantine, list(rows.values())).scalars().all()
+        written.quarantined += kinds.count(UNSTORABLE)
+        written.conflicts += kinds.count(CONFLICT)
+        if kinds:  # the run's summary gives the totals; this says when
+            log.info(
+                "quarantined %d items that cannot be stored and %d profile conflicts "
+                "(`status` lists them)",
+                written.quarantined,
+                written.conflicts,
+            )
 
     def _analyze(self, conn: sa.Connection, table: str) -> None:
         """Temporary tables get no statistics from autovacuum; without them the planner joins
@@ -447,3 +635,48 @@ def forget_seen(conn: sa.Connection, run_id: int, keys: Sequence[Key]) -> None:
             ),
             [{"run_id": run_id, **_key(key)} for key in keys],
         )
+
+
+def quarantine_summary(conn: sa.Connection, run_id: int, samples: int = 5) -> dict[str, Any]:
+    """What a run quarantined: counts by kind and by reason, and the newest few records
+    (without their item: ``SELECT item FROM quarantined_items WHERE id = ...`` has it)."""
+    q = quarantined_items.c
+    count = sa.func.count().label("count")
+    reasons = conn.execute(
+        sa.select(q.kind, q.reason, count)
+        .where(q.run_id == run_id)
+        .group_by(q.kind, q.reason)
+        .order_by(count.desc(), q.kind, q.reason)
+    ).all()
+    newest = conn.execute(
+        sa.select(q.id, q.account, q.follow_type, q.to_account, q.kind, q.reason, q.observed_at)
+        .where(q.run_id == run_id)
+        .order_by(q.id.desc())
+        .limit(samples)
+    ).all()
+    by_kind = {UNSTORABLE: 0, CONFLICT: 0}
+    for kind, _, n in reasons:
+        by_kind[kind] = by_kind.get(kind, 0) + int(n)
+    return {
+        "total": sum(by_kind.values()),
+        "by_kind": by_kind,
+        "by_reason": [{"kind": k, "reason": r, "count": int(n)} for k, r, n in reasons],
+        "samples": [
+            {
+                "id": int(row.id),
+                "account": row.account,
+                "follow_type": int(row.follow_type),
+                "to_account": row.to_account,
+                "kind": row.kind,
+                "reason": row.reason,
+                "observed_at": _iso(row.observed_at),
+            }
+            for row in newest
+        ],
+    }
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:  # SQLite keeps no zone; follow-etl always writes UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()

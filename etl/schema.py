@@ -6,11 +6,57 @@ not compare views, and the migrations are the single schema authority.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
+
+_SQLITE_INTEGER_MAX = 2**63 - 1
+
+
+def sqlite_sequence(value: int) -> int | str:
+    """A profile_sequence as SQLite stores it: an INTEGER up to 2**63-1, above that the TEXT
+    'u' + 20 digits (non-numeric, so INTEGER affinity leaves it alone; TEXT sorts after every
+    INTEGER and fixed width sorts among itself, so MAX() still finds the newest version)."""
+    return value if value <= _SQLITE_INTEGER_MAX else f"u{value:020d}"
+
+
+class ProfileSequence(sa.types.TypeDecorator[int]):
+    """profile_sequence, exact for 0 .. 2**64-1: NUMERIC(20, 0) on PostgreSQL, and on SQLite
+    the BIGINT column with :func:`sqlite_sequence` above 2**63-1. Reads back as int."""
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        """NUMERIC(20, 0) on PostgreSQL; BIGINT elsewhere."""
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(sa.Numeric(20, 0))
+        return dialect.type_descriptor(sa.BigInteger())
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        """Encode values past SQLite's INTEGER range."""
+        if value is None or dialect.name == "postgresql":
+            return value
+        return sqlite_sequence(int(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
+        """Decimal (PostgreSQL) or 'u'-text (SQLite) back to int."""
+        return decode_sequence(value)
+
+
+def decode_sequence(value: Any) -> int | None:
+    """A profile_sequence as a driver returns it (int, Decimal, or SQLite's 'u'-text) as int."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return int(value[1:] if value.startswith("u") else value)
+    return int(value)  # int, or Decimal from NUMERIC
+
 
 metadata = sa.MetaData(
     naming_convention={
@@ -23,6 +69,11 @@ metadata = sa.MetaData(
 )
 
 Timestamp = sa.DateTime(timezone=True)
+TAGS_RAW_COMMENT = "the exact ProfileItem (ASCII JSON) when storing it changed anything, else null"
+CONTENT_DIGEST_COMMENT = (
+    "digest of tags and tags_raw; the same version seen with another is a conflict "
+    "(null: stored before revision 0003)"
+)
 JsonDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 follow_edges = sa.Table(
@@ -49,7 +100,7 @@ profile_snapshots = sa.Table(
     "profile_snapshots",
     metadata,
     sa.Column("user_id", sa.String, primary_key=True),
-    sa.Column("profile_sequence", sa.BigInteger, primary_key=True),
+    sa.Column("profile_sequence", ProfileSequence(), primary_key=True),
     sa.Column("nick", sa.Text),
     sa.Column("gender", sa.Text),
     sa.Column("birthday", sa.BigInteger),
@@ -65,6 +116,8 @@ profile_snapshots = sa.Table(
     sa.Column("tags", JsonDoc, nullable=False, comment="every Tag -> Value as returned"),
     sa.Column("first_seen_at", Timestamp, nullable=False),
     sa.Column("run_id", sa.Integer, nullable=True, comment="the run that first saw this version"),
+    sa.Column("tags_raw", sa.Text, nullable=True, comment=TAGS_RAW_COMMENT),
+    sa.Column("content_digest", sa.Text, nullable=True, comment=CONTENT_DIGEST_COMMENT),
 )
 
 sync_runs = sa.Table(
@@ -160,6 +213,12 @@ sync_workers = sa.Table(
     sa.Column("calls", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("pages", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column(
+        "pid_ns",
+        sa.String,
+        nullable=True,
+        comment="the process's PID namespace: pids compare only within one",
+    ),
     sa.CheckConstraint("role IN ('sync', 'worker')", name="role"),
     sa.Index(
         "uq_sync_workers_job_sync",
@@ -200,4 +259,34 @@ follow_edge_events = sa.Table(
     sa.CheckConstraint("event IN ('added', 'removed')", name="event"),
     sa.Index(None, "account", "observed_at"),
     sa.Index(None, "observed_at"),
+)
+
+# Items of well-formed pages that could not be stored as they are (kind 'unstorable': a
+# To_Account that cannot be a key, or a profile that cannot be), and profile versions seen
+# again with other content than the one stored first (kind 'conflict'). Once per run, list and
+# item: a replayed or resumed batch adds nothing twice.
+quarantined_items = sa.Table(
+    "quarantined_items",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("account", sa.String, nullable=False),
+    sa.Column("follow_type", sa.SmallInteger, nullable=False),
+    sa.Column(
+        "to_account", sa.Text, nullable=True, comment="as text can hold it, cut at 256 characters"
+    ),
+    sa.Column("kind", sa.String, nullable=False, comment="unstorable or conflict"),
+    sa.Column("reason", sa.Text, nullable=False, comment="the field, and what is wrong with it"),
+    sa.Column(
+        "item", sa.Text, nullable=False, comment="the FollowItem as ASCII JSON, cut at 64 KiB"
+    ),
+    sa.Column("item_digest", sa.String, nullable=False, comment="of the whole item JSON"),
+    sa.Column("observed_at", Timestamp, nullable=False),
+    sa.CheckConstraint("kind IN ('unstorable', 'conflict')", name="kind"),
+    sa.UniqueConstraint("run_id", "account", "follow_type", "item_digest"),
 )

@@ -18,6 +18,7 @@ TABLES = {
     "sync_workers",
     "follow_lists",
     "follow_edge_events",
+    "quarantined_items",
 }
 VIEWS = {
     "current_follow_edges",
@@ -80,3 +81,34 @@ def test_current_profiles_picks_the_highest_sequence(engine: sa.Engine) -> None:
             sa.text("SELECT user_id, profile_sequence, nick FROM current_profiles")
         ).all()
     assert [tuple(row) for row in current] == [("u", 10, "n10")]
+
+
+def test_0003_keeps_the_rows_of_a_0002_store(db_url: URL) -> None:
+    """Upgrading a store with profiles keeps them (their sequence now NUMERIC on PostgreSQL,
+    no digest yet) and current_profiles gains the new columns; downgrading keeps them too."""
+    engine = db.make_engine(db_url)
+    try:
+        db.upgrade(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO profile_snapshots (user_id, profile_sequence, nick, tags, "
+                    "first_seen_at) VALUES ('u', 9223372036854775807, 'n', "
+                    """'{"Tag_Profile_IM_Nick": "n"}', CURRENT_TIMESTAMP)"""
+                )
+            )
+        db.upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT profile_sequence, nick, tags_raw, content_digest FROM current_profiles"
+                )
+            ).one()
+        assert tuple(row) == (2**63 - 1, "n", None, None)
+        db.downgrade(engine, "0002")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT profile_sequence FROM current_profiles")).all() == [
+                (2**63 - 1,)
+            ]
+    finally:
+        engine.dispose()
