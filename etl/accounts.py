@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TextIO
@@ -101,10 +102,11 @@ def read_accounts(source: str, stdin: TextIO | None = None) -> list[str]:
 
 
 def check_account(account: str, where: str) -> None:
-    """Refuse what cannot be a UserID (empty, whitespace inside, over 32 bytes)."""
+    """Refuse what cannot be a UserID (empty, whitespace or a control character such as NUL
+    inside, over 32 bytes)."""
     if (
         not account
-        or any(ch.isspace() for ch in account)
-        or len(account.encode()) > MAX_USERID_BYTES
+        or any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cs") for ch in account)
+        or len(account.encode("utf-8", "surrogatepass")) > MAX_USERID_BYTES
     ):
         raise UsageError(f"{where}: not a UserID: {account[:40]!r}")

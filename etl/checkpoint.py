@@ -13,9 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import workers
+from etl import load, workers
 from etl.load import Key, ListPart
-from etl.schema import follow_lists, sync_checkpoints, sync_runs, sync_seen, sync_workers
+from etl.schema import follow_lists, sync_checkpoints, sync_runs, sync_seen
 
 STATUSES = ("pending", "running", "done", "skipped", "failed")
 MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
@@ -137,15 +137,18 @@ def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> None:
 
 
 # One statement: pick free lists without waiting for other claimers, lease them, and say which
-# have a baseline. Fixed text, so psycopg prepares it once.
+# have a baseline. Liveness by the server's clock. Fixed text, so psycopg prepares it once.
 _CLAIM_PG = sa.text(f"""
 UPDATE sync_checkpoints c SET lease_owner = :owner
 FROM (
     SELECT account, follow_type FROM sync_checkpoints
     WHERE run_id = :run_id
-      AND (status IN ('pending', 'running') OR (status = 'failed' AND failures < {MAX_FAILURES}))
+      AND (status IN ('pending', 'running')
+           OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before))
       AND (lease_owner IS NULL
-           OR lease_owner NOT IN (SELECT id FROM sync_workers WHERE expires_at > :now))
+           OR (lease_owner <> :owner
+               AND lease_owner NOT IN (SELECT id FROM sync_workers
+                                       WHERE expires_at > statement_timestamp())))
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ) AS free
@@ -153,35 +156,38 @@ WHERE c.run_id = :run_id AND c.account = free.account AND c.follow_type = free.f
 RETURNING c.account, c.follow_type, c.cursor, c.seen,
     EXISTS (SELECT 1 FROM follow_lists l
             WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline
-""").bindparams(sa.bindparam("now", type_=sync_workers.c.expires_at.type))
+""").bindparams(sa.bindparam("failed_before", type_=sync_checkpoints.c.updated_at.type))
 
 
 def claim(
-    conn: sa.Connection, run_id: int, owner: str, limit: int, now: datetime
+    conn: sa.Connection, run_id: int, owner: str, limit: int, failed_before: datetime
 ) -> list[ListState]:
-    """Lease up to ``limit`` open lists nobody live holds to ``owner``.
+    """Lease up to ``limit`` open lists nobody live holds to ``owner``. Never its own: a
+    process that was taken for dead must not take its own lists twice.
 
+    A list that failed is claimed only if it failed before ``failed_before`` (when this process
+    began crawling): the process that failed a list leaves it to the next sync.
     On PostgreSQL, FOR UPDATE SKIP LOCKED lets workers claim at the same time without waiting
     for each other or taking the same list; a lease is void once its owner stops heartbeating.
     """
     if conn.dialect.name == "postgresql":
-        rows = conn.execute(
-            _CLAIM_PG, {"run_id": run_id, "owner": owner, "limit": limit, "now": now}
-        ).all()
+        params = {"run_id": run_id, "owner": owner, "limit": limit, "failed_before": failed_before}
+        rows = conn.execute(_CLAIM_PG, params).all()
         return [
             ListState(r.account, r.follow_type, r.cursor, int(r.seen), bool(r.baseline))
             for r in rows
         ]
-    live = sa.select(sync_workers.c.id).where(sync_workers.c.expires_at > now)
     free = (
         sa.select(ck.account, ck.follow_type)
         .where(
             ck.run_id == run_id,
-            _open(),
-            sa.or_(ck.lease_owner.is_(None), ck.lease_owner.not_in(live)),
+            _open(failed_before),
+            sa.or_(
+                ck.lease_owner.is_(None),
+                sa.and_(ck.lease_owner != owner, ck.lease_owner.not_in(workers.live_ids(conn))),
+            ),
         )
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
     rows = conn.execute(
         sa.update(sync_checkpoints)
@@ -206,18 +212,38 @@ def claim(
     return states
 
 
-def open_elsewhere(conn: sa.Connection, run_id: int, owner: str, now: datetime) -> int:
+def open_elsewhere(conn: sa.Connection, run_id: int, owner: str) -> int:
     """Open lists of the run leased by another live process (which may yet die and free them)."""
-    live = sa.select(sync_workers.c.id).where(
-        sync_workers.c.expires_at > now, sync_workers.c.id != owner
-    )
+    others = workers.live_ids(conn).where(workers.w.id != owner)
     return int(
         conn.execute(
             sa.select(sa.func.count())
             .select_from(sync_checkpoints)
-            .where(ck.run_id == run_id, _open(), ck.lease_owner.in_(live))
+            .where(ck.run_id == run_id, _open(), ck.lease_owner.in_(others))
         ).scalar_one()
     )
+
+
+def hold(conn: sa.Connection, run_id: int, owner: str, keys: Iterable[Key]) -> set[Key]:
+    """The lists among ``keys`` that ``owner`` still holds, locked until the transaction ends.
+
+    The one lease check: a batch calls it first and writes only the lists it returns. The row
+    locks keep any claimer (SKIP LOCKED) off them until the batch commits, so a lease cannot
+    lapse between this check and the writes it guards.
+    """
+    wanted = list(keys)
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        sa.select(ck.account, ck.follow_type)
+        .where(
+            ck.run_id == run_id,
+            ck.lease_owner == owner,
+            sa.tuple_(ck.account, ck.follow_type).in_(wanted),
+        )
+        .with_for_update()
+    )
+    return {(account, follow_type) for account, follow_type in rows}
 
 
 def release(conn: sa.Connection, run_id: int, owner: str) -> None:
@@ -245,31 +271,18 @@ FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]), CAST(:cursors
             CAST(:restarted AS bool[]))
      AS v(account, follow_type, cursor, pages, items, complete, restarted)
 WHERE c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
-  AND c.lease_owner = :owner
-RETURNING c.account, c.follow_type
 """).bindparams(sa.bindparam("now", type_=sync_checkpoints.c.updated_at.type))
 
 
-def advance(
-    conn: sa.Connection,
-    run_id: int,
-    owner: str,
-    parts: Sequence[ListPart],
-    now: datetime,
-) -> set[Key]:
-    """Move the cursors of a batch's lists on, where ``owner`` still holds the lease.
-
-    Returns the lists it moved: a list missing from the answer was taken over by another
-    worker (this one's lease lapsed), and its rows must not be written.
-    """
+def advance(conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: datetime) -> None:
+    """Move the cursors of a batch's lists on (lists the batch holds: see ``hold``)."""
     if not parts:
-        return set()
+        return
     if conn.dialect.name == "postgresql":
-        rows = conn.execute(
+        conn.execute(
             _ADVANCE_PG,
             {
                 "run_id": run_id,
-                "owner": owner,
                 "now": now,
                 "accounts": [p.account for p in parts],
                 "types": [p.follow_type for p in parts],
@@ -280,8 +293,7 @@ def advance(
                 "restarted": [p.restarted for p in parts],
             },
         )
-        return {(a, t) for a, t in rows}
-    moved: set[Key] = set()
+        return
     for p in parts:
         values: dict[str, Any] = {
             "cursor": p.next_cursor,
@@ -296,14 +308,11 @@ def advance(
         if p.restarted:
             # The list began again from "": what was counted before no longer describes it.
             values.update(pages=p.pages, items=len(p.edges), restarts=ck.restarts + 1, seen=0)
-        result = conn.execute(
+        conn.execute(
             sa.update(sync_checkpoints)
-            .where(*_where(run_id, p.account, p.follow_type), ck.lease_owner == owner)
+            .where(*_where(run_id, p.account, p.follow_type))
             .values(values)
         )
-        if result.rowcount:
-            moved.add(p.key)
-    return moved
 
 
 def recrawl(conn: sa.Connection, run_id: int, keys: Sequence[Key], now: datetime) -> None:
@@ -331,12 +340,13 @@ def recrawl(conn: sa.Connection, run_id: int, keys: Sequence[Key], now: datetime
         )
 
 
-def _open() -> sa.ColumnElement[bool]:
-    """Lists a run still has to crawl: not started, half done, or failed fewer than 3 times."""
-    return sa.or_(
-        ck.status.in_(("pending", "running")),
-        sa.and_(ck.status == "failed", ck.failures < MAX_FAILURES),
-    )
+def _open(failed_before: datetime | None = None) -> sa.ColumnElement[bool]:
+    """Lists a run still has to crawl: not started, half done, or failed fewer than 3 times
+    (and, with ``failed_before``, before that time)."""
+    failed = sa.and_(ck.status == "failed", ck.failures < MAX_FAILURES)
+    if failed_before is not None:
+        failed = sa.and_(failed, ck.updated_at < failed_before)
+    return sa.or_(ck.status.in_(("pending", "running")), failed)
 
 
 def _where(run_id: int, account: str, follow_type: int) -> Sequence[sa.ColumnElement[bool]]:
@@ -346,38 +356,29 @@ def _where(run_id: int, account: str, follow_type: int) -> Sequence[sa.ColumnEle
 def settle(
     conn: sa.Connection,
     run_id: int,
-    account: str,
-    follow_type: int,
+    key: Key,
     *,
-    status: str,
+    status: str | None,
+    failures: str,
     error: str | None,
     now: datetime,
-    give_up: bool = False,
 ) -> None:
-    """End a list without a last page: ``skipped`` (no such account) or ``failed``.
+    """End this process's work on a list and give its lease back (see etl.crawl.outcome).
 
-    A failed list is tried again by the next sync of the run, unless ``give_up`` (the same
-    request would get the same answer) or it has now failed MAX_FAILURES times.
+    ``status`` None leaves it as it is; ``failures`` is "keep", "add" (the next sync tries it
+    again, until MAX_FAILURES) or "give_up" (the same request would get the same answer).
+    ``error`` None leaves last_error as it is.
     """
-    values: dict[str, Any] = {"status": status, "last_error": error, "updated_at": now}
-    if status == "skipped":
-        values["lease_owner"] = None
-    if status == "failed":
-        values["failures"] = MAX_FAILURES if give_up else ck.failures + 1
-    conn.execute(
-        sa.update(sync_checkpoints).where(*_where(run_id, account, follow_type)).values(values)
-    )
-
-
-def note_error(
-    conn: sa.Connection, run_id: int, account: str, follow_type: int, error: str
-) -> None:
-    """Record an error that stopped the run on this list, leaving its status as it is."""
-    conn.execute(
-        sa.update(sync_checkpoints)
-        .where(*_where(run_id, account, follow_type))
-        .values(last_error=error)
-    )
+    values: dict[str, Any] = {"lease_owner": None, "updated_at": now}
+    if status is not None:
+        values["status"] = status
+    if error is not None:
+        values["last_error"] = error
+    if failures == "add":
+        values["failures"] = ck.failures + 1
+    elif failures == "give_up":
+        values["failures"] = MAX_FAILURES
+    conn.execute(sa.update(sync_checkpoints).where(*_where(run_id, *key)).values(values))
 
 
 def counts(conn: sa.Connection, run_id: int) -> dict[str, int]:
@@ -472,11 +473,6 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
     if run is None:
         return {"job": job, "run": None}
     lists = counts(conn, run.id)
-    now = (
-        conn.execute(sa.select(sa.func.now())).scalar_one()
-        if conn.dialect.name == "postgresql"
-        else datetime.now(UTC)
-    )
     live = [
         {
             "id": w["id"],
@@ -488,7 +484,7 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
             "calls": int(w["calls"]),
             "items": int(w["items"]),
         }
-        for w in workers.live(conn, run.id, now)
+        for w in workers.live(conn, run.id)
     ]
     return {
         "job": job,
@@ -508,6 +504,7 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
             "requests": run.requests,
             "edges_removed": run.edges_removed,
             "errors": errors(conn, run.id),
+            "quarantined": load.quarantine_summary(conn, run.id),
             "workers": live,
         },
     }

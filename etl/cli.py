@@ -23,9 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-import sqlalchemy as sa
-
-from etl import __version__
+from etl import __version__, db
 from etl.commands import (
     cmd_demo,
     cmd_migrate,
@@ -38,7 +36,7 @@ from etl.commands import (
     cmd_worker,
 )
 from etl.console import say, setup_logging
-from etl.errors import DatabaseError, EtlError
+from etl.errors import EtlError
 from etl.sync import DEFAULT_CONCURRENCY
 from etl.usersig import DEFAULT_EXPIRE
 
@@ -91,6 +89,8 @@ configuration (environment):
   IM_TIMEOUT      seconds per request, above the service's 3 s (default 10)
   IM_RETRY_ATTEMPTS, IM_RETRY_MAX_SECONDS, IM_RETRY_WAIT
                   retries of one request: attempts, total seconds, first backoff (8, 300, 0.5)
+  DATABASE_RETRY_SECONDS
+                  how long a run waits for a lost database, reconnecting (default 180)
 
 exit codes: 0 done, 1 internal error, 2 usage, 3 configuration, 4 API refused credentials or
 app, 5 database, 6 lists left (resumable) or given up, 7 the job is already running,
@@ -277,6 +277,49 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="answer 60007 above R calls per second (default: no limit)",
     )
+    from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS
+
+    def fault_kinds(raw: str) -> tuple[str, ...]:
+        kinds = tuple(dict.fromkeys(kind.strip() for kind in raw.split(",") if kind.strip()))
+        unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+        if unknown or not kinds:
+            shown = ", ".join(repr(kind) for kind in unknown) or "nothing"
+            raise argparse.ArgumentTypeError(f"{shown}: choose from {','.join(FAULT_KINDS)}")
+        return kinds
+
+    def share(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+        if not 0 <= value <= 1:
+            raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {raw!r}")
+        return value
+
+    p.add_argument(
+        "--fault-kinds",
+        type=fault_kinds,
+        default=None,
+        metavar="LIST",
+        help=f"comma-separated kinds of fault --faults draws from: {','.join(FAULT_KINDS)} "
+        f"(default {','.join(DEFAULT_FAULT_KINDS)})",
+    )
+    p.add_argument(
+        "--hostile",
+        type=share,
+        default=0.0,
+        metavar="P",
+        help="share of users with hostile profiles (NUL, lone surrogates, huge integers, nested "
+        "tags), plus a few users with hostile ids in other users' lists (default 0)",
+    )
+    p.add_argument(
+        "--loop-account",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="this account's lists never end: their last page points back at the second "
+        "(repeatable)",
+    )
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("demo", help="what `make demo` runs: sandbox + embedded database + sync")
@@ -297,13 +340,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _database_error(exc: sa.exc.SQLAlchemyError) -> DatabaseError:
-    """One line for a database failure: the driver's first line, never the SQL or parameters."""
-    orig = getattr(exc, "orig", None)
-    first = str(orig or exc).strip().splitlines()
-    return DatabaseError(f"database error: {first[0] if first else type(exc).__name__}")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
@@ -317,18 +353,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EtlError as exc:
         say(f"follow-etl: error: {exc}", sys.stderr)
         return exc.exit_code
-    except sa.exc.SQLAlchemyError as exc:
-        error = _database_error(exc)
+    except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
+        if not db.is_database_error(exc):
+            return _internal(exc, args.debug)
+        # Whichever layer raised it (SQLAlchemy, psycopg's raw COPY cursor, sqlite3): one line,
+        # the driver's first, never the SQL or its parameters.
+        error = db.as_database_error(exc)
         say(f"follow-etl: error: {error}", sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         say("follow-etl: interrupted; the run is resumable: run the same command again", sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:
-        if args.debug:
-            raise
-        say(
-            f"follow-etl: internal error: {type(exc).__name__}: {exc} (--debug shows where)",
-            sys.stderr,
-        )
-        return EXIT_INTERNAL
+
+
+def _internal(exc: Exception, debug: bool) -> int:
+    if debug:
+        raise exc
+    say(
+        f"follow-etl: internal error: {type(exc).__name__}: {exc} (--debug shows where)", sys.stderr
+    )
+    return EXIT_INTERNAL

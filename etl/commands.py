@@ -24,7 +24,7 @@ from etl.accounts import Accounts
 from etl.client import FollowClient
 from etl.config import ApiSettings, Secret, Settings, load_settings
 from etl.console import REDACTOR, say
-from etl.errors import ConfigError, Interrupted, UsageError
+from etl.errors import ConfigError, Interrupted, Stopped, UsageError
 from etl.progress import progress_mode, progress_reporter
 from etl.schema import sync_runs
 from etl.sync import Progress, SyncReport, SyncRequest, sync, work
@@ -99,7 +99,12 @@ def _graceful(stop: threading.Event) -> Iterator[list[int]]:
     def handler(signum: int, frame: object) -> None:
         received.append(signum)
         if len(received) > 1:
-            raise KeyboardInterrupt
+            # Forced: end now, with this signal's own code (the run stays resumable).
+            raise Interrupted(
+                f"stopped at once by a second signal ({signal.Signals(signum).name}); "
+                "the run is resumable: run the same command again",
+                signum=signum,
+            )
         stop.set()
         name = signal.Signals(signum).name
         log.warning("%s: finishing the pages in flight, then stopping (again to force)", name)
@@ -115,10 +120,9 @@ def _graceful(stop: threading.Event) -> Iterator[list[int]]:
 def _interrupted(received: list[int], report: SyncReport | None) -> None:
     """Raise Interrupted if a signal stopped the sync."""
     if received:
-        where = f"run {report.run_id} " if report else ""
+        what = f"run {report.run_id} is resumable" if report else "nothing was fetched"
         raise Interrupted(
-            f"stopped by {signal.Signals(received[0]).name}; {where}is resumable: "
-            "run the same command again",
+            f"stopped by {signal.Signals(received[0]).name}; {what}: run the same command again",
             signum=received[0],
         )
 
@@ -139,6 +143,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         rate=args.rate or api.rate,
         concurrency=args.concurrency,
         wait=args.wait,
+        db_seconds=settings.db_retry_seconds,
     )
     stop = threading.Event()
     with (
@@ -147,7 +152,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
         _graceful(stop) as received,
         _progress(args) as on_progress,
     ):
-        report = sync(engine, client, request, on_progress=on_progress, stop=stop)
+        try:
+            report = sync(engine, client, request, on_progress=on_progress, stop=stop)
+        except Stopped:  # stopped while waiting for the job (--wait)
+            _interrupted(received, None)
+            raise
     code = _print_report(report)
     _interrupted(received, report)
     return code
@@ -164,7 +173,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _graceful(stop) as received,
         _progress(args) as on_progress,
     ):
-        report = work(engine, client, args.job, on_progress=on_progress, stop=stop)
+        report = work(
+            engine,
+            client,
+            args.job,
+            on_progress=on_progress,
+            stop=stop,
+            db_seconds=settings.db_retry_seconds,
+        )
     if report is None:
         say(f"job {args.job!r} has no unfinished run: nothing to do")
         return 0
@@ -192,6 +208,16 @@ def _print_report(report: SyncReport, worker: bool = False) -> int:
         f"{report.requests} requests ({report.retries} retried), "
         f"{report.edges_removed} edges marked removed"
     )
+    odd = {
+        "malformed answers retried": report.malformed,
+        "items quarantined": report.quarantined,
+        "profile versions reused with other content": report.conflicts,
+    }
+    if any(odd.values()):
+        say(
+            "; ".join(f"{n} {what}" for what, n in odd.items() if n)
+            + f" (see `status --job {report.job}`)"
+        )
     if report.missing_accounts:
         shown = ", ".join(report.missing_accounts[:20])
         more = len(report.missing_accounts) - 20
@@ -234,6 +260,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     for error in run["errors"]:
         kind = TYPE_NAMES.get(error["follow_type"], error["follow_type"])
         say(f"  {error['status']:8}  {error['account']}/{kind}: {error['error']}")
+    quarantined = run["quarantined"]
+    if quarantined["total"]:
+        by_kind = quarantined["by_kind"]
+        say(
+            f"  quarantined {by_kind['unstorable']} unstorable items, {by_kind['conflict']} "
+            "profile versions seen again with other content (table quarantined_items)"
+        )
+        for reason in quarantined["by_reason"][:10]:
+            say(f"    {reason['count']:>6}  {reason['kind']}: {reason['reason']}")
     return 0
 
 
@@ -392,7 +427,9 @@ def _sandbox_config(settings: Settings, args: argparse.Namespace) -> Any:
     config = SandboxConfig(
         faults=args.faults, latency_ms=args.latency_ms, rate=args.rate, fault_seed=args.seed
     )
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"loop_accounts": tuple(args.loop_account)}
+    if args.fault_kinds is not None:
+        overrides["fault_kinds"] = args.fault_kinds
     if settings.sdkappid is not None:
         overrides["sdkappid"] = settings.sdkappid
     if settings.secret_key is not None:
@@ -408,11 +445,15 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     settings = _settings()
     config = _sandbox_config(settings, args)
-    graph = Graph(users=args.users, seed=args.seed)
+    graph = Graph(users=args.users, seed=args.seed, hostile=args.hostile)
 
     def ready(url: str) -> None:
         key = "$IM_SECRET_KEY" if settings.secret_key else config.secret_key
         say(f"sandbox: {args.users} users (seed {args.seed}) at {url}; Ctrl-C stops it")
+        if args.hostile or config.loop_accounts or args.fault_kinds:
+            kinds = ",".join(config.fault_kinds)
+            loops = ",".join(config.loop_accounts) or "none"
+            say(f"  hostile {args.hostile}, fault kinds {kinds}, looping accounts {loops}")
         say(f"  export IM_BASE_URL={url} IM_SDKAPPID={config.sdkappid} IM_ADMIN={config.admin}")
         if not settings.secret_key:
             say(f"  export IM_SECRET_KEY={key}   # the sandbox's public default key")

@@ -93,6 +93,7 @@ class Settings:
     rate: float
     timeout: float
     retry: RetryPolicy
+    db_retry_seconds: float = 180.0  # a lost database is waited for this long, reconnecting
 
     def api(self) -> ApiSettings:
         """The API settings, or a ConfigError naming what is missing."""
@@ -204,4 +205,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             max_seconds=_number(env, "IM_RETRY_MAX_SECONDS", 300.0, minimum=0),
             initial_wait=_number(env, "IM_RETRY_WAIT", 0.5, minimum=0),
         ),
+        db_retry_seconds=_number(env, "DATABASE_RETRY_SECONDS", 180.0, minimum=0),
     )

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import checkpoint, workers
+from etl import checkpoint, db, workers
 from etl.client import FollowClient
 from etl.crawl import Crawl, Rate, Tally
-from etl.errors import DatabaseError, JobBusy, RunIncomplete, UsageError
+from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ class SyncRequest:
     rate: float | None = None  # calls/s for the whole run; None: the client's configured rate
     concurrency: int = DEFAULT_CONCURRENCY
     wait: bool = False  # another sync holds the job: wait for it instead of failing
+    db_seconds: float = db.RECONNECT_SECONDS  # how long to wait for a lost database
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,18 @@ class SyncReport:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     events: int = 0
+    malformed: int = 0  # answers that were "OK" but not a page (retried)
+    quarantined: int = 0  # items that could not be stored, kept aside (see `status`)
+    conflicts: int = 0  # profile versions seen again with other content (the first is kept)
     interrupted: bool = False  # stopped on request (signal): the run is left resumable
 
     def problem(self) -> RunIncomplete | None:
-        """Why this sync does not count as a clean finish (exit 6), or None."""
+        """Why this sync does not count as a clean finish (exit 6), or None. A stop on request
+        is not a problem here: the signal's own exit code says it (etl.commands)."""
         lists, where = self.lists, f"run {self.run_id} of job {self.job!r}"
-        if not self.finished and not self.interrupted:
+        if self.interrupted:
+            return None
+        if not self.finished:
             return RunIncomplete(
                 f"{where} stopped with {lists['open']} of {lists['total']} lists left; "
                 "run `sync` again to resume it"
@@ -115,21 +122,24 @@ def sync(
     client: FollowClient,
     request: SyncRequest,
     *,
-    clock: Callable[[], datetime] = utcnow,
+    clock: Callable[[], datetime] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
 ) -> SyncReport:
     """Hold the job, resume its unfinished run (or start one) and crawl it as far as it goes.
 
-    Raises JobBusy if another live ``sync`` holds the job (unless ``request.wait``). The report
-    says whether the run finished (``report.problem()``); FatalApiError and database errors
-    propagate. Whatever happens, the run stays resumable.
+    Raises JobBusy if another live ``sync`` holds the job (unless ``request.wait``), Stopped if
+    ``stop`` is set while waiting for it. The report says whether the run finished
+    (``report.problem()``); FatalApiError and database errors propagate. Whatever happens,
+    the run stays resumable. Rows are stamped with ``clock`` (default: the database's time).
     """
     stop = stop or threading.Event()
     db_clock = workers.DbClock(engine)
+    clock = clock or db_clock
     me = _hold(engine, request, db_clock, stop)
-    if me is None:  # stopped while waiting
-        raise JobBusy(f"stopped while waiting for job {request.job!r}")
+    # The heartbeat runs from here on: a run that takes minutes to create keeps the job.
+    heartbeat = workers.Heartbeat(engine, me)
+    heartbeat.start()
     try:
         rate = request.rate or client.pacer.rate
         options = {
@@ -146,16 +156,16 @@ def sync(
             engine,
             client,
             me,
+            heartbeat,
             report,
-            rate,
-            request.page_size,
-            request.concurrency,
+            _Plan(rate, request.page_size, request.concurrency, request.db_seconds),
             clock,
             on_progress,
             stop,
         )
         return report
     finally:
+        heartbeat.stop()
         _leave(engine, me)
 
 
@@ -164,9 +174,10 @@ def work(
     client: FollowClient,
     job: str,
     *,
-    clock: Callable[[], datetime] = utcnow,
+    clock: Callable[[], datetime] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
+    db_seconds: float = db.RECONNECT_SECONDS,
 ) -> SyncReport | None:
     """Join the job's unfinished run with its own settings; None if it has none."""
     if engine.dialect.name != "postgresql":
@@ -179,10 +190,14 @@ def work(
         run = checkpoint.unfinished_run(conn, job)
     if run is None:
         return None
-    me = workers.register(engine, job, "worker", workers.DbClock(engine))
+    db_clock = workers.DbClock(engine)
+    clock = clock or db_clock
+    me = workers.register(engine, job, "worker", db_clock)
+    heartbeat = workers.Heartbeat(engine, me)
     try:
         peers = workers.attach(engine, me, run.id)
-        joined = me.clock()
+        joined = workers.joined_at(engine, me)
+        heartbeat.start()
         options = run.options
         rate = float(options.get("rate") or client.pacer.rate)
         # The others must lower their share of the budget before this one starts calling: wait
@@ -193,27 +208,34 @@ def work(
                 break
         report = SyncReport(run_id=run.id, job=job, resumed=True)
         log.info("worker joining run %d of job %r (%d processes on it)", run.id, job, peers)
-        _crawl(
-            engine,
-            client,
-            me,
-            report,
+        plan = _Plan(
             rate,
             int(options.get("page_size", 1000)),
             int(options.get("concurrency", DEFAULT_CONCURRENCY)),
-            clock,
-            on_progress,
-            stop,
+            db_seconds,
         )
+        _crawl(engine, client, me, heartbeat, report, plan, clock, on_progress, stop)
         return report
     finally:
+        heartbeat.stop()
         _leave(engine, me)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a process crawls a run: the run's budget and its settings."""
+
+    rate: float
+    page_size: int
+    concurrency: int
+    db_seconds: float
 
 
 def _hold(
     engine: Engine, request: SyncRequest, clock: workers.DbClock, stop: threading.Event
-) -> workers.Presence | None:
-    """Register as the job's ``sync``; with ``wait``, until the holder is gone."""
+) -> workers.Presence:
+    """Register as the job's ``sync``; with ``wait``, until the holder is gone (Stopped if
+    ``stop`` is set first)."""
     announced = False
     while True:
         try:
@@ -225,7 +247,7 @@ def _hold(
                 log.info("%s; waiting", str(busy).split(";")[0])
                 announced = True
         if stop.wait(workers.HEARTBEAT):
-            return None
+            raise Stopped(f"stopped while waiting for job {request.job!r}")
 
 
 def _open_run(
@@ -258,27 +280,38 @@ def _crawl(
     engine: Engine,
     client: FollowClient,
     me: workers.Presence,
+    heartbeat: workers.Heartbeat,
     report: SyncReport,
-    rate: float,
-    page_size: int,
-    concurrency: int,
+    plan: _Plan,
     clock: Callable[[], datetime],
     on_progress: Callable[[Progress], None] | None,
     stop: threading.Event,
 ) -> None:
-    """Crawl the run with a heartbeat sharing its budget; fill in and store the report."""
+    """Crawl the run, its budget shared through the heartbeat; fill in and store the report."""
     started = time.monotonic()
-    calls_before, retries_before = client.calls, client.retries
+    before = client.counters()
     peers = workers.attach(engine, me, report.run_id)
-    share = _Share(client, rate)
+    share = _Share(client, plan.rate)
     share(peers)
     crawl_stop = threading.Event()
-    progress = _Progresser(engine, report, client, calls_before, retries_before, on_progress)
+    progress = _Progresser(engine, report, client, before, on_progress)
     progress.peers = peers
+    crawl = Crawl(
+        engine,
+        client,
+        me,
+        report.run_id,
+        page_size=plan.page_size,
+        concurrency=plan.concurrency,
+        clock=clock,
+        stop=crawl_stop,
+        on_batch=progress,
+        db_seconds=plan.db_seconds,
+    )
 
     def counters() -> dict[str, int]:
         return {
-            "calls": client.calls - calls_before,
+            "calls": client.calls - before["calls"],
             "pages": crawl.tally.pages,
             "items": crawl.tally.items,
         }
@@ -287,38 +320,28 @@ def _crawl(
         share(n)
         progress.peers = n
 
-    crawl = Crawl(
-        engine,
-        client,
-        me,
-        report.run_id,
-        page_size=page_size,
-        concurrency=concurrency,
-        clock=clock,
-        stop=crawl_stop,
-        on_batch=progress,
-    )
-    heartbeat = workers.Heartbeat(engine, me, counters, on_share)
-    heartbeat.start()
-    # A stop request (signal) reaches the crawl; the crawl may also stop by itself.
+    heartbeat.counters, heartbeat.on_share = counters, on_share
+    # A stop request (signal) reaches the crawl and every wait of the client; the crawl may
+    # also stop by itself (a fatal answer, an API that keeps failing).
     relay = threading.Thread(target=_relay, args=(stop, crawl_stop), daemon=True)
     relay.start()
+    client.interrupt_on(crawl_stop)
     try:
         crawl.run()
     except BaseException:
-        _fill(report, crawl.tally, client, calls_before, retries_before, started)
+        _fill(report, crawl.tally, client, before, started)
         report.interrupted = stop.is_set()
         try:
-            _close(engine, report, clock)
-        except sa.exc.SQLAlchemyError as exc:
-            log.error("could not store the run's counters: %s", type(exc).__name__)
+            _close(engine, report, clock, stopping=True)
+        except Exception as exc:  # noqa: BLE001 - the first error is the one to report
+            log.error("could not store the run's counters: %s", db.first_line(exc))
         raise
     finally:
         crawl_stop.set()
-        heartbeat.stop()
-    _fill(report, crawl.tally, client, calls_before, retries_before, started)
+        client.interrupt_on(None)
+    _fill(report, crawl.tally, client, before, started)
     report.interrupted = stop.is_set()
-    _close(engine, report, clock)
+    _close(engine, report, clock, stopping=report.interrupted)
     progress(crawl.tally, final=True)
 
 
@@ -358,12 +381,11 @@ class _Progresser:
         engine: Engine,
         report: SyncReport,
         client: FollowClient,
-        calls_before: int,
-        retries_before: int,
+        before: dict[str, int],
         sink: Callable[[Progress], None] | None,
     ) -> None:
         self.engine, self.report, self.client, self.sink = engine, report, client, sink
-        self.calls_before, self.retries_before = calls_before, retries_before
+        self.calls_before, self.retries_before = before["calls"], before["retries"]
         self.started = time.monotonic()
         self.next = 0.0
         self.next_count = 0.0
@@ -382,11 +404,17 @@ class _Progresser:
         self.next = now + PROGRESS_EVERY
         if now >= self.next_count or final:
             self.next_count = now + COUNTS_EVERY
-            with self.engine.connect() as conn:
-                counts = checkpoint.counts(conn, self.report.run_id)
-            self.total = counts["total"]
-            self.settled_before = counts["total"] - counts["open"]
-            self.settled_base = tally.settled
+            try:
+                with self.engine.connect() as conn:
+                    counts = checkpoint.counts(conn, self.report.run_id)
+            except Exception as exc:
+                if not db.is_database_error(exc):
+                    raise
+                log.debug("progress: could not recount the run's lists: %s", db.first_line(exc))
+            else:
+                self.total = counts["total"]
+                self.settled_before = counts["total"] - counts["open"]
+                self.settled_base = tally.settled
         settled = min(self.total, self.settled_before + tally.settled - self.settled_base)
         calls = self.client.calls - self.calls_before
         per_list = self.settle_rate.add(now, settled)
@@ -411,39 +439,50 @@ class _Progresser:
 
 
 def _fill(
-    report: SyncReport,
-    tally: Tally,
-    client: FollowClient,
-    calls_before: int,
-    retries_before: int,
-    started: float,
+    report: SyncReport, tally: Tally, client: FollowClient, before: dict[str, int], started: float
 ) -> None:
-    report.pages, report.items = tally.pages, tally.items
-    report.edges_removed, report.events = tally.edges_removed, tally.events
-    report.missing_accounts, report.failures = tally.missing_accounts, tally.failures
-    report.requests = client.calls - calls_before
-    report.retries = client.retries - retries_before
+    with tally.lock:
+        report.pages, report.items = tally.pages, tally.items
+        report.edges_removed, report.events = tally.edges_removed, tally.events
+        report.quarantined, report.conflicts = tally.quarantined, tally.conflicts
+        report.missing_accounts = list(tally.missing_accounts)
+        report.failures = list(tally.failures)
+    now = client.counters()
+    report.requests = now["calls"] - before["calls"]
+    report.retries = now["retries"] - before["retries"]
+    report.malformed = now["malformed"] - before["malformed"]
     report.seconds = time.monotonic() - started
+
+
+STOPPING_DB_SECONDS = 3.0  # a stopping process gives a lost database this long, not minutes
 
 
 def _leave(engine: Engine, me: workers.Presence) -> None:
     """Give back this process's leases and its hold on the job."""
+
+    def leave(conn: sa.Connection) -> None:
+        if me.run_id is not None:
+            checkpoint.release(conn, me.run_id, me.id)
+        workers.leave(conn, me)
+
     try:
-        with engine.begin() as conn:
-            if me.run_id is not None:
-                checkpoint.release(conn, me.run_id, me.id)
-        workers.leave(engine, me)
-    except sa.exc.SQLAlchemyError as exc:
+        db.retrying(engine, leave, what="releasing leases", seconds=STOPPING_DB_SECONDS)
+    except Exception as exc:
+        if not db.is_database_error(exc):
+            raise
         log.error(
             "could not release this process's leases: %s (they expire in %.0f s)",
-            type(exc).__name__,
+            db.first_line(exc),
             workers.TTL,
         )
 
 
-def _close(engine: Engine, report: SyncReport, clock: Callable[[], datetime]) -> None:
+def _close(
+    engine: Engine, report: SyncReport, clock: Callable[[], datetime], *, stopping: bool
+) -> None:
     """Store the run's counters (done if nothing is left) and put the list counts in the report."""
-    with engine.begin() as conn:
+
+    def close(conn: sa.Connection) -> None:
         report.lists = checkpoint.counts(conn, report.run_id)
         checkpoint.close_run(
             conn,
@@ -453,3 +492,6 @@ def _close(engine: Engine, report: SyncReport, clock: Callable[[], datetime]) ->
             edges_removed=report.edges_removed,
             now=clock(),
         )
+
+    seconds = STOPPING_DB_SECONDS if stopping else db.RECONNECT_SECONDS
+    db.retrying(engine, close, what="storing the run's counters", seconds=seconds)

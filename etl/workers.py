@@ -5,8 +5,12 @@
   killed process frees its lists within TTL seconds, and at once for a dead pid on this host.
 - The calls-per-second budget of a run is shared: each live process takes rate / processes.
 
-Expiry times come from the database's clock (an offset measured once), so machines whose
-clocks disagree still agree on who is alive.
+One clock decides who is alive: the database's. On PostgreSQL every heartbeat, expiry and
+liveness test is computed inside the statement with ``statement_timestamp()``, never from a
+machine's own clock, so machines whose clocks disagree still agree on who is alive (the
+pattern of Postgres-backed job queues). ``DbClock`` (the server's time estimated from this
+machine's, re-measured at every heartbeat) only stamps data rows. SQLite serves one process,
+whose clock is the only one there is.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.errors import JobBusy
-from etl.schema import sync_workers
+from etl.schema import Timestamp, sync_workers
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +39,54 @@ TTL = 6.0  # a process silent this long is dead: its leases and its hold on the 
 w = sync_workers.c
 
 
+def db_now(conn: sa.Connection) -> sa.ColumnElement[datetime]:
+    """The database's clock, inside the statement (SQLite: this machine's, the only one)."""
+    if conn.dialect.name == "postgresql":
+        return sa.func.statement_timestamp(type_=Timestamp)
+    return sa.literal(datetime.now(UTC), Timestamp)
+
+
+def _expiry(conn: sa.Connection) -> sa.ColumnElement[datetime]:
+    if conn.dialect.name == "postgresql":
+        return db_now(conn) + timedelta(seconds=TTL)
+    return sa.literal(datetime.now(UTC) + timedelta(seconds=TTL), Timestamp)
+
+
+def pid_namespace() -> str | None:
+    """Which pids this process can see: boot id and pid namespace. Two containers on one host
+    may share a hostname and pid numbers; only a process that sees the same pids can tell
+    whether a pid is alive. None where /proc does not say (then no pid is judged)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
 def new_id() -> str:
     """host:pid:random, unique per process start."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class DbClock:
-    """The database server's time, from the local clock and an offset measured once."""
+    """The database server's time estimated from this machine's clock and an offset, for the
+    timestamps of data rows. The offset is measured at start and again at every heartbeat, so
+    a clock that steps during a run is followed within a second. Liveness never uses it."""
 
     def __init__(self, engine: Engine) -> None:
         self.offset = timedelta(0)
         if engine.dialect.name == "postgresql":
             with engine.connect() as conn:
-                before = datetime.now(UTC)
-                server: datetime = conn.execute(sa.text("SELECT now()")).scalar_one()
-                after = datetime.now(UTC)
-            self.offset = server - (before + (after - before) / 2)
+                self.measure(conn)
+
+    def measure(self, conn: sa.Connection) -> None:
+        """Set the offset from one round trip to the server (PostgreSQL only)."""
+        if conn.dialect.name != "postgresql":
+            return
+        before = datetime.now(UTC)
+        server: datetime = conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
+        after = datetime.now(UTC)
+        self.offset = server - (before + (after - before) / 2)
 
     def __call__(self) -> datetime:
         return datetime.now(UTC) + self.offset
@@ -65,30 +102,41 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _reap(conn: sa.Connection, job: str, now: datetime) -> None:
-    """Delete the job's rows of dead processes: expired, or a gone pid on this host."""
-    conn.execute(sa.delete(sync_workers).where(w.job == job, w.expires_at <= now))
-    host = socket.gethostname()
-    for row in conn.execute(sa.select(w.id, w.pid).where(w.job == job, w.host == host)).all():
+def _reap(conn: sa.Connection, job: str) -> None:
+    """Delete the job's rows of dead processes: expired by the database's clock, or a gone pid
+    in this process's own pid namespace."""
+    conn.execute(sa.delete(sync_workers).where(w.job == job, w.expires_at <= db_now(conn)))
+    namespace = pid_namespace()
+    if namespace is None:
+        return
+    mine = sa.select(w.id, w.pid).where(
+        w.job == job, w.host == socket.gethostname(), w.pid_ns == namespace
+    )
+    for row in conn.execute(mine).all():
         if row.pid != os.getpid() and not _pid_alive(row.pid):
             conn.execute(sa.delete(sync_workers).where(w.id == row.id))
 
 
-def holder(conn: sa.Connection, job: str, now: datetime) -> dict[str, Any] | None:
+def live_ids(conn: sa.Connection) -> sa.Select[tuple[str]]:
+    """The ids of every live process (a subquery for lease checks)."""
+    return sa.select(w.id).where(w.expires_at > db_now(conn))
+
+
+def holder(conn: sa.Connection, job: str) -> dict[str, Any] | None:
     """The live ``sync`` process holding the job, if any."""
     row = conn.execute(
         sa.select(w.host, w.pid, w.run_id, w.started_at).where(
-            w.job == job, w.role == "sync", w.expires_at > now
+            w.job == job, w.role == "sync", w.expires_at > db_now(conn)
         )
     ).first()
     return dict(row._mapping) if row else None
 
 
-def live(conn: sa.Connection, run_id: int, now: datetime) -> list[dict[str, Any]]:
+def live(conn: sa.Connection, run_id: int) -> list[dict[str, Any]]:
     """The live processes on a run, oldest first (for `status`)."""
     rows = conn.execute(
         sa.select(w.id, w.role, w.host, w.pid, w.started_at, w.heartbeat_at, w.calls, w["items"])
-        .where(w.run_id == run_id, w.expires_at > now)
+        .where(w.run_id == run_id, w.expires_at > db_now(conn))
         .order_by(w.started_at)
     ).all()
     return [dict(r._mapping) for r in rows]
@@ -108,25 +156,13 @@ class Presence:
 def register(engine: Engine, job: str, role: str, clock: DbClock) -> Presence:
     """Announce this process on the job; a second live ``sync`` of the job raises JobBusy."""
     me = Presence(new_id(), job, role, clock)
-    now = clock()
     try:
         with engine.begin() as conn:
-            _reap(conn, job, now)
-            conn.execute(
-                sa.insert(sync_workers).values(
-                    id=me.id,
-                    job=job,
-                    role=role,
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    started_at=now,
-                    heartbeat_at=now,
-                    expires_at=now + timedelta(seconds=TTL),
-                )
-            )
+            _reap(conn, job)
+            conn.execute(sa.insert(sync_workers).values(_row(conn, me, role)))
     except sa.exc.IntegrityError:
         with engine.connect() as conn:
-            other = holder(conn, job, clock())
+            other = holder(conn, job)
         where = f"pid {other['pid']} on {other['host']}" if other else "another process"
         raise JobBusy(
             f"job {job!r} is already being synced by {where}; wait for it (`sync --wait`), "
@@ -135,49 +171,62 @@ def register(engine: Engine, job: str, role: str, clock: DbClock) -> Presence:
     return me
 
 
+def _row(conn: sa.Connection, me: Presence, role: str) -> dict[str, Any]:
+    now = db_now(conn)
+    return {
+        "id": me.id,
+        "job": me.job,
+        "run_id": me.run_id,
+        "role": role,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_ns": pid_namespace(),
+        "started_at": now,
+        "heartbeat_at": now,
+        "expires_at": _expiry(conn),
+    }
+
+
 def attach(engine: Engine, me: Presence, run_id: int) -> int:
     """Record the run this process works on; returns how many live processes share it."""
     me.run_id = run_id
     with engine.begin() as conn:
         conn.execute(sa.update(sync_workers).where(w.id == me.id).values(run_id=run_id))
-        return _count(conn, run_id, me.clock())
+        return _count(conn, run_id)
 
 
-def _count(conn: sa.Connection, run_id: int, now: datetime) -> int:
+def _count(conn: sa.Connection, run_id: int) -> int:
     return int(
         conn.execute(
             sa.select(sa.func.count())
             .select_from(sync_workers)
-            .where(w.run_id == run_id, w.expires_at > now)
+            .where(w.run_id == run_id, w.expires_at > db_now(conn))
         ).scalar_one()
     )
 
 
 def beat(engine: Engine, me: Presence, counters: dict[str, int]) -> int:
     """Renew this process's row (re-creating it if a peer reaped it); return live peers + 1."""
-    now = me.clock()
-    values = {"heartbeat_at": now, "expires_at": now + timedelta(seconds=TTL), **counters}
     with engine.begin() as conn:
+        values = {"heartbeat_at": db_now(conn), "expires_at": _expiry(conn), **counters}
         if not conn.execute(sa.update(sync_workers).where(w.id == me.id).values(values)).rowcount:
             log.warning("this process was taken for dead; its lists may have moved on")
-            conn.execute(
-                sa.insert(sync_workers).values(
-                    id=me.id,
-                    job=me.job,
-                    run_id=me.run_id,
-                    role="worker",  # a reaped `sync` no longer holds the job
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
-                    started_at=now,
-                    **values,
-                )
-            )
-        return _count(conn, me.run_id, now) if me.run_id is not None else 1
+            # A reaped `sync` no longer holds the job: it goes on as a worker.
+            conn.execute(sa.insert(sync_workers).values({**_row(conn, me, "worker"), **counters}))
+        me.clock.measure(conn)
+        return _count(conn, me.run_id) if me.run_id is not None else 1
+
+
+def joined_at(engine: Engine, me: Presence) -> datetime:
+    """When this process's row was last renewed, by the database's clock."""
+    with engine.connect() as conn:
+        value: datetime = conn.execute(sa.select(w.heartbeat_at).where(w.id == me.id)).scalar_one()
+    return value
 
 
 def peers_caught_up(engine: Engine, me: Presence, since: datetime) -> bool:
-    """True once every live peer on the run has heartbeat after ``since``: each has counted
-    this process and lowered its share of the budget."""
+    """True once every live peer on the run has heartbeat after ``since`` (a database time):
+    each has counted this process and lowered its share of the budget."""
     with engine.connect() as conn:
         behind = conn.execute(
             sa.select(sa.func.count())
@@ -185,39 +234,51 @@ def peers_caught_up(engine: Engine, me: Presence, since: datetime) -> bool:
             .where(
                 w.run_id == me.run_id,
                 w.id != me.id,
-                w.expires_at > me.clock(),
+                w.expires_at > db_now(conn),
                 w.heartbeat_at <= since,
             )
         ).scalar_one()
     return int(behind) == 0
 
 
-def leave(engine: Engine, me: Presence) -> None:
+def leave(conn: sa.Connection, me: Presence) -> None:
     """Delete this process's row: its leases are free at once."""
-    with engine.begin() as conn:
-        conn.execute(sa.delete(sync_workers).where(w.id == me.id))
+    conn.execute(sa.delete(sync_workers).where(w.id == me.id))
 
 
 class Heartbeat(threading.Thread):
-    """Beats every HEARTBEAT seconds and reports the number of live processes on the run."""
+    """Beats every HEARTBEAT seconds and reports the number of live processes on the run.
+
+    ``counters`` and ``on_share`` may be set once the crawl exists; until then the beat only
+    keeps this process alive (while a run with many lists is being created, say).
+    """
 
     def __init__(
         self,
         engine: Engine,
         me: Presence,
-        counters: Callable[[], dict[str, int]],
-        on_share: Callable[[int], None],
+        counters: Callable[[], dict[str, int]] = dict,
+        on_share: Callable[[int], None] = lambda peers: None,
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.engine, self.me, self.counters, self.on_share = engine, me, counters, on_share
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        failing = False
         while not self.stopped.wait(HEARTBEAT):
             try:
                 self.on_share(beat(self.engine, self.me, self.counters()))
-            except sa.exc.SQLAlchemyError as exc:
-                log.warning("heartbeat failed (%s); retrying", type(exc).__name__)
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                if not isinstance(exc, sa.exc.SQLAlchemyError | OSError) and not failing:
+                    log.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)
+                elif not failing:
+                    log.warning("heartbeat failed (%s); retrying every second", type(exc).__name__)
+                failing = True
+            else:
+                if failing:
+                    log.info("heartbeat restored")
+                failing = False
 
     def stop(self) -> None:
         """End the thread (the row stays until ``leave``)."""

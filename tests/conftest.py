@@ -20,6 +20,7 @@ from etl import db
 from etl.client import FollowClient
 from etl.config import ApiSettings, RetryPolicy, Secret, database_url
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer, serve_in_thread
+from etl.schema import profile_snapshots
 from etl.usersig import UserSigSource
 
 PG_SERVER = os.environ.get("FOLLOW_ETL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -150,10 +151,9 @@ def stored_lists(engine: sa.Engine) -> dict[tuple[str, int], dict[str, int | Non
 
 def stored_profiles(engine: sa.Engine) -> dict[tuple[str, int], dict[str, Any]]:
     """Every stored profile snapshot: (user, sequence) -> tags."""
+    p = profile_snapshots.c  # through the Table: sequences come back as ints on both databases
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT user_id, profile_sequence, tags FROM profile_snapshots")
-        )
+        rows = conn.execute(sa.select(p.user_id, p.profile_sequence, p.tags))
         return {
             (user, seq): (tags if isinstance(tags, dict) else json.loads(tags))
             for user, seq, tags in rows

@@ -460,7 +460,7 @@ def test_status_json_describes_the_finished_run(
     run = doc["run"]
     assert set(run) == {
         "id", "status", "started_at", "finished_at", "last_activity", "options", "lists",
-        "pages", "items", "requests", "edges_removed", "errors", "workers",
+        "pages", "items", "requests", "edges_removed", "errors", "quarantined", "workers",
     }  # fmt: skip
     truth = graph.truth(graph.accounts, TYPES)
     lists = 3 * len(graph.accounts)
@@ -471,6 +471,9 @@ def test_status_json_describes_the_finished_run(
     assert (run["id"], run["status"]) == (1, "done")
     assert run["options"] == {"types": [1, 2, 3], "page_size": 4, "rate": 150.0, "concurrency": 16}
     assert run["workers"] == []  # the sync has ended: no live process
+    assert run["quarantined"] == {
+        "total": 0, "by_kind": {"unstorable": 0, "conflict": 0}, "by_reason": [], "samples": [],
+    }  # fmt: skip
     assert run["items"] == sum(len(items) for items in truth.values())
     assert run["pages"] == run["requests"] == requests_seen(server)
     assert (run["edges_removed"], run["errors"]) == (0, [])

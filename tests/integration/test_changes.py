@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from etl.sandbox import Graph, SandboxServer
 from etl.sync import SyncReport, SyncRequest, sync
+from etl.transform import Page
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]
@@ -158,10 +159,10 @@ def test_a_lost_seen_set_recrawls_the_list_instead_of_removing(
         request = SyncRequest(job="nightly", accounts=accounts, page_size=3, concurrency=2)
         original = client.follow_get
 
-        def follow_get(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        def follow_get(*args: Any, **kwargs: Any) -> Page:
             calls["n"] += 1
             page = original(*args, **kwargs)
-            if calls["n"] >= 20 and page.get("NextCursor"):
+            if calls["n"] >= 20 and page.next_cursor:
                 stop.set()  # this list is mid-crawl: its pages so far are in sync_seen
             return page
 

@@ -1,0 +1,191 @@
+"""The coordinator: claims lists, hands them to fetchers, and decides when the crawl is over.
+
+It runs in the thread that calls ``Crawl.run`` and is the only owner of the claims in flight:
+a claim enters ``in_flight`` when leased and leaves it when its writer reports the list's
+Ended committed. The crawl is over when nothing is in flight and nothing is left to claim
+(and no live peer holds a list that may yet come free), or, after a stop request, when what
+was in flight has been written or STOP_GRACE has passed. It opens short transactions of its
+own for claims, each retried across a lost connection (etl.db.retrying).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from etl import checkpoint, db, transform, workers
+from etl.client import FollowClient
+from etl.crawl.fetcher import Fetchers
+from etl.crawl.messages import Claim, Ended, Fetched, Tally
+from etl.crawl.outcome import EFFECTS
+from etl.crawl.writer import BATCH_WAIT, Writer
+from etl.errors import Stopped
+from etl.load import Key
+
+log = logging.getLogger(__name__)
+
+WRITERS = 2  # on PostgreSQL: one stages a batch while the other waits for the server
+STOP_GRACE = 5.0  # seconds a stopping crawl waits for the pages in flight to be written
+JOIN_TIMEOUT = 30.0  # seconds to wait for a writer to drain its queue at the end
+
+
+class Crawl:
+    """Crawl the open lists of one run with ``concurrency`` fetchers until none is left."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: FollowClient,
+        me: workers.Presence,
+        run_id: int,
+        *,
+        page_size: int,
+        concurrency: int,
+        clock: Callable[[], datetime],
+        stop: threading.Event,
+        on_batch: Callable[[Tally], None] = lambda tally: None,
+        db_seconds: float = db.RECONNECT_SECONDS,
+    ) -> None:
+        self.engine, self.me, self.run_id, self.clock = engine, me, run_id, clock
+        self.concurrency, self.db_seconds = concurrency, db_seconds
+        self.stop = stop  # set by a signal, a fatal error, or an API that keeps failing
+        self.abort = threading.Event()  # a writer is gone: everything ends now
+        self.tally = Tally()
+        self.error: BaseException | None = None
+        self.in_flight: dict[Key, Claim] = {}  # only this thread changes it
+        self.closed: queue.Queue[Ended] = queue.Queue()  # writers report committed endings
+        self.next_claim = 0.0
+        # One lane per writer; a list always takes the same lane, so its pages are written in
+        # order. SQLite has one writer at a time anyway.
+        lanes = WRITERS if engine.dialect.name == "postgresql" else 1
+        size = max(2, concurrency * 4 // lanes)  # 4 queued pages per fetcher in all
+        known = transform.KnownProfiles()  # profile versions stored: fetchers skip them
+        self.writers = [
+            Writer(
+                i,
+                engine,
+                run_id,
+                me.id,
+                clock=clock,
+                queue_size=size,
+                known=known,
+                tally=self.tally,
+                on_batch=on_batch,
+                on_closed=self.closed.put,
+                stop=stop,
+                abort=self.abort,
+                db_seconds=db_seconds,
+            )
+            for i in range(lanes)
+        ]
+        self.fetchers = Fetchers(client, page_size, known, self._put, stop)
+
+    def run(self) -> None:
+        """Crawl until no open list is left to this process, or until stopped."""
+        self.started = self.clock()  # lists this process fails are left to the next sync
+        for writer in self.writers:
+            writer.start()
+        self.fetchers.start(self.concurrency)
+        try:
+            self._coordinate()
+        except Stopped:
+            pass  # stopped while the database was away: what is committed stays
+        finally:
+            stopping = self.stop.is_set()
+            for writer in self.writers:
+                writer.finishing.set()
+            for writer in self.writers:
+                writer.join(timeout=1.0 if stopping else JOIN_TIMEOUT)
+            self.abort.set()  # fetchers drop whatever they still hold
+            self.fetchers.finish(timeout=1.0)
+        errors = [self.error, *(writer.error for writer in self.writers)]
+        error = next((e for e in errors if e is not None), None)
+        if error is not None:
+            raise error
+
+    def _coordinate(self) -> None:
+        stop_deadline: float | None = None
+        while not self.abort.is_set():
+            self._drain(timeout=0.0)
+            if self.stop.is_set():
+                stop_deadline = stop_deadline or time.monotonic() + STOP_GRACE
+                if not self.in_flight or time.monotonic() > stop_deadline:
+                    return
+                self._drain(timeout=0.1)
+                continue
+            self._top_up()
+            if self.in_flight:
+                self._drain(timeout=BATCH_WAIT)
+                continue
+            self.next_claim = 0.0  # idle: look again now, not after the back-off
+            self._top_up()
+            if self.in_flight:
+                continue
+            if not self._others_hold_lists():
+                return
+            self.stop.wait(workers.HEARTBEAT)  # a peer may die and free its lists
+            self.next_claim = 0.0
+
+    def _drain(self, timeout: float) -> None:
+        """Forget the claims whose endings writers have committed."""
+        try:
+            end = self.closed.get(timeout=timeout) if timeout else self.closed.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self.in_flight.pop(end.claim.key, None)
+            if EFFECTS[end.outcome].stops_crawl:
+                if self.error is None and end.exc is not None:
+                    self.error = end.exc
+                self.stop.set()
+            try:
+                end = self.closed.get_nowait()
+            except queue.Empty:
+                return
+
+    def _top_up(self) -> None:
+        """Claim lists so that every fetcher has one in hand and a few waiting; claims come in
+        chunks (one statement each), not one per list."""
+        if len(self.in_flight) > self.concurrency * 2 or time.monotonic() < self.next_claim:
+            return
+        want = self.concurrency * 4 - len(self.in_flight)
+        claimed = db.retrying(
+            self.engine,
+            lambda conn: checkpoint.claim(conn, self.run_id, self.me.id, want, self.started),
+            what="claiming lists",
+            stop=self.stop,
+            seconds=self.db_seconds,
+        )
+        for task in claimed:
+            if task.key in self.in_flight:
+                continue  # already ours and in flight: the lease is only confirmed
+            claim = self.in_flight[task.key] = Claim(task)
+            self.fetchers.tasks.put(claim)
+        if not claimed:
+            self.next_claim = time.monotonic() + 0.5  # nothing free now: don't ask every loop
+
+    def _others_hold_lists(self) -> bool:
+        held = db.retrying(
+            self.engine,
+            lambda conn: checkpoint.open_elsewhere(conn, self.run_id, self.me.id),
+            what="looking for lists other processes hold",
+            stop=self.stop,
+            seconds=self.db_seconds,
+        )
+        return held > 0
+
+    def _put(self, item: Fetched | Ended) -> None:
+        """Queue an item for the writer of its list's lane, unless the writers have gone."""
+        lane = self.writers[hash(item.claim.key) % len(self.writers)]
+        while not self.abort.is_set():
+            try:
+                lane.pages.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue

@@ -1,0 +1,77 @@
+"""What the parts of a crawl hand each other: claims, pages, endings, and the tally."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+from etl import transform
+from etl.checkpoint import ListState
+from etl.crawl.outcome import Outcome
+from etl.load import Key
+
+
+@dataclass
+class Claim:
+    """One list this process leased, from the claim until its Ended is committed."""
+
+    task: ListState
+    dropped: bool = False  # the writer found the lease gone: the fetcher stops at once
+
+    @property
+    def key(self) -> Key:
+        """(account, follow_type)."""
+        return self.task.key
+
+
+@dataclass
+class Fetched:
+    """One page of a list, parsed."""
+
+    claim: Claim
+    rows: transform.PageRows
+    next_cursor: str
+    restarted: bool
+
+
+@dataclass
+class Ended:
+    """The end of this process's work on a list: always the last item a fetcher sends for it."""
+
+    claim: Claim
+    outcome: Outcome
+    error: str = ""
+    exc: BaseException | None = None
+
+
+@dataclass
+class Tally:
+    """What this process did, for the report and the progress display (under ``lock``)."""
+
+    pages: int = 0
+    items: int = 0
+    edges_removed: int = 0
+    events: int = 0
+    settled: int = 0
+    quarantined: int = 0
+    conflicts: int = 0
+    missing_accounts: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+
+class Rate:
+    """Calls per second over the last few seconds."""
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.samples: deque[tuple[float, int]] = deque()
+        self.window = window
+
+    def add(self, now: float, calls: int) -> float:
+        """Record the call count at ``now``; return the recent rate."""
+        self.samples.append((now, calls))
+        while len(self.samples) > 2 and now - self.samples[0][0] > self.window:
+            self.samples.popleft()
+        then, before = self.samples[0]
+        return (calls - before) / (now - then) if now > then else 0.0

@@ -1,0 +1,276 @@
+"""Writer lanes: the unit of work. One batch of pages and endings, one transaction.
+
+The transaction of a batch, in order (``Writer._write``, the only place it opens):
+1. ``checkpoint.hold``: which of the batch's lists this process still leases, row-locked until
+   commit. Nothing is written for a list it does not hold; that list's fetcher is told to stop.
+2. ``checkpoint.advance``: the held lists' cursors, pages and items.
+3. ``Loader.write``: their edges, removals, events and quarantined items, and the batch's
+   profile versions (facts about users, stored whichever list carried them).
+4. ``checkpoint.settle``: each held list that ended, as its Outcome's Effect says.
+A crash at any instant loses at most this batch; the upserts make replaying it harmless.
+
+A lost connection (a database restart, a dead network) rolls the batch back; the lane
+reconnects with backoff for up to ``db_seconds`` and writes the same batch again, re-checking
+its leases as step 1 always does.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl import checkpoint, db, load, transform
+from etl.crawl.messages import Ended, Fetched, Tally
+from etl.crawl.outcome import EFFECTS, Outcome
+from etl.errors import DatabaseError, Stopped
+from etl.load import Key, ListPart
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 20_000  # edges per transaction at most
+BATCH_PAGES = 500
+BATCH_WAIT = 0.2  # seconds a writer waits for a first page before looking around
+MISSING_ERROR = "the account does not exist (30003)"
+
+
+@dataclass
+class _Result:
+    """What a committed batch did, for the accounting after the commit."""
+
+    held: set[Key]
+    parts: dict[Key, ListPart]
+    written: load.Written
+    removed: int = 0
+    ended: list[Ended] = field(default_factory=list)
+
+
+class Writer(threading.Thread):
+    """One lane: its queue, its connection, and the batches it commits in order."""
+
+    def __init__(
+        self,
+        index: int,
+        engine: Engine,
+        run_id: int,
+        owner: str,
+        *,
+        clock: Callable[[], datetime],
+        queue_size: int,
+        known: transform.KnownProfiles,
+        tally: Tally,
+        on_batch: Callable[[Tally], None],
+        on_closed: Callable[[Ended], None],
+        stop: threading.Event,
+        abort: threading.Event,
+        db_seconds: float,
+    ) -> None:
+        super().__init__(name=f"write-{index}", daemon=True)
+        self.engine, self.run_id, self.owner, self.clock = engine, run_id, owner, clock
+        self.pages: queue.Queue[Fetched | Ended] = queue.Queue(maxsize=queue_size)
+        self.loader = load.Loader(engine.dialect.name)
+        self.known = known
+        self.tally, self.on_batch, self.on_closed = tally, on_batch, on_closed
+        self.stop, self.abort, self.db_seconds = stop, abort, db_seconds
+        self.finishing = threading.Event()  # nothing more will come: drain the queue and end
+        self.error: BaseException | None = None
+        self._conn: sa.Connection | None = None
+
+    def run(self) -> None:
+        try:
+            while not self.abort.is_set():
+                batch = self._collect()
+                if batch:
+                    self._commit(batch)
+                elif self.finishing.is_set() and self.pages.empty():
+                    return
+        except Stopped:
+            self.abort.set()  # stopped while the database was away: the batch is not stored
+        except BaseException as exc:  # noqa: BLE001 - handed to the coordinator, which raises
+            self.error = exc
+            self.stop.set()
+            self.abort.set()
+        finally:
+            self._disconnect()
+
+    def _collect(self) -> list[Fetched | Ended]:
+        """The items waiting now (at least one, if one comes within BATCH_WAIT)."""
+        try:
+            batch = [self.pages.get(timeout=BATCH_WAIT)]
+        except queue.Empty:
+            return []
+        rows = 0
+        while len(batch) < BATCH_PAGES and rows < BATCH_ROWS:
+            try:
+                item = self.pages.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(item)
+            if isinstance(item, Fetched):
+                rows += len(item.rows.edges)
+        return batch
+
+    def _commit(self, batch: list[Fetched | Ended]) -> None:
+        result = self._write_retrying(batch)
+        self._account(batch, result)
+        for end in result.ended:
+            self.on_closed(end)
+
+    def _write_retrying(self, batch: list[Fetched | Ended]) -> _Result:
+        deadline = time.monotonic() + self.db_seconds
+        attempt = 0
+        while True:
+            try:
+                if self._conn is None:
+                    self._conn = self.engine.connect()
+                result = self._write(self._conn, batch)
+                if attempt:
+                    log.info("reconnected to the database: the batch is stored")
+                return result
+            except Exception as exc:
+                if not db.is_transient(exc):
+                    raise
+                self._disconnect()
+                attempt += 1
+                if time.monotonic() >= deadline:
+                    raise DatabaseError(
+                        f"database error: no database for {self.db_seconds:.0f} s "
+                        f"({db.first_line(exc)})"
+                    ) from None
+                delay = db.reconnect_delay(attempt, deadline)
+                log.warning(
+                    "the database connection failed (%s); reconnecting in %.1f s",
+                    db.first_line(exc),
+                    delay,
+                )
+                if self.stop.wait(delay):
+                    raise Stopped("stopped while reconnecting") from None
+
+    def _write(self, conn: sa.Connection, batch: list[Fetched | Ended]) -> _Result:
+        """The batch's one transaction (see the module docstring)."""
+        now = self.clock()
+        with conn.begin():
+            held = checkpoint.hold(conn, self.run_id, self.owner, {i.claim.key for i in batch})
+            parts = _merge(batch, held)
+            pages = [(i.claim.key, i.rows) for i in batch if isinstance(i, Fetched)]
+            checkpoint.advance(conn, self.run_id, list(parts.values()), now)
+            written = self.loader.write(
+                conn, self.run_id, list(parts.values()), pages, now, known=self.known
+            )
+            if written.recrawl:
+                log.warning(
+                    "%d lists lost their removal check state: crawling them again",
+                    len(written.recrawl),
+                )
+                checkpoint.recrawl(conn, self.run_id, written.recrawl, now)
+            result = _Result(held, parts, written)
+            for item in batch:
+                if isinstance(item, Ended):
+                    result.ended.append(item)
+                    if item.claim.key in held and item.outcome is not Outcome.COMPLETE:
+                        result.removed += self._settle(conn, item, now)
+        return result
+
+    def _settle(self, conn: sa.Connection, end: Ended, now: datetime) -> int:
+        """Apply an ending's Effect to its list; return the edges it marked removed."""
+        effect = EFFECTS[end.outcome]
+        key = end.claim.key
+        removed = 0
+        if effect.removes_all:
+            removed = load.mark_all_removed(conn, self.run_id, *key, now)
+            load.forget_seen(conn, self.run_id, [key])
+        error = None
+        if effect.records_error:
+            error = MISSING_ERROR if end.outcome is Outcome.MISSING else end.error
+        checkpoint.settle(
+            conn,
+            self.run_id,
+            key,
+            status=effect.status,
+            failures=effect.failures,
+            error=error,
+            now=now,
+        )
+        return removed
+
+    def _account(self, batch: list[Fetched | Ended], result: _Result) -> None:
+        """Count what a committed batch did, and tell fetchers of lists taken over."""
+        held, tally = result.held, self.tally
+        for item in batch:
+            # A page of a list no longer held: another process took it over. (An ending that
+            # comes after the list's last page finds the lease already given back: no news.)
+            if isinstance(item, Fetched) and item.claim.key not in held and not item.claim.dropped:
+                log.warning("%s/%d: another worker took this list over", *item.claim.key)
+                item.claim.dropped = True
+        with tally.lock:
+            tally.edges_removed += result.written.edges_removed + result.removed
+            tally.events += result.written.events + result.removed
+            tally.quarantined += result.written.quarantined
+            tally.conflicts += result.written.conflicts
+            for item in batch:
+                if isinstance(item, Fetched) and item.claim.key in held:
+                    tally.pages += 1
+                    tally.items += len(item.rows.edges)
+            for key, part in result.parts.items():
+                if part.complete:
+                    tally.settled += 1
+                elif part.edges:
+                    task = next(i.claim.task for i in batch if i.claim.key == key)
+                    task.seen = max(task.seen, 1)  # sync_seen has rows now
+            for end in result.ended:
+                if end.claim.key in held:
+                    self._count_ending(end)
+            self.on_batch(tally)
+
+    def _count_ending(self, end: Ended) -> None:
+        tally, task = self.tally, end.claim.task
+        label = f"{task.account}/{transform.TYPE_NAMES[task.follow_type]}"
+        if end.outcome is Outcome.MISSING:
+            tally.settled += 1
+            if task.account not in tally.missing_accounts:
+                tally.missing_accounts.append(task.account)
+        elif end.outcome is Outcome.REJECTED:
+            tally.settled += 1
+            tally.failures.append(end.error)
+            log.error("%s: the service rejects this list, giving it up: %s", label, end.error)
+        elif end.outcome is Outcome.FAILED:
+            tally.failures.append(end.error)
+            log.error("%s: failed after retries, the next sync retries it: %s", label, end.error)
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.invalidate()
+                self._conn.close()
+            except Exception:
+                log.debug("closing a broken connection failed", exc_info=True)
+            self._conn = None
+
+
+def _merge(batch: list[Fetched | Ended], held: set[Key]) -> dict[Key, ListPart]:
+    """The batch's pages as one ListPart per held list."""
+    parts: dict[Key, ListPart] = {}
+    for item in batch:
+        if not isinstance(item, Fetched) or item.claim.key not in held:
+            continue
+        task = item.claim.task
+        part = parts.get(task.key)
+        if part is None:
+            part = parts[task.key] = ListPart(
+                task.account, task.follow_type, baseline=task.baseline, had_seen=task.seen > 0
+            )
+        if item.restarted:
+            part.edges.clear()
+            part.pages, part.restarted = 0, True
+        part.edges.update(item.rows.edges)
+        part.pages += 1
+        part.next_cursor = item.next_cursor
+        part.complete = item.next_cursor == ""
+    return parts

@@ -1,0 +1,205 @@
+"""Leases, claims and the writer's batch under lease loss, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from etl import checkpoint, transform, workers
+from etl.crawl import EFFECTS, Outcome
+from etl.crawl.messages import Claim, Ended, Fetched, Tally
+from etl.crawl.writer import Writer
+from etl.schema import sync_checkpoints, sync_workers
+from tests.conftest import stored_lists
+
+JOB = "leases"
+
+
+@pytest.fixture
+def run_id(engine: sa.Engine) -> Iterator[int]:
+    """A run of three lists: (a, 1), (b, 1), (c, 1)."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        run = checkpoint.start_run(conn, JOB, {}, now)
+        checkpoint.add_lists(conn, run, [("a", 1), ("b", 1), ("c", 1)], now)
+    return run
+
+
+def register(engine: sa.Engine, role: str = "worker") -> workers.Presence:
+    """A live process row for this job."""
+    return workers.register(engine, JOB, role, workers.DbClock(engine))
+
+
+def lease(engine: sa.Engine, run_id: int, key: tuple[str, int], owner: str | None) -> None:
+    """Hand one list's lease to ``owner`` directly."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(sync_checkpoints)
+            .where(
+                sync_checkpoints.c.run_id == run_id,
+                sync_checkpoints.c.account == key[0],
+                sync_checkpoints.c.follow_type == key[1],
+            )
+            .values(lease_owner=owner)
+        )
+
+
+def checkpoint_row(engine: sa.Engine, run_id: int, key: tuple[str, int]) -> sa.Row[tuple]:
+    """The checkpoint row of one list."""
+    c = sync_checkpoints.c
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.select(c.status, c.cursor, c.failures, c.lease_owner, c.last_error).where(
+                c.run_id == run_id, c.account == key[0], c.follow_type == key[1]
+            )
+        ).one()
+
+
+def writer(engine: sa.Engine, run_id: int, owner: str, closed: list[Ended]) -> Writer:
+    """A writer lane driven synchronously (its thread is never started)."""
+    return Writer(
+        0,
+        engine,
+        run_id,
+        owner,
+        clock=lambda: datetime.now(UTC),
+        queue_size=10,
+        known=transform.KnownProfiles(),
+        tally=Tally(),
+        on_batch=lambda tally: None,
+        on_closed=closed.append,
+        stop=threading.Event(),
+        abort=threading.Event(),
+        db_seconds=5.0,
+    )
+
+
+def page(claim: Claim, accounts: list[str], cursor: str) -> Fetched:
+    """A parsed page of ``claim``'s list listing ``accounts``."""
+    items = [{"To_Account": account, "FollowTime": 1_700_000_000} for account in accounts]
+    rows = transform.page_rows(transform.Page(items, cursor), transform.KnownProfiles())
+    return Fetched(claim, rows, cursor, restarted=False)
+
+
+def test_every_outcome_has_one_effect() -> None:
+    """The transition table covers every Outcome, and only the ends that settle give up."""
+    assert set(EFFECTS) == set(Outcome)
+    assert {o for o, e in EFFECTS.items() if e.failures == "give_up"} == {Outcome.REJECTED}
+    assert {o for o, e in EFFECTS.items() if e.stops_crawl} == {Outcome.FATAL, Outcome.CRASH}
+
+
+def test_claim_takes_free_and_dead_leases_never_live_or_own_ones(
+    engine: sa.Engine, run_id: int
+) -> None:
+    """A claim takes a free list and a dead process's, never a live peer's nor its own."""
+    me, peer = register(engine), register(engine)
+    lease(engine, run_id, ("a", 1), peer.id)
+    lease(engine, run_id, ("b", 1), me.id)
+    lease(engine, run_id, ("c", 1), "gone-host:1:dead")
+    with engine.begin() as conn:
+        taken = checkpoint.claim(conn, run_id, me.id, 10, datetime.now(UTC))
+    assert {t.key for t in taken} == {("c", 1)}
+
+
+def test_a_failed_list_is_left_to_the_next_sync_and_free_for_it(
+    engine: sa.Engine, run_id: int
+) -> None:
+    """A list this crawl failed is released, not re-claimed by this crawl, claimed by the next."""
+    me = register(engine)
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    with engine.begin() as conn:
+        (task,) = checkpoint.claim(conn, run_id, me.id, 1, started)
+    closed: list[Ended] = []
+    writer(engine, run_id, me.id, closed)._commit([Ended(Claim(task), Outcome.FAILED, "boom")])
+    row = checkpoint_row(engine, run_id, task.key)
+    assert (row.status, row.failures, row.lease_owner, row.last_error) == (
+        "failed",
+        1,
+        None,
+        "boom",
+    )
+    with engine.begin() as conn:
+        again = checkpoint.claim(conn, run_id, me.id, 10, started)
+    assert task.key not in {t.key for t in again}
+    with engine.begin() as conn:
+        later = checkpoint.claim(conn, run_id, "next-sync", 10, datetime.now(UTC))
+    assert task.key in {t.key for t in later}
+
+
+def test_a_batch_writes_nothing_for_a_list_another_process_took_over(
+    engine: sa.Engine, run_id: int
+) -> None:
+    """Pages and endings of a list whose lease moved on change nothing; its fetcher is told."""
+    me, peer = register(engine), register(engine)
+    lease(engine, run_id, ("a", 1), me.id)
+    lease(engine, run_id, ("b", 1), peer.id)
+    mine, theirs = Claim(checkpoint.ListState("a", 1, "")), Claim(checkpoint.ListState("b", 1, ""))
+    closed: list[Ended] = []
+    batch = [
+        page(mine, ["x", "y"], "next-a"),
+        page(theirs, ["z"], "next-b"),
+        Ended(theirs, Outcome.MISSING),
+    ]
+    writer(engine, run_id, me.id, closed)._commit(batch)
+    assert stored_lists(engine) == {("a", 1): {"x": 1_700_000_000, "y": 1_700_000_000}}
+    assert checkpoint_row(engine, run_id, ("a", 1)).cursor == "next-a"
+    row = checkpoint_row(engine, run_id, ("b", 1))
+    assert (row.status, row.cursor, row.lease_owner, row.failures) == ("pending", "", peer.id, 0)
+    assert theirs.dropped
+    assert not mine.dropped
+    assert [end.claim for end in closed] == [theirs]
+
+
+def test_an_ending_of_a_list_taken_over_does_not_fail_or_empty_it(
+    engine: sa.Engine, run_id: int
+) -> None:
+    """A partitioned worker cannot turn another's list back into failed, nor mark it removed."""
+    me, peer = register(engine), register(engine)
+    lease(engine, run_id, ("a", 1), me.id)
+    claim = Claim(checkpoint.ListState("a", 1, ""))
+    closed: list[Ended] = []
+    lane = writer(engine, run_id, me.id, closed)
+    lane._commit([page(claim, ["x"], "")])  # complete: done, lease given back
+    lease(engine, run_id, ("a", 1), peer.id)  # a peer re-crawls it (say, after a restart)
+    for outcome in (Outcome.FAILED, Outcome.MISSING, Outcome.REJECTED, Outcome.FATAL):
+        lane._commit([Ended(claim, outcome, "stale ending")])
+    row = checkpoint_row(engine, run_id, ("a", 1))
+    assert (row.status, row.failures, row.last_error) == ("done", 0, None)
+    assert stored_lists(engine) == {("a", 1): {"x": 1_700_000_000}}
+
+
+def test_a_stopped_list_is_free_at_once(engine: sa.Engine, run_id: int) -> None:
+    """A list given back on a stop keeps its cursor and can be claimed again right away."""
+    me = register(engine)
+    with engine.begin() as conn:
+        (task,) = checkpoint.claim(conn, run_id, me.id, 1, datetime.now(UTC))
+    claim = Claim(task)
+    closed: list[Ended] = []
+    writer(engine, run_id, me.id, closed)._commit(
+        [page(claim, ["x"], "page-2"), Ended(claim, Outcome.STOPPED)]
+    )
+    row = checkpoint_row(engine, run_id, task.key)
+    assert (row.status, row.cursor, row.lease_owner, row.failures) == ("running", "page-2", None, 0)
+    with engine.begin() as conn:
+        again = checkpoint.claim(conn, run_id, me.id, 10, datetime.now(UTC))
+    assert task.key in {t.key for t in again}
+
+
+def test_liveness_is_stamped_by_the_database_clock_whatever_this_machine_says(
+    engine: sa.Engine,
+) -> None:
+    """A process whose own clock is an hour off still writes expiry times in the server's time."""
+    me = register(engine)
+    me.clock.offset = timedelta(hours=1)  # what a badly skewed estimate would give
+    workers.beat(engine, me, {})
+    with engine.connect() as conn:
+        expires = conn.execute(
+            sa.select(sync_workers.c.expires_at).where(sync_workers.c.id == me.id)
+        ).scalar_one()
+    if expires.tzinfo is None:
+        expires = expires.replace(tzinfo=UTC)
+    assert abs((expires - datetime.now(UTC)).total_seconds() - workers.TTL) < 3
