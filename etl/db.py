@@ -135,26 +135,40 @@ def retrying(
             if attempt:
                 log.info("%s: reconnected to the database", what)
             return result
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
+        except Exception as exc:  # noqa: BLE001 - wait_to_retry re-raises all but transient errors
             attempt += 1
-            if time.monotonic() >= deadline:
-                raise DatabaseError(
-                    f"database error: {what}: gave up after {seconds:.0f} s without the "
-                    f"database ({first_line(exc)})"
-                ) from None
-            delay = reconnect_delay(attempt, deadline)
-            log.warning(
-                "%s: the database connection failed (%s); reconnecting in %.1f s",
-                what,
-                first_line(exc),
-                delay,
-            )
-            if stop is not None and stop.wait(delay):
-                raise Stopped(what) from None
-            if stop is None:
-                time.sleep(delay)
+            wait_to_retry(exc, attempt, deadline, what=what, stop=stop, seconds=seconds)
+
+
+def wait_to_retry(
+    exc: Exception,
+    attempt: int,
+    deadline: float,
+    *,
+    what: str,
+    stop: threading.Event | None,
+    seconds: float,
+) -> None:
+    """Sleep before retry ``attempt`` of what ``exc`` interrupted; re-raise ``exc`` unless it is
+    transient, DatabaseError once ``deadline`` has passed, Stopped if ``stop`` is set first."""
+    if not is_transient(exc):
+        raise exc
+    if time.monotonic() >= deadline:
+        raise DatabaseError(
+            f"database error: {what}: gave up after {seconds:.0f} s without the database "
+            f"({first_line(exc)})"
+        ) from None
+    delay = reconnect_delay(attempt, deadline)
+    log.warning(
+        "%s: the database connection failed (%s); reconnecting in %.1f s",
+        what,
+        first_line(exc),
+        delay,
+    )
+    if stop is None:
+        time.sleep(delay)
+    elif stop.wait(delay):
+        raise Stopped(what) from None
 
 
 def reconnect_delay(attempt: int, deadline: float) -> float:

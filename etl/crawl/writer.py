@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from etl import checkpoint, db, load, transform
 from etl.crawl.messages import Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS, Outcome
-from etl.errors import DatabaseError, Stopped
+from etl.errors import Stopped
 from etl.load import Key, ListPart
 
 log = logging.getLogger(__name__)
@@ -134,24 +134,17 @@ class Writer(threading.Thread):
                 if attempt:
                     log.info("reconnected to the database: the batch is stored")
                 return result
-            except Exception as exc:
-                if not db.is_transient(exc):
-                    raise
+            except Exception as exc:  # noqa: BLE001 - wait_to_retry re-raises all but transient errors
                 self._disconnect()
                 attempt += 1
-                if time.monotonic() >= deadline:
-                    raise DatabaseError(
-                        f"database error: no database for {self.db_seconds:.0f} s "
-                        f"({db.first_line(exc)})"
-                    ) from None
-                delay = db.reconnect_delay(attempt, deadline)
-                log.warning(
-                    "the database connection failed (%s); reconnecting in %.1f s",
-                    db.first_line(exc),
-                    delay,
+                db.wait_to_retry(
+                    exc,
+                    attempt,
+                    deadline,
+                    what="writing a batch",
+                    stop=self.stop,
+                    seconds=self.db_seconds,
                 )
-                if self.stop.wait(delay):
-                    raise Stopped("stopped while reconnecting") from None
 
     def _write(self, conn: sa.Connection, batch: list[Fetched | Ended]) -> _Result:
         """The batch's one transaction (see the module docstring)."""
