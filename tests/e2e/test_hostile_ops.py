@@ -338,10 +338,9 @@ def test_sync_rides_out_a_postgresql_restart(
 # --- signals -------------------------------------------------------------------------------
 
 
-@pytest.mark.postgres
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_mid_outage_stops_within_10_s_and_the_run_resumes_exactly(
-    signum: signal.Signals, pg_url: URL, running_sandbox: Start, spawn: Spawn, tmp_path: Path
+    signum: signal.Signals, db_url: URL, running_sandbox: Start, spawn: Spawn, tmp_path: Path
 ) -> None:
     """A signal while every call meets a 503 outage in retry backoff ends sync within 10 s with
     the signal's exit code and one error line saying the run is resumable; once the outage is
@@ -349,13 +348,13 @@ def test_signal_mid_outage_stops_within_10_s_and_the_run_resumes_exactly(
     graph = Graph(users=60, seed=43)
     server = running_sandbox(graph, latency_ms=10)
     set_outage(server, None)  # the route exists (and there is no outage yet)
-    env = cli_env(pg_url, server, **PRODUCTION_RETRIES)
+    env = cli_env(db_url, server, **PRODUCTION_RETRIES)
     migrate(env, tmp_path)
     accounts = write_accounts(tmp_path / "accounts.txt", graph.accounts)
     args = sync_args(accounts, "--rate", "100", "--concurrency", "4")
     truth = graph.truth(graph.accounts, TYPES)
     sync = spawn(env, *args, name="sync")
-    reader = db.make_engine(pg_url)
+    reader = db.make_engine(db_url)
     try:
         wait_until(lambda: edges_stored(reader) > 0, "page stored", timeout=30, process=sync)
         set_outage(server, 503)
