@@ -204,10 +204,19 @@ def parse_page(body: Any) -> Page:
     cursor = body.get("NextCursor")
     if not isinstance(cursor, str):
         raise MalformedAnswer(f"NextCursor is {_kind(cursor)}, not a string")
+    # The cursor is stored (sync_checkpoints.cursor) and sent back as it is: it must survive
+    # both, so NUL, a lone surrogate or a giant string make the answer malformed, not a crash.
+    if len(cursor) > MAX_CURSOR_CHARS or _needs_replacing(cursor):
+        raise MalformedAnswer(
+            f"NextCursor cannot be stored ({len(cursor)} characters, NUL or lone surrogates)"
+        )
     for number, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("To_Account"), str):
             raise MalformedAnswer(f"FollowItem[{number}] has no string To_Account")
     return Page(items, cursor)
+
+
+MAX_CURSOR_CHARS = 65_536  # Tencent's cursors are short tokens; the sandbox's are ~100
 
 
 def _kind(value: Any) -> str:

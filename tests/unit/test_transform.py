@@ -89,6 +89,9 @@ def only_profile(rows: PageRows) -> dict[str, Any]:
         ({"FollowItem": [], "NextCursor": 3}, "NextCursor is int"),
         ({"FollowItem": ["junk"], "NextCursor": ""}, r"FollowItem\[0\] has no string"),
         ({"FollowItem": [{"To_Account": 7}], "NextCursor": ""}, "has no string To_Account"),
+        ({"FollowItem": [], "NextCursor": "c\x00d"}, "NextCursor cannot be stored"),
+        ({"FollowItem": [], "NextCursor": "c\ud83d"}, "NextCursor cannot be stored"),
+        ({"FollowItem": [], "NextCursor": "c" * 70_000}, "NextCursor cannot be stored"),
     ],
 )
 def test_an_answer_that_is_not_a_page_is_malformed(body: object, message: str) -> None:
