@@ -19,6 +19,7 @@ Exit codes (also in the README):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -35,7 +36,7 @@ from etl.commands import (
     cmd_verify,
     cmd_worker,
 )
-from etl.console import say, setup_logging
+from etl.console import CONTEXT, error, say, setup_logging
 from etl.errors import EtlError
 from etl.sync import DEFAULT_CONCURRENCY
 from etl.usersig import DEFAULT_EXPIRE
@@ -102,7 +103,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the synopsis is one ``--help`` away)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        error(f"{message} (see {self.prog} --help)", 2, prefix=f"{self.prog}: error: ")
+        self.exit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,33 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_const",
-        const=1,
-        default=0,
-        dest="verbosity",
-        help="debug logging",
-    )
-    parser.add_argument(
-        "-q",
-        "--quiet",
-        action="store_const",
-        const=-1,
-        dest="verbosity",
-        help="only warnings and errors on stderr (and no progress display)",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="stderr log lines as text (default) or one JSON object per line; "
-        "results on stdout stay text",
-    )
-    parser.add_argument(
-        "--debug", action="store_true", help="show the traceback of an internal error"
-    )
+    _global_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("migrate", help="upgrade the database at DATABASE_URL to the newest schema")
@@ -337,32 +313,82 @@ def build_parser() -> argparse.ArgumentParser:
         help="lifetime (default 180 days)",
     )
     p.set_defaults(func=cmd_usersig)
+    for command in sub.choices.values():
+        _global_options(command, top=False)  # `sync --log-format json ...` works too
     return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """-v, -q, --log-format and --debug, before the command (``top``) or after it. After it,
+    they have no defaults of their own, so one given before the command still counts."""
+
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=1,
+        default=default(0),
+        dest="verbosity",
+        help="debug logging",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const=-1,
+        default=default(0),
+        dest="verbosity",
+        help="only warnings and errors on stderr (and no progress display)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=default("text"),
+        help="stderr log lines as text (default) or one JSON object per line, the final error "
+        "line included; results on stdout stay text",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=default(False),
+        help="show the traceback of an internal error",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Known before parsing, so that even a usage error is a JSON line when JSON was asked for.
+    if any(w == "--log-format=json" or (w == "--log-format" and n == "json")
+           for w, n in zip(words, [*words[1:], ""], strict=True)):  # fmt: skip
+        setup_logging(0, "json")
+    args = parser.parse_args(words)
     if args.command == "sandbox" and not 0 <= args.faults <= 1:
         parser.error("--faults must be between 0 and 1")
     setup_logging(args.verbosity, args.log_format)
+    CONTEXT["pid"] = os.getpid()
+    if isinstance(getattr(args, "job", None), str):
+        CONTEXT["job"] = args.job
     try:
         result: int = args.func(args)
         return result
     except EtlError as exc:
-        say(f"follow-etl: error: {exc}", sys.stderr)
+        error(str(exc), exc.exit_code)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - the last resort: one line, never a traceback
         if not db.is_database_error(exc):
             return _internal(exc, args.debug)
         # Whichever layer raised it (SQLAlchemy, psycopg's raw COPY cursor, sqlite3): one line,
         # the driver's first, never the SQL or its parameters.
-        error = db.as_database_error(exc)
-        say(f"follow-etl: error: {error}", sys.stderr)
-        return error.exit_code
+        failure = db.as_database_error(exc)
+        error(str(failure), failure.exit_code)
+        return failure.exit_code
     except KeyboardInterrupt:
-        say("follow-etl: interrupted; the run is resumable: run the same command again", sys.stderr)
+        error("interrupted; the run is resumable: run the same command again", EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
 
 

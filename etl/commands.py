@@ -23,7 +23,7 @@ from etl import checkpoint, db, verify
 from etl.accounts import Accounts
 from etl.client import FollowClient
 from etl.config import ApiSettings, Secret, Settings, load_settings
-from etl.console import REDACTOR, say
+from etl.console import CONTEXT, REDACTOR, error, say
 from etl.errors import ConfigError, Interrupted, Stopped, UsageError
 from etl.progress import progress_mode, progress_reporter
 from etl.schema import sync_runs
@@ -127,6 +127,11 @@ def _interrupted(received: list[int], report: SyncReport | None) -> None:
         )
 
 
+def _on_run(run_id: int) -> None:
+    """From now on, every JSON log record carries the run's id."""
+    CONTEXT["run_id"] = run_id
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     """Crawl the lists of the given accounts and load them."""
     accounts = _requested_accounts(args)
@@ -153,7 +158,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         _progress(args) as on_progress,
     ):
         try:
-            report = sync(engine, client, request, on_progress=on_progress, stop=stop)
+            report = sync(
+                engine, client, request, on_progress=on_progress, stop=stop, on_run=_on_run
+            )
         except Stopped:  # stopped while waiting for the job (--wait)
             _interrupted(received, None)
             raise
@@ -180,6 +187,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             on_progress=on_progress,
             stop=stop,
             db_seconds=settings.db_retry_seconds,
+            on_run=_on_run,
         )
     if report is None:
         say(f"job {args.job!r} has no unfinished run: nothing to do")
@@ -230,7 +238,7 @@ def _print_report(report: SyncReport, worker: bool = False) -> int:
     problem = report.problem()
     if problem is None:
         return 0
-    say(f"follow-etl: error: {problem}", sys.stderr)
+    error(str(problem), problem.exit_code)
     return problem.exit_code
 
 
@@ -257,9 +265,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{lists['failed']} failed, {lists['running']} half done, {lists['pending']} pending"
     )
     say(f"  stored    {run['pages']} pages, {run['items']} items, {run['requests']} requests")
-    for error in run["errors"]:
-        kind = TYPE_NAMES.get(error["follow_type"], error["follow_type"])
-        say(f"  {error['status']:8}  {error['account']}/{kind}: {error['error']}")
+    for listed in run["errors"]:
+        kind = TYPE_NAMES.get(listed["follow_type"], listed["follow_type"])
+        say(f"  {listed['status']:8}  {listed['account']}/{kind}: {listed['error']}")
     quarantined = run["quarantined"]
     if quarantined["total"]:
         by_kind = quarantined["by_kind"]
@@ -300,7 +308,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if problem is None:
         return 0
     hint = "; `verify --repair` re-crawls them" if final.mismatches and not args.repair else ""
-    say(f"follow-etl: error: {problem}{hint}", sys.stderr)
+    error(f"{problem}{hint}", problem.exit_code)
     return problem.exit_code
 
 

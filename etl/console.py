@@ -59,6 +59,10 @@ class Redactor(logging.Filter):
 
 REDACTOR = Redactor()  # the process's one filter; commands add the configured secrets
 
+# Fields every JSON log record carries once they are known (commands set job and pid at
+# start, run_id as soon as the run is opened).
+CONTEXT: dict[str, Any] = {}
+
 
 class TextFormatter(logging.Formatter):
     """``12:00:01 WARNING message``, as always; a logged traceback is redacted too."""
@@ -90,6 +94,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _RECORD_ATTRIBUTES and key not in doc:
                 doc[key] = self.redactor.redact_value(value)
+        for key, value in CONTEXT.items():
+            doc.setdefault(key, self.redactor.redact_value(value))
         if record.exc_info and record.exc_info[1] is not None:
             doc["exception"] = self.redactor.redact(_one_line(record.exc_info[1]))
         if record.stack_info:
@@ -133,9 +139,13 @@ _HANDLER = _LogHandler()
 _HANDLER.addFilter(REDACTOR)
 
 
+_FORMAT: list[LogFormat] = ["text"]  # the format stderr speaks, for error() as well
+
+
 def setup_logging(verbosity: int, log_format: LogFormat = "text") -> None:
     """Log to stderr through the redactor: -1 warnings, 0 info, 1 debug; text or JSON lines."""
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity, logging.DEBUG)
+    _FORMAT[0] = log_format
     _HANDLER.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [_HANDLER]
@@ -158,3 +168,21 @@ def logs_through(console: Console) -> Iterator[None]:
 def say(text: str, stream: TextIO | None = None) -> None:
     """Print a line for the user (stdout by default), secrets masked."""
     print(REDACTOR.redact(text), file=stream or sys.stdout)
+
+
+def error(message: str, exit_code: int, *, prefix: str = "follow-etl: error: ") -> None:
+    """The process's one final error line on stderr: ``follow-etl: error: ...`` as text, or,
+    with JSON logs, one JSON object like every other stderr line, carrying ``exit_code``."""
+    text = REDACTOR.redact(f"{prefix}{message}")
+    if _FORMAT[0] == "json":
+        doc: dict[str, Any] = {
+            "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": "error",
+            "logger": "follow-etl",
+            "message": text,
+            "exit_code": exit_code,
+        }
+        for key, value in CONTEXT.items():
+            doc.setdefault(key, REDACTOR.redact_value(value))
+        text = json.dumps(doc, ensure_ascii=False)
+    print(text, file=sys.stderr)

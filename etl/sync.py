@@ -125,13 +125,15 @@ def sync(
     clock: Callable[[], datetime] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
+    on_run: Callable[[int], None] = lambda run_id: None,
 ) -> SyncReport:
     """Hold the job, resume its unfinished run (or start one) and crawl it as far as it goes.
 
     Raises JobBusy if another live ``sync`` holds the job (unless ``request.wait``), Stopped if
-    ``stop`` is set while waiting for it. The report says whether the run finished
-    (``report.problem()``); FatalApiError and database errors propagate. Whatever happens,
-    the run stays resumable. Rows are stamped with ``clock`` (default: the database's time).
+    ``stop`` is set while waiting for it. ``on_run`` hears the run's id as soon as it is open.
+    The report says whether the run finished (``report.problem()``); FatalApiError and
+    database errors propagate. Whatever happens, the run stays resumable. Rows are stamped
+    with ``clock`` (default: the database's time).
     """
     stop = stop or threading.Event()
     db_clock = workers.DbClock(engine)
@@ -149,6 +151,7 @@ def sync(
             "concurrency": request.concurrency,
         }
         run_id, resumed, added = _open_run(engine, request, options, clock)
+        on_run(run_id)
         if resumed:
             log.info("resuming run %d of job %r (%d new lists added)", run_id, request.job, added)
         report = SyncReport(run_id=run_id, job=request.job, resumed=resumed)
@@ -178,6 +181,7 @@ def work(
     on_progress: Callable[[Progress], None] | None = None,
     stop: threading.Event | None = None,
     db_seconds: float = db.RECONNECT_SECONDS,
+    on_run: Callable[[int], None] = lambda run_id: None,
 ) -> SyncReport | None:
     """Join the job's unfinished run with its own settings; None if it has none."""
     if engine.dialect.name != "postgresql":
@@ -190,6 +194,7 @@ def work(
         run = checkpoint.unfinished_run(conn, job)
     if run is None:
         return None
+    on_run(run.id)
     db_clock = workers.DbClock(engine)
     clock = clock or db_clock
     me = workers.register(engine, job, "worker", db_clock)
