@@ -15,19 +15,36 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TextIO
 
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from etl import db
 from etl.errors import UsageError
 
 MAX_USERID_BYTES = 32  # Tencent's documented limit for a UserID
 
 
 class Accounts:
-    """The UserIDs of an accounts file (or stdin) and of --account options, checked, in order."""
+    """The UserIDs of an accounts file (or stdin, or a query) and of --account options, checked,
+    in order."""
 
-    def __init__(self, source: str | None, extra: list[str], stdin: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        source: str | None,
+        extra: list[str],
+        stdin: TextIO | None = None,
+        *,
+        query: tuple[Engine, str] | None = None,
+    ) -> None:
         self._path: Path | None = None
         self._spool: IO[str] | None = None
         self.count = 0  # accounts given, repeats included
-        if source == "-":
+        if query is not None:
+            # Read once, as a stream, into a spool: the run sees one consistent answer.
+            self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+            self.count += _from_query(*query, self._spool)
+            self._spool.seek(0)
+        elif source == "-":
             # Kept open for the second pass; close() ends it.
             self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
             self.count += _check(stdin or sys.stdin, "<stdin>", self._spool)
@@ -89,6 +106,34 @@ def _check(lines: IO[str], name: str, copy: IO[str] | None) -> int:
         raise UsageError(f"cannot read accounts file {name}: {exc}") from None
     except OSError as exc:
         raise UsageError(f"cannot read accounts file {name}: {exc}") from None
+    return count
+
+
+QUERY_CHUNK = 5000  # rows fetched at a time: memory stays flat whatever the query returns
+
+
+def _from_query(engine: Engine, sql: str, spool: IO[str]) -> int:
+    """Run ``sql``, check the first column of every row, write the UserIDs to ``spool``."""
+    count = 0
+    try:
+        with engine.connect() as conn:
+            rows = conn.execution_options(stream_results=True, yield_per=QUERY_CHUNK).execute(
+                sa.text(sql)
+            )
+            for number, row in enumerate(rows, 1):
+                value = row[0] if len(row) else None
+                if not isinstance(value, str):
+                    kind = "NULL" if value is None else type(value).__name__
+                    raise UsageError(
+                        f"--accounts-query: row {number} has {kind} in its first column, "
+                        "not text (select the UserID column, cast to text if need be)"
+                    )
+                account = value.strip()
+                check_account(account, f"--accounts-query row {number}")
+                spool.write(account + "\n")
+                count += 1
+    except sa.exc.SQLAlchemyError as exc:
+        raise UsageError(f"--accounts-query failed: {db.first_line(exc)}") from None
     return count
 
 

@@ -80,6 +80,8 @@ def _positive(kind: type[int] | type[float]) -> Any:
 EPILOG = """\
 configuration (environment):
   DATABASE_URL    SQLAlchemy URL (default sqlite:///follow_etl.db; postgresql:// works)
+  ACCOUNTS_DATABASE_URL
+                  where `sync --accounts-query` runs (default: DATABASE_URL)
   IM_SDKAPPID     the app's SDKAppID
   IM_ADMIN        an App administrator account (default administrator)
   IM_SECRET_KEY   the app's secret key: UserSigs are made and renewed from it
@@ -131,10 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
         "--accounts",
         metavar="FILE",
         help="one UserID per line (# comments and blank lines ignored; - for stdin)",
+    )
+    source.add_argument(
+        "--accounts-query",
+        metavar="SQL",
+        help="a query whose first column is the UserIDs, run at ACCOUNTS_DATABASE_URL "
+        "(default: DATABASE_URL) and streamed",
     )
     p.add_argument("--account", action="append", metavar="ID", help="a UserID (repeatable)")
     p.add_argument(

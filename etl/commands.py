@@ -81,12 +81,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _requested_accounts(args: argparse.Namespace) -> Accounts:
-    """The accounts of --accounts and --account, every line checked now, read again later."""
-    accounts = Accounts(args.accounts, args.account or [])
+def _requested_accounts(args: argparse.Namespace, settings: Settings) -> Accounts:
+    """The accounts of --accounts (or --accounts-query) and --account, every one checked now,
+    read again later."""
+    query = None
+    if args.accounts_query is not None:
+        url = settings.accounts_database_url or settings.database_url
+        query = (db.make_engine(url), args.accounts_query)
+    accounts = Accounts(args.accounts, args.account or [], query=query)
     if not accounts.count:
         accounts.close()
-        raise UsageError("no accounts to sync: give --accounts FILE or --account ID")
+        raise UsageError(
+            "no accounts to sync: give --accounts FILE, --accounts-query SQL or --account ID"
+        )
     return accounts
 
 
@@ -134,8 +141,8 @@ def _on_run(run_id: int) -> None:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """Crawl the lists of the given accounts and load them."""
-    accounts = _requested_accounts(args)
     settings = _settings()
+    accounts = _requested_accounts(args, settings)
     api = settings.api()
     engine = _engine(settings)
     db.require_schema(engine)

@@ -94,6 +94,7 @@ class Settings:
     timeout: float
     retry: RetryPolicy
     db_retry_seconds: float = 180.0  # a lost database is waited for this long, reconnecting
+    accounts_database_url: URL | None = None  # where --accounts-query runs (None: database_url)
 
     def api(self) -> ApiSettings:
         """The API settings, or a ConfigError naming what is missing."""
@@ -119,17 +120,17 @@ class Settings:
         )
 
 
-def database_url(raw: str) -> URL:
+def database_url(raw: str, *, name: str = "DATABASE_URL") -> URL:
     """Parse a SQLAlchemy URL; plain ``postgresql://`` and ``postgres://`` use psycopg 3."""
     try:
         url = make_url(raw)
     except ArgumentError as exc:
-        raise ConfigError(f"DATABASE_URL is not a database URL: {exc}") from None
+        raise ConfigError(f"{name} is not a database URL: {exc}") from None
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("postgresql", "sqlite"):
         raise ConfigError(
-            f"DATABASE_URL: unsupported database {url.get_backend_name()!r} "
+            f"{name}: unsupported database {url.get_backend_name()!r} "
             "(use postgresql:// or sqlite:///)"
         )
     return url
@@ -206,4 +207,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             initial_wait=_number(env, "IM_RETRY_WAIT", 0.5, minimum=0),
         ),
         db_retry_seconds=_number(env, "DATABASE_RETRY_SECONDS", 180.0, minimum=0),
+        accounts_database_url=(
+            database_url(raw_accounts, name="ACCOUNTS_DATABASE_URL")
+            if (raw_accounts := env.get("ACCOUNTS_DATABASE_URL", "").strip())
+            else None
+        ),
     )
