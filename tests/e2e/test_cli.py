@@ -647,7 +647,8 @@ def test_usersig_command_prints_a_usersig_the_service_accepts(tmp_path: Path) ->
         pytest.param(
             ("sync",),
             (
-                *("--accounts", "--account", "--types", "--job", "--restart", "--page-size"),
+                *("--accounts", "--accounts-query", "--account", "--types", "--job"),
+                *("--restart", "--page-size"),
                 *("--rate", "--concurrency", "--wait"),
             ),
             id="sync",
@@ -658,7 +659,10 @@ def test_usersig_command_prints_a_usersig_the_service_accepts(tmp_path: Path) ->
         pytest.param(("status",), ("--job", "--json"), id="status"),
         pytest.param(
             ("sandbox",),
-            ("--host", "--port", "--users", "--seed", "--faults", "--latency-ms", "--rate"),
+            (
+                *("--host", "--port", "--users", "--seed", "--faults", "--latency-ms", "--rate"),
+                *("--fault-kinds", "--hostile", "--loop-account"),
+            ),
             id="sandbox",
         ),
         pytest.param(("demo",), ("--users", "--seed", "--rate"), id="demo"),
