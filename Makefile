@@ -4,7 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check report report-screenshot bench clean
+DBT_VENV ?= .venv-dbt
+DBT_STAMP := $(DBT_VENV)/.installed
+
+.PHONY: demo test lint typecheck check report report-screenshot bench clean dbt-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,12 +15,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# dbt in a virtual environment of its own: its pins clash with mypy's (dbt/requirements.txt).
+$(DBT_STAMP): dbt/requirements.txt
+	$(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/pip install --quiet --upgrade pip
+	$(DBT_VENV)/bin/pip install --quiet -r dbt/requirements.txt
+	touch $(DBT_STAMP)
+
+dbt-env: $(DBT_STAMP)  ## the dbt environment the dbt test (and an analyst) uses
+
 demo: $(STAMP)  ## run the main job against the built-in sandbox, into the embedded SQLite default
 	$(BIN)/python -m etl demo
 
 # The report test also needs `chromium` (apt-get install chromium): skipped without it,
 # except under CI=true, where .ci/run installs it.
-test: $(STAMP)  ## lint, type-check and run the whole suite (SQLite and PostgreSQL)
+test: $(STAMP) $(DBT_STAMP)  ## lint, type-check and run the whole suite (SQLite and PostgreSQL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -40,4 +52,4 @@ bench: $(STAMP)  ## print the throughput figures the README quotes
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) follow_etl.db report.html .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DBT_VENV) build dist follow_etl.db report.html .pytest_cache .mypy_cache .ruff_cache

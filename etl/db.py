@@ -27,7 +27,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# The Alembic scripts: etl/_migrations inside an installed wheel, which is the top-level
+# migrations/ of a checkout mapped in by pyproject.toml (the checkout, an editable install and
+# the `alembic` command use that one directly).
+_PACKAGE = Path(__file__).resolve().parent
+INSTALLED_MIGRATIONS = _PACKAGE / "_migrations"
+CHECKOUT_MIGRATIONS = _PACKAGE.parent / "migrations"
 RECONNECT_SECONDS = 180.0  # how long a run waits for a lost database (DATABASE_RETRY_SECONDS)
 
 # Set on every PostgreSQL session, so that no host that vanishes can block its peers for long:
@@ -183,14 +188,24 @@ def describe(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def migrations_dir() -> Path:
+    """The directory of the Alembic scripts, installed or in the checkout; DatabaseError if
+    neither has them."""
+    for location in (INSTALLED_MIGRATIONS, CHECKOUT_MIGRATIONS):
+        if (location / "env.py").is_file():
+            return location
+    raise DatabaseError(
+        f"migrations not found in {INSTALLED_MIGRATIONS} or {CHECKOUT_MIGRATIONS}: "
+        "reinstall follow-etl (its wheel ships them)"
+    )
+
+
 def alembic_config(connection: sa.Connection | None = None) -> Config:
     """An Alembic config for the project's migrations, bound to ``connection`` if given."""
     from alembic.config import Config
 
-    if not (MIGRATIONS / "env.py").is_file():
-        raise DatabaseError(f"migrations not found at {MIGRATIONS}: install follow-etl from source")
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["connection"] = connection
     return config
 
