@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="if another sync holds the job, wait for it to end instead of exiting with 7",
     )
+    _metrics_options(p)
     p.set_defaults(func=cmd_sync)
 
     p = sub.add_parser(
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--job", default="default", help="the job to work on (default: default)")
+    _metrics_options(p)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("status", help="show the latest run of a job")
@@ -325,6 +327,29 @@ def build_parser() -> argparse.ArgumentParser:
     for command in sub.choices.values():
         _global_options(command, top=False)  # `sync --log-format json ...` works too
     return parser
+
+
+def _metrics_options(parser: argparse.ArgumentParser) -> None:
+    """Where a crawling process writes its Prometheus metrics."""
+    parser.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write Prometheus metrics to PATH (node_exporter's textfile collector: a *.prom "
+        "file in its directory), every --metrics-every seconds and at exit",
+    )
+    parser.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="push Prometheus metrics to this Pushgateway (grouped by job and instance), "
+        "every --metrics-every seconds and at exit",
+    )
+    parser.add_argument(
+        "--metrics-every",
+        type=_positive(float),
+        default=15.0,
+        metavar="SECONDS",
+        help="seconds between metrics refreshes (default 15)",
+    )
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:

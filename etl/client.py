@@ -12,6 +12,7 @@ Every wait (pacing, retry backoff) wakes on the client's ``stop`` event and rais
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -271,6 +272,9 @@ class FollowClient:
         self.calls = 0
         self.retries = 0
         self.malformed = 0
+        # Answers by code: "0" (OK), a Tencent ErrorCode, "http_503", "timeout", "network",
+        # "http_error", "malformed" (for metrics).
+        self.answers: collections.Counter[str] = collections.Counter()
         self._http = httpx.Client(
             transport=transport,
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 5.0)),
@@ -306,6 +310,15 @@ class FollowClient:
         """calls, retries and malformed, read together."""
         with self._lock:
             return {"calls": self.calls, "retries": self.retries, "malformed": self.malformed}
+
+    def answered(self) -> dict[str, int]:
+        """How many answers of each code (see ``answers``) this client has had."""
+        with self._lock:
+            return dict(self.answers)
+
+    def _count(self, code: str) -> None:
+        with self._lock:
+            self.answers[code] += 1
 
     def interrupt_on(self, stop: threading.Event | None) -> None:
         """Make ``stop`` the event every wait wakes on (None: back to the constructor's)."""
@@ -375,19 +388,29 @@ class FollowClient:
         try:
             response = self._http.post(f"{base}/{api}", params=params, content=payload)
         except httpx.TimeoutException as exc:
+            self._count("timeout")
             self._fail_over()
             raise TransientApiError(f"{label}: timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
+            self._count("network")
             self._fail_over()
             raise TransientApiError(f"{label}: network error ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:  # DecodingError and the rest; str(exc) may hold the URL
+            self._count("http_error")
             raise TransientApiError(f"{label}: HTTP error ({type(exc).__name__})") from None
         try:
-            return parse(self._classify(response, label))
+            result = parse(self._classify(response, label))
         except MalformedAnswer as exc:  # raised without the label, by _classify or parse
             with self._lock:
                 self.malformed += 1
+                self.answers["malformed"] += 1
             raise MalformedAnswer(f"{label}: {exc}") from None
+        except ApiError as exc:
+            status = response.status_code
+            self._count(str(exc.code) if exc.code is not None else f"http_{status}")
+            raise
+        self._count("0")
+        return result
 
     def _classify(self, response: httpx.Response, label: str) -> dict[str, Any]:
         """The body of an OK answer; MalformedAnswer (without the label) if there is none."""

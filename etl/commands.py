@@ -24,7 +24,8 @@ from etl.accounts import Accounts
 from etl.client import FollowClient
 from etl.config import ApiSettings, Secret, Settings, load_settings
 from etl.console import CONTEXT, REDACTOR, error, say
-from etl.errors import ConfigError, Interrupted, Stopped, UsageError
+from etl.errors import ConfigError, EtlError, Interrupted, Stopped, UsageError
+from etl.metrics import Metrics
 from etl.progress import progress_mode, progress_reporter
 from etl.schema import sync_runs
 from etl.sync import Progress, SyncReport, SyncRequest, sync, work
@@ -35,12 +36,60 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def _progress(args: argparse.Namespace) -> Iterator[Callable[[Progress], None] | None]:
-    """The progress display: a live bar on a terminal, periodic log lines elsewhere."""
+def _progress(
+    args: argparse.Namespace, metrics: Metrics | None = None
+) -> Iterator[Callable[[Progress], None] | None]:
+    """The progress display: a live bar on a terminal, periodic log lines elsewhere; the
+    snapshots feed the metrics too, if any."""
     with progress_reporter(
         sys.stderr, mode=progress_mode(args.verbosity, args.log_format)
     ) as on_progress:
-        yield on_progress
+        if metrics is None:
+            yield on_progress
+            return
+        display = on_progress
+
+        def both(progress: Progress) -> None:
+            metrics.on_progress(progress)
+            if display is not None:
+                display(progress)
+
+        yield both
+
+
+@contextmanager
+def _metrics(args: argparse.Namespace, engine: sa.Engine, job: str) -> Iterator[Metrics | None]:
+    """Prometheus metrics (--metrics-file, --pushgateway), written last with the exit code the
+    command ends with."""
+    if not (args.metrics_file or args.pushgateway):
+        yield None
+        return
+    metrics = Metrics(
+        engine,
+        job,
+        textfile=Path(args.metrics_file) if args.metrics_file else None,
+        pushgateway=args.pushgateway,
+        every=args.metrics_every,
+    )
+    metrics.start()
+    code = None  # a normal end sets it through _ended
+    try:
+        yield metrics
+    except EtlError as exc:
+        code = exc.exit_code
+        raise
+    except BaseException as exc:
+        code = 5 if db.is_database_error(exc) else 130 if isinstance(exc, KeyboardInterrupt) else 1
+        raise
+    finally:
+        metrics.close(code if code is not None else (metrics.exit_code or 0))
+
+
+def _ended(metrics: Metrics | None, code: int) -> int:
+    """Note the exit code a command returns (not raises) for its last metrics."""
+    if metrics is not None:
+        metrics.exit_code = code
+    return code
 
 
 def _settings() -> Settings:
@@ -159,10 +208,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     with (
+        _metrics(args, engine, args.job) as metrics,
         closing(accounts),
         _client(api) as client,
         _graceful(stop) as received,
-        _progress(args) as on_progress,
+        _progress(args, metrics) as on_progress,
     ):
         try:
             report = sync(
@@ -171,9 +221,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         except Stopped:  # stopped while waiting for the job (--wait)
             _interrupted(received, None)
             raise
-    code = _print_report(report)
-    _interrupted(received, report)
-    return code
+        code = _print_report(report)
+        _interrupted(received, report)
+        return _ended(metrics, code)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -183,9 +233,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     db.require_schema(engine)
     stop = threading.Event()
     with (
+        _metrics(args, engine, args.job) as metrics,
         _client(settings.api()) as client,
         _graceful(stop) as received,
-        _progress(args) as on_progress,
+        _progress(args, metrics) as on_progress,
     ):
         report = work(
             engine,
@@ -196,12 +247,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
             db_seconds=settings.db_retry_seconds,
             on_run=_on_run,
         )
-    if report is None:
-        say(f"job {args.job!r} has no unfinished run: nothing to do")
-        return 0
-    code = _print_report(report, worker=True)
-    _interrupted(received, report)
-    return code
+        if report is None:
+            say(f"job {args.job!r} has no unfinished run: nothing to do")
+            return 0
+        code = _print_report(report, worker=True)
+        _interrupted(received, report)
+        return _ended(metrics, code)
 
 
 def _print_report(report: SyncReport, worker: bool = False) -> int:

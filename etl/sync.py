@@ -69,6 +69,12 @@ class Progress:
     eta_seconds: float | None  # None until there is a rate to extrapolate from
     workers: int  # live processes on the run, this one included
     final: bool = False  # the last snapshot, sent once when the process stops
+    edges_added: int = 0  # edge events "added" recorded by this process
+    edges_removed: int = 0
+    quarantined: int = 0
+    conflicts: int = 0
+    malformed: int = 0
+    answers: dict[str, int] = field(default_factory=dict)  # by code (FollowClient.answers)
 
 
 @dataclass
@@ -391,6 +397,7 @@ class _Progresser:
     ) -> None:
         self.engine, self.report, self.client, self.sink = engine, report, client, sink
         self.calls_before, self.retries_before = before["calls"], before["retries"]
+        self.malformed_before = before["malformed"]
         self.started = time.monotonic()
         self.next = 0.0
         self.next_count = 0.0
@@ -439,6 +446,12 @@ class _Progresser:
                 eta_seconds=0.0 if final else eta,
                 workers=self.peers,
                 final=final,
+                edges_added=tally.events - tally.edges_removed,
+                edges_removed=tally.edges_removed,
+                quarantined=tally.quarantined,
+                conflicts=tally.conflicts,
+                malformed=self.client.malformed - self.malformed_before,
+                answers=self.client.answered(),
             )
         )
 

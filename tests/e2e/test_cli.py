@@ -648,12 +648,16 @@ def test_usersig_command_prints_a_usersig_the_service_accepts(tmp_path: Path) ->
             ("sync",),
             (
                 *("--accounts", "--accounts-query", "--account", "--types", "--job"),
-                *("--restart", "--page-size"),
+                *("--restart", "--page-size", "--metrics-file", "--pushgateway"),
                 *("--rate", "--concurrency", "--wait"),
             ),
             id="sync",
         ),
-        pytest.param(("worker",), ("--job",), id="worker"),
+        pytest.param(
+            ("worker",),
+            ("--job", "--metrics-file", "--pushgateway", "--metrics-every"),
+            id="worker",
+        ),
         pytest.param(("verify",), ("--job", "--repair", "--json"), id="verify"),
         pytest.param(("report",), ("--out", "--job"), id="report"),
         pytest.param(("status",), ("--job", "--json"), id="status"),
