@@ -101,7 +101,7 @@ def _settings() -> Settings:
 
 
 def _engine(settings: Settings) -> sa.Engine:
-    return db.make_engine(settings.database_url)
+    return db.make_engine(settings.database_url, schema=settings.schema)
 
 
 def _client(api: ApiSettings, clock: Any = time.time) -> FollowClient:
@@ -119,10 +119,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the database to the newest schema."""
     settings = _settings()
     engine = _engine(settings)
+    if settings.schema is not None and db.create_schema(engine, settings.schema):
+        say(f"created schema {settings.schema}")
     before = db.current_revision(engine)
     db.upgrade(engine)
     after = db.current_revision(engine)
     where = db.describe(settings.database_url)
+    if settings.schema is not None:
+        where += f" (schema {settings.schema})"
     if before == after:
         say(f"{where}: already at revision {after}")
     else:

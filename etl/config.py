@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -95,6 +96,7 @@ class Settings:
     retry: RetryPolicy
     db_retry_seconds: float = 180.0  # a lost database is waited for this long, reconnecting
     accounts_database_url: URL | None = None  # where --accounts-query runs (None: database_url)
+    schema: str | None = None  # FOLLOW_ETL_SCHEMA: the PostgreSQL schema of this app's tables
 
     def api(self) -> ApiSettings:
         """The API settings, or a ConfigError naming what is missing."""
@@ -134,6 +136,22 @@ def database_url(raw: str, *, name: str = "DATABASE_URL") -> URL:
             "(use postgresql:// or sqlite:///)"
         )
     return url
+
+
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+def _schema(raw: str, url: URL) -> str | None:
+    """FOLLOW_ETL_SCHEMA: a plain lower-case PostgreSQL identifier, or None for the default."""
+    if not raw:
+        return None
+    if not _IDENTIFIER.fullmatch(raw) or raw.startswith("pg_"):
+        raise ConfigError(
+            f"FOLLOW_ETL_SCHEMA must be a lower-case identifier (letters, digits, _), got {raw!r}"
+        )
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError("FOLLOW_ETL_SCHEMA needs PostgreSQL: SQLite has no schemas")
+    return raw
 
 
 def base_url(raw: str) -> str:
@@ -191,8 +209,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     rate = _number(env, "IM_RATE", DEFAULT_RATE, minimum=0.001)
     if rate <= 0:
         raise ConfigError("IM_RATE must be positive")
+    store = database_url(env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL)
     return Settings(
-        database_url=database_url(env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL),
+        database_url=store,
+        schema=_schema(env.get("FOLLOW_ETL_SCHEMA", "").strip(), store),
         admin=admin,
         sdkappid=sdkappid,
         secret_key=Secret(secret) if secret else None,

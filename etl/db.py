@@ -63,9 +63,10 @@ PG_CONNECT = {
 }
 
 
-def make_engine(url: URL) -> Engine:
+def make_engine(url: URL, *, schema: str | None = None) -> Engine:
     """An engine tuned for this job: WAL and a busy timeout on SQLite; on PostgreSQL, the
-    timeouts of PG_SESSION and PG_CONNECT."""
+    timeouts of PG_SESSION and PG_CONNECT, and with ``schema`` a search_path of that schema
+    alone, so every table, view and alembic_version of this app lives there."""
     if url.get_backend_name() == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
@@ -78,7 +79,21 @@ def make_engine(url: URL) -> Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=dict(PG_CONNECT))
+    connect = dict(PG_CONNECT)
+    if schema is not None:  # a checked identifier (etl.config)
+        connect["options"] = f"{connect['options']} -c search_path={schema}"
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect)
+
+
+def create_schema(engine: Engine, schema: str) -> bool:
+    """Create ``schema`` if it is missing (``migrate`` does); True if it was created."""
+    with engine.begin() as conn:
+        exists = conn.execute(
+            sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :name"), {"name": schema}
+        ).first()
+        if exists is None:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    return exists is None
 
 
 # SQLSTATE classes and codes worth a reconnect and a retry: the connection or the server went

@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from etl.config import load_settings
-from etl.db import make_engine
+from etl.db import create_schema, make_engine
 from etl.schema import metadata
 
 config = context.config
@@ -45,7 +45,10 @@ def run_online() -> None:
     if connection is not None:
         _configure(connection)
         return
-    engine = make_engine(load_settings().database_url)
+    settings = load_settings()
+    engine = make_engine(settings.database_url, schema=settings.schema)
+    if settings.schema is not None:
+        create_schema(engine, settings.schema)
     with engine.begin() as fresh:
         _configure(fresh)
     engine.dispose()
