@@ -108,7 +108,9 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"],
+        # Debian's build persists to /var/lib/prometheus by default: this one keeps its own.
+        [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}",
+         f"--persistence.file={tmp_path / 'pushgateway.data'}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
