@@ -2,9 +2,10 @@
 
 It runs in the thread that calls ``Crawl.run`` and is the only owner of the claims in flight:
 a claim enters ``in_flight`` when leased and leaves it when its writer reports the list's
-Ended committed. The crawl is over when nothing is in flight and nothing is left to claim
-(and no live peer holds a list that may yet come free), or, after a stop request, when what
-was in flight has been written or STOP_GRACE has passed. It opens short transactions of its
+Ended committed, or when a newer claim of the same list replaces it. The crawl is over when
+nothing is in flight and nothing is left to claim (and no live peer holds a list that may yet
+come free), or, after a stop request, when what was in flight has been written or STOP_GRACE
+has passed. It opens short transactions of its
 own for claims, each retried across a lost connection (etl.db.retrying).
 """
 
@@ -139,7 +140,8 @@ class Crawl:
         except queue.Empty:
             return
         while True:
-            self.in_flight.pop(end.claim.key, None)
+            if self.in_flight.get(end.claim.key) is end.claim:  # not a newer claim of the list
+                del self.in_flight[end.claim.key]
             if EFFECTS[end.outcome].stops_crawl:
                 if self.error is None and end.exc is not None:
                     self.error = end.exc
@@ -163,8 +165,9 @@ class Crawl:
             seconds=self.db_seconds,
         )
         for task in claimed:
-            if task.key in self.in_flight:
-                continue  # already ours and in flight: the lease is only confirmed
+            # A list can come back while its Ended is still on the way: a writer that found its
+            # removal check state lost sent it back to its start (checkpoint.recrawl) and gave
+            # the lease back. The new claim replaces the old one, which ends with no effect.
             claim = self.in_flight[task.key] = Claim(task)
             self.fetchers.tasks.put(claim)
         if not claimed:

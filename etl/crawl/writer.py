@@ -211,11 +211,14 @@ class Writer(threading.Thread):
                 if isinstance(item, Fetched) and item.claim.key in held:
                     tally.pages += 1
                     tally.items += len(item.rows.edges)
+            recrawled = set(result.written.recrawl)
             for key, part in result.parts.items():
+                if key in recrawled:
+                    continue  # back to its start: neither settled nor holding sync_seen rows
                 if part.complete:
                     tally.settled += 1
                 elif part.edges:
-                    task = next(i.claim.task for i in batch if i.claim.key == key)
+                    task = next(i.claim.task for i in reversed(batch) if i.claim.key == key)
                     task.seen = max(task.seen, 1)  # sync_seen has rows now
             for end in result.ended:
                 if end.claim.key in held:

@@ -4,11 +4,17 @@ data that did not change."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from etl import checkpoint
+from etl.crawl import coordinator
+from etl.crawl.messages import Ended
+from etl.crawl.writer import Writer
 from etl.sandbox import Graph, SandboxServer
 from etl.sync import SyncReport, SyncRequest, sync
 from etl.transform import Page
@@ -143,11 +149,17 @@ def test_an_unchanged_resync_rewrites_no_row(pg_engine: sa.Engine, running_sandb
     assert events(pg_engine, second.run_id) == set()
 
 
+@pytest.mark.parametrize("report_delay", [0.0, 1.0], ids=["prompt", "slow-report"])
 def test_a_lost_seen_set_recrawls_the_list_instead_of_removing(
-    engine: sa.Engine, running_sandbox: Start
+    engine: sa.Engine, running_sandbox: Start, monkeypatch: pytest.MonkeyPatch, report_delay: float
 ) -> None:
     """If sync_seen loses a list's rows mid-crawl (an UNLOGGED table after a server crash), the
-    list is crawled again from the start and no edge is wrongly marked removed."""
+    list is crawled again from the start and no edge is wrongly marked removed.
+
+    "slow-report": the writer reports the sent-back list's ending to the coordinator only after
+    the coordinator has claimed the list again (a busy machine); the new claim must still run."""
+    if report_delay:
+        slow_to_report(monkeypatch, report_delay)
     graph = Graph(users=80, seed=24)
     server = running_sandbox(graph)
     accounts = graph.accounts
@@ -178,6 +190,32 @@ def test_a_lost_seen_set_recrawls_the_list_instead_of_removing(
     assert final.problem() is None
     assert final.edges_removed == 0
     assert stored_lists(engine) == nonempty(graph.truth(accounts, TYPES))
+
+
+def slow_to_report(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
+    """Writers hold back the Ended of a list sent back to its start by ``delay`` seconds."""
+    sent_back: set[tuple[str, int]] = set()
+    recrawl = checkpoint.recrawl
+
+    def recording(conn: sa.Connection, run_id: int, keys: Any, now: Any) -> None:
+        sent_back.update(keys)
+        recrawl(conn, run_id, keys, now)
+
+    class SlowToReport(Writer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            report = self.on_closed
+
+            def slowly(end: Ended) -> None:
+                if end.claim.key in sent_back:
+                    sent_back.discard(end.claim.key)
+                    time.sleep(delay)
+                report(end)
+
+            self.on_closed = slowly
+
+    monkeypatch.setattr(checkpoint, "recrawl", recording)
+    monkeypatch.setattr(coordinator, "Writer", SlowToReport)
 
 
 def test_awkward_account_ids_are_stored_exactly(engine: sa.Engine) -> None:
