@@ -72,6 +72,7 @@ class Written:
     recrawl: list[Key] = field(default_factory=list)  # lists whose sync_seen was lost
     quarantined: int = 0  # items newly recorded as unstorable
     conflicts: int = 0  # profile sightings newly recorded as conflicts
+    profiles: int = 0  # profile versions stored for the first time
 
 
 _STAGE_DDL = (
@@ -257,9 +258,10 @@ WHERE {differs}
 """
 
 # PostgreSQL: the insert and the conflict check in one statement, one join of the stage with
-# profile_snapshots (a batch of new versions can make the planner scan the whole table). A last
-# row with found = false says a concurrent writer stored some of these versions while this one
-# inserted (ON CONFLICT skipped them): this statement cannot see those rows, _CONFLICTS can.
+# profile_snapshots (a batch of new versions can make the planner scan the whole table). The
+# last row (user_id NULL) counts the versions inserted and those it meant to insert: fewer
+# says a concurrent writer stored some of them meanwhile (ON CONFLICT skipped them), and this
+# statement cannot see those rows; _CONFLICTS can.
 # (Counts, not an anti-join with "inserted": its estimate was high enough to JIT-compile.)
 _INSERT_PROFILES_PG = """
 WITH s AS (
@@ -275,10 +277,11 @@ WITH s AS (
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
-SELECT s.user_id, s.profile_sequence, s.stored_digest, true AS found FROM s WHERE s.differs
+SELECT s.user_id, s.profile_sequence, s.stored_digest,
+       NULL::bigint AS inserted, NULL::bigint AS wanted
+FROM s WHERE s.differs
 UNION ALL
-SELECT NULL, NULL, NULL, false
-WHERE (SELECT count(*) FROM inserted) < (SELECT count(*) FROM s WHERE NOT s.found)
+SELECT NULL, NULL, NULL, (SELECT count(*) FROM inserted), (SELECT count(*) FROM s WHERE NOT s.found)
 """
 
 
@@ -382,7 +385,7 @@ class Loader:
                 conn.execute(sa.text(_FORGET_SEEN), {"run_id": run_id})
         held = {p.key for p in parts}
         records = [(key, q) for key, rows in pages if key in held for q in rows.quarantined]
-        records += self._write_profiles(conn, pages, params, known)
+        records += self._write_profiles(conn, pages, params, known, written)
         if records:
             self._record(conn, run_id, records, now, written)
         return written
@@ -393,9 +396,11 @@ class Loader:
         pages: Sequence[tuple[Key, PageRows]],
         params: dict[str, Any],
         known: KnownProfiles | None,
+        written: Written,
     ) -> list[tuple[Key, Quarantined]]:
-        """Insert the batch's new profile versions; return the conflicts: sightings of a
-        version with other content than the one stored first (first in batch order, here)."""
+        """Insert the batch's new profile versions (counted in ``written``); return the
+        conflicts: sightings of a version with other content than the one stored first (first
+        in batch order, here)."""
         first: dict[ProfileKey, tuple[Key, Profile]] = {}
         again: list[tuple[Key, Profile]] = []
         for list_key, rows in pages:
@@ -408,7 +413,7 @@ class Loader:
         if not self.pg:
             staged = [(row[0], sqlite_sequence(row[1]), *row[2:]) for row in staged]
         self._stage(conn, "stage_profiles", PROFILE_ROW, staged)
-        stored = self._insert_profiles(conn, params)
+        stored, written.profiles = self._insert_profiles(conn, params)
         found: list[tuple[Key, Quarantined]] = []
         for key, (list_key, profile) in first.items():
             if key in stored:
@@ -424,23 +429,25 @@ class Loader:
 
     def _insert_profiles(
         self, conn: sa.Connection, params: dict[str, Any]
-    ) -> dict[ProfileKey, str | None]:
+    ) -> tuple[dict[ProfileKey, str | None], int]:
         """Insert the staged versions not stored yet; return the stored digest (None: a row
-        from before revision 0003) of those stored with other content."""
+        from before revision 0003) of those stored with other content, and how many versions
+        were inserted."""
         raced = False
         stored: dict[ProfileKey, str | None] = {}
         if self.pg:
-            for user, sequence, digest, found in conn.execute(self._profiles_pg, params):
-                if found:
+            inserted = 0
+            for user, sequence, digest, count, wanted in conn.execute(self._profiles_pg, params):
+                if user is not None:
                     stored[(user, sequence)] = digest
                 else:
-                    raced = True
+                    inserted, raced = int(count), count < wanted
         else:
-            conn.execute(self._profiles, params)
+            inserted = conn.execute(self._profiles, params).rowcount
         if raced or not self.pg:
             for user, sequence, digest in conn.execute(self._conflicts):
                 stored[(user, sequence)] = digest
-        return stored
+        return stored, inserted
 
     def _record(
         self,

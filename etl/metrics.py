@@ -176,6 +176,13 @@ class _Collector(Collector):
                     p.edges_removed,
                 ),
                 _counter(
+                    "follow_etl_profile_versions_stored",
+                    "profile versions stored for the first time",
+                    labels,
+                    values,
+                    p.profiles,
+                ),
+                _counter(
                     "follow_etl_quarantined_items",
                     "items that could not be stored, kept in quarantined_items",
                     labels,

@@ -74,6 +74,7 @@ class Progress:
     quarantined: int = 0
     conflicts: int = 0
     malformed: int = 0
+    profiles: int = 0  # profile versions stored for the first time by this process
     answers: dict[str, int] = field(default_factory=dict)  # by code (FollowClient.answers)
 
 
@@ -97,6 +98,7 @@ class SyncReport:
     malformed: int = 0  # answers that were "OK" but not a page (retried)
     quarantined: int = 0  # items that could not be stored, kept aside (see `status`)
     conflicts: int = 0  # profile versions seen again with other content (the first is kept)
+    profiles: int = 0  # profile versions stored for the first time
     interrupted: bool = False  # stopped on request (signal): the run is left resumable
 
     def problem(self) -> RunIncomplete | None:
@@ -450,6 +452,7 @@ class _Progresser:
                 edges_removed=tally.edges_removed,
                 quarantined=tally.quarantined,
                 conflicts=tally.conflicts,
+                profiles=tally.profiles,
                 malformed=self.client.malformed - self.malformed_before,
                 answers=self.client.answered(),
             )
@@ -463,6 +466,7 @@ def _fill(
         report.pages, report.items = tally.pages, tally.items
         report.edges_removed, report.events = tally.edges_removed, tally.events
         report.quarantined, report.conflicts = tally.quarantined, tally.conflicts
+        report.profiles = tally.profiles
         report.missing_accounts = list(tally.missing_accounts)
         report.failures = list(tally.failures)
     now = client.counters()

@@ -56,6 +56,7 @@ class Tally:
     settled: int = 0
     quarantined: int = 0
     conflicts: int = 0
+    profiles: int = 0  # profile versions stored for the first time
     missing_accounts: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)

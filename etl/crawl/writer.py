@@ -207,6 +207,7 @@ class Writer(threading.Thread):
             tally.events += result.written.events + result.removed
             tally.quarantined += result.written.quarantined
             tally.conflicts += result.written.conflicts
+            tally.profiles += result.written.profiles
             for item in batch:
                 if isinstance(item, Fetched) and item.claim.key in held:
                     tally.pages += 1

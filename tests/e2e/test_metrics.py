@@ -12,9 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import URL
 
+from etl import db
 from etl.sandbox import Graph, SandboxServer
 from tests.conftest import IN_CI
 from tests.e2e.test_cli import cli_env, etl, migrate, requests_seen, write_accounts
@@ -88,6 +90,12 @@ def test_metrics_file_is_written_while_running_and_at_exit(
     assert value(found, "follow_etl_workers", job="nightly") == 1
     assert abs(value(found, "follow_etl_last_success_timestamp_seconds") - time.time()) < 60
     assert value(found, "follow_etl_run_duration_seconds", job="nightly") > 0
+    engine = db.make_engine(db_url)
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text("SELECT count(*) FROM profile_snapshots")).scalar_one()
+    engine.dispose()
+    assert versions > 0
+    assert value(found, "follow_etl_profile_versions_stored_total", job="nightly") == versions
 
 
 def free_port() -> int:

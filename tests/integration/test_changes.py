@@ -137,12 +137,14 @@ def test_an_unchanged_resync_rewrites_no_row(pg_engine: sa.Engine, running_sandb
     """Syncing an unchanged graph again leaves every edge and profile row version as it was."""
     graph = Graph(users=150, seed=23)
     server = running_sandbox(graph)
-    run(pg_engine, server, graph.accounts, page_size=7)
+    first = run(pg_engine, server, graph.accounts, page_size=7)
     edges, profiles = xmins(pg_engine, "follow_edges"), xmins(pg_engine, "profile_snapshots")
     assert edges
     assert profiles
+    assert first.profiles == len(profiles)  # each version counted once, however often seen
     second = run(pg_engine, server, graph.accounts, page_size=7)
     assert second.problem() is None
+    assert second.profiles == 0
     assert second.run_id == 2
     assert xmins(pg_engine, "follow_edges") == edges
     assert xmins(pg_engine, "profile_snapshots") == profiles
