@@ -35,6 +35,7 @@ class Accounts:
         stdin: TextIO | None = None,
         *,
         query: tuple[Engine, str] | None = None,
+        extra_label: str = "--account",
     ) -> None:
         self._path: Path | None = None
         self._spool: IO[str] | None = None
@@ -55,7 +56,7 @@ class Accounts:
                 self.count += _check(lines, source, None)
         self._extra = []
         for account in extra:
-            check_account(account.strip(), "--account")
+            check_account(account.strip(), extra_label)
             self._extra.append(account.strip())
         self.count += len(self._extra)
 

@@ -254,6 +254,22 @@ class FollowClient:
     progress raises Stopped, and so does every call after it.
     """
 
+    @classmethod
+    def from_settings(
+        cls, settings: ApiSettings, *, clock: Callable[[], float] = time.time
+    ) -> FollowClient:
+        """A client whose UserSig is derived from the secret key (renewed as it ages), or is
+        the fixed UserSig when no key is configured."""
+        key, fixed = settings.secret_key, settings.usersig
+        source = UserSigSource(
+            sdkappid=settings.sdkappid,
+            identifier=settings.admin,
+            secret_key=key.reveal() if key else None,
+            fixed=fixed.reveal() if fixed and not key else None,
+            clock=clock,
+        )
+        return cls(settings, source)
+
     def __init__(
         self,
         settings: ApiSettings,

@@ -1,5 +1,6 @@
-"""What each command does, once the command line is parsed: build settings, engine and client,
-call the library, print the outcome, return the exit code. Errors propagate to etl.cli.main."""
+"""What each command does, once the command line is parsed: call etl.api (or, for the
+commands that are not part of the API, the library), print the outcome, return 0. Errors,
+each with its exit code, propagate to etl.cli.main, which prints the one error line."""
 
 from __future__ import annotations
 
@@ -10,27 +11,31 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from etl import checkpoint, db, verify
-from etl.accounts import Accounts
-from etl.client import FollowClient
-from etl.config import ApiSettings, Secret, Settings, load_settings
-from etl.console import CONTEXT, REDACTOR, error, say
-from etl.errors import ConfigError, EtlError, Interrupted, Stopped, UsageError
+from etl import api, db, verify
+from etl.config import Secret, Settings
+from etl.console import CONTEXT, say
+from etl.errors import (
+    ConfigError,
+    EtlError,
+    Interrupted,
+    RunIncomplete,
+    UsageError,
+    VerifyMismatch,
+)
 from etl.metrics import Metrics
 from etl.progress import progress_mode, progress_reporter
 from etl.schema import sync_runs
-from etl.sync import Progress, SyncReport, SyncRequest, sync, work
+from etl.sync import Progress, SyncReport
 from etl.transform import TYPE_NAMES
-from etl.usersig import UserSigSource, generate
+from etl.usersig import generate
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +63,21 @@ def _progress(
 
 
 @contextmanager
-def _metrics(args: argparse.Namespace, engine: sa.Engine, job: str) -> Iterator[Metrics | None]:
+def _metrics(args: argparse.Namespace, settings: Settings, job: str) -> Iterator[Metrics | None]:
     """Prometheus metrics (--metrics-file, --pushgateway), written last with the exit code the
     command ends with."""
     if not (args.metrics_file or args.pushgateway):
         yield None
         return
     metrics = Metrics(
-        engine,
+        _engine(settings),
         job,
         textfile=Path(args.metrics_file) if args.metrics_file else None,
         pushgateway=args.pushgateway,
         every=args.metrics_every,
     )
     metrics.start()
-    code = None  # a normal end sets it through _ended
+    code = 0
     try:
         yield metrics
     except EtlError as exc:
@@ -82,109 +87,67 @@ def _metrics(args: argparse.Namespace, engine: sa.Engine, job: str) -> Iterator[
         code = 5 if db.is_database_error(exc) else 130 if isinstance(exc, KeyboardInterrupt) else 1
         raise
     finally:
-        metrics.close(code if code is not None else (metrics.exit_code or 0))
-
-
-def _ended(metrics: Metrics | None, code: int) -> int:
-    """Note the exit code a command returns (not raises) for its last metrics."""
-    if metrics is not None:
-        metrics.exit_code = code
-    return code
+        metrics.close(code)
 
 
 def _settings() -> Settings:
-    settings = load_settings()
-    REDACTOR.secrets = [
-        s.reveal() for s in (settings.secret_key, settings.usersig) if s is not None
-    ]
-    return settings
+    return api.settings_from()
 
 
 def _engine(settings: Settings) -> sa.Engine:
     return db.make_engine(settings.database_url, schema=settings.schema)
 
 
-def _client(api: ApiSettings, clock: Any = time.time) -> FollowClient:
-    source = UserSigSource(
-        sdkappid=api.sdkappid,
-        identifier=api.admin,
-        secret_key=api.secret_key.reveal() if api.secret_key else None,
-        fixed=None if api.secret_key else (api.usersig.reveal() if api.usersig else None),
-        clock=clock,
-    )
-    return FollowClient(api, source)
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the database to the newest schema."""
     settings = _settings()
-    engine = _engine(settings)
-    if settings.schema is not None and db.create_schema(engine, settings.schema):
+    done = api.migrate(settings=settings)
+    if done.created_schema:
         say(f"created schema {settings.schema}")
-    before = db.current_revision(engine)
-    db.upgrade(engine)
-    after = db.current_revision(engine)
     where = db.describe(settings.database_url)
     if settings.schema is not None:
         where += f" (schema {settings.schema})"
-    if before == after:
-        say(f"{where}: already at revision {after}")
+    if done.changed:
+        say(f"{where}: migrated from {done.before or 'empty'} to {done.after}")
     else:
-        say(f"{where}: migrated from {before or 'empty'} to {after}")
+        say(f"{where}: already at revision {done.after}")
     return 0
 
 
-def _requested_accounts(args: argparse.Namespace, settings: Settings) -> Accounts:
-    """The accounts of --accounts (or --accounts-query) and --account, every one checked now,
-    read again later."""
-    query = None
-    if args.accounts_query is not None:
-        url = settings.accounts_database_url or settings.database_url
-        query = (db.make_engine(url), args.accounts_query)
-    accounts = Accounts(args.accounts, args.account or [], query=query)
-    if not accounts.count:
-        accounts.close()
-        raise UsageError(
-            "no accounts to sync: give --accounts FILE, --accounts-query SQL or --account ID"
-        )
-    return accounts
-
-
 @contextmanager
-def _graceful(stop: threading.Event) -> Iterator[list[int]]:
-    """Ctrl-C / SIGTERM set ``stop`` (a second one ends the process at once); yields the
-    signals received."""
-    received: list[int] = []
+def _graceful() -> Iterator[api.StopRequest]:
+    """Ctrl-C / SIGTERM ask the crawl to stop (a second one ends the process at once)."""
+    stop = api.StopRequest()
 
     def handler(signum: int, frame: object) -> None:
-        received.append(signum)
-        if len(received) > 1:
+        if stop.is_set():
             # Forced: end now, with this signal's own code (the run stays resumable).
             raise Interrupted(
                 f"stopped at once by a second signal ({signal.Signals(signum).name}); "
                 "the run is resumable: run the same command again",
                 signum=signum,
             )
-        stop.set()
+        stop.request(signum)
         name = signal.Signals(signum).name
         log.warning("%s: finishing the pages in flight, then stopping (again to force)", name)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield received
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
 
-def _interrupted(received: list[int], report: SyncReport | None) -> None:
-    """Raise Interrupted if a signal stopped the sync."""
-    if received:
-        what = f"run {report.run_id} is resumable" if report else "nothing was fetched"
-        raise Interrupted(
-            f"stopped by {signal.Signals(received[0]).name}; {what}: run the same command again",
-            signum=received[0],
-        )
+@contextmanager
+def _reported(worker: bool = False) -> Iterator[None]:
+    """The summary of a sync that raised (RunIncomplete, Interrupted) before its error line."""
+    try:
+        yield
+    except (RunIncomplete, Interrupted) as exc:
+        if isinstance(exc.result, SyncReport):
+            _print_report(exc.result, worker)
+        raise
 
 
 def _on_run(run_id: int) -> None:
@@ -195,72 +158,53 @@ def _on_run(run_id: int) -> None:
 def cmd_sync(args: argparse.Namespace) -> int:
     """Crawl the lists of the given accounts and load them."""
     settings = _settings()
-    accounts = _requested_accounts(args, settings)
-    api = settings.api()
-    engine = _engine(settings)
-    db.require_schema(engine)
-    request = SyncRequest(
-        job=args.job,
-        accounts=accounts,
-        types=args.types,
-        page_size=args.page_size,
-        restart=args.restart,
-        rate=args.rate or api.rate,
-        concurrency=args.concurrency,
-        wait=args.wait,
-        db_seconds=settings.db_retry_seconds,
-    )
-    stop = threading.Event()
     with (
-        _metrics(args, engine, args.job) as metrics,
-        closing(accounts),
-        _client(api) as client,
-        _graceful(stop) as received,
+        _metrics(args, settings, args.job) as metrics,
+        _graceful() as stop,
         _progress(args, metrics) as on_progress,
+        _reported(),
     ):
-        try:
-            report = sync(
-                engine, client, request, on_progress=on_progress, stop=stop, on_run=_on_run
-            )
-        except Stopped:  # stopped while waiting for the job (--wait)
-            _interrupted(received, None)
-            raise
-        code = _print_report(report)
-        _interrupted(received, report)
-        return _ended(metrics, code)
+        report = api.sync(
+            args.account or [],
+            accounts_file=args.accounts,
+            accounts_query=args.accounts_query,
+            job=args.job,
+            types=args.types,
+            page_size=args.page_size,
+            restart=args.restart,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            wait=args.wait,
+            settings=settings,
+            stop=stop,
+            on_progress=on_progress,
+            on_run=_on_run,
+        )
+        _print_report(report)
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Join the job's unfinished run."""
     settings = _settings()
-    engine = _engine(settings)
-    db.require_schema(engine)
-    stop = threading.Event()
     with (
-        _metrics(args, engine, args.job) as metrics,
-        _client(settings.api()) as client,
-        _graceful(stop) as received,
+        _metrics(args, settings, args.job) as metrics,
+        _graceful() as stop,
         _progress(args, metrics) as on_progress,
+        _reported(worker=True),
     ):
-        report = work(
-            engine,
-            client,
-            args.job,
-            on_progress=on_progress,
-            stop=stop,
-            db_seconds=settings.db_retry_seconds,
-            on_run=_on_run,
+        report = api.work(
+            args.job, settings=settings, stop=stop, on_progress=on_progress, on_run=_on_run
         )
         if report is None:
             say(f"job {args.job!r} has no unfinished run: nothing to do")
             return 0
-        code = _print_report(report, worker=True)
-        _interrupted(received, report)
-        return _ended(metrics, code)
+        _print_report(report, worker=True)
+    return 0
 
 
-def _print_report(report: SyncReport, worker: bool = False) -> int:
-    """Print what a sync did; return its exit code."""
+def _print_report(report: SyncReport, worker: bool = False) -> None:
+    """Print what a sync did (the error line, if any, comes from etl.cli)."""
     lists = report.lists
     if worker:
         who = "worker on run"
@@ -297,19 +241,11 @@ def _print_report(report: SyncReport, worker: bool = False) -> int:
         )
     for failure in report.failures[:20]:
         say(f"failed: {failure}")
-    problem = report.problem()
-    if problem is None:
-        return 0
-    error(str(problem), problem.exit_code)
-    return problem.exit_code
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the latest run of a job."""
-    engine = _engine(_settings())
-    db.require_schema(engine)
-    with engine.connect() as conn:
-        doc = checkpoint.status_document(conn, args.job)
+    doc = api.status(args.job, settings=_settings())
     if args.json:
         say(json.dumps(doc, indent=2, ensure_ascii=False))
         return 0
@@ -347,31 +283,26 @@ VERIFY_SHOWN = 20  # disagreeing lists and missing accounts printed; the rest ar
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Compare the job's stored list sizes with follow_get_info; --repair re-crawls those off."""
-    settings = _settings()
-    api = settings.api()
-    engine = _engine(settings)
-    db.require_schema(engine)
-    with _client(api) as client:
-        report = verify.verify(engine, client, args.job)
-        if report is None:
-            raise UsageError(f"job {args.job!r} has no runs: nothing to verify (sync it first)")
-        repaired = None
-        if args.repair and report.mismatches:
-            repaired = verify.repair(engine, client, report)
-    final = repaired.after if repaired else report
-    if args.json:
-        say(json.dumps(_verify_document(report, repaired), indent=2, ensure_ascii=False))
-    else:
-        _print_verify(report, "verified")
-        if repaired:
-            _print_repair(repaired)
-            _print_verify(final, "re-verified the repaired lists of")
-    problem = final.problem()
-    if problem is None:
-        return 0
-    hint = "; `verify --repair` re-crawls them" if final.mismatches and not args.repair else ""
-    error(f"{problem}{hint}", problem.exit_code)
-    return problem.exit_code
+    try:
+        result = api.verify(args.job, repair=args.repair, settings=_settings())
+    except (VerifyMismatch, RunIncomplete) as exc:
+        if isinstance(exc.result, verify.Verification):
+            _print_verification(exc.result, args.json)
+            if exc.result.final.mismatches and not args.repair:
+                raise VerifyMismatch(f"{exc}; `verify --repair` re-crawls them") from exc
+        raise
+    _print_verification(result, args.json)
+    return 0
+
+
+def _print_verification(result: verify.Verification, as_json: bool) -> None:
+    if as_json:
+        say(json.dumps(result.document(), indent=2, ensure_ascii=False))
+        return
+    _print_verify(result.report, "verified")
+    if result.repaired:
+        _print_repair(result.repaired)
+        _print_verify(result.final, "re-verified the repaired lists of")
 
 
 def _print_verify(report: verify.VerifyReport, what: str) -> None:
@@ -416,29 +347,6 @@ def _print_repair(repaired: verify.RepairReport) -> None:
         f"{sum(run.requests for run in runs)} requests, "
         f"{sum(run.edges_removed for run in runs)} edges marked removed"
     )
-
-
-def _verify_document(
-    report: verify.VerifyReport, repaired: verify.RepairReport | None
-) -> dict[str, Any]:
-    """``verify --json``: the verification, and the repair runs and re-check if any."""
-    doc: dict[str, Any] = {"verify": report.document(), "repair": None}
-    if repaired:
-        doc["repair"] = {
-            "job": repaired.job,
-            "runs": [
-                {
-                    "run_id": run.run_id,
-                    "lists": run.lists,
-                    "requests": run.requests,
-                    "edges_removed": run.edges_removed,
-                    "finished": run.finished,
-                }
-                for run in repaired.syncs
-            ],
-            "after": repaired.after.document(),
-        }
-    return doc
 
 
 def _report_path(raw: str) -> Path:
@@ -560,24 +468,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with serve_in_thread(Sandbox(graph, config)) as server:
         changed = f" (graph changed {earlier}x, once per earlier demo run)" if earlier else ""
         say(f"sandbox: {args.users} users at {server.url}{changed}")
-        api = ApiSettings(
+        sandboxed = dataclasses.replace(
+            settings,
             sdkappid=config.sdkappid,
             admin=config.admin,
-            base_urls=(server.url,),
+            base_url=server.url,
             secret_key=Secret(config.secret_key),
             usersig=None,
             rate=args.rate,
-            timeout=settings.timeout,
-            retry=settings.retry,
         )
-        request = SyncRequest(job="demo", accounts=graph.accounts, restart=False)
-        stop = threading.Event()
-        with _client(api) as client, _graceful(stop) as received, _progress(args) as on_progress:
-            report = sync(engine, client, request, on_progress=on_progress, stop=stop)
-    code = _print_report(report)
+        with _graceful() as stop, _progress(args) as on_progress, _reported():
+            report = api.sync(
+                graph.accounts,
+                job="demo",
+                settings=sandboxed,
+                stop=stop,
+                on_progress=on_progress,
+            )
+    _print_report(report)
     _print_summary(engine, report.run_id, time.monotonic() - started)
-    _interrupted(received, report)
-    return code
+    return 0
 
 
 def _print_summary(engine: sa.Engine, run_id: int, seconds: float) -> None:

@@ -26,11 +26,16 @@ UserSig, is never put into an error.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EtlError(Exception):
     """Base of every error follow-etl raises on purpose."""
 
     exit_code = 1
+    # What was done before it was raised, where there is something (etl.api): the SyncReport
+    # of RunIncomplete and Interrupted, the Verification of VerifyMismatch.
+    result: Any = None
 
 
 class UsageError(EtlError):

@@ -124,6 +124,39 @@ class SyncReport:
         """True when no list of the run is left to crawl (done, skipped or given up)."""
         return self.lists.get("open", 1) == 0
 
+    @property
+    def outcome(self) -> str:
+        """ "finished", "interrupted" (stopped on request), or "incomplete" (lists left, or
+        given up: see ``problem()``)."""
+        if self.interrupted:
+            return "interrupted"
+        return "finished" if self.problem() is None else "incomplete"
+
+    def counts(self) -> dict[str, int | float | str]:
+        """The figures as one flat mapping of plain values (for an orchestrator's metadata,
+        XCom, or a log record)."""
+        lists = {f"lists_{status}": n for status, n in sorted(self.lists.items())}
+        return {
+            "run_id": self.run_id,
+            "job": self.job,
+            "outcome": self.outcome,
+            "resumed": int(self.resumed),
+            **lists,
+            "pages": self.pages,
+            "items": self.items,
+            "requests": self.requests,
+            "retries": self.retries,
+            "edges_added": self.events - self.edges_removed,
+            "edges_removed": self.edges_removed,
+            "profile_versions": self.profiles,
+            "malformed_answers": self.malformed,
+            "quarantined": self.quarantined,
+            "profile_conflicts": self.conflicts,
+            "missing_accounts": len(self.missing_accounts),
+            "failures": len(self.failures),
+            "seconds": round(self.seconds, 3),
+        }
+
 
 def sync(
     engine: Engine,

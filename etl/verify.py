@@ -26,7 +26,13 @@ from sqlalchemy.engine import Engine
 
 from etl import checkpoint
 from etl.client import FollowClient
-from etl.errors import AccountNotFound, ApiError, EtlError, RequestRejected, VerifyMismatch
+from etl.errors import (
+    AccountNotFound,
+    EtlError,
+    RequestRejected,
+    RunIncomplete,
+    VerifyMismatch,
+)
 from etl.schema import follow_edges, sync_checkpoints
 from etl.sync import SyncReport, SyncRequest, sync
 from etl.transform import TYPE_NAMES
@@ -108,7 +114,7 @@ class VerifyReport:
                 "with the API's counts"
             )
         if self.unchecked:
-            return ApiError(
+            return RunIncomplete(
                 f"follow_get_info gave no counts for {len(self.unchecked)} accounts; "
                 "run `verify` again"
             )
@@ -150,6 +156,44 @@ class RepairReport:
     job: str
     syncs: list[SyncReport]
     after: VerifyReport
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What ``verify`` found, and what ``--repair`` did about it (None: no repair)."""
+
+    report: VerifyReport
+    repaired: RepairReport | None = None
+
+    @property
+    def final(self) -> VerifyReport:
+        """The last word: the re-check after a repair, else the verification itself."""
+        return self.repaired.after if self.repaired else self.report
+
+    def problem(self) -> EtlError | None:
+        """VerifyMismatch while lists still disagree, RunIncomplete for accounts without
+        counts, or None."""
+        return self.final.problem()
+
+    def document(self) -> dict[str, Any]:
+        """``verify --json``: the verification, and the repair runs and re-check if any."""
+        doc: dict[str, Any] = {"verify": self.report.document(), "repair": None}
+        if self.repaired:
+            doc["repair"] = {
+                "job": self.repaired.job,
+                "runs": [
+                    {
+                        "run_id": run.run_id,
+                        "lists": run.lists,
+                        "requests": run.requests,
+                        "edges_removed": run.edges_removed,
+                        "finished": run.finished,
+                    }
+                    for run in self.repaired.syncs
+                ],
+                "after": self.repaired.after.document(),
+            }
+        return doc
 
 
 def verify(engine: Engine, client: FollowClient, job: str) -> VerifyReport | None:

@@ -21,7 +21,6 @@ from etl.client import FollowClient
 from etl.config import ApiSettings, RetryPolicy, Secret, database_url
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer, serve_in_thread
 from etl.schema import profile_snapshots
-from etl.usersig import UserSigSource
 
 PG_SERVER = os.environ.get("FOLLOW_ETL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -116,14 +115,7 @@ def api_settings(server: SandboxServer, **overrides: Any) -> ApiSettings:
 
 def make_client(api: ApiSettings, clock: Callable[[], float] | None = None) -> FollowClient:
     """A client for ``api`` whose UserSig is derived from its secret key."""
-    source = UserSigSource(
-        sdkappid=api.sdkappid,
-        identifier=api.admin,
-        secret_key=api.secret_key.reveal() if api.secret_key else None,
-        fixed=api.usersig.reveal() if api.usersig and not api.secret_key else None,
-        clock=clock or time.time,
-    )
-    return FollowClient(api, source)
+    return FollowClient.from_settings(api, clock=clock or time.time)
 
 
 def as_epoch(value: datetime | None) -> int | None:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from etl import checkpoint
 from etl.client import FollowClient
-from etl.errors import ApiError, VerifyMismatch
+from etl.errors import RunIncomplete, VerifyMismatch
 from etl.sandbox import Graph, SandboxServer
 from etl.schema import follow_edges, sync_checkpoints
 from etl.sync import SyncRequest, sync
@@ -309,7 +309,7 @@ def test_an_account_without_counts_is_not_a_disagreement(
     assert report.mismatches == []
     assert report.accounts == 9
     problem = report.problem()
-    assert isinstance(problem, ApiError)
+    assert isinstance(problem, RunIncomplete)
     assert problem.exit_code == 6
 
 
