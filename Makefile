@@ -15,11 +15,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# dbt in a virtual environment of its own: its pins clash with mypy's (dbt/requirements.txt).
-$(DBT_STAMP): dbt/requirements.txt
+# dbt (the `dbt` dev extra) in a virtual environment of its own: its pins clash with mypy's
+# (pyproject.toml says why).
+$(DBT_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(DBT_VENV)
 	$(DBT_VENV)/bin/pip install --quiet --upgrade pip
-	$(DBT_VENV)/bin/pip install --quiet -r dbt/requirements.txt
+	$(DBT_VENV)/bin/pip install --quiet -e '.[dbt]'
 	touch $(DBT_STAMP)
 
 dbt-env: $(DBT_STAMP)  ## the dbt environment the dbt test (and an analyst) uses
