@@ -57,6 +57,9 @@ FOLLOW_GET_INFO = "v4/follow/follow_get_info"
 RETRY_CODES = frozenset({30006, 30007, 60008, 60014})
 RATE_LIMIT_CODES = frozenset({60007, 60011, 60018, 60019})
 USERSIG_EXPIRED = 70001
+# A page of 1000 items with every profile field at Tencent's limits is a few MB; an answer past
+# this is not a page (a proxy's error document, a runaway server) and is never held whole.
+MAX_ANSWER_BYTES = 64 << 20
 MESSAGES: dict[int, str] = {
     30001: "request parameter error",
     30002: "SDKAppID does not match",
@@ -402,7 +405,7 @@ class FollowClient:
         with self._lock:
             self.calls += 1
         try:
-            response = self._http.post(f"{base}/{api}", params=params, content=payload)
+            status, content = self._send(f"{base}/{api}", params, payload)
         except httpx.TimeoutException as exc:
             self._count("timeout")
             self._fail_over()
@@ -415,22 +418,44 @@ class FollowClient:
             self._count("http_error")
             raise TransientApiError(f"{label}: HTTP error ({type(exc).__name__})") from None
         try:
-            result = parse(self._classify(response, label))
+            result = parse(self._classify(status, content, label))
         except MalformedAnswer as exc:  # raised without the label, by _classify or parse
             with self._lock:
                 self.malformed += 1
                 self.answers["malformed"] += 1
             raise MalformedAnswer(f"{label}: {exc}") from None
         except ApiError as exc:
-            status = response.status_code
             self._count(str(exc.code) if exc.code is not None else f"http_{status}")
             raise
         self._count("0")
         return result
 
-    def _classify(self, response: httpx.Response, label: str) -> dict[str, Any]:
+    def _send(
+        self, url: str, params: Mapping[str, str], payload: bytes
+    ) -> tuple[int, bytes | None]:
+        """POST; (status, body), the body None when it is larger than MAX_ANSWER_BYTES.
+
+        The whole answer must arrive within the timeout, not only each read: a peer that
+        trickles a byte now and then would otherwise hold a fetcher for ever. That, like
+        httpx's own timeouts, raises httpx.ReadTimeout.
+        """
+        deadline = time.monotonic() + self._settings.timeout
+        with self._http.stream("POST", url, params=params, content=payload) as response:
+            announced = response.headers.get("Content-Length", "")
+            if announced.isdigit() and int(announced) > MAX_ANSWER_BYTES:
+                return response.status_code, None
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    return response.status_code, None
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the whole answer took too long")
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
+
+    def _classify(self, status: int, content: bytes | None, label: str) -> dict[str, Any]:
         """The body of an OK answer; MalformedAnswer (without the label) if there is none."""
-        status = response.status_code
         if status == 429:
             self._pacer.slow_down()
             raise RateLimitedError(f"{label}: HTTP 429 too many requests")
@@ -438,7 +463,9 @@ class FollowClient:
             raise TransientApiError(f"{label}: HTTP {status}")
         if status != 200:
             raise FatalApiError(f"{label}: unexpected HTTP {status} (check IM_BASE_URL)")
-        body = parse_json(response.content)
+        if content is None:
+            raise MalformedAnswer(f"the answer is larger than {MAX_ANSWER_BYTES:,} bytes")
+        body = parse_json(content)
         if not isinstance(body, dict):
             raise MalformedAnswer("the answer is not a JSON object")
         code = body.get("ErrorCode", 0)

@@ -35,7 +35,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -98,7 +98,8 @@ class SandboxResponse:
     """One answer; the transport waits ``delay`` seconds before sending it.
 
     ``truncated`` marks a body cut in half on purpose: the transport must announce the full
-    length and break off, the way a dropped connection looks to a client.
+    length and break off, the way a dropped connection looks to a client. ``trickle`` spreads
+    the sending of the answer over that many seconds, in TRICKLE_PIECES pieces.
     """
 
     status: int
@@ -107,6 +108,10 @@ class SandboxResponse:
     delay: float = 0.0
     truncated: bool = False
     full_length: int = 0
+    trickle: float = 0.0
+
+
+TRICKLE_PIECES = 40
 
 
 @dataclass(frozen=True)
@@ -254,11 +259,10 @@ class Sandbox:
                     f"(received {len(response.body)} bytes, expected {response.full_length})",
                     request=request,
                 )
-            return httpx.Response(
-                response.status,
-                content=response.body,
-                headers={"Content-Type": response.content_type},
-            )
+            headers = {"Content-Type": response.content_type}
+            if response.trickle:
+                return httpx.Response(response.status, content=_trickled(response), headers=headers)
+            return httpx.Response(response.status, content=response.body, headers=headers)
 
         return httpx.MockTransport(answer)
 
@@ -302,7 +306,8 @@ class Sandbox:
             return SandboxResponse(200, cut, truncated=True, full_length=len(answer)), None, fault
         self._stats.served(page.count if page else 0, page.key if page else None)
         delay = self.config.slow_ms / 1000 if fault == "slow" else 0.0
-        return SandboxResponse(200, answer, delay=delay), 0, fault
+        trickle = self.config.slow_ms / 1000 if fault == "trickle" else 0.0
+        return SandboxResponse(200, answer, delay=delay, trickle=trickle), 0, fault
 
     def _route(self, path: str, body: bytes) -> tuple[_Page | None, bytes]:
         """(the page, if follow_get; the answer) of a request past auth, rate and faults."""
@@ -457,3 +462,12 @@ class Sandbox:
                 }
             )
         return b'{"FollowInfo":' + to_json(results) + OK_TAIL
+
+
+def _trickled(response: SandboxResponse) -> Iterator[bytes]:
+    """The body in TRICKLE_PIECES pieces, ``response.trickle`` seconds in all."""
+    body, pause = response.body, response.trickle / TRICKLE_PIECES
+    step = max(1, -(-len(body) // TRICKLE_PIECES))
+    for start in range(0, len(body), step):
+        time.sleep(pause)
+        yield body[start : start + step]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import http
 
-FAULT_KINDS = ("30006", "30007", "502", "503", "truncated", "slow", "malformed")
+# "trickle": the right answer, sent in small pieces over ``slow_ms`` (each piece well inside a
+# read timeout, the whole well beyond a request's): a client must bound the whole answer.
+FAULT_KINDS = ("30006", "30007", "502", "503", "truncated", "slow", "malformed", "trickle")
 DEFAULT_FAULT_KINDS = ("30006", "30007", "502", "503", "truncated", "slow")  # what faults= uses
 MALFORMED_KINDS = (
     "cursor-missing",

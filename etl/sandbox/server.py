@@ -29,7 +29,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote_plus, urlsplit
 
-from etl.sandbox.app import Sandbox, SandboxResponse
+from etl.sandbox.app import TRICKLE_PIECES, Sandbox, SandboxResponse
 
 _IDLE_TIMEOUT = 60.0  # drop idle keep-alive connections; well above httpx's 5 s pool expiry
 _MAX_HEAD = 65536  # request line and headers; a UserSig is a few hundred bytes
@@ -272,7 +272,10 @@ class SandboxServer:
         head = self._head(response.status, response.content_type.encode(), announced, close)
         payload = b"" if method == "HEAD" else response.body
         due = time.monotonic() + response.delay if response.delay > 0 else 0.0
-        self._queue(conn, due, head, payload, close)
+        if response.trickle > 0:
+            self._trickle(conn, head + payload, response.trickle, close)
+        else:
+            self._queue(conn, due, head, payload, close)
 
     def _next_request(self, conn: _Connection) -> tuple[str, str, bytes, bool] | None:
         """(method, target, body, close after) of the next complete request, or None."""
@@ -329,6 +332,15 @@ class SandboxServer:
     def _queue(self, conn: _Connection, due: float, head: bytes, body: bytes, close: bool) -> None:
         parts = [head + body] if len(body) < 65536 else [head, body]
         conn.answers.append((due, parts, close))
+
+    def _trickle(self, conn: _Connection, answer: bytes, seconds: float, close: bool) -> None:
+        """Queue ``answer`` in TRICKLE_PIECES pieces, due one after another over ``seconds``."""
+        step = max(1, -(-len(answer) // TRICKLE_PIECES))
+        starts = range(0, len(answer), step)
+        now, pause = time.monotonic(), seconds / TRICKLE_PIECES
+        for i, start in enumerate(starts):
+            last = start + step >= len(answer)
+            conn.answers.append((now + i * pause, [answer[start : start + step]], close and last))
 
     def _release(self, conn: _Connection) -> None:
         """Move the answers that are due to the output; arm a timer for the next one."""

@@ -20,7 +20,8 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = ROOT / "dbt"
-# dbt lives in its own venv (the `dbt` extra in pyproject.toml says why); FOLLOW_ETL_DBT points elsewhere.
+# dbt lives in its own venv (the `dbt` extra in pyproject.toml says why); FOLLOW_ETL_DBT
+# points elsewhere.
 DBT = Path(os.environ.get("FOLLOW_ETL_DBT") or ROOT / ".venv-dbt" / "bin" / "dbt")
 TYPES = (1, 2, 3)
 SCHEMA = "analytics"

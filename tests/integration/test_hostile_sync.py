@@ -3,16 +3,22 @@ ids, malformed "OK" answers, looping cursors. Each run must end, and be exact fo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
-from etl.client import parse_json
-from etl.sandbox import Graph, SandboxServer
+from etl import client as client_module
+from etl.client import FollowClient, parse_json
+from etl.config import RetryPolicy
+from etl.errors import MalformedAnswer, TransientApiError
+from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer
 from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
 from etl.sync import SyncReport, SyncRequest, sync
 from etl.transform import key_problem
+from etl.usersig import UserSigSource
 from tests.conftest import (
     api_settings,
     make_client,
@@ -168,3 +174,50 @@ def test_a_looping_cursor_gives_its_list_up_by_name_and_the_run_ends(
     assert {key: stored[key] for key in nonempty(others)} == nonempty(others)
     # Each looping list costs its pages once plus one answer that repeats a cursor.
     assert report.requests <= minimum_requests(truth, accounts, 7) + len(loops)
+
+
+def test_an_answer_trickled_past_the_timeout_is_cut_off(running_sandbox: Start) -> None:
+    """A peer that sends each piece well inside the read timeout but the whole answer far
+    beyond the request's timeout cannot hold a fetcher: the call times out (transient), and a
+    trickle that ends in time is read whole."""
+    graph = Graph(users=30, seed=91)
+    account = max(graph.accounts, key=lambda a: len(graph.truth([a], (1,))))
+    slow = running_sandbox(graph, faults=1.0, fault_kinds=("trickle",), slow_ms=30_000)
+    retry = RetryPolicy(attempts=1, max_seconds=60, initial_wait=0, max_wait=0)
+    started = time.monotonic()
+    with make_client(api_settings(slow, timeout=1.5, retry=retry)) as client:
+        with pytest.raises(TransientApiError, match="timed out"):
+            client.follow_get(account, 1, "", 1000)
+        assert client.answered() == {"timeout": 1}
+    assert time.monotonic() - started < 15  # the trickle alone takes 30 s
+    brief = running_sandbox(graph, faults=1.0, fault_kinds=("trickle",), slow_ms=300)
+    with make_client(api_settings(brief, timeout=5.0, retry=retry)) as client:
+        page = client.follow_get(account, 1, "", 1000)
+    assert {i["To_Account"] for i in page.items} == set(graph.truth([account], (1,))[account, 1])
+
+
+def test_an_answer_past_the_size_cap_is_malformed_and_never_held_whole(
+    running_sandbox: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_ANSWER_BYTES bounds what one answer may cost in memory: past it the answer is a
+    malformed one (retried, counted), whether the length is announced or not."""
+    graph = Graph(users=30, seed=92)
+    account = max(graph.accounts, key=lambda a: len(graph.truth([a], (1,))))
+    retry = RetryPolicy(attempts=1, max_seconds=60, initial_wait=0, max_wait=0)
+    monkeypatch.setattr(client_module, "MAX_ANSWER_BYTES", 2_000)
+    server = running_sandbox(graph)  # announces Content-Length
+    # In process, a trickled answer comes without a length: the cap counts what arrives.
+    unannounced = Sandbox(graph, SandboxConfig(faults=1.0, fault_kinds=("trickle",), slow_ms=200))
+    api = api_settings(server, retry=retry)
+    key = server.sandbox.config.secret_key
+    source = UserSigSource(
+        sdkappid=api.sdkappid, identifier=api.admin, secret_key=key, clock=time.time
+    )
+    for client in (
+        make_client(api),
+        FollowClient(api, source, transport=unannounced.transport()),
+    ):
+        with client:
+            with pytest.raises(MalformedAnswer, match="larger than 2,000 bytes"):
+                client.follow_get(account, 1, "", 1000)
+            assert client.malformed == 1
