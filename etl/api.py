@@ -36,7 +36,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import checkpoint, db
+from etl import db
+from etl import status as statuses
 from etl import sync as syncing
 from etl import verify as verifying
 from etl.accounts import Accounts
@@ -284,7 +285,7 @@ def status(
         try:
             db.require_schema(engine)
             with engine.connect() as conn:
-                return checkpoint.status_document(conn, job)
+                return statuses.status_document(conn, job)
         finally:
             engine.dispose()
 

@@ -1,6 +1,10 @@
 """Writes of crawled rows, a batch of pages at a time. Functions take a connection and never
-commit: the caller (etl.sync) owns the transaction, so rows and the cursors that follow them
-commit together.
+commit: the batch transaction of a writer lane (etl.crawl.writer) holds them, with the cursors
+that follow the rows (etl.leases.advance), so both commit together.
+
+This module owns sync_seen, the working set of removal detection: what a crawl has seen of a
+list it has not finished, remembered per page, checked for loss before removals, and dropped
+when the list ends or its run does. Nothing else reads or writes it.
 
 A batch goes into per-connection temporary staging tables (COPY on PostgreSQL), and set-based
 statements move from there only what changed:
@@ -18,12 +22,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from etl.rows import Key, ListPart
 from etl.schema import ProfileSequence, Timestamp, quarantined_items, sqlite_sequence
 from etl.transform import (
     CONFLICT,
@@ -39,28 +44,6 @@ from etl.transform import (
 )
 
 log = logging.getLogger(__name__)
-
-Key = tuple[str, int]  # (account, follow_type): one list
-
-
-@dataclass
-class ListPart:
-    """What one batch holds for one list: its newest pages, in order."""
-
-    account: str
-    follow_type: int
-    edges: dict[str, int | None] = field(default_factory=dict)  # to_account -> follow_time
-    pages: int = 0
-    next_cursor: str = ""
-    complete: bool = False  # the list's last page is in this batch
-    restarted: bool = False  # the list began again from "" within this batch
-    baseline: bool = False  # the list was crawled completely in an earlier run
-    had_seen: bool = False  # earlier batches of this crawl left rows in sync_seen
-
-    @property
-    def key(self) -> Key:
-        """(account, follow_type)."""
-        return (self.account, self.follow_type)
 
 
 @dataclass
@@ -173,55 +156,49 @@ WHERE c.run_id = :run_id AND c.seen > 0 AND c.seen <> (
     WHERE x.run_id = c.run_id AND x.account = c.account AND x.follow_type = c.follow_type)
 """
 
-_REMOVED = """
-SELECT e.account, e.follow_type, e.to_account
-FROM follow_edges e
-JOIN stage_lists l ON l.account = e.account AND l.follow_type = e.follow_type
-WHERE e.removed_at IS NULL
+# What "removed" means, once: a listed edge of a list this crawl finished (stage_lists l) that
+# the crawl did not see, neither in this batch (stage_edges) nor in earlier ones (sync_seen).
+_UNLISTED = """l.account = e.account AND l.follow_type = e.follow_type AND e.removed_at IS NULL
   AND NOT EXISTS (SELECT 1 FROM stage_edges s WHERE s.account = e.account
                   AND s.follow_type = e.follow_type AND s.to_account = e.to_account)
   AND NOT EXISTS (SELECT 1 FROM sync_seen x WHERE x.run_id = :run_id AND x.account = e.account
-                  AND x.follow_type = e.follow_type AND x.to_account = e.to_account)
-"""
+                  AND x.follow_type = e.follow_type AND x.to_account = e.to_account)"""
+# An account that no longer exists (30003): every listed edge of its list.
+_OF_LIST = "e.account = :account AND e.follow_type = :follow_type AND e.removed_at IS NULL"
 
-_REMOVED_EVENTS = (
-    "INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, "
-    "run_id) SELECT r.account, r.follow_type, r.to_account, 'removed', :now, :run_id "
-    "FROM ({removed}) r"
-)
-
-_MARK_REMOVED = """
-UPDATE follow_edges SET removed_at = :now
-WHERE removed_at IS NULL
-  AND EXISTS (SELECT 1 FROM stage_lists l
-              WHERE l.account = follow_edges.account AND l.follow_type = follow_edges.follow_type)
-  AND NOT EXISTS (SELECT 1 FROM stage_edges s WHERE s.account = follow_edges.account
-                  AND s.follow_type = follow_edges.follow_type
-                  AND s.to_account = follow_edges.to_account)
-  AND NOT EXISTS (SELECT 1 FROM sync_seen x WHERE x.run_id = :run_id
-                  AND x.account = follow_edges.account
-                  AND x.follow_type = follow_edges.follow_type
-                  AND x.to_account = follow_edges.to_account)
-"""
-
-_MARK_REMOVED_PG = """
-WITH gone AS (
-    UPDATE follow_edges e SET removed_at = :now
-    FROM stage_lists l
-    WHERE l.account = e.account AND l.follow_type = e.follow_type AND e.removed_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM stage_edges s WHERE s.account = e.account
-                      AND s.follow_type = e.follow_type AND s.to_account = e.to_account)
-      AND NOT EXISTS (SELECT 1 FROM sync_seen x WHERE x.run_id = :run_id
-                      AND x.account = e.account AND x.follow_type = e.follow_type
-                      AND x.to_account = e.to_account)
-    RETURNING e.account, e.follow_type, e.to_account
-), recorded AS (
+_MARK = """UPDATE follow_edges AS e SET removed_at = :now {source} WHERE {where}
+RETURNING {columns}"""
+# PostgreSQL records the events in the same statement; SQLite has no data-modifying WITH, so
+# its events are inserted from the rows the UPDATE returns.
+_MARK_PG = """WITH gone AS ({mark}), recorded AS (
     INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, run_id)
     SELECT account, follow_type, to_account, 'removed', :now, :run_id FROM gone
     RETURNING 1
 )
-SELECT count(*) FROM recorded
-"""
+SELECT count(*) FROM recorded"""
+# SQLite refuses qualified names in RETURNING; PostgreSQL needs them (l has these columns too).
+_RETURNED = "account, follow_type, to_account"
+_RETURNED_PG = "e.account, e.follow_type, e.to_account"
+_REMOVED_EVENT = """INSERT INTO follow_edge_events
+    (account, follow_type, to_account, event, observed_at, run_id)
+VALUES (:account, :follow_type, :to_account, 'removed', :now, :run_id)"""
+
+
+def _mark_removed(conn: sa.Connection, *, where: str, source: str, params: dict[str, Any]) -> int:
+    """Set removed_at on the listed edges ``where`` selects (follow_edges as e, with
+    ``source`` joined), record a 'removed' event for each; return how many."""
+    if conn.dialect.name == "postgresql":
+        mark = _MARK.format(source=source, where=where, columns=_RETURNED_PG)
+        return int(conn.execute(_text(_MARK_PG.format(mark=mark)), params).scalar_one())
+    mark = _MARK.format(source=source, where=where, columns=_RETURNED)
+    gone = conn.execute(_text(mark), params).all()
+    if gone:
+        conn.execute(
+            _text(_REMOVED_EVENT),
+            [{**params, "account": a, "follow_type": t, "to_account": to} for a, t, to in gone],
+        )
+    return len(gone)
+
 
 _BASELINES = """
 INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at)
@@ -309,7 +286,6 @@ class Loader:
             sa.column("stored_digest", sa.String),
             sa.column("found", sa.Boolean),
         )
-        self._removed_events = _text(_REMOVED_EVENTS.format(removed=_REMOVED))
         self._conflicts = sa.text(_CONFLICTS.format(differs=differs)).columns(
             sa.column("user_id", sa.String),
             sa.column("profile_sequence", ProfileSequence()),
@@ -372,14 +348,11 @@ class Loader:
             if written.recrawl:
                 # Their removals cannot be trusted: they are crawled again (etl.sync resets them).
                 self._unstage_lists(conn, written.recrawl)
-            if self.pg:
-                # One pass: mark them and record the events from what the UPDATE returns.
-                gone = conn.execute(_text(_MARK_REMOVED_PG), params).one()
-                written.edges_removed = written_events = int(gone[0])
-                written.events += written_events
-            else:
-                written.events += conn.execute(self._removed_events, params).rowcount
-                written.edges_removed = conn.execute(_text(_MARK_REMOVED), params).rowcount
+            removed = _mark_removed(
+                conn, where=_UNLISTED, source="FROM stage_lists AS l", params=params
+            )
+            written.edges_removed = removed
+            written.events += removed
             conn.execute(_text(_BASELINES), params)
             if any(p.had_seen for p in complete):
                 conn.execute(sa.text(_FORGET_SEEN), {"run_id": run_id})
@@ -610,26 +583,12 @@ def mark_all_removed(
 ) -> int:
     """The account no longer exists (30003): every listed edge of this list is removed."""
     params = {"run_id": run_id, "now": now, "account": account, "follow_type": follow_type}
-    where = (
-        "FROM follow_edges WHERE account = :account AND follow_type = :follow_type "
-        "AND removed_at IS NULL"
-    )
-    conn.execute(
-        _text(
-            "INSERT INTO follow_edge_events (account, follow_type, to_account, event, "
-            "observed_at, run_id) SELECT account, follow_type, to_account, 'removed', :now, "
-            f":run_id {where}"
-        ),
-        params,
-    )
-    result = conn.execute(
-        _text(
-            "UPDATE follow_edges SET removed_at = :now WHERE account = :account "
-            "AND follow_type = :follow_type AND removed_at IS NULL"
-        ),
-        params,
-    )
-    return result.rowcount
+    return _mark_removed(conn, where=_OF_LIST, source="", params=params)
+
+
+def forget_run_seen(conn: sa.Connection, run_id: int) -> None:
+    """Drop a run's whole removal-check working set (the run ended or was abandoned)."""
+    conn.execute(sa.text("DELETE FROM sync_seen WHERE run_id = :run_id"), {"run_id": run_id})
 
 
 def forget_seen(conn: sa.Connection, run_id: int, keys: Sequence[Key]) -> None:
@@ -642,48 +601,3 @@ def forget_seen(conn: sa.Connection, run_id: int, keys: Sequence[Key]) -> None:
             ),
             [{"run_id": run_id, **_key(key)} for key in keys],
         )
-
-
-def quarantine_summary(conn: sa.Connection, run_id: int, samples: int = 5) -> dict[str, Any]:
-    """What a run quarantined: counts by kind and by reason, and the newest few records
-    (without their item: ``SELECT item FROM quarantined_items WHERE id = ...`` has it)."""
-    q = quarantined_items.c
-    count = sa.func.count().label("count")
-    reasons = conn.execute(
-        sa.select(q.kind, q.reason, count)
-        .where(q.run_id == run_id)
-        .group_by(q.kind, q.reason)
-        .order_by(count.desc(), q.kind, q.reason)
-    ).all()
-    newest = conn.execute(
-        sa.select(q.id, q.account, q.follow_type, q.to_account, q.kind, q.reason, q.observed_at)
-        .where(q.run_id == run_id)
-        .order_by(q.id.desc())
-        .limit(samples)
-    ).all()
-    by_kind = {UNSTORABLE: 0, CONFLICT: 0}
-    for kind, _, n in reasons:
-        by_kind[kind] = by_kind.get(kind, 0) + int(n)
-    return {
-        "total": sum(by_kind.values()),
-        "by_kind": by_kind,
-        "by_reason": [{"kind": k, "reason": r, "count": int(n)} for k, r, n in reasons],
-        "samples": [
-            {
-                "id": int(row.id),
-                "account": row.account,
-                "follow_type": int(row.follow_type),
-                "to_account": row.to_account,
-                "kind": row.kind,
-                "reason": row.reason,
-                "observed_at": _iso(row.observed_at),
-            }
-            for row in newest
-        ],
-    }
-
-
-def _iso(value: datetime) -> str:
-    if value.tzinfo is None:  # SQLite keeps no zone; follow-etl always writes UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()

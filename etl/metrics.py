@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
-from etl import checkpoint, db
+from etl import db, runs
 from etl.client import RATE_LIMIT_CODES
 from etl.schema import sync_runs
 from etl.sync import Progress
@@ -107,7 +107,7 @@ class Metrics:
         try:
             with self.engine.connect() as conn:
                 if progress is not None:
-                    self.lists = checkpoint.counts(conn, progress.run_id)
+                    self.lists = runs.counts(conn, progress.run_id)
                 finished = conn.execute(
                     sa.select(sa.func.max(sync_runs.c.finished_at)).where(
                         sync_runs.c.job == self.job, sync_runs.c.status == "done"
@@ -214,7 +214,7 @@ class _Collector(Collector):
             lists = GaugeMetricFamily(
                 "follow_etl_lists", "the run's lists by status", labels=[*labels, "status"]
             )
-            for status in checkpoint.STATUSES:
+            for status in runs.STATUSES:
                 lists.add_metric([*values, status], m.lists.get(status, 0))
             yield lists
         if m.last_success is not None:

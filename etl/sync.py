@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import checkpoint, db, workers
+from etl import db, leases, runs, workers
 from etl.client import FollowClient
 from etl.crawl import Crawl, Rate, Tally
 from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageError
@@ -232,7 +232,7 @@ def work(
         )
     stop = stop or threading.Event()
     with engine.connect() as conn:
-        run = checkpoint.unfinished_run(conn, job)
+        run = runs.unfinished_run(conn, job)
     if run is None:
         return None
     on_run(run.id)
@@ -304,17 +304,17 @@ def _open_run(
     now = clock()
     try:
         with engine.begin() as conn:
-            run = checkpoint.unfinished_run(conn, request.job)
+            run = runs.unfinished_run(conn, request.job)
             if run is not None and request.restart:
                 log.info("abandoning unfinished run %d of job %r", run.id, request.job)
-                checkpoint.abandon_run(conn, run.id, now)
+                runs.abandon_run(conn, run.id, now)
                 run = None
             if run is None:
-                run_id = checkpoint.start_run(conn, request.job, options, now)
+                run_id = runs.start_run(conn, request.job, options, now)
             else:
                 run_id = run.id
-                checkpoint.set_options(conn, run_id, options)
-            added = checkpoint.add_lists(conn, run_id, lists, now)
+                runs.set_options(conn, run_id, options)
+            added = runs.add_lists(conn, run_id, lists, now)
     except sa.exc.IntegrityError:
         raise DatabaseError(
             f"another sync of job {request.job!r} started at the same moment; try again"
@@ -453,7 +453,7 @@ class _Progresser:
             self.next_count = now + COUNTS_EVERY
             try:
                 with self.engine.connect() as conn:
-                    counts = checkpoint.counts(conn, self.report.run_id)
+                    counts = runs.counts(conn, self.report.run_id)
             except Exception as exc:
                 if not db.is_database_error(exc):
                     raise
@@ -517,7 +517,7 @@ def _leave(engine: Engine, me: workers.Presence) -> None:
 
     def leave(conn: sa.Connection) -> None:
         if me.run_id is not None:
-            checkpoint.release(conn, me.run_id, me.id)
+            leases.release(conn, me.run_id, me.id)
         workers.leave(conn, me)
 
     try:
@@ -538,8 +538,8 @@ def _close(
     """Store the run's counters (done if nothing is left) and put the list counts in the report."""
 
     def close(conn: sa.Connection) -> None:
-        report.lists = checkpoint.counts(conn, report.run_id)
-        checkpoint.close_run(
+        report.lists = runs.counts(conn, report.run_id)
+        runs.close_run(
             conn,
             report.run_id,
             finished=report.finished,

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import checkpoint
+from etl import runs
 from etl.client import FollowClient
 from etl.errors import (
     AccountNotFound,
@@ -199,7 +199,7 @@ class Verification:
 def verify(engine: Engine, client: FollowClient, job: str) -> VerifyReport | None:
     """Compare the lists of the job's latest run with follow_get_info; None if it has no runs."""
     with engine.connect() as conn:
-        run = checkpoint.latest_run(conn, job)
+        run = runs.latest_run(conn, job)
         if run is None:
             return None
         not_checked = conn.execute(

@@ -20,14 +20,14 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from etl import checkpoint, db, transform, workers
+from etl import db, leases, transform, workers
 from etl.client import FollowClient
 from etl.crawl.fetcher import Fetchers
 from etl.crawl.messages import Claim, Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS
 from etl.crawl.writer import BATCH_WAIT, Writer
 from etl.errors import Stopped
-from etl.load import Key
+from etl.rows import Key
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +159,14 @@ class Crawl:
         want = self.concurrency * 4 - len(self.in_flight)
         claimed = db.retrying(
             self.engine,
-            lambda conn: checkpoint.claim(conn, self.run_id, self.me.id, want, self.started),
+            lambda conn: leases.claim(conn, self.run_id, self.me.id, want, self.started),
             what="claiming lists",
             stop=self.stop,
             seconds=self.db_seconds,
         )
         for task in claimed:
             # A list can come back while its Ended is still on the way: a writer that found its
-            # removal check state lost sent it back to its start (checkpoint.recrawl) and gave
+            # removal check state lost sent it back to its start (leases.recrawl) and gave
             # the lease back. The new claim replaces the old one, which ends with no effect.
             claim = self.in_flight[task.key] = Claim(task)
             self.fetchers.tasks.put(claim)
@@ -176,7 +176,7 @@ class Crawl:
     def _others_hold_lists(self) -> bool:
         held = db.retrying(
             self.engine,
-            lambda conn: checkpoint.open_elsewhere(conn, self.run_id, self.me.id),
+            lambda conn: leases.open_elsewhere(conn, self.run_id, self.me.id),
             what="looking for lists other processes hold",
             stop=self.stop,
             seconds=self.db_seconds,

@@ -7,9 +7,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from etl import transform
-from etl.checkpoint import ListState
 from etl.crawl.outcome import Outcome
-from etl.load import Key
+from etl.leases import ListState
+from etl.rows import Key
 
 
 @dataclass

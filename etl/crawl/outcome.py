@@ -37,7 +37,7 @@ class Effect:
     """What an Outcome does to the list's checkpoint and to the crawl."""
 
     status: str | None  # the checkpoint's new status; None leaves it as it is
-    failures: str  # "keep", "add" or "give_up" (see checkpoint.settle)
+    failures: str  # "keep", "add" or "give_up" (see leases.settle)
     records_error: bool  # the error text goes into last_error
     removes_all: bool  # every stored edge of the list is marked removed
     settles: bool  # the list needs no more crawling in this run

@@ -1,12 +1,12 @@
 """Writer lanes: the unit of work. One batch of pages and endings, one transaction.
 
 The transaction of a batch, in order (``Writer._write``, the only place it opens):
-1. ``checkpoint.hold``: which of the batch's lists this process still leases, row-locked until
+1. ``leases.hold``: which of the batch's lists this process still leases, row-locked until
    commit. Nothing is written for a list it does not hold; that list's fetcher is told to stop.
-2. ``checkpoint.advance``: the held lists' cursors, pages and items.
+2. ``leases.advance``: the held lists' cursors, pages and items.
 3. ``Loader.write``: their edges, removals, events and quarantined items, and the batch's
    profile versions (facts about users, stored whichever list carried them).
-4. ``checkpoint.settle``: each held list that ended, as its Outcome's Effect says.
+4. ``leases.settle``: each held list that ended, as its Outcome's Effect says.
 A crash at any instant loses at most this batch; the upserts make replaying it harmless.
 
 A lost connection (a database restart, a dead network) rolls the batch back; the lane
@@ -27,11 +27,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import checkpoint, db, load, transform
+from etl import db, leases, load, transform
 from etl.crawl.messages import Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS, Outcome
 from etl.errors import Stopped
-from etl.load import Key, ListPart
+from etl.rows import Key, ListPart
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +150,10 @@ class Writer(threading.Thread):
         """The batch's one transaction (see the module docstring)."""
         now = self.clock()
         with conn.begin():
-            held = checkpoint.hold(conn, self.run_id, self.owner, {i.claim.key for i in batch})
+            held = leases.hold(conn, self.run_id, self.owner, {i.claim.key for i in batch})
             parts = _merge(batch, held)
             pages = [(i.claim.key, i.rows) for i in batch if isinstance(i, Fetched)]
-            checkpoint.advance(conn, self.run_id, list(parts.values()), now)
+            leases.advance(conn, self.run_id, list(parts.values()), now)
             written = self.loader.write(
                 conn, self.run_id, list(parts.values()), pages, now, known=self.known
             )
@@ -162,7 +162,7 @@ class Writer(threading.Thread):
                     "%d lists lost their removal check state: crawling them again",
                     len(written.recrawl),
                 )
-                checkpoint.recrawl(conn, self.run_id, written.recrawl, now)
+                leases.recrawl(conn, self.run_id, written.recrawl, now)
             result = _Result(held, parts, written)
             for item in batch:
                 if isinstance(item, Ended):
@@ -182,7 +182,7 @@ class Writer(threading.Thread):
         error = None
         if effect.records_error:
             error = MISSING_ERROR if end.outcome is Outcome.MISSING else end.error
-        checkpoint.settle(
+        leases.settle(
             conn,
             self.run_id,
             key,

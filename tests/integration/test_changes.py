@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl import checkpoint
+from etl import leases
 from etl.crawl import coordinator
 from etl.crawl.messages import Ended
 from etl.crawl.writer import Writer
@@ -197,7 +197,7 @@ def test_a_lost_seen_set_recrawls_the_list_instead_of_removing(
 def slow_to_report(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
     """Writers hold back the Ended of a list sent back to its start by ``delay`` seconds."""
     sent_back: set[tuple[str, int]] = set()
-    recrawl = checkpoint.recrawl
+    recrawl = leases.recrawl
 
     def recording(conn: sa.Connection, run_id: int, keys: Any, now: Any) -> None:
         sent_back.update(keys)
@@ -216,7 +216,7 @@ def slow_to_report(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
 
             self.on_closed = slowly
 
-    monkeypatch.setattr(checkpoint, "recrawl", recording)
+    monkeypatch.setattr(leases, "recrawl", recording)
     monkeypatch.setattr(coordinator, "Writer", SlowToReport)
 
 

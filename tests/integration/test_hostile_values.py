@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 
 from etl import db
 from etl.errors import MalformedAnswer
-from etl.load import Key, ListPart, Loader, Written, quarantine_summary
+from etl.load import Loader, Written
+from etl.rows import Key, ListPart
 from etl.schema import decode_sequence, profile_snapshots, quarantined_items
+from etl.status import quarantine_summary
 from etl.transform import (
     MAX_NESTING,
     STANDARD_TAGS,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from etl import checkpoint, transform, workers
+from etl import leases, runs, transform, workers
 from etl.crawl import EFFECTS, Outcome
 from etl.crawl.messages import Claim, Ended, Fetched, Tally
 from etl.crawl.writer import Writer
@@ -24,8 +24,8 @@ def run_id(engine: sa.Engine) -> Iterator[int]:
     """A run of three lists: (a, 1), (b, 1), (c, 1)."""
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        run = checkpoint.start_run(conn, JOB, {}, now)
-        checkpoint.add_lists(conn, run, [("a", 1), ("b", 1), ("c", 1)], now)
+        run = runs.start_run(conn, JOB, {}, now)
+        runs.add_lists(conn, run, [("a", 1), ("b", 1), ("c", 1)], now)
     return run
 
 
@@ -101,7 +101,7 @@ def test_claim_takes_free_and_dead_leases_never_live_or_own_ones(
     lease(engine, run_id, ("b", 1), me.id)
     lease(engine, run_id, ("c", 1), "gone-host:1:dead")
     with engine.begin() as conn:
-        taken = checkpoint.claim(conn, run_id, me.id, 10, datetime.now(UTC))
+        taken = leases.claim(conn, run_id, me.id, 10, datetime.now(UTC))
     assert {t.key for t in taken} == {("c", 1)}
 
 
@@ -112,7 +112,7 @@ def test_a_failed_list_is_left_to_the_next_sync_and_free_for_it(
     me = register(engine)
     started = datetime.now(UTC) - timedelta(seconds=1)
     with engine.begin() as conn:
-        (task,) = checkpoint.claim(conn, run_id, me.id, 1, started)
+        (task,) = leases.claim(conn, run_id, me.id, 1, started)
     closed: list[Ended] = []
     writer(engine, run_id, me.id, closed)._commit([Ended(Claim(task), Outcome.FAILED, "boom")])
     row = checkpoint_row(engine, run_id, task.key)
@@ -123,10 +123,10 @@ def test_a_failed_list_is_left_to_the_next_sync_and_free_for_it(
         "boom",
     )
     with engine.begin() as conn:
-        again = checkpoint.claim(conn, run_id, me.id, 10, started)
+        again = leases.claim(conn, run_id, me.id, 10, started)
     assert task.key not in {t.key for t in again}
     with engine.begin() as conn:
-        later = checkpoint.claim(conn, run_id, "next-sync", 10, datetime.now(UTC))
+        later = leases.claim(conn, run_id, "next-sync", 10, datetime.now(UTC))
     assert task.key in {t.key for t in later}
 
 
@@ -137,7 +137,7 @@ def test_a_batch_writes_nothing_for_a_list_another_process_took_over(
     me, peer = register(engine), register(engine)
     lease(engine, run_id, ("a", 1), me.id)
     lease(engine, run_id, ("b", 1), peer.id)
-    mine, theirs = Claim(checkpoint.ListState("a", 1, "")), Claim(checkpoint.ListState("b", 1, ""))
+    mine, theirs = Claim(leases.ListState("a", 1, "")), Claim(leases.ListState("b", 1, ""))
     closed: list[Ended] = []
     batch = [
         page(mine, ["x", "y"], "next-a"),
@@ -160,7 +160,7 @@ def test_an_ending_of_a_list_taken_over_does_not_fail_or_empty_it(
     """A partitioned worker cannot turn another's list back into failed, nor mark it removed."""
     me, peer = register(engine), register(engine)
     lease(engine, run_id, ("a", 1), me.id)
-    claim = Claim(checkpoint.ListState("a", 1, ""))
+    claim = Claim(leases.ListState("a", 1, ""))
     closed: list[Ended] = []
     lane = writer(engine, run_id, me.id, closed)
     lane._commit([page(claim, ["x"], "")])  # complete: done, lease given back
@@ -176,7 +176,7 @@ def test_a_stopped_list_is_free_at_once(engine: sa.Engine, run_id: int) -> None:
     """A list given back on a stop keeps its cursor and can be claimed again right away."""
     me = register(engine)
     with engine.begin() as conn:
-        (task,) = checkpoint.claim(conn, run_id, me.id, 1, datetime.now(UTC))
+        (task,) = leases.claim(conn, run_id, me.id, 1, datetime.now(UTC))
     claim = Claim(task)
     closed: list[Ended] = []
     writer(engine, run_id, me.id, closed)._commit(
@@ -185,7 +185,7 @@ def test_a_stopped_list_is_free_at_once(engine: sa.Engine, run_id: int) -> None:
     row = checkpoint_row(engine, run_id, task.key)
     assert (row.status, row.cursor, row.lease_owner, row.failures) == ("running", "page-2", None, 0)
     with engine.begin() as conn:
-        again = checkpoint.claim(conn, run_id, me.id, 10, datetime.now(UTC))
+        again = leases.claim(conn, run_id, me.id, 10, datetime.now(UTC))
     assert task.key in {t.key for t in again}
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import sqlalchemy as sa
 
-from etl import checkpoint
+from etl import runs
 from etl.client import FollowClient
 from etl.errors import RunIncomplete, VerifyMismatch
 from etl.sandbox import Graph, SandboxServer
@@ -116,12 +116,12 @@ def test_damage_is_found_exactly_and_repaired(engine: sa.Engine, running_sandbox
             )
         report = checked(engine, client)
         with engine.connect() as conn:
-            job_run = checkpoint.latest_run(conn, "test")
+            job_run = runs.latest_run(conn, "test")
         repaired = repair(engine, client, report)
         again = checked(engine, client)
         with engine.connect() as conn:
-            job_run_after = checkpoint.latest_run(conn, "test")
-            repair_run = checkpoint.latest_run(conn, repair_job("test"))
+            job_run_after = runs.latest_run(conn, "test")
+            repair_run = runs.latest_run(conn, repair_job("test"))
     n_fans, n_follows = len(graph.list_ids(fan_star, 1)), len(graph.list_ids(follower, 2))
     n_mutual = len(graph.list_ids(mutual, 3))
     assert sorted(report.mismatches, key=lambda m: m.follow_type) == [

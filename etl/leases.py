@@ -1,41 +1,28 @@
-"""Run and list state in the destination database: claim a run, advance cursors, finish.
+"""A list's lease and cursor within a run (sync_checkpoints): claim, hold, advance, settle.
 
-Functions take a connection and never commit; etl.sync commits each list's cursor together
-with the rows it covers.
+A process leases the lists it crawls; a lease is void once its owner stops heartbeating
+(etl.workers), judged by the database's clock inside each statement. ``hold`` is the one lease
+check: every batch transaction (etl.crawl.writer) starts with it and writes only the lists it
+returns. Functions take a connection and never commit; the writer's batch transaction and the
+coordinator's claim transactions are the callers. Where the dialects differ, the PostgreSQL
+statement sits next to the portable one it replaces.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from etl import load, workers
-from etl.load import Key, ListPart
-from etl.schema import follow_lists, sync_checkpoints, sync_runs, sync_seen
-
-STATUSES = ("pending", "running", "done", "skipped", "failed")
-MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
-ADD_CHUNK = 5000  # lists inserted per statement when a run starts: memory stays flat
+from etl.rows import Key, ListPart
+from etl.runs import MAX_FAILURES, is_open
+from etl.schema import follow_lists, sync_checkpoints
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
-
-
-@dataclass(frozen=True)
-class Run:
-    """A row of sync_runs."""
-
-    id: int
-    job: str
-    status: str
-    started_at: datetime
-    finished_at: datetime | None
-    options: dict[str, Any]
-    requests: int
-    edges_removed: int
 
 
 @dataclass
@@ -52,88 +39,6 @@ class ListState:
     def key(self) -> Key:
         """(account, follow_type)."""
         return (self.account, self.follow_type)
-
-
-def _run(row: sa.Row[Any]) -> Run:
-    return Run(
-        id=row.id,
-        job=row.job,
-        status=row.status,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        options=dict(row.options),
-        requests=int(row.requests),
-        edges_removed=int(row.edges_removed),
-    )
-
-
-def unfinished_run(conn: sa.Connection, job: str) -> Run | None:
-    """The job's run that has not finished (at most one exists), if any."""
-    row = conn.execute(
-        sa.select(sync_runs).where(sync_runs.c.job == job, sync_runs.c.status == "running")
-    ).first()
-    return _run(row) if row else None
-
-
-def latest_run(conn: sa.Connection, job: str) -> Run | None:
-    """The job's newest run, finished or not."""
-    row = conn.execute(
-        sa.select(sync_runs).where(sync_runs.c.job == job).order_by(sync_runs.c.id.desc()).limit(1)
-    ).first()
-    return _run(row) if row else None
-
-
-def start_run(conn: sa.Connection, job: str, options: dict[str, Any], now: datetime) -> int:
-    """Insert a new running run; the unique index refuses a second one for the same job."""
-    return int(
-        conn.execute(
-            sa.insert(sync_runs)
-            .values(job=job, status="running", started_at=now, options=options)
-            .returning(sync_runs.c.id)
-        ).scalar_one()
-    )
-
-
-def set_options(conn: sa.Connection, run_id: int, options: dict[str, Any]) -> None:
-    """Store the settings a resumed run now goes on with (workers read them)."""
-    conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(options=options))
-
-
-def add_lists(
-    conn: sa.Connection, run_id: int, lists: Iterable[tuple[str, int]], now: datetime
-) -> int:
-    """Add pending lists to a run, a chunk at a time; those it already has stay as they are."""
-    added = 0
-    chunk: list[dict[str, Any]] = []
-    for account, follow_type in lists:
-        chunk.append(
-            {"run_id": run_id, "account": account, "follow_type": follow_type, "updated_at": now}
-        )
-        if len(chunk) >= ADD_CHUNK:
-            added += _add_chunk(conn, chunk)
-            chunk = []
-    if chunk:
-        added += _add_chunk(conn, chunk)
-    return added
-
-
-def _add_chunk(conn: sa.Connection, chunk: list[dict[str, Any]]) -> int:
-    stmt = sa.text(
-        "INSERT INTO sync_checkpoints (run_id, account, follow_type, status, updated_at) "
-        "VALUES (:run_id, :account, :follow_type, 'pending', :updated_at) ON CONFLICT DO NOTHING"
-    ).bindparams(sa.bindparam("updated_at", type_=sync_checkpoints.c.updated_at.type))
-    result = conn.execute(stmt, chunk)
-    return max(result.rowcount, 0)
-
-
-def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> None:
-    """Give up an unfinished run (``sync --restart``); its scratch rows go with it."""
-    conn.execute(
-        sa.update(sync_runs)
-        .where(sync_runs.c.id == run_id)
-        .values(status="abandoned", finished_at=now)
-    )
-    conn.execute(sa.delete(sync_seen).where(sync_seen.c.run_id == run_id))
 
 
 # One statement: pick free lists without waiting for other claimers, lease them, and say which
@@ -181,7 +86,7 @@ def claim(
         sa.select(ck.account, ck.follow_type)
         .where(
             ck.run_id == run_id,
-            _open(failed_before),
+            is_open(failed_before),
             sa.or_(
                 ck.lease_owner.is_(None),
                 sa.and_(ck.lease_owner != owner, ck.lease_owner.not_in(workers.live_ids(conn))),
@@ -219,7 +124,7 @@ def open_elsewhere(conn: sa.Connection, run_id: int, owner: str) -> int:
         conn.execute(
             sa.select(sa.func.count())
             .select_from(sync_checkpoints)
-            .where(ck.run_id == run_id, _open(), ck.lease_owner.in_(others))
+            .where(ck.run_id == run_id, is_open(), ck.lease_owner.in_(others))
         ).scalar_one()
     )
 
@@ -331,22 +236,7 @@ def recrawl(conn: sa.Connection, run_id: int, keys: Sequence[Key], now: datetime
                 updated_at=now,
             )
         )
-        conn.execute(
-            sa.delete(sync_seen).where(
-                sync_seen.c.run_id == run_id,
-                sync_seen.c.account == account,
-                sync_seen.c.follow_type == follow_type,
-            )
-        )
-
-
-def _open(failed_before: datetime | None = None) -> sa.ColumnElement[bool]:
-    """Lists a run still has to crawl: not started, half done, or failed fewer than 3 times
-    (and, with ``failed_before``, before that time)."""
-    failed = sa.and_(ck.status == "failed", ck.failures < MAX_FAILURES)
-    if failed_before is not None:
-        failed = sa.and_(failed, ck.updated_at < failed_before)
-    return sa.or_(ck.status.in_(("pending", "running")), failed)
+    load.forget_seen(conn, run_id, keys)
 
 
 def _where(run_id: int, account: str, follow_type: int) -> Sequence[sa.ColumnElement[bool]]:
@@ -379,132 +269,3 @@ def settle(
     elif failures == "give_up":
         values["failures"] = MAX_FAILURES
     conn.execute(sa.update(sync_checkpoints).where(*_where(run_id, *key)).values(values))
-
-
-def counts(conn: sa.Connection, run_id: int) -> dict[str, int]:
-    """Lists by status, and pages and items, computed from the checkpoints."""
-    result = dict.fromkeys(STATUSES, 0)
-    is_open = sa.case((_open(), 1), else_=0)
-    rows = conn.execute(
-        sa.select(
-            ck.status,
-            sa.func.count(),
-            sa.func.sum(is_open),
-            sa.func.sum(ck.pages),
-            sa.func.sum(ck["items"]),
-        )
-        .where(ck.run_id == run_id)
-        .group_by(ck.status)
-    ).all()
-    result["open"] = result["pages"] = result["items"] = 0
-    for status, n, still_open, pages, items in rows:
-        result[status] = int(n)
-        result["open"] += int(still_open or 0)
-        result["pages"] += int(pages or 0)
-        result["items"] += int(items or 0)
-    result["total"] = sum(result[s] for s in STATUSES)
-    return result
-
-
-def errors(conn: sa.Connection, run_id: int, limit: int = 20) -> list[dict[str, Any]]:
-    """Lists of the run that carry an error (failed, or skipped because the account is gone)."""
-    rows = conn.execute(
-        sa.select(ck.account, ck.follow_type, ck.status, ck.last_error)
-        .where(ck.run_id == run_id, ck.last_error.is_not(None))
-        .order_by(ck.account, ck.follow_type)
-        .limit(limit)
-    ).all()
-    return [
-        {
-            "account": r.account,
-            "follow_type": r.follow_type,
-            "status": r.status,
-            "error": r.last_error,
-        }
-        for r in rows
-    ]
-
-
-def last_activity(conn: sa.Connection, run_id: int) -> datetime | None:
-    """When any list of the run last moved."""
-    value: datetime | None = conn.execute(
-        sa.select(sa.func.max(ck.updated_at)).where(ck.run_id == run_id)
-    ).scalar()
-    return value
-
-
-def close_run(
-    conn: sa.Connection,
-    run_id: int,
-    *,
-    finished: bool,
-    requests: int,
-    edges_removed: int,
-    now: datetime,
-) -> None:
-    """Store the run's counters; mark it done when no list is left to crawl."""
-    c = counts(conn, run_id)
-    values: dict[str, Any] = {
-        "lists_total": c["total"],
-        "lists_done": c["done"],
-        "lists_skipped": c["skipped"],
-        "lists_failed": c["failed"],
-        "pages": c["pages"],
-        "items": c["items"],
-        "requests": sync_runs.c.requests + requests,
-        "edges_removed": sync_runs.c.edges_removed + edges_removed,
-    }
-    if finished:
-        values.update(status="done", finished_at=now)
-    conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(values))
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite keeps no zone; follow-etl always writes UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
-
-
-def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
-    """The ``status --json`` document of the job's latest run (shape documented in the README)."""
-    run = latest_run(conn, job)
-    if run is None:
-        return {"job": job, "run": None}
-    lists = counts(conn, run.id)
-    live = [
-        {
-            "id": w["id"],
-            "role": w["role"],
-            "host": w["host"],
-            "pid": w["pid"],
-            "started_at": _iso(w["started_at"]),
-            "heartbeat_at": _iso(w["heartbeat_at"]),
-            "calls": int(w["calls"]),
-            "items": int(w["items"]),
-        }
-        for w in workers.live(conn, run.id)
-    ]
-    return {
-        "job": job,
-        "run": {
-            "id": run.id,
-            "status": run.status,
-            "started_at": _iso(run.started_at),
-            "finished_at": _iso(run.finished_at),
-            "last_activity": _iso(last_activity(conn, run.id)),
-            "options": run.options,
-            "lists": {
-                k: lists[k]
-                for k in ("total", "done", "skipped", "failed", "running", "pending", "open")
-            },
-            "pages": lists["pages"],
-            "items": lists["items"],
-            "requests": run.requests,
-            "edges_removed": run.edges_removed,
-            "errors": errors(conn, run.id),
-            "quarantined": load.quarantine_summary(conn, run.id),
-            "workers": live,
-        },
-    }
