@@ -177,7 +177,8 @@ def sync(
     with ``clock`` (default: the database's time).
     """
     stop = stop or threading.Event()
-    db_clock = workers.DbClock(engine)
+    with engine.connect() as conn:
+        db_clock = workers.DbClock(conn)
     clock = clock or db_clock
     me = _hold(engine, request, db_clock, stop)
     # The heartbeat runs from here on: a run that takes minutes to create keeps the job.
@@ -236,20 +237,23 @@ def work(
     if run is None:
         return None
     on_run(run.id)
-    db_clock = workers.DbClock(engine)
+    with engine.connect() as conn:
+        db_clock = workers.DbClock(conn)
     clock = clock or db_clock
-    me = workers.register(engine, job, "worker", db_clock)
+    with engine.begin() as conn:
+        me = workers.register(conn, job, "worker", db_clock)
     heartbeat = workers.Heartbeat(engine, me)
     try:
-        peers = workers.attach(engine, me, run.id)
-        joined = workers.joined_at(engine, me)
+        with engine.begin() as conn:
+            peers = workers.attach(conn, me, run.id)
+            joined = workers.joined_at(conn, me)
         heartbeat.start()
         options = run.options
         rate = float(options.get("rate") or client.pacer.rate)
         # The others must lower their share of the budget before this one starts calling: wait
         # until each has heartbeat since (about one heartbeat; at most JOIN_WAIT of them).
         deadline = time.monotonic() + workers.HEARTBEAT * JOIN_WAIT
-        while peers > 1 and not workers.peers_caught_up(engine, me, joined):
+        while peers > 1 and not _caught_up(engine, me, joined):
             if time.monotonic() > deadline or stop.wait(0.1):
                 break
         report = SyncReport(run_id=run.id, job=job, resumed=True)
@@ -277,6 +281,11 @@ class _Plan:
     db_seconds: float
 
 
+def _caught_up(engine: Engine, me: workers.Presence, since: datetime) -> bool:
+    with engine.connect() as conn:
+        return workers.peers_caught_up(conn, me, since)
+
+
 def _hold(
     engine: Engine, request: SyncRequest, clock: workers.DbClock, stop: threading.Event
 ) -> workers.Presence:
@@ -285,7 +294,8 @@ def _hold(
     announced = False
     while True:
         try:
-            return workers.register(engine, request.job, "sync", clock)
+            with engine.begin() as conn:
+                return workers.register(conn, request.job, "sync", clock)
         except JobBusy as busy:
             if not request.wait:
                 raise
@@ -336,7 +346,8 @@ def _crawl(
     """Crawl the run, its budget shared through the heartbeat; fill in and store the report."""
     started = time.monotonic()
     before = client.counters()
-    peers = workers.attach(engine, me, report.run_id)
+    with engine.begin() as conn:
+        peers = workers.attach(conn, me, report.run_id)
     share = _Share(client, plan.rate)
     share(peers)
     crawl_stop = threading.Event()

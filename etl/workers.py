@@ -73,11 +73,10 @@ class DbClock:
     timestamps of data rows. The offset is measured at start and again at every heartbeat, so
     a clock that steps during a run is followed within a second. Liveness never uses it."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, conn: sa.Connection | None = None) -> None:
         self.offset = timedelta(0)
-        if engine.dialect.name == "postgresql":
-            with engine.connect() as conn:
-                self.measure(conn)
+        if conn is not None:
+            self.measure(conn)
 
     def measure(self, conn: sa.Connection) -> None:
         """Set the offset from one round trip to the server (PostgreSQL only)."""
@@ -153,22 +152,23 @@ class Presence:
     run_id: int | None = None
 
 
-def register(engine: Engine, job: str, role: str, clock: DbClock) -> Presence:
-    """Announce this process on the job; a second live ``sync`` of the job raises JobBusy."""
+def register(conn: sa.Connection, job: str, role: str, clock: DbClock) -> Presence:
+    """Announce this process on the job; a second live ``sync`` of the job raises JobBusy
+    (the unique index on a job's ``sync`` row settles a race of two)."""
     me = Presence(new_id(), job, role, clock)
-    try:
-        with engine.begin() as conn:
-            _reap(conn, job)
+    _reap(conn, job)
+    other = holder(conn, job) if role == "sync" else None
+    if other is None:
+        try:
             conn.execute(sa.insert(sync_workers).values(_row(conn, me, role)))
-    except sa.exc.IntegrityError:
-        with engine.connect() as conn:
-            other = holder(conn, job)
-        where = f"pid {other['pid']} on {other['host']}" if other else "another process"
-        raise JobBusy(
-            f"job {job!r} is already being synced by {where}; wait for it (`sync --wait`), "
-            f"or add a worker with `worker --job {job}`"
-        ) from None
-    return me
+            return me
+        except sa.exc.IntegrityError:
+            pass  # another sync registered between the look and the insert
+    where = f"pid {other['pid']} on {other['host']}" if other else "another process"
+    raise JobBusy(
+        f"job {job!r} is already being synced by {where}; wait for it (`sync --wait`), "
+        f"or add a worker with `worker --job {job}`"
+    )
 
 
 def _row(conn: sa.Connection, me: Presence, role: str) -> dict[str, Any]:
@@ -187,12 +187,11 @@ def _row(conn: sa.Connection, me: Presence, role: str) -> dict[str, Any]:
     }
 
 
-def attach(engine: Engine, me: Presence, run_id: int) -> int:
+def attach(conn: sa.Connection, me: Presence, run_id: int) -> int:
     """Record the run this process works on; returns how many live processes share it."""
     me.run_id = run_id
-    with engine.begin() as conn:
-        conn.execute(sa.update(sync_workers).where(w.id == me.id).values(run_id=run_id))
-        return _count(conn, run_id)
+    conn.execute(sa.update(sync_workers).where(w.id == me.id).values(run_id=run_id))
+    return _count(conn, run_id)
 
 
 def _count(conn: sa.Connection, run_id: int) -> int:
@@ -205,39 +204,36 @@ def _count(conn: sa.Connection, run_id: int) -> int:
     )
 
 
-def beat(engine: Engine, me: Presence, counters: dict[str, int]) -> int:
+def beat(conn: sa.Connection, me: Presence, counters: dict[str, int]) -> int:
     """Renew this process's row (re-creating it if a peer reaped it); return live peers + 1."""
-    with engine.begin() as conn:
-        values = {"heartbeat_at": db_now(conn), "expires_at": _expiry(conn), **counters}
-        if not conn.execute(sa.update(sync_workers).where(w.id == me.id).values(values)).rowcount:
-            log.warning("this process was taken for dead; its lists may have moved on")
-            # A reaped `sync` no longer holds the job: it goes on as a worker.
-            conn.execute(sa.insert(sync_workers).values({**_row(conn, me, "worker"), **counters}))
-        me.clock.measure(conn)
-        return _count(conn, me.run_id) if me.run_id is not None else 1
+    values = {"heartbeat_at": db_now(conn), "expires_at": _expiry(conn), **counters}
+    if not conn.execute(sa.update(sync_workers).where(w.id == me.id).values(values)).rowcount:
+        log.warning("this process was taken for dead; its lists may have moved on")
+        # A reaped `sync` no longer holds the job: it goes on as a worker.
+        conn.execute(sa.insert(sync_workers).values({**_row(conn, me, "worker"), **counters}))
+    me.clock.measure(conn)
+    return _count(conn, me.run_id) if me.run_id is not None else 1
 
 
-def joined_at(engine: Engine, me: Presence) -> datetime:
+def joined_at(conn: sa.Connection, me: Presence) -> datetime:
     """When this process's row was last renewed, by the database's clock."""
-    with engine.connect() as conn:
-        value: datetime = conn.execute(sa.select(w.heartbeat_at).where(w.id == me.id)).scalar_one()
+    value: datetime = conn.execute(sa.select(w.heartbeat_at).where(w.id == me.id)).scalar_one()
     return value
 
 
-def peers_caught_up(engine: Engine, me: Presence, since: datetime) -> bool:
+def peers_caught_up(conn: sa.Connection, me: Presence, since: datetime) -> bool:
     """True once every live peer on the run has heartbeat after ``since`` (a database time):
     each has counted this process and lowered its share of the budget."""
-    with engine.connect() as conn:
-        behind = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(sync_workers)
-            .where(
-                w.run_id == me.run_id,
-                w.id != me.id,
-                w.expires_at > db_now(conn),
-                w.heartbeat_at <= since,
-            )
-        ).scalar_one()
+    behind = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(sync_workers)
+        .where(
+            w.run_id == me.run_id,
+            w.id != me.id,
+            w.expires_at > db_now(conn),
+            w.heartbeat_at <= since,
+        )
+    ).scalar_one()
     return int(behind) == 0
 
 
@@ -247,7 +243,8 @@ def leave(conn: sa.Connection, me: Presence) -> None:
 
 
 class Heartbeat(threading.Thread):
-    """Beats every HEARTBEAT seconds and reports the number of live processes on the run.
+    """Beats every HEARTBEAT seconds and reports the number of live processes on the run; each
+    beat is one short transaction of this thread's own.
 
     ``counters`` and ``on_share`` may be set once the crawl exists; until then the beat only
     keeps this process alive (while a run with many lists is being created, say).
@@ -268,7 +265,9 @@ class Heartbeat(threading.Thread):
         failing = False
         while not self.stopped.wait(HEARTBEAT):
             try:
-                self.on_share(beat(self.engine, self.me, self.counters()))
+                with self.engine.begin() as conn:
+                    peers = beat(conn, self.me, self.counters())
+                self.on_share(peers)
             except Exception as exc:  # noqa: BLE001 - the next beat tries again
                 if not isinstance(exc, sa.exc.SQLAlchemyError | OSError) and not failing:
                     log.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)

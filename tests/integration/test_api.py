@@ -145,7 +145,8 @@ def test_busy_incomplete_and_interrupted_carry_the_run(db_url: URL, running_sand
     api.migrate(env=env)
     engine = db.make_engine(db_url)
     try:
-        holder = workers.register(engine, "nightly", "sync", workers.DbClock(engine))
+        with engine.begin() as conn:
+            holder = workers.register(conn, "nightly", "sync", workers.DbClock(conn))
         with pytest.raises(api.JobBusy) as busy:
             api.sync(graph.accounts, job="nightly", env=env)
         assert busy.value.exit_code == 7

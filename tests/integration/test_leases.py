@@ -31,7 +31,8 @@ def run_id(engine: sa.Engine) -> Iterator[int]:
 
 def register(engine: sa.Engine, role: str = "worker") -> workers.Presence:
     """A live process row for this job."""
-    return workers.register(engine, JOB, role, workers.DbClock(engine))
+    with engine.begin() as conn:
+        return workers.register(conn, JOB, role, workers.DbClock(conn))
 
 
 def lease(engine: sa.Engine, run_id: int, key: tuple[str, int], owner: str | None) -> None:
@@ -195,7 +196,8 @@ def test_liveness_is_stamped_by_the_database_clock_whatever_this_machine_says(
     """A process whose own clock is an hour off still writes expiry times in the server's time."""
     me = register(engine)
     me.clock.offset = timedelta(hours=1)  # what a badly skewed estimate would give
-    workers.beat(engine, me, {})
+    with engine.begin() as conn:
+        workers.beat(conn, me, {})
     with engine.connect() as conn:
         expires = conn.execute(
             sa.select(sync_workers.c.expires_at).where(sync_workers.c.id == me.id)
