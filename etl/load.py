@@ -27,9 +27,17 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateTable
 
 from etl.rows import Key, ListPart
-from etl.schema import ProfileSequence, Timestamp, quarantined_items, sqlite_sequence
+from etl.schema import (
+    ProfileSequence,
+    Timestamp,
+    follow_edges,
+    profile_snapshots,
+    quarantined_items,
+    sqlite_sequence,
+)
 from etl.transform import (
     CONFLICT,
     PROFILE_ROW,
@@ -58,29 +66,56 @@ class Written:
     profiles: int = 0  # profile versions stored for the first time
 
 
-_STAGE_DDL = (
-    """CREATE TEMPORARY TABLE IF NOT EXISTS stage_edges (
-        account TEXT NOT NULL, follow_type SMALLINT NOT NULL, to_account TEXT NOT NULL,
-        follow_time BIGINT, baseline BOOLEAN NOT NULL, keep_seen BOOLEAN NOT NULL,
-        PRIMARY KEY (account, follow_type, to_account)){suffix}""",
-    """CREATE TEMPORARY TABLE IF NOT EXISTS stage_lists (
-        account TEXT NOT NULL, follow_type SMALLINT NOT NULL,
-        PRIMARY KEY (account, follow_type)){suffix}""",
-    """CREATE TEMPORARY TABLE IF NOT EXISTS stage_profiles (
-        user_id TEXT NOT NULL, profile_sequence {sequence} NOT NULL,
-        nick TEXT, gender TEXT, birthday BIGINT, location TEXT, self_signature TEXT,
-        allow_type TEXT, language BIGINT, image TEXT, msg_settings BIGINT,
-        admin_forbid_type TEXT, level BIGINT, role BIGINT, tags TEXT NOT NULL,
-        tags_raw TEXT, content_digest TEXT NOT NULL,
-        PRIMARY KEY (user_id, profile_sequence)){suffix}""",
+# The staging tables: temporary, one set per connection, emptied at each commit on PostgreSQL.
+# Their columns come from the tables they feed, so a new column is declared once (etl.schema).
+_staging = sa.MetaData()
+
+
+def _temporary(name: str, *columns: sa.Column[Any], key: Sequence[str]) -> sa.Table:
+    return sa.Table(
+        name,
+        _staging,
+        *columns,
+        sa.PrimaryKeyConstraint(*key),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DELETE ROWS",
+    )
+
+
+def _like(table: sa.Table, *names: str) -> list[sa.Column[Any]]:
+    """Copies of ``table``'s columns ``names`` (NOT NULL, as staged rows always have them)."""
+    return [sa.Column(name, table.c[name].type, nullable=False) for name in names]
+
+
+stage_edges = _temporary(
+    "stage_edges",
+    *_like(follow_edges, "account", "follow_type", "to_account"),
+    sa.Column("follow_time", sa.BigInteger),  # Unix seconds; follow_edges keeps a timestamp
+    sa.Column("baseline", sa.Boolean, nullable=False),
+    sa.Column("keep_seen", sa.Boolean, nullable=False),
+    key=("account", "follow_type", "to_account"),
 )
-_STAGES = ("stage_edges", "stage_lists", "stage_profiles")
+stage_lists = _temporary(
+    "stage_lists", *_like(follow_edges, "account", "follow_type"), key=("account", "follow_type")
+)
+stage_profiles = _temporary(
+    "stage_profiles",
+    *_like(profile_snapshots, "user_id", "profile_sequence"),
+    *(
+        sa.Column(
+            name,
+            sa.Text if name == "tags" else profile_snapshots.c[name].type,  # tags: JSON text
+            nullable=name not in ("tags", "content_digest"),
+        )
+        for name in PROFILE_ROW[2:]  # the order etl.transform builds rows in
+    ),
+    key=("user_id", "profile_sequence"),
+)
+_STAGES = (stage_edges, stage_lists, stage_profiles)
 
 # The few places where the two dialects spell a thing differently.
 _SQL = {
     "postgresql": {
-        "suffix": " ON COMMIT DELETE ROWS",
-        "sequence": "NUMERIC(20, 0)",
         # Rows stored before revision 0003 have no digest: their tags are compared instead.
         "legacy_differs": "s.tags_raw IS NOT NULL OR p.tags <> CAST(s.tags AS jsonb)",
         "time": "to_timestamp(s.follow_time)",
@@ -88,8 +123,6 @@ _SQL = {
         "tags": "CAST(s.tags AS jsonb)",
     },
     "sqlite": {
-        "suffix": "",
-        "sequence": "BIGINT",  # above 2**63-1 the 'u'-text of etl.schema.sqlite_sequence
         "legacy_differs": (
             "s.tags_raw IS NOT NULL"
             " OR EXISTS (SELECT key, type, value FROM json_each(p.tags)"
@@ -273,7 +306,6 @@ class Loader:
         self.dialect = dialect
         self.pg = dialect == "postgresql"
         sql = _SQL["postgresql" if self.pg else "sqlite"]
-        self._ddl = [ddl.format(**sql) for ddl in _STAGE_DDL]
         self._upsert = _text(_UPSERT_EDGES.format(time=sql["time"], differs=sql["differs"]))
         staged = ", ".join(sql["tags"] if c == "tags" else f"s.{c}" for c in PROFILE_ROW)
         self._profiles = _text(_INSERT_PROFILES.format(columns=_PROFILE_COLUMNS, staged=staged))
@@ -306,12 +338,12 @@ class Loader:
         """Create the staging tables on this connection (once) and empty them."""
         dbapi = id(conn.connection.dbapi_connection)
         if dbapi not in self._connections:
-            for ddl in self._ddl:
-                conn.execute(sa.text(ddl))
+            for table in _STAGES:
+                conn.execute(CreateTable(table, if_not_exists=True))
             self._connections.add(dbapi)
         if not self.pg:  # PostgreSQL empties them at each commit (ON COMMIT DELETE ROWS)
             for table in _STAGES:
-                conn.execute(sa.text(f"DELETE FROM {table}"))
+                conn.execute(sa.delete(table))
 
     def write(
         self,
@@ -342,7 +374,7 @@ class Loader:
 
         complete = [p for p in parts if p.complete]
         if complete:
-            self._stage(conn, "stage_lists", ("account", "follow_type"), [p.key for p in complete])
+            self._stage(conn, stage_lists, [p.key for p in complete])
             self._analyze(conn, "stage_lists")
             written.recrawl = self._lost_seen(conn, run_id, complete)
             if written.recrawl:
@@ -385,7 +417,7 @@ class Loader:
         staged: list[ProfileRow] = [profile.row for _, profile in first.values()]
         if not self.pg:
             staged = [(row[0], sqlite_sequence(row[1]), *row[2:]) for row in staged]
-        self._stage(conn, "stage_profiles", PROFILE_ROW, staged)
+        self._stage(conn, stage_profiles, staged)
         stored, written.profiles = self._insert_profiles(conn, params)
         found: list[tuple[Key, Quarantined]] = []
         for key, (list_key, profile) in first.items():
@@ -470,7 +502,7 @@ class Loader:
                 for p in parts
                 for to, when in p.edges.items()
             ]
-            self._stage(conn, "stage_edges", _STAGE_EDGE_COLUMNS, rows)
+            self._stage(conn, stage_edges, rows)
             return
         chunks: list[str] = []
         for p in parts:
@@ -495,25 +527,21 @@ class Loader:
         with cursor, cursor.copy(f"COPY stage_edges ({names}) FROM STDIN") as copy:
             copy.write("".join(chunks))
 
-    def _stage(
-        self,
-        conn: sa.Connection,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[tuple[Any, ...]],
-    ) -> None:
+    def _stage(self, conn: sa.Connection, table: sa.Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Fill ``table`` with ``rows`` (in its column order): COPY on PostgreSQL."""
         if not rows:
             return
+        columns = table.c.keys()
         names = ", ".join(columns)
         if self.pg:
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            with cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
             return
         marks = ", ".join(f":{c}" for c in columns)
         conn.execute(
-            sa.text(f"INSERT INTO {table} ({names}) VALUES ({marks})"),
+            sa.text(f"INSERT INTO {table.name} ({names}) VALUES ({marks})"),
             [dict(zip(columns, row, strict=True)) for row in rows],
         )
 
@@ -568,14 +596,7 @@ def _escape(text: str) -> str:
     return text.translate(_COPY_ESCAPES)
 
 
-_STAGE_EDGE_COLUMNS = (
-    "account",
-    "follow_type",
-    "to_account",
-    "follow_time",
-    "baseline",
-    "keep_seen",
-)
+_STAGE_EDGE_COLUMNS = tuple(stage_edges.c.keys())
 
 
 def mark_all_removed(

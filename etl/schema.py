@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from etl.transform import STANDARD_TAGS
+
 # The Alembic revision these tables describe; a test checks it is the newest migration.
 SCHEMA_REVISION = "0003"
 
@@ -101,18 +103,11 @@ profile_snapshots = sa.Table(
     metadata,
     sa.Column("user_id", sa.String, primary_key=True),
     sa.Column("profile_sequence", ProfileSequence(), primary_key=True),
-    sa.Column("nick", sa.Text),
-    sa.Column("gender", sa.Text),
-    sa.Column("birthday", sa.BigInteger),
-    sa.Column("location", sa.Text),
-    sa.Column("self_signature", sa.Text),
-    sa.Column("allow_type", sa.Text),
-    sa.Column("language", sa.BigInteger),
-    sa.Column("image", sa.Text),
-    sa.Column("msg_settings", sa.BigInteger),
-    sa.Column("admin_forbid_type", sa.Text),
-    sa.Column("level", sa.BigInteger),
-    sa.Column("role", sa.BigInteger),
+    # One column per standard tag, defined once in etl.transform.STANDARD_TAGS.
+    *(
+        sa.Column(column, sa.Text if kind is str else sa.BigInteger)
+        for column, kind in STANDARD_TAGS.values()
+    ),
     sa.Column("tags", JsonDoc, nullable=False, comment="every Tag -> Value as returned"),
     sa.Column("first_seen_at", Timestamp, nullable=False),
     sa.Column("run_id", sa.Integer, nullable=True, comment="the run that first saw this version"),
