@@ -1,28 +1,19 @@
 """The command line: parses arguments, dispatches to etl.commands, maps errors to exit codes.
 Everything below the edge (cli, commands, console) never prints.
 
-Exit codes (also in the README):
-    0    every requested list finished (lists of accounts that do not exist count, and are named)
-    1    internal error (a bug: rerun with --debug for the traceback)
-    2    usage error: bad arguments or accounts file; nothing was fetched
-    3    configuration error: missing or invalid environment; nothing was fetched
-    4    the API refused the credentials or the app (wrong key, not admin, feature off); resumable
-    5    database error: unreachable, not migrated, or a statement failed; resumable
-    6    the run stopped early with lists left (resumable), or ended with lists given up
-    7    another `sync` of the job is running (another process or machine): try later, use
-         --wait, or add a `worker`
-    9    verify: stored lists disagree with the API's counts (after --repair: still disagree)
-    130  interrupted (Ctrl-C): in-flight pages stored, leases released; resumable
-    143  stopped by SIGTERM, the same way; resumable
+Exit codes: etl.errors.EXIT_CODES, the one table of them; ``--help`` lists it (the README's
+"Exit codes" table is checked against it).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeAlias
 
 from etl import __version__, db
 from etl.commands import (
@@ -37,11 +28,10 @@ from etl.commands import (
     cmd_worker,
 )
 from etl.console import CONTEXT, error, say, setup_logging
-from etl.errors import EtlError
+from etl.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError, UsageError
 from etl.sync import DEFAULT_CONCURRENCY
 from etl.usersig import DEFAULT_EXPIRE
 
-EXIT_INTERNAL, EXIT_INTERRUPTED = 1, 130
 TYPE_ALIASES = {"fans": 1, "follows": 2, "mutual": 3, "1": 1, "2": 2, "3": 3}
 
 
@@ -77,7 +67,7 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return parse
 
 
-EPILOG = """\
+ENVIRONMENT_HELP = """\
 configuration (environment):
   DATABASE_URL    SQLAlchemy URL (default sqlite:///follow_etl.db; postgresql:// works)
   ACCOUNTS_DATABASE_URL
@@ -94,19 +84,35 @@ configuration (environment):
                   retries of one request: attempts, total seconds, first backoff (8, 300, 0.5)
   DATABASE_RETRY_SECONDS
                   how long a run waits for a lost database, reconnecting (default 180)
-
-exit codes: 0 done, 1 internal error, 2 usage, 3 configuration, 4 API refused credentials or
-app, 5 database, 6 lists left (resumable) or given up, 7 the job is already running,
-9 verify found lists that disagree, 130 interrupted (Ctrl-C), 143 SIGTERM (both resumable)
 """
+EPILOG_WIDTH = 92  # the exit-code paragraph's lines, about as wide as the ones above
+
+
+def exit_codes_help(width: int = EPILOG_WIDTH) -> str:
+    """The exit-code paragraph of ``--help``, from etl.errors.EXIT_CODES: ``exit codes: 0 done,
+    1 internal error, ...``, filled to *width*; a code never ends a line (it stays with its
+    first word)."""
+    glue = "\N{NO-BREAK SPACE}"  # not whitespace to textwrap: it never breaks a line there
+    entries = ", ".join(f"{code}{glue}{entry.brief}" for code, entry in EXIT_CODES.items())
+    text = textwrap.fill(f"exit codes: {entries}", width=width, break_on_hyphens=False)
+    return text.replace(glue, " ")
+
+
+EPILOG = f"{ENVIRONMENT_HELP}\n{exit_codes_help()}\n"
+
+
+USAGE = UsageError.exit_code
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the synopsis is one ``--help`` away)."""
 
     def error(self, message: str) -> NoReturn:
-        error(f"{message} (see {self.prog} --help)", 2, prefix=f"{self.prog}: error: ")
-        self.exit(2)
+        error(f"{message} (see {self.prog} --help)", USAGE, prefix=f"{self.prog}: error: ")
+        self.exit(USAGE)
+
+
+Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"  # where each command is added
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,19 +125,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _global_options(parser, top=True)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:  # in the order `--help` lists them
+        _global_options(add(commands), top=False)  # `sync --log-format json ...` works too
+    return parser
 
-    p = sub.add_parser("migrate", help="upgrade the database at DATABASE_URL to the newest schema")
+
+def _documented(
+    commands: Commands, name: str, help: str, description: str
+) -> argparse.ArgumentParser:
+    """A command whose ``--help`` shows its description as written, then the epilog."""
+    return commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def _add_migrate(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser(
+        "migrate", help="upgrade the database at DATABASE_URL to the newest schema"
+    )
     p.set_defaults(func=cmd_migrate)
+    return p
 
-    p = sub.add_parser(
+
+def _add_sync(commands: Commands) -> argparse.ArgumentParser:
+    p = _documented(
+        commands,
         "sync",
         help="crawl and load; resumes the job's unfinished run",
         description="Crawl the fans/follows/mutual lists of the given accounts and load them.\n"
         "If the job has an unfinished run (crashed, killed, interrupted) it is resumed: done\n"
         "lists are not fetched again and half-done lists continue from their stored cursor.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument(
@@ -185,8 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _metrics_options(p)
     p.set_defaults(func=cmd_sync)
+    return p
 
-    p = sub.add_parser(
+
+def _add_worker(commands: Commands) -> argparse.ArgumentParser:
+    p = _documented(
+        commands,
         "worker",
         help="join the job's unfinished run from this machine (PostgreSQL only)",
         description="Join the unfinished run of a job started by `sync`, with the run's own\n"
@@ -194,19 +226,24 @@ def build_parser() -> argparse.ArgumentParser:
         "any machine that reaches the same PostgreSQL: the calls-per-second budget is shared\n"
         "by all of them. Exits 0 when no work is left (at once if the job has no unfinished\n"
         "run); a killed worker's lists go to the others within seconds.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--job", default="default", help="the job to work on (default: default)")
     _metrics_options(p)
     p.set_defaults(func=cmd_worker)
+    return p
 
-    p = sub.add_parser("status", help="show the latest run of a job")
+
+def _add_status(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser("status", help="show the latest run of a job")
     p.add_argument("--job", default="default")
     p.add_argument("--json", action="store_true", help="print the JSON document of the README")
     p.set_defaults(func=cmd_status)
+    return p
 
-    p = sub.add_parser(
+
+def _add_verify(commands: Commands) -> argparse.ArgumentParser:
+    p = _documented(
+        commands,
         "verify",
         help="compare the stored list sizes of a job's last run with the API's counts",
         description="Ask v4/follow/follow_get_info (20 accounts per call) for the fans, follows\n"
@@ -214,8 +251,6 @@ def build_parser() -> argparse.ArgumentParser:
         "current edges stored for the lists that run crawled to the end. The API counts the\n"
         "live graph: a list that changed since the crawl disagrees too. Exit 9 when any list\n"
         "disagrees; 2 when the job has no runs.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--job", default="default", help="the job to verify (default: default)")
     p.add_argument(
@@ -225,8 +260,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the result as a JSON document")
     p.set_defaults(func=cmd_verify)
+    return p
 
-    p = sub.add_parser(
+
+def _add_report(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser(
         "report",
         help="write an HTML report with charts of the stored graph and the runs",
         description="Write one self-contained HTML file (inline CSS and SVG, no network needed to\n"
@@ -241,8 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--job", default=None, help="show only the runs of this job (default: all jobs)")
     p.set_defaults(func=cmd_report)
+    return p
 
-    p = sub.add_parser("sandbox", help="serve the stand-in follow API in the foreground")
+
+def _add_sandbox(commands: Commands) -> argparse.ArgumentParser:
+    from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS
+
+    p = commands.add_parser("sandbox", help="serve the stand-in follow API in the foreground")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--users", type=_positive(int), default=1000, help="graph size (default 1000)")
@@ -264,28 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="R",
         help="answer 60007 above R calls per second (default: no limit)",
     )
-    from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS
-
-    def fault_kinds(raw: str) -> tuple[str, ...]:
-        kinds = tuple(dict.fromkeys(kind.strip() for kind in raw.split(",") if kind.strip()))
-        unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
-        if unknown or not kinds:
-            shown = ", ".join(repr(kind) for kind in unknown) or "nothing"
-            raise argparse.ArgumentTypeError(f"{shown}: choose from {','.join(FAULT_KINDS)}")
-        return kinds
-
-    def share(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-        if not 0 <= value <= 1:
-            raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {raw!r}")
-        return value
-
     p.add_argument(
         "--fault-kinds",
-        type=fault_kinds,
+        type=_fault_kinds,
         default=None,
         metavar="LIST",
         help=f"comma-separated kinds of fault --faults draws from: {','.join(FAULT_KINDS)} "
@@ -293,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--hostile",
-        type=share,
+        type=_share,
         default=0.0,
         metavar="P",
         help="share of users with hostile profiles (NUL, lone surrogates, huge integers, nested "
@@ -308,14 +332,45 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable)",
     )
     p.set_defaults(func=cmd_sandbox)
+    return p
 
-    p = sub.add_parser("demo", help="what `make demo` runs: sandbox + embedded database + sync")
+
+def _fault_kinds(raw: str) -> tuple[str, ...]:
+    """``--fault-kinds``: known kinds, in order, without repeats; at least one."""
+    from etl.sandbox.faults import FAULT_KINDS
+
+    kinds = tuple(dict.fromkeys(kind.strip() for kind in raw.split(",") if kind.strip()))
+    unknown = [kind for kind in kinds if kind not in FAULT_KINDS]
+    if unknown or not kinds:
+        shown = ", ".join(repr(kind) for kind in unknown) or "nothing"
+        raise argparse.ArgumentTypeError(f"{shown}: choose from {','.join(FAULT_KINDS)}")
+    return kinds
+
+
+def _share(raw: str) -> float:
+    """A number from 0 to 1."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {raw!r}")
+    return value
+
+
+def _add_demo(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser(
+        "demo", help="what `make demo` runs: sandbox + embedded database + sync"
+    )
     p.add_argument("--users", type=_positive(int), default=300)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rate", type=_positive(float), default=150.0)
     p.set_defaults(func=cmd_demo)
+    return p
 
-    p = sub.add_parser("usersig", help="print a UserSig for IM_ADMIN made from IM_SECRET_KEY")
+
+def _add_usersig(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser("usersig", help="print a UserSig for IM_ADMIN made from IM_SECRET_KEY")
     p.add_argument(
         "--expire",
         type=_positive(int),
@@ -324,9 +379,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="lifetime (default 180 days)",
     )
     p.set_defaults(func=cmd_usersig)
-    for command in sub.choices.values():
-        _global_options(command, top=False)  # `sync --log-format json ...` works too
-    return parser
+    return p
+
+
+COMMANDS: tuple[Callable[[Commands], argparse.ArgumentParser], ...] = (
+    _add_migrate,
+    _add_sync,
+    _add_worker,
+    _add_status,
+    _add_verify,
+    _add_report,
+    _add_sandbox,
+    _add_demo,
+    _add_usersig,
+)
 
 
 def _metrics_options(parser: argparse.ArgumentParser) -> None:
@@ -398,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     # Known before parsing, so that even a usage error is a JSON line when JSON was asked for.
     if any(w == "--log-format=json" or (w == "--log-format" and n == "json")
-           for w, n in zip(words, [*words[1:], ""], strict=True)):  # fmt: skip
+           for w, n in itertools.pairwise([*words, ""])):  # fmt: skip
         setup_logging(0, "json")
     args = parser.parse_args(words)
     if args.command == "sandbox" and not 0 <= args.faults <= 1:

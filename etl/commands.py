@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,10 @@ from etl import api, db, verify
 from etl.config import Secret, Settings
 from etl.console import CONTEXT, say
 from etl.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     ConfigError,
+    DatabaseError,
     EtlError,
     Interrupted,
     RunIncomplete,
@@ -84,7 +87,12 @@ def _metrics(args: argparse.Namespace, settings: Settings, job: str) -> Iterator
         code = exc.exit_code
         raise
     except BaseException as exc:
-        code = 5 if db.is_database_error(exc) else 130 if isinstance(exc, KeyboardInterrupt) else 1
+        if db.is_database_error(exc):
+            code = DatabaseError.exit_code
+        elif isinstance(exc, KeyboardInterrupt):
+            code = EXIT_INTERRUPTED
+        else:
+            code = EXIT_INTERNAL
         raise
     finally:
         metrics.close(code)
@@ -155,15 +163,36 @@ def _on_run(run_id: int) -> None:
     CONTEXT["run_id"] = run_id
 
 
+@contextmanager
+def _crawling(
+    args: argparse.Namespace,
+    settings: Settings,
+    job: str,
+    *,
+    worker: bool = False,
+    metrics: bool = True,
+) -> Iterator[tuple[api.StopRequest, Callable[[Progress], None] | None]]:
+    """Where the crawling commands (sync, worker, demo) crawl: Prometheus metrics if asked for
+    (``metrics=False``: the command has no metrics options), Ctrl-C / SIGTERM as a graceful
+    stop, the progress display, and the summary of a crawl that raises (RunIncomplete,
+    Interrupted). Yields ``(stop, on_progress)`` for the crawl; a crawl that returns has its
+    summary printed by the caller (inside the block, or, for demo, after the sandbox stops)."""
+    gauges: AbstractContextManager[Metrics | None] = (
+        _metrics(args, settings, job) if metrics else nullcontext()
+    )
+    with (
+        gauges as sink,
+        _graceful() as stop,
+        _progress(args, sink) as on_progress,
+        _reported(worker),
+    ):
+        yield stop, on_progress
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     """Crawl the lists of the given accounts and load them."""
     settings = _settings()
-    with (
-        _metrics(args, settings, args.job) as metrics,
-        _graceful() as stop,
-        _progress(args, metrics) as on_progress,
-        _reported(),
-    ):
+    with _crawling(args, settings, args.job) as (stop, on_progress):
         report = api.sync(
             args.account or [],
             accounts_file=args.accounts,
@@ -187,12 +216,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     """Join the job's unfinished run."""
     settings = _settings()
-    with (
-        _metrics(args, settings, args.job) as metrics,
-        _graceful() as stop,
-        _progress(args, metrics) as on_progress,
-        _reported(worker=True),
-    ):
+    with _crawling(args, settings, args.job, worker=True) as (stop, on_progress):
         report = api.work(
             args.job, settings=settings, stop=stop, on_progress=on_progress, on_run=_on_run
         )
@@ -477,7 +501,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             usersig=None,
             rate=args.rate,
         )
-        with _graceful() as stop, _progress(args) as on_progress, _reported():
+        with _crawling(args, sandboxed, "demo", metrics=False) as (stop, on_progress):
             report = api.sync(
                 graph.accounts,
                 job="demo",
@@ -491,36 +515,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _print_summary(engine: sa.Engine, run_id: int, seconds: float) -> None:
+    """The demo's last lines: what the store holds now, and what this run changed."""
+    from etl import report
+
     with engine.connect() as conn:
-        by_type: dict[int, int] = dict(
-            conn.execute(
-                sa.text(
-                    "SELECT follow_type, count(*) FROM current_follow_edges GROUP BY follow_type"
-                )
-            ).all()
-        )
-        accounts = conn.execute(
-            sa.text("SELECT count(DISTINCT account) FROM follow_edges")
-        ).scalar_one()
-        snapshots, users = conn.execute(
-            sa.text("SELECT count(*), count(DISTINCT user_id) FROM profile_snapshots")
-        ).one()
-        events: dict[str, int] = dict(
-            conn.execute(
-                sa.text(
-                    "SELECT event, count(*) FROM follow_edge_events WHERE run_id = :run "
-                    "GROUP BY event"
-                ),
-                {"run": run_id},
-            ).all()
-        )
-    say(f"accounts with edges: {accounts}")
+        store = report.store_summary(conn, run_id)
+    say(f"accounts with edges: {store.accounts}")
     for follow_type, name in TYPE_NAMES.items():
-        say(f"  {name:8} {by_type.get(follow_type, 0):>9} edges")
-    say(f"profiles: {users} users, {snapshots} snapshots")
+        say(f"  {name:8} {store.edges.get(follow_type, 0):>9} edges")
+    say(f"profiles: {store.profiles} users, {store.snapshots} snapshots")
     say(
-        f"changes seen by this run: {events.get('added', 0)} edges added, "
-        f"{events.get('removed', 0)} removed (follow_edge_events; the first run is the baseline)"
+        f"changes seen by this run: {store.added} edges added, "
+        f"{store.removed} removed (follow_edge_events; the first run is the baseline)"
     )
     say(f"time: {seconds:.1f} s")
     say("next: python -m etl report --out report.html, then open report.html")

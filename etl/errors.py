@@ -22,11 +22,15 @@
 
 Messages never contain the secret key or a UserSig: the request URL, which carries the
 UserSig, is never put into an error.
+
+``EXIT_CODES`` (at the end) is the one table of the process exit codes: what each means, the
+words ``--help`` shows for it, and the exception class that carries it. The README's "Exit
+codes" table and the classes' ``exit_code`` are checked against it (tests/unit/test_exit_codes).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class EtlError(Exception):
@@ -124,3 +128,66 @@ class FatalApiError(ApiError):
 
 class Stopped(Exception):
     """A wait was cut short because the process was asked to stop; never shown to a user."""
+
+
+class ExitCode(NamedTuple):
+    """One row of the exit-code table."""
+
+    meaning: str  # one line: what a process that ends with this code says about the run
+    brief: str  # the few words the exit-code list of ``--help`` shows
+    error: type[EtlError] | None = None  # the exception that carries it (None: no EtlError)
+
+
+# code -> meaning; the classes' own ``exit_code`` must agree (Interrupted's is 128 + signal)
+EXIT_CODES: dict[int, ExitCode] = {
+    0: ExitCode(
+        "every requested list finished (lists of accounts that do not exist count, and are named)",
+        "done",
+    ),
+    1: ExitCode("internal error (a bug: rerun with --debug for the traceback)", "internal error"),
+    2: ExitCode(
+        "usage error: bad arguments or accounts file; nothing was fetched", "usage", UsageError
+    ),
+    3: ExitCode(
+        "configuration error: missing or invalid environment; nothing was fetched",
+        "configuration",
+        ConfigError,
+    ),
+    4: ExitCode(
+        "the API refused the credentials or the app (wrong key, not admin, feature off); resumable",
+        "API refused credentials or app",
+        FatalApiError,
+    ),
+    5: ExitCode(
+        "database error: unreachable, not migrated, or a statement failed; resumable",
+        "database",
+        DatabaseError,
+    ),
+    6: ExitCode(
+        "the run stopped early with lists left (resumable), or ended with lists given up",
+        "lists left (resumable) or given up",
+        RunIncomplete,
+    ),
+    7: ExitCode(
+        "another `sync` of the job is running (another process or machine): try later, use "
+        "--wait, or add a `worker`",
+        "the job is already running",
+        JobBusy,
+    ),
+    9: ExitCode(
+        "verify: stored lists disagree with the API's counts (after --repair: still disagree)",
+        "verify found lists that disagree",
+        VerifyMismatch,
+    ),
+    130: ExitCode(
+        "interrupted (Ctrl-C): in-flight pages stored, leases released; resumable",
+        "interrupted (Ctrl-C)",
+        Interrupted,
+    ),
+    143: ExitCode(
+        "stopped by SIGTERM, the same way; resumable", "SIGTERM (both resumable)", Interrupted
+    ),
+}
+
+EXIT_INTERNAL = 1  # what any exception that is not an EtlError ends with (a bug)
+EXIT_INTERRUPTED = 130  # a KeyboardInterrupt that got past the graceful stop (SIGINT)

@@ -3,6 +3,7 @@
 ``collect`` asks the database for aggregates only (the views of migration 0002 and the run
 tables), never for edges one by one; ``render`` turns them into HTML with inline CSS and inline
 SVG (etl.charts), so the file opens anywhere without a network. Neither writes files or prints.
+``store_summary`` reads the few figures ``demo`` prints after its run.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from html import escape
 import sqlalchemy as sa
 
 from etl import __version__, charts
-from etl.schema import profile_snapshots, sync_runs
+from etl.schema import follow_edge_events, follow_edges, profile_snapshots, sync_runs
 from etl.transform import TYPE_NAMES
 
 RUNS_CHARTED = 30  # runs in the per-run charts
@@ -207,16 +208,20 @@ def _profile_changes(conn: sa.Connection, run_ids: Sequence[int]) -> list[Profil
     return [ProfileChanges(i, *found.get(i, (0, 0))) for i in run_ids]
 
 
+def _current_edges(conn: sa.Connection) -> dict[int, int]:
+    """Current edges by follow type (types without any are missing)."""
+    rows = conn.execute(
+        sa.select(current_follow_edges.c.follow_type, sa.func.count()).group_by(
+            current_follow_edges.c.follow_type
+        )
+    ).all()
+    return {int(follow_type): int(n) for follow_type, n in rows}
+
+
 def collect(conn: sa.Connection, job: str | None = None, now: datetime | None = None) -> ReportData:
     """Read what the report shows; ``job`` limits the runs (and their charts) to one job."""
     now = now or datetime.now(UTC)
-    edges: dict[int, int] = dict(
-        conn.execute(
-            sa.select(current_follow_edges.c.follow_type, sa.func.count()).group_by(
-                current_follow_edges.c.follow_type
-            )
-        ).all()
-    )
+    edges = _current_edges(conn)
     total, runs = _runs(conn, job)
     users = sa.select(sa.func.count(sa.distinct(profile_snapshots.c.user_id)))
     fan_bins = _fan_bins(conn)  # every account falls in one bin: they count the accounts too
@@ -225,7 +230,7 @@ def collect(conn: sa.Connection, job: str | None = None, now: datetime | None = 
         job=job,
         dialect=conn.dialect.name,
         accounts=sum(n for _, _, n in fan_bins),
-        edges={int(t): int(n) for t, n in edges.items()},
+        edges=edges,
         profiles=int(conn.execute(users).scalar() or 0),
         runs_total=total,
         runs=runs,
@@ -233,6 +238,42 @@ def collect(conn: sa.Connection, job: str | None = None, now: datetime | None = 
         top_accounts=_top_accounts(conn),
         daily=_daily(conn),
         profile_changes=_profile_changes(conn, [run.id for run in runs]),
+    )
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """What the store holds after a run, and what that run changed (what ``demo`` prints)."""
+
+    accounts: int  # accounts with edges stored (current or removed)
+    edges: dict[int, int]  # current edges by follow type
+    profiles: int  # users with a profile snapshot
+    snapshots: int  # profile snapshots, all versions
+    added: int  # edges the run saw appear (follow_edge_events)
+    removed: int  # edges the run saw vanish
+
+
+def store_summary(conn: sa.Connection, run_id: int) -> StoreSummary:
+    """The figures of :class:`StoreSummary`, for run ``run_id``."""
+    e, s, ev = follow_edges.c, profile_snapshots.c, follow_edge_events.c
+    accounts = conn.execute(sa.select(sa.func.count(sa.distinct(e.account)))).scalar_one()
+    snapshots, users = conn.execute(
+        sa.select(sa.func.count(), sa.func.count(sa.distinct(s.user_id))).select_from(
+            profile_snapshots
+        )
+    ).one()
+    events: dict[str, int] = dict(
+        conn.execute(
+            sa.select(ev.event, sa.func.count()).where(ev.run_id == run_id).group_by(ev.event)
+        ).all()
+    )
+    return StoreSummary(
+        accounts=int(accounts),
+        edges=_current_edges(conn),
+        profiles=int(users),
+        snapshots=int(snapshots),
+        added=int(events.get("added", 0)),
+        removed=int(events.get("removed", 0)),
     )
 
 
