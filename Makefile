@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DBT_VENV ?= .venv-dbt
 DBT_STAMP := $(DBT_VENV)/.installed
 
-.PHONY: demo test lint typecheck check report report-screenshot bench clean dbt-env
+.PHONY: demo test test-fast lint typecheck check report report-screenshot bench clean dbt-env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: $(STAMP) $(DBT_STAMP)  ## lint, type-check and run the whole suite (SQLite
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The unit tier only (tests/unit, marked `unit` by tests/conftest.py): no database server, no
+# CLI processes; well under a minute.
+test-fast: $(STAMP)  ## run the unit tier only (pytest -m unit), in well under a minute
+	$(BIN)/pytest -m unit -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

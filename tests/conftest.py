@@ -1,16 +1,20 @@
 """Shared fixtures: real databases (a SQLite file, a fresh PostgreSQL database) and a real
-sandbox server on a loopback port."""
+sandbox server on a loopback port; and the test tiers (markers from the folder, ``slow`` from
+what a test starts, enforced)."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from types import CodeType, FunctionType
+from typing import Any, NoReturn
 
 import pytest
 import sqlalchemy as sa
@@ -25,6 +29,121 @@ from etl.schema import profile_snapshots
 PG_SERVER = os.environ.get("FOLLOW_ETL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NO_WAIT = RetryPolicy(attempts=8, max_seconds=60, initial_wait=0.0, max_wait=0.0)
+
+# ---- test tiers ---------------------------------------------------------------------------
+# The folder a test lives in is its tier marker: `pytest -m unit` (make test-fast), `-m
+# integration`, `-m e2e`. `slow` is on every test that starts a subprocess or a server, decided
+# here by rules, not by hand:
+#   1. every e2e test (they run the CLI as subprocesses);
+#   2. every test using one of SPAWNING_FIXTURES (directly or through another fixture);
+#   3. every test whose code names one of SPAWNING_NAMES, in its own body or in a helper
+#      function or class of the suite (defined under tests/) that it uses, however deep.
+# A test that starts one some other way (through etl code, say) needs @pytest.mark.slow or a
+# new entry here: until it has one it fails at once, saying so (`_slow_means_slow`).
+
+TESTS = Path(__file__).parent
+TIERS = ("unit", "integration", "e2e")
+ALWAYS_SLOW_TIERS = frozenset({"e2e"})
+SPAWNING_FIXTURES = frozenset(
+    {
+        "running_sandbox",  # sandbox servers in threads (tests/conftest.py)
+        "spawn",  # CLI processes (tests/e2e/conftest.py)
+        "clockshift",  # runs gcc (tests/e2e/conftest.py)
+        "pg_restart",  # runs pg_lsclusters and pg_ctlcluster (tests/e2e/conftest.py)
+    }
+)
+SPAWNING_NAMES = frozenset({"subprocess", "Popen", "serve_in_thread", "SandboxServer"})
+NOT_SLOW = "this test starts a {what} but is not marked slow: mark it slow (tests/conftest.py)"
+# The per-test limit (pytest-timeout, `timeout` in pyproject.toml) is 300 s, ten times the
+# slowest test. A test that restarts PostgreSQL (pg_restart) is bounded by its own waits, up to
+# about 550 s in all (migrate 60, first page 30, restart 90, sync 120, back up 90 + 90 + 60):
+# it gets more, so those waits fail first, with their own messages.
+PG_RESTART_TIMEOUT = 900
+
+
+def _names(code: CodeType) -> set[str]:
+    """The global and attribute names ``code`` and the functions nested in it refer to."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _names(const)
+    return names
+
+
+def _suite_functions(obj: object) -> list[FunctionType]:
+    """``obj`` if it is a function of the suite (its code is under tests/), or the methods of
+    ``obj`` if it is a class of the suite; nothing for anything else."""
+    if isinstance(obj, type):
+        candidates = [v for v in vars(obj).values() if isinstance(v, FunctionType)]
+    else:
+        candidates = [obj] if isinstance(obj, FunctionType) else []
+    return [f for f in candidates if Path(f.__code__.co_filename).is_relative_to(TESTS)]
+
+
+def _code_starts_something(test: FunctionType) -> bool:
+    """True when ``test``, or a suite helper it reaches, names one of SPAWNING_NAMES."""
+    todo, seen = [test], set()
+    while todo:
+        function = todo.pop()
+        if function in seen:
+            continue
+        seen.add(function)
+        names = _names(function.__code__)
+        if not SPAWNING_NAMES.isdisjoint(names):
+            return True
+        for name in names:
+            todo.extend(_suite_functions(function.__globals__.get(name)))
+    return False
+
+
+def _starts_something(item: pytest.Item) -> bool:
+    """True when the test's fixtures or its code start a server or a subprocess."""
+    if SPAWNING_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    function = getattr(item, "function", None)
+    while hasattr(function, "hypothesis"):  # @given wraps the test
+        function = function.hypothesis.inner_test
+    return isinstance(function, FunctionType) and _code_starts_something(function)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier (its folder) and, by the rules above, ``slow``."""
+    for item in items:
+        try:
+            parts = item.path.relative_to(TESTS).parts
+        except ValueError:
+            continue  # not one of ours
+        tier = parts[0] if len(parts) > 1 else ""
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test lives in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
+        if tier in ALWAYS_SLOW_TIERS or _starts_something(item):
+            item.add_marker(pytest.mark.slow)
+        restarts_postgres = "pg_restart" in getattr(item, "fixturenames", ())
+        if restarts_postgres and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(PG_RESTART_TIMEOUT))
+
+
+@pytest.fixture(autouse=True)
+def _slow_means_slow(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In a test not marked slow, starting a subprocess or a sandbox server fails the test (so
+    `-m "not slow"` and the tier markers stay honest)."""
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+
+    def refuse_process(*args: Any, **kwargs: Any) -> NoReturn:
+        pytest.fail(NOT_SLOW.format(what="subprocess"))
+
+    def refuse_server(server: SandboxServer, *args: Any, **kwargs: Any) -> NoReturn:
+        server.server_close()  # its socket is open already; an unclosed one warns later
+        pytest.fail(NOT_SLOW.format(what="sandbox server"))
+
+    with pytest.MonkeyPatch.context() as patch:  # pytest.fail: no `except Exception` hides it
+        patch.setattr(subprocess.Popen, "__init__", refuse_process)  # run, check_output, ...
+        patch.setattr(SandboxServer, "start", refuse_server)  # serve_in_thread
+        patch.setattr(SandboxServer, "serve_forever", refuse_server)  # in the foreground
+        yield
 
 
 @pytest.fixture(scope="session")
