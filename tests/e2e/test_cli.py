@@ -219,14 +219,18 @@ def test_sync_killed_three_times_resumes_to_the_exact_result(
     # Per kill: pages queued for the writer (4 per fetcher), in its batch, and in flight.
     at_risk = 10 * concurrency
     first_request_after: list[float] = []
+    startup = 0.0  # how long a fresh process takes to its first requests on this machine now
     for attempt, share in enumerate((0.15, 0.45, 0.75, None)):
         log = tmp_path / f"sync-{attempt}.log"
         proc = sync_process(env, tmp_path, *args, log=log)
         try:
+            # +2: the killed process may have left one request in flight
+            seen = requests_seen(server)
+            waited = wait_for_requests(server, proc, seen + 2)
             if attempt:
-                # +2: the killed process may have left one request in flight
-                seen = requests_seen(server)
-                first_request_after.append(wait_for_requests(server, proc, seen + 2))
+                first_request_after.append(waited)
+            else:
+                startup = waited
             if share is not None:
                 wait_for_requests(server, proc, int(minimum * share))
             else:
@@ -239,7 +243,9 @@ def test_sync_killed_three_times_resumes_to_the_exact_result(
     run = status_json(env, tmp_path)["run"]
     assert (run["id"], run["status"]) == (1, "done")
     assert minimum <= requests_seen(server) <= minimum + 3 * at_risk
-    assert max(first_request_after) < 5  # nothing of the killed process to wait out
+    # Nothing of the killed process to wait out: its leases would cost their TTL (6 s) on top
+    # of starting up (measured against the fresh start, not a fixed time: machines get busy).
+    assert max(first_request_after) < startup + 4
 
 
 # --- the accounts to sync ----------------------------------------------------------------
