@@ -120,7 +120,9 @@ def test_no_command_at_all_is_a_usage_error_not_a_traceback(
 ) -> None:
     """`follow-etl` alone says what is missing in one line and exits 2."""
     from etl.cli import main
+    from etl.console import setup_logging
 
+    setup_logging(0, "text")  # a fresh process's default; an earlier test may have left JSON on
     with pytest.raises(SystemExit) as stopped:
         main([])
     assert stopped.value.code == 2
