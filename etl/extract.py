@@ -6,7 +6,8 @@ service and a crawl that never ends, each raising CursorLoop (the list fails, th
 
 - a NextCursor this crawl of the list has already asked with (p1 -> p2 -> p1 ...);
 - more than MAX_EMPTY_PAGES pages in a row with no items that still point at a next page;
-- more than MAX_PAGES pages in one crawl of one list.
+- more than MAX_PAGES pages in one crawl of one list that each point at a next page (a list
+  whose last page arrives is never cut short: it has ended).
 """
 
 from __future__ import annotations
