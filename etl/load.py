@@ -19,6 +19,7 @@ Edge changes on lists with a baseline (crawled completely before) become follow_
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -217,14 +218,24 @@ _REMOVED_EVENT = """INSERT INTO follow_edge_events
 VALUES (:account, :follow_type, :to_account, 'removed', :now, :run_id)"""
 
 
+@functools.cache
+def _mark_statement(pg: bool, where: str, source: str) -> sa.TextClause:
+    """The removal statement for a dialect, built once."""
+    if pg:
+        return _text(
+            _MARK_PG.format(mark=_MARK.format(source=source, where=where, columns=_RETURNED_PG))
+        )
+    return _text(_MARK.format(source=source, where=where, columns=_RETURNED))
+
+
 def _mark_removed(conn: sa.Connection, *, where: str, source: str, params: dict[str, Any]) -> int:
     """Set removed_at on the listed edges ``where`` selects (follow_edges as e, with
     ``source`` joined), record a 'removed' event for each; return how many."""
-    if conn.dialect.name == "postgresql":
-        mark = _MARK.format(source=source, where=where, columns=_RETURNED_PG)
-        return int(conn.execute(_text(_MARK_PG.format(mark=mark)), params).scalar_one())
-    mark = _MARK.format(source=source, where=where, columns=_RETURNED)
-    gone = conn.execute(_text(mark), params).all()
+    pg = conn.dialect.name == "postgresql"
+    statement = _mark_statement(pg, where, source)
+    if pg:
+        return int(conn.execute(statement, params).scalar_one())
+    gone = conn.execute(statement, params).all()
     if gone:
         conn.execute(
             _text(_REMOVED_EVENT),

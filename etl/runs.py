@@ -118,29 +118,6 @@ def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> None:
     load.forget_run_seen(conn, run_id)
 
 
-# One statement: pick free lists without waiting for other claimers, lease them, and say which
-# have a baseline. Liveness by the server's clock. Fixed text, so psycopg prepares it once.
-_CLAIM_PG = sa.text(f"""
-UPDATE sync_checkpoints c SET lease_owner = :owner
-FROM (
-    SELECT account, follow_type FROM sync_checkpoints
-    WHERE run_id = :run_id
-      AND (status IN ('pending', 'running')
-           OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before))
-      AND (lease_owner IS NULL
-           OR (lease_owner <> :owner
-               AND lease_owner NOT IN (SELECT id FROM sync_workers
-                                       WHERE expires_at > statement_timestamp())))
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-) AS free
-WHERE c.run_id = :run_id AND c.account = free.account AND c.follow_type = free.follow_type
-RETURNING c.account, c.follow_type, c.cursor, c.seen,
-    EXISTS (SELECT 1 FROM follow_lists l
-            WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline
-""").bindparams(sa.bindparam("failed_before", type_=sync_checkpoints.c.updated_at.type))
-
-
 def is_open(failed_before: datetime | None = None) -> sa.ColumnElement[bool]:
     """Lists a run still has to crawl: not started, half done, or failed fewer than 3 times
     (and, with ``failed_before``, before that time)."""
