@@ -15,9 +15,10 @@ from sqlalchemy.engine import Dialect
 from etl.transform import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 _SQLITE_INTEGER_MAX = 2**63 - 1
+OPEN_STATUSES = "status IN ('pending', 'running', 'failed')"  # lists a claim may take
 
 
 def sqlite_sequence(value: int) -> int | str:
@@ -172,10 +173,25 @@ sync_checkpoints = sa.Table(
         server_default="0",
         comment="rows this crawl put in sync_seen (checked before removals)",
     ),
+    sa.Column(
+        "expected_items",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="the list's size when the run began: claims take the biggest first",
+    ),
     sa.CheckConstraint(
         "status IN ('pending', 'running', 'done', 'skipped', 'failed')", name="status"
     ),
     sa.Index(None, "run_id", "status"),
+    # Open lists, biggest first: what a claim reads (never the lists already done).
+    sa.Index(
+        "ix_sync_checkpoints_open",
+        "run_id",
+        "expected_items",  # read backwards: biggest first
+        postgresql_where=sa.text(OPEN_STATUSES),
+        sqlite_where=sa.text(OPEN_STATUSES),
+    ),
 )
 
 # To_Accounts already listed by earlier pages of a list still being crawled: what the removal
@@ -233,6 +249,7 @@ follow_lists = sa.Table(
     sa.Column("follow_type", sa.SmallInteger, primary_key=True),
     sa.Column("baseline_run_id", sa.Integer, nullable=False),
     sa.Column("baseline_at", Timestamp, nullable=False),
+    sa.Column("items", sa.BigInteger, nullable=True, comment="items its last complete crawl found"),
 )
 
 # What sync saw change: an edge that appeared in a list with a baseline, or left one.
