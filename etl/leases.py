@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from etl import load, workers
 from etl.rows import Key, ListPart
 from etl.runs import MAX_FAILURES, is_open
-from etl.schema import follow_lists, sync_checkpoints
+from etl.schema import OPEN_STATUSES, follow_lists, sync_checkpoints
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
 
@@ -34,6 +34,7 @@ class ListState:
     cursor: str
     seen: int = 0  # rows this crawl has in sync_seen
     baseline: bool = False  # crawled completely in an earlier run
+    expected: int = 0  # its size when the run began (expected_items)
 
     @property
     def key(self) -> Key:
@@ -47,18 +48,19 @@ _CLAIM_PG = sa.text(f"""
 UPDATE sync_checkpoints c SET lease_owner = :owner
 FROM (
     SELECT account, follow_type FROM sync_checkpoints
-    WHERE run_id = :run_id
+    WHERE run_id = :run_id AND {OPEN_STATUSES}
       AND (status IN ('pending', 'running')
            OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before))
       AND (lease_owner IS NULL
            OR (lease_owner <> :owner
                AND lease_owner NOT IN (SELECT id FROM sync_workers
                                        WHERE expires_at > statement_timestamp())))
+    ORDER BY expected_items DESC
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ) AS free
 WHERE c.run_id = :run_id AND c.account = free.account AND c.follow_type = free.follow_type
-RETURNING c.account, c.follow_type, c.cursor, c.seen,
+RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items,
     EXISTS (SELECT 1 FROM follow_lists l
             WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline
 """).bindparams(sa.bindparam("failed_before", type_=sync_checkpoints.c.updated_at.type))
@@ -70,6 +72,8 @@ def claim(
     """Lease up to ``limit`` open lists nobody live holds to ``owner``. Never its own: a
     process that was taken for dead must not take its own lists twice.
 
+    The biggest lists (``expected_items``, see etl.sizes) go first, so the longest crawls
+    start early and the run's tail is short; the index of open lists serves the order.
     A list that failed is claimed only if it failed before ``failed_before`` (when this process
     began crawling): the process that failed a list leaves it to the next sync.
     On PostgreSQL, FOR UPDATE SKIP LOCKED lets workers claim at the same time without waiting
@@ -78,29 +82,36 @@ def claim(
     if conn.dialect.name == "postgresql":
         params = {"run_id": run_id, "owner": owner, "limit": limit, "failed_before": failed_before}
         rows = conn.execute(_CLAIM_PG, params).all()
-        return [
-            ListState(r.account, r.follow_type, r.cursor, int(r.seen), bool(r.baseline))
+        return _biggest_first(
+            ListState(
+                r.account, r.follow_type, r.cursor, int(r.seen), bool(r.baseline), r.expected_items
+            )
             for r in rows
-        ]
+        )
     free = (
         sa.select(ck.account, ck.follow_type)
         .where(
             ck.run_id == run_id,
+            sa.text(OPEN_STATUSES),
             is_open(failed_before),
             sa.or_(
                 ck.lease_owner.is_(None),
                 sa.and_(ck.lease_owner != owner, ck.lease_owner.not_in(workers.live_ids(conn))),
             ),
         )
+        .order_by(ck.expected_items.desc())
         .limit(limit)
     )
     rows = conn.execute(
         sa.update(sync_checkpoints)
         .where(ck.run_id == run_id, sa.tuple_(ck.account, ck.follow_type).in_(free))
         .values(lease_owner=owner)
-        .returning(ck.account, ck.follow_type, ck.cursor, ck.seen)
+        .returning(ck.account, ck.follow_type, ck.cursor, ck.seen, ck.expected_items)
     ).all()
-    states = [ListState(r.account, r.follow_type, r.cursor, int(r.seen)) for r in rows]
+    states = _biggest_first(
+        ListState(r.account, r.follow_type, r.cursor, int(r.seen), expected=r.expected_items)
+        for r in rows
+    )
     if states:
         f = follow_lists.c
         keys = [s.key for s in states]
@@ -115,6 +126,11 @@ def claim(
         for state in states:
             state.baseline = state.key in known
     return states
+
+
+def _biggest_first(states: Iterable[ListState]) -> list[ListState]:
+    # RETURNING keeps no order: the coordinator dispatches in this one.
+    return sorted(states, key=lambda s: -int(s.expected))
 
 
 def open_elsewhere(conn: sa.Connection, run_id: int, owner: str) -> int:

@@ -244,10 +244,17 @@ def _mark_removed(conn: sa.Connection, *, where: str, source: str, params: dict[
     return len(gone)
 
 
+# A finished list is a baseline from now on, and its size is what the next run sizes it by
+# (etl.sizes); the row is written only when that size changed.
 _BASELINES = """
-INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at)
-SELECT l.account, l.follow_type, :run_id, :now FROM stage_lists l WHERE true
-ON CONFLICT DO NOTHING
+INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at, items)
+SELECT l.account, l.follow_type, :run_id, :now, c.items
+FROM stage_lists l
+JOIN sync_checkpoints c
+  ON c.run_id = :run_id AND c.account = l.account AND c.follow_type = l.follow_type
+WHERE true
+ON CONFLICT (account, follow_type) DO UPDATE SET items = excluded.items
+WHERE follow_lists.items IS NULL OR follow_lists.items <> excluded.items
 """
 
 _FORGET_SEEN = """

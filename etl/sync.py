@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, leases, runs, workers
+from etl import db, leases, runs, sizes, workers
 from etl.client import FollowClient
 from etl.crawl import Crawl, Rate, Tally
 from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageError
@@ -197,13 +197,20 @@ def sync(
         if resumed:
             log.info("resuming run %d of job %r (%d new lists added)", run_id, request.job, added)
         report = SyncReport(run_id=run_id, job=request.job, resumed=resumed)
+        plan = _Plan(
+            rate,
+            request.page_size,
+            request.concurrency,
+            request.db_seconds,
+            size_lists=not resumed or added > 0,  # a resumed run's lists were sized at its start
+        )
         _crawl(
             engine,
             client,
             me,
             heartbeat,
             report,
-            _Plan(rate, request.page_size, request.concurrency, request.db_seconds),
+            plan,
             clock,
             on_progress,
             stop,
@@ -279,6 +286,7 @@ class _Plan:
     page_size: int
     concurrency: int
     db_seconds: float
+    size_lists: bool = False  # ask etl.sizes for the run's list sizes first (the sync does)
 
 
 def _caught_up(engine: Engine, me: workers.Presence, since: datetime) -> bool:
@@ -384,6 +392,15 @@ def _crawl(
     relay.start()
     client.interrupt_on(crawl_stop)
     try:
+        if plan.size_lists:
+            sizes.size_run(
+                engine,
+                client,
+                report.run_id,
+                concurrency=plan.concurrency,
+                stop=crawl_stop,
+                db_seconds=plan.db_seconds,
+            )
         crawl.run()
     except BaseException:
         _fill(report, crawl.tally, client, before, started)

@@ -26,25 +26,17 @@ from sqlalchemy.engine import Engine
 
 from etl import runs
 from etl.client import FollowClient
-from etl.errors import (
-    AccountNotFound,
-    EtlError,
-    RequestRejected,
-    RunIncomplete,
-    VerifyMismatch,
-)
+from etl.errors import EtlError, RunIncomplete, VerifyMismatch
+from etl.info import INFO_BATCH, Answer, ask
 from etl.schema import follow_edges, sync_checkpoints
 from etl.sync import SyncReport, SyncRequest, sync
 from etl.transform import TYPE_NAMES
 
 log = logging.getLogger(__name__)
 
-INFO_BATCH = 20  # To_Account per follow_get_info call: the reference's maximum
 CHUNK = 500  # accounts per database query: memory stays flat, bound parameters stay few
 PROGRESS_EVERY = 5.0  # seconds between progress log lines
 CHECKED = ("done", "skipped")  # lists a run crawled to their end: their store can be checked
-API_FIELDS = {1: "FollowerCount", 2: "FollowingCount", 3: "MutualFollowingCount"}
-NOT_FOUND = 30003
 
 ck = sync_checkpoints.c
 T = TypeVar("T")
@@ -71,15 +63,6 @@ class Mismatch:
         gone = " (the account does not exist)" if self.missing else ""
         kind = TYPE_NAMES.get(self.follow_type, str(self.follow_type))
         return f"{self.account} {kind}: stored {self.stored}, API {self.api}{gone}"
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    """What follow_get_info said of one account: counts by type, missing, or an error."""
-
-    counts: dict[int, int]
-    missing: bool = False
-    error: str | None = None
 
 
 @dataclass
@@ -257,7 +240,7 @@ def _compare_all(engine: Engine, client: FollowClient, lists: Lists, report: Ver
         for chunk in _batched(lists, CHUNK):
             stored = _stored_counts(engine, [account for account, _ in chunk])
             for batch in _batched(chunk, INFO_BATCH):
-                answers = _ask(client, [account for account, _ in batch])
+                answers = ask(client, [account for account, _ in batch])
                 for account, types in batch:
                     _compare(report, account, types, stored.get(account, {}), answers[account])
             if time.monotonic() - last_log >= PROGRESS_EVERY:
@@ -278,7 +261,7 @@ def _compare(
     account: str,
     types: tuple[int, ...],
     stored: dict[int, int],
-    answer: _Answer,
+    answer: Answer,
 ) -> None:
     if answer.error is not None:
         report.unchecked.append((account, answer.error))
@@ -335,53 +318,6 @@ def _stored_counts(engine: Engine, accounts: list[str]) -> dict[str, dict[int, i
     for account, follow_type, count in rows:
         result.setdefault(account, {})[int(follow_type)] = int(count)
     return result
-
-
-def _ask(client: FollowClient, accounts: list[str]) -> dict[str, _Answer]:
-    """follow_get_info for up to 20 accounts; every account gets an answer."""
-    try:
-        body = client.follow_get_info(accounts)
-    except (AccountNotFound, RequestRejected) as exc:
-        if len(accounts) == 1:
-            if isinstance(exc, AccountNotFound):
-                return {accounts[0]: _Answer({}, missing=True)}
-            return {accounts[0]: _Answer({}, error=str(exc))}
-        # The whole call was refused and the answer does not say which account (To_Account
-        # or the From_Account) it objects to: ask for each one alone.
-        answers: dict[str, _Answer] = {}
-        for account in accounts:
-            answers.update(_ask(client, [account]))
-        return answers
-    return _parse(body, accounts)
-
-
-def _parse(body: dict[str, Any], accounts: list[str]) -> dict[str, _Answer]:
-    items = body.get("FollowInfo")
-    if not isinstance(items, list):
-        lost = _Answer({}, error="follow_get_info: the answer has no FollowInfo list")
-        return dict.fromkeys(accounts, lost)
-    found: dict[str, _Answer] = {}
-    for item in items:
-        if isinstance(item, dict) and isinstance(item.get("To_Account"), str):
-            found[item["To_Account"]] = _item(item)
-    absent = _Answer({}, error="follow_get_info: the account is not in the answer")
-    return {account: found.get(account, absent) for account in accounts}
-
-
-def _item(item: dict[str, Any]) -> _Answer:
-    code = item.get("ResultCode", 0)
-    if code == NOT_FOUND:
-        return _Answer({}, missing=True)
-    if code != 0:
-        info = str(item.get("ResultInfo") or "error")[:200]
-        return _Answer({}, error=f"follow_get_info: {info} ({code})")
-    counts: dict[int, int] = {}
-    for follow_type, name in API_FIELDS.items():
-        value = item.get(name)
-        if type(value) is not int or value < 0:
-            return _Answer({}, error=f"follow_get_info: the answer has no valid {name}")
-        counts[follow_type] = value
-    return _Answer(counts)
 
 
 def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 
 from etl import db
 from etl.client import FollowClient
+from etl.info import INFO_BATCH
 from etl.config import ApiSettings, RetryPolicy, Secret, database_url
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer, serve_in_thread
 from etl.schema import profile_snapshots
@@ -294,5 +295,10 @@ def minimum_requests(
     page_size: int,
     types: tuple[int, ...] = (1, 2, 3),
 ) -> int:
-    """Requests a perfect crawl needs: one per page, at least one per list."""
-    return sum(max(1, -(-len(truth.get((a, t), {})) // page_size)) for a in accounts for t in types)
+    """Requests a perfect crawl needs: one per page, at least one per list, and the
+    follow_get_info calls that size lists never crawled before (etl.sizes: 20 accounts each).
+    """
+    pages = sum(
+        max(1, -(-len(truth.get((a, t), {})) // page_size)) for a in accounts for t in types
+    )
+    return pages + -(-len(accounts) // INFO_BATCH)

@@ -263,6 +263,7 @@ def test_a_refused_batch_is_asked_one_account_at_a_time(
     )
     with FollowClient(api, source, transport=transport) as client:
         crawl(engine, client, ["a_ghost", *graph.accounts])
+        transport.refused = 0  # the crawl sized its lists with follow_get_info too
         report = checked(engine, client)
     assert report.missing_accounts == ["a_ghost"]
     assert report.mismatches == []
