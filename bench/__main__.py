@@ -7,7 +7,17 @@ times them, reads their resource usage and the database, and checks every case's
 the sandbox's ground truth. It prints one table and writes it as JSON to ``bench/last.json``
 (``bench/last-quick.json`` with ``--quick``). Usage::
 
-    python -m bench [--quick] [--case small|big|latency ...] [--pg URL]
+    python -m bench [--quick] [--case small|big|latency|skewed|history ...] [--pg URL]
+
+The cases, in this order (bench.cases and bench.history say more): small lists (calls/s), big
+lists (items/s, then an unchanged re-sync), latency-bound (1, 2 and 4 processes against the
+floor of calls / budget), skewed lists (a few 50,000-200,000-item lists among thousands of small
+ones: wall time against max(calls / budget, the longest list's pages x round trip)) and history
+(the small-list sync and ``status --json`` on a database holding 30 earlier runs of another job
+and 10 million events, against the same on an empty database; the plan of a one-account
+``daily_follow_changes`` query). Every row shows the CPU per item of the three parts, the sync
+process(es), PostgreSQL (its server processes, from /proc, "-" when unreadable) and the
+sandbox, and the sync's peak RSS against its target.
 """
 
 from __future__ import annotations
@@ -26,13 +36,29 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from bench.cases import big_lists, latency_bound, small_lists
+from bench.cases import big_lists, latency_bound, skewed_lists, small_lists
 from bench.harness import Bench, Plan, Row
+from bench.history import history
 from bench.pg import PgServer
 
 DEFAULT_PG = os.environ.get("FOLLOW_ETL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-CASES = {"small": small_lists, "big": big_lists, "latency": latency_bound}
-QUICK = Plan(small_accounts=500, big_accounts=50, latency_accounts=300)
+CASES = {
+    "small": small_lists,
+    "big": big_lists,
+    "latency": latency_bound,
+    "skewed": skewed_lists,
+    "history": history,
+}
+QUICK = Plan(
+    small_accounts=500,
+    big_accounts=50,
+    latency_accounts=300,
+    skew_users=300,
+    skew_big=(40_000, 20_000, 10_000),
+    history_runs=5,
+    history_lists=60_000,
+    history_events=1_000_000,
+)
 HEADER = (
     "case",
     "wall s",
@@ -40,8 +66,10 @@ HEADER = (
     "items",
     "calls/s",
     "items/s",
-    "CPU ms/call",
-    "CPU µs/item",
+    "sync CPU ms/call",
+    "sync µs/item",
+    "PG µs/item",
+    "sandbox µs/item",
     "peak RSS MB",
     "edges vs truth",
     "more",
@@ -67,6 +95,8 @@ def _cells(row: Row) -> list[str]:
         _number(data["items_per_s"]),
         _number(data["cpu_ms_per_call"], 2),
         _number(data["cpu_us_per_item"], 1),
+        _number(data["pg_us_per_item"], 1),
+        _number(data["sandbox_us_per_item"], 1),
         _number(row.rss_mb),
         row.truth or "-",
         "; ".join(row.details),
@@ -84,6 +114,7 @@ def _machine() -> dict[str, object]:
     load = os.getloadavg()
     return {
         "cpus": os.cpu_count(),
+        "clock_ticks_per_s": os.sysconf("SC_CLK_TCK"),
         "load_avg_1m_at_start": round(load[0], 2),
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
@@ -100,13 +131,16 @@ def main() -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="fewer accounts per case (500 small, top 50 big, 300 latency): about a minute",
+        help="smaller cases (500 small accounts, top 50 big, 300 latency, 300 users and 3 big "
+        "lists of 10,000-40,000 skewed, 5 earlier runs of 60,000 lists and 1 million events "
+        "of history): a few minutes",
     )
     parser.add_argument(
         "--case",
         action="append",
         choices=sorted(CASES),
-        help="run only this case (repeatable; default: all, in the order small, big, latency)",
+        help="run only this case (repeatable; default: all, in the order small, big, latency, "
+        "skewed, history)",
     )
     parser.add_argument("--seed", type=int, default=1, help="sandbox graph seed (default 1)")
     parser.add_argument("--pg", default=DEFAULT_PG, help="server URL to create databases on")
@@ -133,6 +167,13 @@ def main() -> int:
         f"follow-etl bench{' --quick' if args.quick else ''}: {machine['cpus']} CPUs "
         f"(load {machine['load_avg_1m_at_start']}), Python {machine['python']}, "
         f"PostgreSQL {machine['postgresql']}, sandbox seed {plan.seed}",
+        flush=True,
+    )
+    pg_cpu = bench.pg_cpu
+    print(
+        f"  PostgreSQL CPU: the whole server from /proc (postmaster pid {pg_cpu.postmaster})"
+        if pg_cpu
+        else "  PostgreSQL CPU: not readable here (server elsewhere, or /proc hidden): '-'",
         flush=True,
     )
     rows: list[Row] = []

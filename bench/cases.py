@@ -6,7 +6,20 @@ returns its rows; a case that fails returns rows carrying its error line, and th
 - big lists: the 200 accounts with most fans of a 20,000-user graph, fans lists (about 660
   items a call): items/s, then an unchanged re-sync of the same lists: what it rewrites.
 - latency-bound: 50 ms per answer, 200 calls/s budget, one sync process and then a sync plus
-  1 and 3 workers: wall time against the floor of calls / budget, and the busiest second.
+  1 and 3 workers: wall time against the floor of calls / budget (follow_get and
+  follow_get_info calls: the budget covers both), and the busiest second.
+- skewed lists: ``sandbox --big-lists`` plants a few fans lists of 50,000-200,000 synthetic
+  fans among 1,500 users' small lists; 50 ms, 200 calls/s: wall time against the floor
+  max(calls / budget, the longest list's pages x round trip), the round trip measured before
+  the sync (five direct 1000-item calls: the 50 ms latency plus the sandbox's service time).
+  The details say when each big list finished (its checkpoint's last write against the run's
+  start): a big list started late ends after everything else.
+- history (bench.history): the small-list sync and ``status --json`` on a database holding 30
+  earlier runs of another job (300,000 lists each) and 10 million events, against the same on
+  an empty database; the plan of a one-account daily_follow_changes query.
+
+Every row carries the CPU of the sync process(es), of the PostgreSQL server and of the sandbox
+per item, and the sync's peak RSS against PEAK_RSS_MB.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from bench.harness import (
     MB,
     RESYNC_DEAD_SHARE,
     RESYNC_WAL_SHARE,
+    SKEW_RATIO,
     SMALL_CALLS_PER_S,
     WINDOW_OVERSHOOT,
     Bench,
@@ -28,6 +42,7 @@ from bench.harness import (
     check_truth,
     fill,
     guarded,
+    measure_round_trip,
     rss_target,
     sandbox_after,
     sandbox_before,
@@ -56,10 +71,10 @@ def small_lists(bench: Bench) -> list[Row]:
         path = bench.accounts_file("small", accounts)
         with bench.database() as db:
             bench.migrate(db, sandbox)
-            before = sandbox_before(sandbox)
+            before = sandbox_before(bench, sandbox)
             args = sync_args("bench-small", path, plan.fast_rate)
             done = run_cli(args, bench.env(db, sandbox), bench.workdir, SYNC_TIMEOUT)
-            row = fill(Row(name), done, sandbox_after(sandbox, before))
+            row = fill(Row(name), done, sandbox_after(bench, db, sandbox, before))
             row.truth = check_truth(db, sandbox, accounts, [1, 2, 3])
         row.details.insert(0, f"{len(accounts)} accounts, {row.items_per_call:.1f} items/call")
         row.targets = [
@@ -89,9 +104,9 @@ def big_lists(bench: Bench) -> list[Row]:
             bench.migrate(db, sandbox)
             env = bench.env(db, sandbox)
             wal0 = db.wal_mark()
-            before = sandbox_before(sandbox)
+            before = sandbox_before(bench, sandbox)
             done = run_cli(args, env, bench.workdir, SYNC_TIMEOUT)
-            cold = fill(Row(cold_name), done, sandbox_after(sandbox, before))
+            cold = fill(Row(cold_name), done, sandbox_after(bench, db, sandbox, before))
             stats1 = db.table_stats()
             cold_wal, scope = db.wal_bytes(wal0)
             cold.truth = check_truth(db, sandbox, accounts, [1])
@@ -126,9 +141,9 @@ def _resync(
     row = Row(name)
     try:
         wal1 = db.wal_mark()
-        before = sandbox_before(sandbox)
+        before = sandbox_before(bench, sandbox)
         done = run_cli(args, bench.env(db, sandbox), bench.workdir, SYNC_TIMEOUT)
-        fill(row, done, sandbox_after(sandbox, before))
+        fill(row, done, sandbox_after(bench, db, sandbox, before))
         stats2 = db.table_stats()
         wal, scope = db.wal_bytes(wal1)
         row.truth = check_truth(db, sandbox, accounts, [1])
@@ -146,6 +161,7 @@ def _resync(
     row.targets = [
         (f"dead tuples < {RESYNC_DEAD_SHARE:.0%}", dead_share < RESYNC_DEAD_SHARE),
         (f"WAL < {RESYNC_WAL_SHARE:.0%} of cold", wal_share < RESYNC_WAL_SHARE),
+        rss_target(row.rss_mb),
         _truth_target(row),
     ]
     return row
@@ -177,7 +193,7 @@ def _latency_run(bench: Bench, processes: int, name: str) -> Row:
     with bench.database() as db:
         bench.migrate(db, sandbox)
         env = bench.env(db, sandbox)
-        before = sandbox_before(sandbox)
+        before = sandbox_before(bench, sandbox)
         children = [Child(sync_args(job, path, plan.latency_rate), env, bench.workdir)]
         try:
             if processes > 1:
@@ -193,13 +209,13 @@ def _latency_run(bench: Bench, processes: int, name: str) -> Row:
         failed = [f for f in finished if f.code != 0]
         if failed:
             raise BenchError(failed[0].last_error())
-        served = sandbox_after(sandbox, before)
+        served = sandbox_after(bench, db, sandbox, before)
         row = fill(Row(name), finished, served)
         row.truth = check_truth(db, sandbox, accounts, [1, 2, 3])
-    floor = served.calls / plan.latency_rate
+    floor = served.api_calls / plan.latency_rate
     ratio = (row.wall or 0.0) / floor if floor else float("inf")
     row.details[:0] = [
-        f"floor {floor:.1f} s ({served.calls} calls / {plan.latency_rate:g} per s), "
+        f"floor {floor:.1f} s ({served.api_calls} calls / {plan.latency_rate:g} per s), "
         f"ratio {ratio:.2f}",
         f"busiest second: {served.max_in_window} calls",
     ]
@@ -213,3 +229,68 @@ def _latency_run(bench: Bench, processes: int, name: str) -> Row:
         _truth_target(row),
     ]
     return row
+
+
+def skewed_lists(bench: Bench) -> list[Row]:
+    """A few huge fans lists among thousands of small lists, slow API, budget the limit: does
+    the tail end on time (the biggest lists started first)?"""
+    plan = bench.plan
+    sizes = plan.skew_big
+    name = (
+        f"skewed lists: {len(sizes)} lists of {min(sizes):,}-{max(sizes):,} items among "
+        f"{plan.skew_users} users x 3 types, {plan.latency_ms:g} ms, rate {plan.latency_rate:g}"
+    )
+
+    def run() -> list[Row]:
+        sandbox = bench.sandbox(plan.skew_users, plan.latency_ms, sizes)
+        accounts: list[str] = sandbox.get("/sandbox/accounts")["accounts"]
+        top = sandbox.get(f"/sandbox/accounts?top={len(sizes)}&by=fans")
+        big: list[str] = top["accounts"]
+        longest, longest_items = big[0], int(top["counts"][0])
+        round_trip, service = measure_round_trip(sandbox, longest, plan.latency_ms)
+        path = bench.accounts_file("skewed", accounts)
+        job = "bench-skewed"
+        timeout = 4 * (3 * len(accounts) + sum(sizes) / 1000) / plan.latency_rate + 120
+        with bench.database() as db:
+            bench.migrate(db, sandbox)
+            before = sandbox_before(bench, sandbox)
+            args = sync_args(job, path, plan.latency_rate)
+            done = run_cli(args, bench.env(db, sandbox), bench.workdir, timeout)
+            served = sandbox_after(bench, db, sandbox, before)
+            row = fill(Row(name), done, served)
+            finished = db.lists_finished(job, [(a, 1) for a in big])
+            run_seconds = db.run_seconds(job)
+            row.truth = check_truth(db, sandbox, accounts, [1, 2, 3])
+        pages = served.list_calls.get(f"{longest}/1", -(-longest_items // 1000))
+        by_budget = served.api_calls / plan.latency_rate
+        by_tail = pages * round_trip
+        floor = max(by_budget, by_tail)
+        ratio = (row.wall or 0.0) / floor if floor else float("inf")
+        done_at = [finished.get((a, 1)) for a in big]
+        row.details[:0] = [
+            f"floor {floor:.1f} s = max({served.api_calls} calls / {plan.latency_rate:g} per s "
+            f"= {by_budget:.1f} s, longest list {pages} pages x {1000 * round_trip:.1f} ms "
+            f"= {by_tail:.1f} s), ratio {ratio:.2f}",
+            f"round trip: median of 5 direct 1000-item calls ({plan.latency_ms:g} ms latency + "
+            f"{1000 * service:.1f} ms service)",
+            f"longest list ({longest_items:,} items) done {_seconds(done_at[0])} into the run"
+            + (f" of {run_seconds:.1f} s" if run_seconds is not None else ""),
+            "big lists, biggest first, done at " + ", ".join(_seconds(t) for t in done_at),
+            f"busiest second: {served.max_in_window} calls",
+        ]
+        row.targets = [
+            (f"wall <= {SKEW_RATIO:g} x floor", ratio <= SKEW_RATIO),
+            (
+                f"<= {plan.latency_rate * WINDOW_OVERSHOOT:g} calls in any 1 s",
+                served.max_in_window <= plan.latency_rate * WINDOW_OVERSHOOT,
+            ),
+            rss_target(row.rss_mb),
+            _truth_target(row),
+        ]
+        return [row]
+
+    return guarded([name], run)
+
+
+def _seconds(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f} s"

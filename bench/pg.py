@@ -47,6 +47,11 @@ class PgServer:
         with self.engine.connect() as conn:
             return str(conn.execute(sa.text("SHOW server_version")).scalar_one()).split()[0]
 
+    def backend_pid(self) -> int:
+        """The server-side pid of one of our connections (to find the server's processes)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
     def create_database(self) -> BenchDatabase:
         """A new, empty database (the caller drops it)."""
         name = f"follow_etl_bench_{uuid.uuid4().hex[:10]}"
@@ -81,6 +86,11 @@ class BenchDatabase:
             )
 
     @property
+    def own_pids(self) -> list[int]:
+        """Server pids of the bench's own long-lived connections to this database."""
+        return [pid for pid in self._own_pids if pid]
+
+    @property
     def env_url(self) -> str:
         """DATABASE_URL for the CLI."""
         return self.url.render_as_string(hide_password=False)
@@ -107,6 +117,33 @@ class BenchDatabase:
         except sa.exc.SQLAlchemyError:
             return False  # not migrated yet, or the table is being created
         return found is not None
+
+    def lists_finished(
+        self, job: str, lists: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], float]:
+        """Seconds from the start of the job's latest run to the last write of each of these
+        lists' checkpoints (the list's end, once it is done), for the lists that are done."""
+        query = sa.text(
+            "SELECT c.account, c.follow_type, "
+            "CAST(extract(epoch FROM c.updated_at - r.started_at) AS float) "
+            "FROM sync_checkpoints c JOIN sync_runs r ON r.id = c.run_id "
+            "WHERE r.id = (SELECT max(id) FROM sync_runs WHERE job = :job) "
+            "AND c.status = 'done' AND c.account = ANY(:accounts)"
+        )
+        wanted = set(lists)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query, {"job": job, "accounts": [a for a, _ in lists]}).all()
+        return {(a, t): float(s) for a, t, s in rows if (a, t) in wanted}
+
+    def run_seconds(self, job: str) -> float | None:
+        """started_at to finished_at of the job's latest run (None while unfinished)."""
+        query = sa.text(
+            "SELECT CAST(extract(epoch FROM finished_at - started_at) AS float) "
+            "FROM sync_runs WHERE job = :job ORDER BY id DESC LIMIT 1"
+        )
+        with self.engine.connect() as conn:
+            value = conn.execute(query, {"job": job}).scalar()
+        return None if value is None else float(value)
 
     def settle(self, timeout: float = 15.0) -> None:
         """Wait until no other session uses the database, so their statistics are flushed."""

@@ -3,6 +3,9 @@
 Each command runs as its own child with stdout and stderr in files (no pipe to fill up), and is
 reaped with ``os.wait4``, which gives that one child's CPU time and peak RSS. (``RUSAGE_CHILDREN``
 would mix in every child reaped so far, the sandbox included, in its maximum RSS.)
+
+The sandbox's CPU is read from its ``/proc/<pid>/stat``, PostgreSQL's from the server's
+processes' (``PgServerCpu``), when the server runs on this machine and /proc lets us read it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.pg import PgServer
 
 _POLL = 0.01  # seconds between checks on a running child: adds at most this to a wall time
+_TICK = os.sysconf("SC_CLK_TCK")
+_LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
 
 
 class BenchError(Exception):
@@ -153,11 +162,8 @@ class SandboxProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU the sandbox has used so far (Linux /proc)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return float("nan")
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        fields = _stat(self.proc.pid)
+        return float("nan") if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
 
     def stop(self) -> None:
         """Stop the server and reap it."""
@@ -170,3 +176,103 @@ class SandboxProcess:
                 self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+class PgServerCpu:
+    """CPU of the whole PostgreSQL server, from /proc: the postmaster's own utime + stime, that
+    of its live children (client backends, parallel workers, autovacuum launcher and workers,
+    checkpointer, background writer, walwriter, logical replication launcher), and its
+    cutime + cstime, where the kernel adds a child's CPU when the postmaster reaps it: every
+    backend of a sync exits when the sync ends, and its CPU would be lost from a sum over live
+    processes. Other databases' work on the same server counts too (the bench cannot tell it
+    apart once a backend has exited)."""
+
+    def __init__(self, postmaster: int) -> None:
+        self.postmaster = postmaster
+
+    @classmethod
+    def find(cls, server: PgServer) -> PgServerCpu | None:
+        """The server's postmaster, via the parent of one of our backends; None when the server
+        is not on this machine or /proc does not show its processes."""
+        if (server.url.host or "") not in _LOCAL_HOSTS and not str(server.url.host).startswith("/"):
+            return None
+        try:
+            backend = server.backend_pid()
+        except Exception:  # noqa: BLE001 (no figure is better than no bench)
+            return None
+        fields = _stat(backend)
+        if fields is None or not _is_postgres(backend):
+            return None
+        postmaster = int(fields[1])
+        if not _is_postgres(postmaster) or _stat(postmaster) is None:
+            return None
+        found = cls(postmaster)
+        return found if found.seconds() is not None else None
+
+    def _children(self) -> list[tuple[int, list[str]]]:
+        found = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                fields = _stat(int(entry.name))
+                if fields is not None and int(fields[1]) == self.postmaster:
+                    found.append((int(entry.name), fields))
+        return found
+
+    def seconds(self) -> float | None:
+        """CPU seconds the server has used so far; None if /proc cannot be read.
+
+        The postmaster's children's totals are read between two reads of its own: a child
+        reaped in between would count twice (or not at all), so that case reads again."""
+        for _ in range(10):
+            first = _stat(self.postmaster)
+            if first is None:
+                return None
+            live = sum(int(f[11]) + int(f[12]) for _, f in self._children())
+            second = _stat(self.postmaster)
+            if second is None:
+                return None
+            if second[13:15] == first[13:15]:
+                own = sum(int(second[i]) for i in (11, 12, 13, 14))
+                return (own + live) / _TICK
+        return None
+
+    def settle(self, database: str, ours: Iterable[int] = (), timeout: float = 10.0) -> None:
+        """Wait until no backend of ``database`` but ``ours`` (the bench's own long-lived
+        connections) is left among the postmaster's children: the ones of a finished sync exit,
+        and are reaped, shortly after it."""
+        keep = set(ours)
+        deadline = time.monotonic() + timeout
+        needle = f" {database} ".encode()
+        while time.monotonic() < deadline:
+            busy = False
+            for pid, fields in self._children():
+                if pid in keep:
+                    continue
+                if fields[0] == "Z":
+                    busy = True  # exited, not reaped yet: its CPU is not in cutime
+                    break
+                try:
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if needle in title.replace(b"\0", b" ") + b" ":
+                    busy = True
+                    break
+            if not busy:
+                return
+            time.sleep(0.02)
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() in ("postgres", "postmaster")
+    except OSError:
+        return False

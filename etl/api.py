@@ -6,9 +6,10 @@
     print(result.run_id, result.counts())
 
 The functions are the CLI's commands (the CLI is a thin user of them): ``migrate``, ``sync``,
-``work``, ``verify`` and ``status``. Each takes its configuration from ``settings``
-(etl.config.Settings) or else, like the CLI, from the environment (``env``: a mapping, default
-``os.environ``; the variables of the README's configuration table).
+``work``, ``verify``, ``status``, ``prune`` and ``prune_events``. Each takes its
+configuration from ``settings`` (etl.config.Settings) or else, like the CLI, from the
+environment (``env``: a mapping, default ``os.environ``; the variables of the README's
+configuration table).
 
 A call returns when the command would exit 0, and raises otherwise, one exception class per
 exit code (etl.errors, ``exc.exit_code``):
@@ -31,12 +32,14 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from etl import db
+from etl import db, runs, workers
+from etl import prune as pruning
 from etl import status as statuses
 from etl import sync as syncing
 from etl import verify as verifying
@@ -57,6 +60,7 @@ from etl.errors import (
     UsageError,
     VerifyMismatch,
 )
+from etl.prune import DEFAULT_KEEP_RUNS, Pruned
 from etl.sync import Progress, SyncReport, SyncRequest
 from etl.verify import Verification
 
@@ -69,6 +73,7 @@ __all__ = [
     "JobBusy",
     "Migration",
     "Progress",
+    "Pruned",
     "RunIncomplete",
     "Settings",
     "StopRequest",
@@ -77,6 +82,8 @@ __all__ = [
     "Verification",
     "VerifyMismatch",
     "migrate",
+    "prune",
+    "prune_events",
     "settings_from",
     "status",
     "sync",
@@ -154,6 +161,7 @@ def sync(
     rate: float | None = None,
     concurrency: int = syncing.DEFAULT_CONCURRENCY,
     wait: bool = False,
+    keep_runs: int = DEFAULT_KEEP_RUNS,
     settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
@@ -167,10 +175,13 @@ def sync(
     Resumes the job's unfinished run, or starts one. Returns the report of a finished run;
     raises JobBusy while another sync holds the job (unless ``wait``), RunIncomplete when
     lists are left or given up, Interrupted after ``stop``. ``on_progress`` gets a snapshot
-    about twice a second; ``on_run`` the run's id as soon as it is open.
+    about twice a second; ``on_run`` the run's id as soon as it is open. After a clean finish
+    the job keeps the checkpoints of its last ``keep_runs`` runs (``prune``; 0 keeps all).
     """
     settings = settings or settings_from(env)
     _check_options(page_size=page_size, rate=rate, concurrency=concurrency, types=types)
+    if keep_runs < 0:
+        raise UsageError(f"keep_runs must be 0 (keep all) or more, got {keep_runs}")
     api = settings.api()
     stop = stop if stop is not None else threading.Event()
     with _one_exception_per_exit_code():
@@ -188,6 +199,7 @@ def sync(
                 concurrency=concurrency,
                 wait=wait,
                 db_seconds=settings.db_retry_seconds,
+                keep_runs=keep_runs,
             )
             with FollowClient.from_settings(api) as client:
                 try:
@@ -286,6 +298,65 @@ def status(
             db.require_schema(engine)
             with engine.connect() as conn:
                 return statuses.status_document(conn, job)
+        finally:
+            engine.dispose()
+
+
+def prune(
+    job: str | None = None,
+    *,
+    keep_runs: int = DEFAULT_KEEP_RUNS,
+    settings: Settings | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Pruned:
+    """Delete the checkpoints of the job's ended runs but its last ``keep_runs`` (at least 1:
+    the latest run is always kept), and the sync_seen rows runs left when they ended; every
+    job when ``job`` is None. Run rows and their counters stay. UsageError for a job without
+    runs or a ``keep_runs`` below 1."""
+    settings = settings or settings_from(env)
+    if keep_runs < 1:
+        raise UsageError(
+            f"keep_runs must be at least 1 (the latest run is always kept), got {keep_runs}"
+        )
+    with _one_exception_per_exit_code():
+        engine = _engine(settings)
+        try:
+            db.require_schema(engine)
+            with engine.connect() as conn:
+                jobs = pruning.jobs(conn) if job is None else [job]
+                if job is not None and runs.latest_run(conn, job) is None:
+                    raise UsageError(f"job {job!r} has no runs: nothing to prune")
+                now = workers.DbClock(conn)()
+            total = Pruned()
+            for name in jobs:
+                done = pruning.prune(engine, name, keep_runs, now)
+                total.runs += done.runs
+                total.checkpoints += done.checkpoints
+                total.seen += done.seen
+            return total
+        finally:
+            engine.dispose()
+
+
+def prune_events(
+    before: datetime, *, settings: Settings | None = None, env: Mapping[str, str] | None = None
+) -> int:
+    """Delete the follow_edge_events observed before ``before`` (a naive time is UTC), in
+    chunks; return how many went. UsageError for a time in the future (it would delete the
+    events of runs still to be read)."""
+    settings = settings or settings_from(env)
+    if before.tzinfo is None:
+        before = before.replace(tzinfo=UTC)
+    if before > datetime.now(UTC):
+        raise UsageError(
+            f"--before {before.isoformat()} is in the future: give a past date "
+            "(events observed before it are deleted)"
+        )
+    with _one_exception_per_exit_code():
+        engine = _engine(settings)
+        try:
+            db.require_schema(engine)
+            return pruning.prune_events(engine, before)
         finally:
             engine.dispose()
 

@@ -13,12 +13,15 @@ import os
 import sys
 import textwrap
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeAlias
 
 from etl import __version__, db
 from etl.commands import (
     cmd_demo,
     cmd_migrate,
+    cmd_prune,
+    cmd_prune_events,
     cmd_report,
     cmd_sandbox,
     cmd_status,
@@ -29,6 +32,7 @@ from etl.commands import (
 )
 from etl.console import CONTEXT, error, say, setup_logging
 from etl.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError, UsageError
+from etl.prune import DEFAULT_KEEP_RUNS
 from etl.sync import DEFAULT_CONCURRENCY
 from etl.usersig import DEFAULT_EXPIRE
 
@@ -52,6 +56,26 @@ def _page_size(raw: str) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise argparse.ArgumentTypeError(f"must be an integer from 1 to 1000, got {raw!r}")
     return int(raw)
+
+
+def _count(least: int) -> Any:
+    def parse(raw: str) -> int:
+        if not raw.isdigit() or int(raw) < least:
+            raise argparse.ArgumentTypeError(f"must be an integer of at least {least}, got {raw!r}")
+        return int(raw)
+
+    return parse
+
+
+def _before(raw: str) -> datetime:
+    """``--before``: an ISO date (midnight UTC) or date and time (UTC unless it says)."""
+    try:
+        value = datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a date like 2026-01-31 (or 2026-01-31T12:00:00+00:00), got {raw!r}"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
@@ -211,6 +235,14 @@ def _add_sync(commands: Commands) -> argparse.ArgumentParser:
         action="store_true",
         help="if another sync holds the job, wait for it to end instead of exiting with 7",
     )
+    p.add_argument(
+        "--keep-runs",
+        type=_count(0),
+        default=DEFAULT_KEEP_RUNS,
+        metavar="N",
+        help="after a clean finish, delete the checkpoints of the job's runs but the last N "
+        f"(see `prune`; default {DEFAULT_KEEP_RUNS}, 0 keeps all)",
+    )
     _metrics_options(p)
     p.set_defaults(func=cmd_sync)
     return p
@@ -260,6 +292,53 @@ def _add_verify(commands: Commands) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the result as a JSON document")
     p.set_defaults(func=cmd_verify)
+    return p
+
+
+def _add_prune(commands: Commands) -> argparse.ArgumentParser:
+    p = _documented(
+        commands,
+        "prune",
+        help="delete the checkpoints of a job's runs but the last N",
+        description="Delete the checkpoints (sync_checkpoints, one row per list and run) of the\n"
+        "job's ended runs but its last N, and the sync_seen rows any ended run left behind,\n"
+        "in chunks of 10,000 rows. The latest run and an unfinished one are never pruned; run\n"
+        "rows, their counters and quarantined_items stay. `sync` does this after every clean\n"
+        f"finish (its --keep-runs, default {DEFAULT_KEEP_RUNS}). Exit 2 for a job without runs.",
+    )
+    p.add_argument("--job", default=None, help="the job to prune (default: every job)")
+    p.add_argument(
+        "--keep-runs",
+        type=_count(1),
+        default=DEFAULT_KEEP_RUNS,
+        metavar="N",
+        help=f"the runs whose checkpoints stay, newest first (at least 1; default "
+        f"{DEFAULT_KEEP_RUNS})",
+    )
+    p.add_argument("--json", action="store_true", help="print what was deleted as JSON")
+    p.set_defaults(func=cmd_prune)
+    return p
+
+
+def _add_prune_events(commands: Commands) -> argparse.ArgumentParser:
+    p = _documented(
+        commands,
+        "prune-events",
+        help="delete follow_edge_events observed before a date",
+        description="Delete the rows of follow_edge_events observed before DATE (UTC), in chunks\n"
+        "of 10,000 rows, and print how many went. Events are otherwise kept for ever: archive\n"
+        'them first if you need them (the README\'s "Retention" says how). Exit 2 for a date\n'
+        "that is not one, or in the future.",
+    )
+    p.add_argument(
+        "--before",
+        type=_before,
+        required=True,
+        metavar="DATE",
+        help="YYYY-MM-DD (midnight UTC) or an ISO date and time",
+    )
+    p.add_argument("--json", action="store_true", help="print the count as JSON")
+    p.set_defaults(func=cmd_prune_events)
     return p
 
 
@@ -331,6 +410,14 @@ def _add_sandbox(commands: Commands) -> argparse.ArgumentParser:
         help="this account's lists never end: their last page points back at the second "
         "(repeatable)",
     )
+    p.add_argument(
+        "--big-lists",
+        type=_big_lists,
+        default=(),
+        metavar="N,N,...",
+        help="give that many seeded accounts N synthetic fans each, e.g. 200000,50000: a few "
+        "very long fans lists among the ordinary ones (default none)",
+    )
     p.set_defaults(func=cmd_sandbox)
     return p
 
@@ -345,6 +432,14 @@ def _fault_kinds(raw: str) -> tuple[str, ...]:
         shown = ", ".join(repr(kind) for kind in unknown) or "nothing"
         raise argparse.ArgumentTypeError(f"{shown}: choose from {','.join(FAULT_KINDS)}")
     return kinds
+
+
+def _big_lists(raw: str) -> tuple[int, ...]:
+    """``--big-lists``: comma-separated fan counts, each 1..9,999,999."""
+    parts = [part.strip().replace("_", "") for part in raw.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() and 1 <= int(part) <= 9_999_999 for part in parts):
+        raise argparse.ArgumentTypeError(f"expected counts 1..9999999 like 200000,50000: {raw!r}")
+    return tuple(int(part) for part in parts)
 
 
 def _share(raw: str) -> float:
@@ -388,6 +483,8 @@ COMMANDS: tuple[Callable[[Commands], argparse.ArgumentParser], ...] = (
     _add_worker,
     _add_status,
     _add_verify,
+    _add_prune,
+    _add_prune_events,
     _add_report,
     _add_sandbox,
     _add_demo,

@@ -204,6 +204,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             rate=args.rate,
             concurrency=args.concurrency,
             wait=args.wait,
+            keep_runs=args.keep_runs,
             settings=settings,
             stop=stop,
             on_progress=on_progress,
@@ -299,6 +300,32 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for reason in quarantined["by_reason"][:10]:
             say(f"    {reason['count']:>6}  {reason['kind']}: {reason['reason']}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete the checkpoints of the job's (or every job's) runs but the last N."""
+    pruned = api.prune(args.job, keep_runs=args.keep_runs, settings=_settings())
+    if args.json:
+        say(json.dumps(pruned.document(), indent=2))
+        return 0
+    which = f"job {args.job!r}" if args.job is not None else "every job"
+    say(
+        f"pruned {which} to its last {args.keep_runs} runs: checkpoints of "
+        f"{len(pruned.runs)} runs deleted ({pruned.checkpoints} rows), "
+        f"{pruned.seen} sync_seen rows of ended runs"
+    )
+    return 0
+
+
+def cmd_prune_events(args: argparse.Namespace) -> int:
+    """Delete the follow_edge_events observed before a date."""
+    deleted = api.prune_events(args.before, settings=_settings())
+    before = args.before.isoformat()
+    if args.json:
+        say(json.dumps({"before": before, "events_deleted": deleted}, indent=2))
+        return 0
+    say(f"deleted {deleted} follow_edge_events observed before {before}")
     return 0
 
 
@@ -447,7 +474,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     settings = _settings()
     config = _sandbox_config(settings, args)
-    graph = Graph(users=args.users, seed=args.seed, hostile=args.hostile)
+    graph = Graph(users=args.users, seed=args.seed, hostile=args.hostile, big_lists=args.big_lists)
 
     def ready(url: str) -> None:
         key = "$IM_SECRET_KEY" if settings.secret_key else config.secret_key
@@ -456,6 +483,9 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
             kinds = ",".join(config.fault_kinds)
             loops = ",".join(config.loop_accounts) or "none"
             say(f"  hostile {args.hostile}, fault kinds {kinds}, looping accounts {loops}")
+        if graph.big_accounts:
+            big = ", ".join(f"{a} +{n}" for a, n in graph.big_accounts.items())
+            say(f"  big lists (synthetic fans): {big}")
         say(f"  export IM_BASE_URL={url} IM_SDKAPPID={config.sdkappid} IM_ADMIN={config.admin}")
         if not settings.secret_key:
             say(f"  export IM_SECRET_KEY={key}   # the sandbox's public default key")

@@ -6,10 +6,15 @@ check: every batch transaction (etl.crawl.writer) starts with it and writes only
 returns. Functions take a connection and never commit; the writer's batch transaction and the
 coordinator's claim transactions are the callers. Where the dialects differ, the PostgreSQL
 statement sits next to the portable one it replaces.
+
+``advance``, ``settle`` and ``recrawl`` change the run's counters (etl.runs.count_changes) in
+the same transaction as the checkpoints they change, from each list's standing before and
+after; claims and releases move only leases, which the counters do not count.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,10 +22,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import load, workers
+from etl import load, runs, workers
 from etl.rows import Key, ListPart
 from etl.runs import MAX_FAILURES, is_open
-from etl.schema import OPEN_STATUSES, follow_lists, sync_checkpoints
+from etl.schema import OPEN_STATUSES, follow_edges, follow_lists, sync_checkpoints
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
 
@@ -35,6 +40,10 @@ class ListState:
     seen: int = 0  # rows this crawl has in sync_seen
     baseline: bool = False  # crawled completely in an earlier run
     expected: int = 0  # its size when the run began (expected_items)
+    # The crawl begins at the list's start with no current edge stored for it: every current
+    # edge it ends with is one it listed, so completing it needs no search for removed edges.
+    # Only for this claim; a restart within it makes it False (etl.crawl.writer).
+    fresh: bool = False
 
     @property
     def key(self) -> Key:
@@ -62,7 +71,11 @@ FROM (
 WHERE c.run_id = :run_id AND c.account = free.account AND c.follow_type = free.follow_type
 RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items,
     EXISTS (SELECT 1 FROM follow_lists l
-            WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline
+            WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline,
+    c.cursor = '' AND NOT EXISTS (
+        SELECT 1 FROM follow_edges e
+        WHERE e.account = c.account AND e.follow_type = c.follow_type AND e.removed_at IS NULL
+    ) AS fresh
 """).bindparams(sa.bindparam("failed_before", type_=sync_checkpoints.c.updated_at.type))
 
 
@@ -84,7 +97,13 @@ def claim(
         rows = conn.execute(_CLAIM_PG, params).all()
         return _biggest_first(
             ListState(
-                r.account, r.follow_type, r.cursor, int(r.seen), bool(r.baseline), r.expected_items
+                r.account,
+                r.follow_type,
+                r.cursor,
+                int(r.seen),
+                bool(r.baseline),
+                r.expected_items,
+                bool(r.fresh),
             )
             for r in rows
         )
@@ -123,8 +142,25 @@ def claim(
                 )
             )
         }
+        fe = follow_edges.c
+        starting = [s.key for s in states if s.cursor == ""]
+        stored = (
+            {
+                (row.account, row.follow_type)
+                for row in conn.execute(
+                    sa.select(fe.account, fe.follow_type)
+                    .distinct()
+                    .where(
+                        sa.tuple_(fe.account, fe.follow_type).in_(starting), fe.removed_at.is_(None)
+                    )
+                )
+            }
+            if starting
+            else set()
+        )
         for state in states:
             state.baseline = state.key in known
+            state.fresh = state.cursor == "" and state.key not in stored
     return states
 
 
@@ -140,7 +176,12 @@ def open_elsewhere(conn: sa.Connection, run_id: int, owner: str) -> int:
         conn.execute(
             sa.select(sa.func.count())
             .select_from(sync_checkpoints)
-            .where(ck.run_id == run_id, is_open(), ck.lease_owner.in_(others))
+            .where(
+                ck.run_id == run_id,
+                sa.text(OPEN_STATUSES),  # the index of open lists: never the lists done
+                is_open(),
+                ck.lease_owner.in_(others),
+            )
         ).scalar_one()
     )
 
@@ -155,6 +196,14 @@ def hold(conn: sa.Connection, run_id: int, owner: str, keys: Iterable[Key]) -> s
     wanted = list(keys)
     if not wanted:
         return set()
+    if conn.dialect.name == "postgresql":
+        params = {
+            "run_id": run_id,
+            "owner": owner,
+            "accounts": [account for account, _ in wanted],
+            "types": [follow_type for _, follow_type in wanted],
+        }
+        return {(r.account, r.follow_type) for r in conn.execute(_HOLD_PG, params)}
     rows = conn.execute(
         sa.select(ck.account, ck.follow_type)
         .where(
@@ -167,6 +216,18 @@ def hold(conn: sa.Connection, run_id: int, owner: str, keys: Iterable[Key]) -> s
     return {(account, follow_type) for account, follow_type in rows}
 
 
+# The batch's keys as two arrays: one fixed text whatever the batch's size (prepared once, and
+# planned as one join on the primary key, not as hundreds of OR-ed index conditions).
+_HOLD_PG = sa.text("""
+SELECT c.account, c.follow_type
+FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[])) AS v(account, follow_type)
+JOIN sync_checkpoints c
+  ON c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
+WHERE c.lease_owner = :owner
+FOR UPDATE OF c
+""")
+
+
 def release(conn: sa.Connection, run_id: int, owner: str) -> None:
     """Give back every lease ``owner`` holds in the run."""
     conn.execute(
@@ -176,31 +237,52 @@ def release(conn: sa.Connection, run_id: int, owner: str) -> None:
     )
 
 
+# One statement: the old standing of each list (for the run's counters; the CTEs see the rows
+# as they were before the UPDATE, which hold has locked), and the update itself.
 _ADVANCE_PG = sa.text("""
-UPDATE sync_checkpoints c SET
-    cursor = v.cursor,
-    status = CASE WHEN v.complete THEN 'done' ELSE 'running' END,
-    pages = CASE WHEN v.restarted THEN v.pages ELSE c.pages + v.pages END,
-    items = CASE WHEN v.restarted THEN v.items ELSE c.items + v.items END,
-    restarts = c.restarts + CASE WHEN v.restarted THEN 1 ELSE 0 END,
-    seen = CASE WHEN v.restarted THEN 0 ELSE c.seen END,
-    lease_owner = CASE WHEN v.complete THEN NULL ELSE c.lease_owner END,
-    last_error = NULL,
-    updated_at = :now
-FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]), CAST(:cursors AS text[]),
-            CAST(:pages AS int[]), CAST(:items AS bigint[]), CAST(:complete AS bool[]),
-            CAST(:restarted AS bool[]))
-     AS v(account, follow_type, cursor, pages, items, complete, restarted)
-WHERE c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
+WITH v AS (
+    SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]),
+                         CAST(:cursors AS text[]), CAST(:pages AS int[]),
+                         CAST(:items AS bigint[]), CAST(:complete AS bool[]),
+                         CAST(:restarted AS bool[]))
+         AS v(account, follow_type, cursor, pages, items, complete, restarted)
+), old AS (
+    SELECT c.account, c.follow_type, c.status, c.failures, c.pages, c.items
+    FROM sync_checkpoints c JOIN v ON c.account = v.account AND c.follow_type = v.follow_type
+    WHERE c.run_id = :run_id
+), moved AS (
+    UPDATE sync_checkpoints c SET
+        cursor = v.cursor,
+        status = CASE WHEN v.complete THEN 'done' ELSE 'running' END,
+        pages = CASE WHEN v.restarted THEN v.pages ELSE c.pages + v.pages END,
+        items = CASE WHEN v.restarted THEN v.items ELSE c.items + v.items END,
+        restarts = c.restarts + CASE WHEN v.restarted THEN 1 ELSE 0 END,
+        seen = CASE WHEN v.restarted THEN 0 ELSE c.seen END,
+        lease_owner = CASE WHEN v.complete THEN NULL ELSE c.lease_owner END,
+        last_error = NULL,
+        updated_at = :now
+    FROM v
+    WHERE c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
+)
+SELECT account, follow_type, status, failures, pages, items FROM old
 """).bindparams(sa.bindparam("now", type_=sync_checkpoints.c.updated_at.type))
 
 
+def _advanced(before: runs.Standing, p: ListPart) -> runs.Standing:
+    """A checkpoint's standing once ``p`` is applied to it (as the UPDATEs below do)."""
+    pages = p.pages if p.restarted else before.pages + p.pages
+    items = len(p.edges) if p.restarted else before.items + len(p.edges)
+    return runs.Standing("done" if p.complete else "running", before.failures, pages, items)
+
+
 def advance(conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: datetime) -> None:
-    """Move the cursors of a batch's lists on (lists the batch holds: see ``hold``)."""
+    """Move the cursors of a batch's lists on (lists the batch holds: see ``hold``), and the
+    run's counters with them."""
     if not parts:
         return
+    changes = runs.Changes()
     if conn.dialect.name == "postgresql":
-        conn.execute(
+        rows = conn.execute(
             _ADVANCE_PG,
             {
                 "run_id": run_id,
@@ -214,30 +296,39 @@ def advance(conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: da
                 "restarted": [p.restarted for p in parts],
             },
         )
-        return
+        before = {(r.account, r.follow_type): runs.standing(r) for r in rows}
+    else:
+        before = runs.standings(conn, run_id, [(p.account, p.follow_type) for p in parts])
+        for p in parts:
+            values: dict[str, Any] = {
+                "cursor": p.next_cursor,
+                "status": "done" if p.complete else "running",
+                "pages": ck.pages + p.pages,
+                "items": ck["items"] + len(p.edges),
+                "last_error": None,
+                "updated_at": now,
+            }
+            if p.complete:
+                values["lease_owner"] = None
+            if p.restarted:
+                # The list began again from "": what was counted before no longer describes it.
+                values.update(pages=p.pages, items=len(p.edges), restarts=ck.restarts + 1, seen=0)
+            conn.execute(
+                sa.update(sync_checkpoints)
+                .where(*_where(run_id, p.account, p.follow_type))
+                .values(values)
+            )
     for p in parts:
-        values: dict[str, Any] = {
-            "cursor": p.next_cursor,
-            "status": "done" if p.complete else "running",
-            "pages": ck.pages + p.pages,
-            "items": ck["items"] + len(p.edges),
-            "last_error": None,
-            "updated_at": now,
-        }
-        if p.complete:
-            values["lease_owner"] = None
-        if p.restarted:
-            # The list began again from "": what was counted before no longer describes it.
-            values.update(pages=p.pages, items=len(p.edges), restarts=ck.restarts + 1, seen=0)
-        conn.execute(
-            sa.update(sync_checkpoints)
-            .where(*_where(run_id, p.account, p.follow_type))
-            .values(values)
-        )
+        old = before.get((p.account, p.follow_type))
+        if old is not None:  # a list the run no longer has (pruned) changes nothing
+            changes.move(old, _advanced(old, p))
+    runs.count_changes(conn, run_id, changes, now if before else None)
 
 
 def recrawl(conn: sa.Connection, run_id: int, keys: Sequence[Key], now: datetime) -> None:
     """Send lists back to their start: what this crawl saw of them was lost."""
+    changes = runs.Changes()
+    before = runs.standings(conn, run_id, keys)
     for account, follow_type in keys:
         conn.execute(
             sa.update(sync_checkpoints)
@@ -252,6 +343,10 @@ def recrawl(conn: sa.Connection, run_id: int, keys: Sequence[Key], now: datetime
                 updated_at=now,
             )
         )
+        old = before.get((account, follow_type))
+        if old is not None:
+            changes.move(old, dataclasses.replace(old, status="pending"))
+    runs.count_changes(conn, run_id, changes, now if before else None)
     load.forget_seen(conn, run_id, keys)
 
 
@@ -273,8 +368,9 @@ def settle(
 
     ``status`` None leaves it as it is; ``failures`` is "keep", "add" (the next sync tries it
     again, until MAX_FAILURES) or "give_up" (the same request would get the same answer).
-    ``error`` None leaves last_error as it is.
+    ``error`` None leaves last_error as it is. The run's counters follow.
     """
+    old = runs.standings(conn, run_id, [key]).get(key)
     values: dict[str, Any] = {"lease_owner": None, "updated_at": now}
     if status is not None:
         values["status"] = status
@@ -285,3 +381,9 @@ def settle(
     elif failures == "give_up":
         values["failures"] = MAX_FAILURES
     conn.execute(sa.update(sync_checkpoints).where(*_where(run_id, *key)).values(values))
+    if old is None:
+        return
+    new_failures = {"add": old.failures + 1, "give_up": MAX_FAILURES}.get(failures, old.failures)
+    changes = runs.Changes()
+    changes.move(old, dataclasses.replace(old, status=status or old.status, failures=new_failures))
+    runs.count_changes(conn, run_id, changes, now)

@@ -1,25 +1,36 @@
 """The run lifecycle in the destination database: a job's runs, the lists each run has, and
-their counters when a process stops. Functions take a connection and never commit: the
-caller (etl.sync) opens the short transaction each step needs.
+their counters. Functions take a connection and never commit: the caller (etl.sync, and the
+writer's batch through etl.leases) opens the transaction each step needs.
+
+The counters (sync_run_counters) say what a recount of the run's checkpoints would say: every
+statement that changes a checkpoint's status, failures, pages or items adds the change to
+them in the same transaction (``count_changes``), so ``status``, the progress display and the
+metrics read a few rows instead of the run's millions of checkpoints. Each transaction adds to
+the row of its own server backend (PostgreSQL's ``pg_backend_pid()``; SQLite has one writer):
+a backend runs one transaction at a time, so two batches committing at once never wait for
+one counter row. ``counts`` sums the run's rows; ``recount`` counts the checkpoints (tests).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from etl import load
-from etl.schema import sync_checkpoints, sync_runs
+from etl.schema import sync_checkpoints, sync_run_counters, sync_runs
 
 STATUSES = ("pending", "running", "done", "skipped", "failed")
 MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
 ADD_CHUNK = 5000  # lists inserted per statement when a run starts: memory stays flat
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
+rc = sync_run_counters.c
+# What the counters hold, besides moved_at: lists by status, open failed lists, pages, items.
+COUNTED = (*STATUSES, "retryable", "pages", "items")
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,10 @@ def add_lists(
             chunk = []
     if chunk:
         added += _add_chunk(conn, chunk)
+    if added:
+        changes = Changes()
+        changes.counts["pending"] = added
+        count_changes(conn, run_id, changes, now)
     return added
 
 
@@ -109,12 +124,9 @@ def _add_chunk(conn: sa.Connection, chunk: list[dict[str, Any]]) -> int:
 
 
 def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> None:
-    """Give up an unfinished run (``sync --restart``); its scratch rows go with it."""
-    conn.execute(
-        sa.update(sync_runs)
-        .where(sync_runs.c.id == run_id)
-        .values(status="abandoned", finished_at=now)
-    )
+    """Give up an unfinished run (``sync --restart``): store its counters as they stand, and
+    its scratch rows go with it."""
+    _store(conn, run_id, counts(conn, run_id), {"status": "abandoned", "finished_at": now})
     load.forget_run_seen(conn, run_id)
 
 
@@ -127,29 +139,146 @@ def is_open(failed_before: datetime | None = None) -> sa.ColumnElement[bool]:
     return sa.or_(ck.status.in_(("pending", "running")), failed)
 
 
+# ---- counters -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the counters count of one checkpoint."""
+
+    status: str
+    failures: int
+    pages: int
+    items: int
+
+    def add_to(self, counts: dict[str, int], sign: int) -> None:
+        """Add (sign 1) or take away (-1) this checkpoint's share of the counters."""
+        counts[self.status] += sign
+        if self.status == "failed" and self.failures < MAX_FAILURES:
+            counts["retryable"] += sign
+        counts["pages"] += sign * self.pages
+        counts["items"] += sign * self.items
+
+
+@dataclass
+class Changes:
+    """What some checkpoint changes do to the counters: a delta per counter."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTED, 0))
+
+    def move(self, before: Standing | None, after: Standing | None) -> None:
+        """One checkpoint went from ``before`` to ``after`` (None: it did not exist)."""
+        if before is not None:
+            before.add_to(self.counts, -1)
+        if after is not None:
+            after.add_to(self.counts, 1)
+
+    def __bool__(self) -> bool:
+        return any(self.counts.values())
+
+
+def standing(row: Any) -> Standing:
+    """A Standing from a row with status, failures, pages and items."""
+    return Standing(row.status, int(row.failures), int(row.pages), int(row.items))
+
+
+def standings(conn: sa.Connection, run_id: int, keys: Iterable[tuple[str, int]]) -> dict[Any, Any]:
+    """The Standing of each of these lists of the run, by (account, follow_type)."""
+    wanted = list(keys)
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        sa.select(ck.account, ck.follow_type, ck.status, ck.failures, ck.pages, ck["items"]).where(
+            ck.run_id == run_id, sa.tuple_(ck.account, ck.follow_type).in_(wanted)
+        )
+    )
+    return {(r.account, r.follow_type): standing(r) for r in rows}
+
+
+# The transaction's own row: its backend runs no other transaction until this one ends.
+_SHARD = {"postgresql": "pg_backend_pid()"}
+_ADD = """
+INSERT INTO sync_run_counters (run_id, shard, {names}, moved_at)
+VALUES (:run_id, {shard}, {values}, :moved_at)
+ON CONFLICT (run_id, shard) DO UPDATE SET {sums},
+    moved_at = CASE WHEN sync_run_counters.moved_at IS NULL
+                      OR excluded.moved_at > sync_run_counters.moved_at
+                    THEN excluded.moved_at ELSE sync_run_counters.moved_at END
+"""
+
+
+def _add_statement(dialect: str) -> sa.TextClause:
+    return sa.text(
+        _ADD.format(
+            names=", ".join(COUNTED),
+            shard=_SHARD.get(dialect, "0"),
+            values=", ".join(f":{name}" for name in COUNTED),
+            sums=", ".join(f"{n} = sync_run_counters.{n} + excluded.{n}" for n in COUNTED),
+        )
+    ).bindparams(sa.bindparam("moved_at", type_=rc.moved_at.type))
+
+
+_ADD_STATEMENTS = {name: _add_statement(name) for name in ("postgresql", "sqlite")}
+
+
+def count_changes(conn: sa.Connection, run_id: int, changes: Changes, now: datetime | None) -> None:
+    """Add ``changes`` to the run's counters in this transaction; ``now``: lists moved then."""
+    if not changes and now is None:
+        return
+    stmt = _ADD_STATEMENTS.get(conn.dialect.name)
+    if stmt is None:
+        stmt = _add_statement(conn.dialect.name)
+    conn.execute(stmt, {"run_id": run_id, "moved_at": now, **changes.counts})
+
+
+def _summed(result: dict[str, int]) -> dict[str, int]:
+    """The counters as callers see them: lists by status, ``open`` (still to crawl: pending,
+    half done, or failed fewer than MAX_FAILURES times), ``total``, pages and items."""
+    result["open"] = result["pending"] + result["running"] + result.pop("retryable")
+    result["total"] = sum(result[s] for s in STATUSES)
+    return result
+
+
 def counts(conn: sa.Connection, run_id: int) -> dict[str, int]:
-    """Lists by status, and pages and items, computed from the checkpoints."""
-    result = dict.fromkeys(STATUSES, 0)
-    open_now = sa.case((is_open(), 1), else_=0)
+    """Lists by status (and ``open``, ``total``), pages and items, from the run's counters."""
+    row = conn.execute(
+        sa.select(*(sa.func.coalesce(sa.func.sum(rc[n]), 0) for n in COUNTED)).where(
+            rc.run_id == run_id
+        )
+    ).one()
+    return _summed({name: int(value) for name, value in zip(COUNTED, row, strict=True)})
+
+
+def last_activity(conn: sa.Connection, run_id: int) -> datetime | None:
+    """When any list of the run last moved (from its counters)."""
+    value: datetime | None = conn.execute(
+        sa.select(sa.func.max(rc.moved_at)).where(rc.run_id == run_id)
+    ).scalar()
+    return value
+
+
+def recount(conn: sa.Connection, run_id: int) -> dict[str, int]:
+    """What ``counts`` says, counted from the checkpoints themselves (a full walk of the run:
+    for tests and checks, never on a hot path)."""
+    result = dict.fromkeys(COUNTED, 0)
+    retryable = sa.case((sa.and_(ck.status == "failed", ck.failures < MAX_FAILURES), 1), else_=0)
     rows = conn.execute(
         sa.select(
             ck.status,
             sa.func.count(),
-            sa.func.sum(open_now),
+            sa.func.sum(retryable),
             sa.func.sum(ck.pages),
             sa.func.sum(ck["items"]),
         )
         .where(ck.run_id == run_id)
         .group_by(ck.status)
     ).all()
-    result["open"] = result["pages"] = result["items"] = 0
-    for status, n, still_open, pages, items in rows:
+    for status, n, failed_open, pages, items in rows:
         result[status] = int(n)
-        result["open"] += int(still_open or 0)
+        result["retryable"] += int(failed_open or 0)
         result["pages"] += int(pages or 0)
         result["items"] += int(items or 0)
-    result["total"] = sum(result[s] for s in STATUSES)
-    return result
+    return _summed(result)
 
 
 def close_run(
@@ -160,19 +289,29 @@ def close_run(
     requests: int,
     edges_removed: int,
     now: datetime,
-) -> None:
-    """Store the run's counters; mark it done when no list is left to crawl."""
+) -> dict[str, int]:
+    """Store the run's counters in its row; mark it done when no list is left to crawl (its
+    sync_seen leftovers go then). Returns the counts (as ``counts``)."""
     c = counts(conn, run_id)
     values: dict[str, Any] = {
+        "requests": sync_runs.c.requests + requests,
+        "edges_removed": sync_runs.c.edges_removed + edges_removed,
+    }
+    if finished:
+        values.update(status="done", finished_at=now)
+    _store(conn, run_id, c, values)
+    if finished:
+        load.forget_run_seen(conn, run_id)
+    return c
+
+
+def _store(conn: sa.Connection, run_id: int, c: dict[str, int], values: dict[str, Any]) -> None:
+    stored = {
         "lists_total": c["total"],
         "lists_done": c["done"],
         "lists_skipped": c["skipped"],
         "lists_failed": c["failed"],
         "pages": c["pages"],
         "items": c["items"],
-        "requests": sync_runs.c.requests + requests,
-        "edges_removed": sync_runs.c.edges_removed + edges_removed,
     }
-    if finished:
-        values.update(status="done", finished_at=now)
-    conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(values))
+    conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(stored | values))

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from etl.transform import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 _SQLITE_INTEGER_MAX = 2**63 - 1
 OPEN_STATUSES = "status IN ('pending', 'running', 'failed')"  # lists a claim may take
@@ -72,6 +72,7 @@ metadata = sa.MetaData(
 )
 
 Timestamp = sa.DateTime(timezone=True)
+PRUNED_AT_COMMENT = "when `prune` deleted the run's checkpoints (its counters stay)"
 TAGS_RAW_COMMENT = "the exact ProfileItem (ASCII JSON) when storing it changed anything, else null"
 CONTENT_DIGEST_COMMENT = (
     "digest of tags and tags_raw; the same version seen with another is a conflict "
@@ -133,6 +134,7 @@ sync_runs = sa.Table(
     sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("requests", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("edges_removed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("pruned_at", Timestamp, nullable=True, comment=PRUNED_AT_COMMENT),
     sa.CheckConstraint("status IN ('running', 'done', 'abandoned')", name="status"),
     # At most one unfinished run per job: the database, not the process, decides.
     sa.Index(
@@ -183,7 +185,15 @@ sync_checkpoints = sa.Table(
     sa.CheckConstraint(
         "status IN ('pending', 'running', 'done', 'skipped', 'failed')", name="status"
     ),
-    sa.Index(None, "run_id", "status"),
+    # Lists that carry an error: what `status` shows (few, among millions of lists).
+    sa.Index(
+        "ix_sync_checkpoints_errors",
+        "run_id",
+        "account",
+        "follow_type",
+        postgresql_where=sa.text("last_error IS NOT NULL"),
+        sqlite_where=sa.text("last_error IS NOT NULL"),
+    ),
     # Open lists, biggest first: what a claim reads (never the lists already done).
     sa.Index(
         "ix_sync_checkpoints_open",
@@ -192,6 +202,40 @@ sync_checkpoints = sa.Table(
         postgresql_where=sa.text(OPEN_STATUSES),
         sqlite_where=sa.text(OPEN_STATUSES),
     ),
+)
+
+# A run's lists by status, pages and items: what status, the progress display and the metrics
+# read instead of counting the run's checkpoints. Kept by the transactions that change the
+# checkpoints (etl.runs.count_changes), each adding its changes to the row of its own server
+# backend (``shard``): a backend runs one transaction at a time, so concurrent batches never
+# wait for each other's counter row. A read sums the run's few rows.
+sync_run_counters = sa.Table(
+    "sync_run_counters",
+    metadata,
+    sa.Column(
+        "run_id", sa.Integer, sa.ForeignKey("sync_runs.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "shard",
+        sa.Integer,
+        primary_key=True,
+        autoincrement=False,
+        comment="pg_backend_pid() of the transactions that wrote it (0: SQLite, or a backfill)",
+    ),
+    *(
+        sa.Column(name, sa.BigInteger, nullable=False, server_default="0", comment=comment)
+        for name, comment in (
+            ("pending", "lists by status (a shard's share may be negative; the sum is not)"),
+            ("running", None),
+            ("done", None),
+            ("skipped", None),
+            ("failed", None),
+            ("retryable", "failed lists with fewer than 3 failures (still open)"),
+            ("pages", None),
+            ("items", None),
+        )
+    ),
+    sa.Column("moved_at", Timestamp, nullable=True, comment="when a list of the run last moved"),
 )
 
 # To_Accounts already listed by earlier pages of a list still being crawled: what the removal

@@ -1,5 +1,7 @@
 """The status document (``status --json``, etl.api.status, the metrics): what the latest run
-of a job stands at, read in one connection. Nothing here writes.
+of a job stands at, read in one connection. Nothing here writes, and nothing here walks the
+run's checkpoints: the counts come from the run's counters (etl.runs.counts), the errors from
+a partial index of the lists that have one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ ck = sync_checkpoints.c
 
 
 def errors(conn: sa.Connection, run_id: int, limit: int = 20) -> list[dict[str, Any]]:
-    """Lists of the run that carry an error (failed, or skipped because the account is gone)."""
+    """Lists of the run that carry an error (failed, or skipped because the account is gone):
+    the partial index ix_sync_checkpoints_errors holds just those."""
     rows = conn.execute(
         sa.select(ck.account, ck.follow_type, ck.status, ck.last_error)
         .where(ck.run_id == run_id, ck.last_error.is_not(None))
@@ -33,14 +36,6 @@ def errors(conn: sa.Connection, run_id: int, limit: int = 20) -> list[dict[str, 
         }
         for r in rows
     ]
-
-
-def last_activity(conn: sa.Connection, run_id: int) -> datetime | None:
-    """When any list of the run last moved."""
-    value: datetime | None = conn.execute(
-        sa.select(sa.func.max(ck.updated_at)).where(ck.run_id == run_id)
-    ).scalar()
-    return value
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -77,7 +72,7 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
             "status": run.status,
             "started_at": _iso(run.started_at),
             "finished_at": _iso(run.finished_at),
-            "last_activity": _iso(last_activity(conn, run.id)),
+            "last_activity": _iso(runs.last_activity(conn, run.id)),
             "options": run.options,
             "lists": {
                 k: lists[k]

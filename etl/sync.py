@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, leases, runs, sizes, workers
+from etl import db, leases, prune, runs, sizes, workers
 from etl.client import FollowClient
 from etl.crawl import Crawl, Rate, Tally
 from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageError
@@ -29,7 +29,7 @@ DEFAULT_CONCURRENCY = 16  # lists in flight: enough to hide ~50 ms round trips a
 PROGRESS_EVERY = 0.5  # seconds between progress snapshots
 JOIN_WAIT = 3.0  # heartbeats a joining worker waits at most for its peers to count it
 SHARED_MARGIN = 0.98  # of its share a process uses when several share the run's budget
-COUNTS_EVERY = 15.0  # seconds between recounts of the run's lists (other workers move them)
+COUNTS_EVERY = 5.0  # seconds between reads of the run's counters (other workers move them)
 
 
 def utcnow() -> datetime:
@@ -50,6 +50,8 @@ class SyncRequest:
     concurrency: int = DEFAULT_CONCURRENCY
     wait: bool = False  # another sync holds the job: wait for it instead of failing
     db_seconds: float = db.RECONNECT_SECONDS  # how long to wait for a lost database
+    # After a clean finish, keep the checkpoints of the job's last N runs (etl.prune); 0: all.
+    keep_runs: int = prune.DEFAULT_KEEP_RUNS
 
 
 @dataclass(frozen=True)
@@ -215,10 +217,23 @@ def sync(
             on_progress,
             stop,
         )
+        if request.keep_runs > 0 and report.problem() is None and not report.interrupted:
+            _prune(engine, request.job, request.keep_runs, clock)
         return report
     finally:
         heartbeat.stop()
         _leave(engine, me)
+
+
+def _prune(engine: Engine, job: str, keep_runs: int, clock: Callable[[], datetime]) -> None:
+    """The automatic retention after a clean finish (still holding the job). A failure costs
+    a warning, not the run: its data is stored, and the next sync prunes again."""
+    try:
+        prune.prune(engine, job, keep_runs, clock())
+    except Exception as exc:
+        if not db.is_database_error(exc):
+            raise
+        log.warning("could not prune the job's old checkpoints: %s", db.first_line(exc))
 
 
 def work(
@@ -481,11 +496,11 @@ class _Progresser:
             self.next_count = now + COUNTS_EVERY
             try:
                 with self.engine.connect() as conn:
-                    counts = runs.counts(conn, self.report.run_id)
+                    counts = runs.counts(conn, self.report.run_id)  # a few counter rows
             except Exception as exc:
                 if not db.is_database_error(exc):
                     raise
-                log.debug("progress: could not recount the run's lists: %s", db.first_line(exc))
+                log.debug("progress: could not read the run's counters: %s", db.first_line(exc))
             else:
                 self.total = counts["total"]
                 self.settled_before = counts["total"] - counts["open"]
@@ -566,11 +581,12 @@ def _close(
     """Store the run's counters (done if nothing is left) and put the list counts in the report."""
 
     def close(conn: sa.Connection) -> None:
-        report.lists = runs.counts(conn, report.run_id)
-        runs.close_run(
+        # The counters say whether the run is finished; storing them closes it if so.
+        finished = runs.counts(conn, report.run_id)["open"] == 0
+        report.lists = runs.close_run(
             conn,
             report.run_id,
-            finished=report.finished,
+            finished=finished,
             requests=report.requests,
             edges_removed=report.edges_removed,
             now=clock(),

@@ -22,8 +22,8 @@ from sqlalchemy.engine import URL
 
 from etl import db
 from etl.client import FollowClient
-from etl.info import INFO_BATCH
 from etl.config import ApiSettings, RetryPolicy, Secret, database_url
+from etl.info import INFO_BATCH
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer, serve_in_thread
 from etl.schema import profile_snapshots
 

@@ -19,6 +19,17 @@ naive parse or load cannot take (see etl.sandbox.hostile), and a few extra users
 hostile ids (``HOSTILE_IDS``: NUL, lone surrogates) follow and are followed by ordinary users.
 Those ids appear only inside other users' lists, never in ``accounts``. A hostile graph is a
 graph of its own: its follow times differ from the same seed's ordinary graph.
+
+Big lists (``big_lists=(200_000, 50_000)``, default none: the graph is exactly the one without
+the option): that many ordinary accounts, drawn with a seed of their own, each get that many
+extra synthetic fans on top of their own, so a benchmark can mix a few very long lists among
+thousands of short ones. A synthetic fan is no full user: it is not an account, follows only
+its account, has no lists of its own (follow_get answers 30003) and one fixed, minimal profile
+(``BIG_FAN_PROFILE``), so a 200,000-fan list costs the sandbox a few tens of MB, not a user
+table. Its id, ``user_fan_{account index:06d}_{i:07d}``, sorts after every ordinary and hostile
+id, so the synthetic fans are the end of the fans list in service order. They count in
+``counts`` (follow_get_info), in the ground truth (``truth``, the admin truth routes) and in
+``stats_summary``; ``mutate`` leaves them alone (deleting the account removes them with it).
 """
 
 from __future__ import annotations
@@ -50,6 +61,9 @@ _RECIPROCITY = 0.25
 _FOLLOW_BACK = 0.4
 _VIEW_CACHE_LIMIT = 8192  # sorted lists kept; cleared wholesale past this, cheap to rebuild
 _MASK = (1 << 64) - 1
+BIG_FAN_PREFIX = "user_fan_"
+BIG_FAN_PROFILE: tuple[int, tuple[tuple[str, str], ...]] = (1, (("Tag_Profile_IM_Nick", "fan"),))
+_BIG_FAN_MAX = 9_999_999  # i in the id has seven digits: ids sort like their numbers
 
 _NICKS = (
     "Alice", "bob", "Charlie", "dora_x", "Eve", "Frank", "gina.l", "Hiro", "Ines", "Jun",
@@ -80,16 +94,21 @@ class ListView:
     ids: list[str]
     members: list[int]
     times: list[int]
+    synthetic: int = 0  # the last this many items are a big list's synthetic fans
 
 
 class Graph:
     """The synthetic follow graph, with deterministic follow times, profiles and mutations."""
 
-    def __init__(self, users: int, seed: int = 1, *, hostile: float = 0.0) -> None:
+    def __init__(
+        self, users: int, seed: int = 1, *, hostile: float = 0.0, big_lists: Sequence[int] = ()
+    ) -> None:
         if users < 1:
             raise ValueError("a graph needs at least one user")
         if not 0.0 <= hostile <= 1.0:
             raise ValueError("hostile is a share between 0 and 1")
+        if len(big_lists) > users or not all(1 <= n <= _BIG_FAN_MAX for n in big_lists):
+            raise ValueError(f"big_lists: at most one per user, each 1..{_BIG_FAN_MAX} fans")
         self.seed = seed
         self.generation = 0
         self._n = users
@@ -113,6 +132,10 @@ class Graph:
         self._hostile: dict[int, int] = {}  # user index -> rank among hostile profiles
         if hostile > 0:
             self._add_hostile(hostile)
+        # account index -> (offset of its first synthetic fan among all of them, how many)
+        self._big: dict[int, tuple[int, int]] = {}
+        if big_lists:
+            self._add_big_lists(big_lists)
 
     def _popularity(self, rng: random.Random) -> list[float]:
         """Cumulative Zipf weights over a seeded permutation, so fame is not tied to low ids."""
@@ -187,6 +210,15 @@ class Graph:
                 if evil not in self._out[u]:
                     self._add_edge(u, evil)
 
+    def _add_big_lists(self, sizes: Sequence[int]) -> None:
+        """Synthetic fans for a seeded sample of ordinary accounts, ``sizes[k]`` for the k-th."""
+        rng = random.Random(f"{self.seed}|big-lists")
+        chosen = rng.sample(range(self._users), len(sizes))
+        offset = 0
+        for account, size in zip(chosen, sizes, strict=True):
+            self._big[account] = (offset, size)
+            offset += size
+
     def _add_edge(self, u: int, v: int) -> None:
         self._out[u].add(v)
         self._in[v].add(u)
@@ -206,6 +238,22 @@ class Graph:
         with self._lock:
             ids = self._ids[: self._users]
             return [uid for i, uid in enumerate(ids) if i not in self._deleted]
+
+    @property
+    def big_accounts(self) -> dict[str, int]:
+        """Accounts with synthetic fans -> how many (in the order of ``big_lists``)."""
+        return {self._ids[a]: size for a, (_, size) in self._big.items()}
+
+    def big_fan(self, user: str) -> tuple[int, int] | None:
+        """(account index, i) of a synthetic fan's id; None for any other id."""
+        if not user.startswith(BIG_FAN_PREFIX):
+            return None
+        head, _, tail = user[len(BIG_FAN_PREFIX) :].partition("_")
+        if len(head) < 6 or len(tail) != 7 or not (head + tail).isdigit():
+            return None
+        account, i = int(head), int(tail)
+        big = self._big.get(account)
+        return (account, i) if big is not None and i < big[1] else None
 
     @property
     def size(self) -> int:
@@ -253,6 +301,9 @@ class Graph:
 
     def follow_time(self, follower: str, followee: str) -> int:
         """Unix seconds at which follower followed followee; KeyError if no such edge."""
+        fan = self.big_fan(follower)
+        if fan is not None and self._index[followee] == fan[0]:
+            return self._big_fan_times(fan[0], fan[1], fan[1] + 1)[0]
         u, v = self._index[follower], self._index[followee]
         with self._lock:
             if v not in self._out[u]:
@@ -289,11 +340,37 @@ class Graph:
             else:
                 fans = self._edge_times([m * n + a for m in ordered])
                 times = list(map(max, fans, self._edge_times([a * n + m for m in ordered])))
-            view = ListView(list(map(ids.__getitem__, ordered)), ordered, times)
+            big = self._big.get(a) if follow_type == FANS else None
+            if big is None:
+                view = ListView(list(map(ids.__getitem__, ordered)), ordered, times)
+            else:
+                view = self._with_big_fans(a, big, ordered, times)
             if len(self._views) >= _VIEW_CACHE_LIMIT:
                 self._views.clear()
             self._views[(a, follow_type)] = view
             return view
+
+    def _big_fan_times(self, account: int, start: int, end: int) -> list[int]:
+        """Follow times of synthetic fans ``start:end`` of an account: keys past every ordinary
+        edge key (u * n + v < n * n), so they never collide with one."""
+        first = self._n * self._n + self._big[account][0]
+        return self._edge_times(range(first + start, first + end))
+
+    def _with_big_fans(
+        self, account: int, big: tuple[int, int], ordered: list[int], times: list[int]
+    ) -> ListView:
+        """A fans list with the account's synthetic fans after its own (their ids sort last)."""
+        offset, size = big
+        prefix = f"{BIG_FAN_PREFIX}{account:06d}_"
+        fan_ids = [f"{prefix}{i:07d}" for i in range(size)]
+        # Members past every user index: the renderer knows them by ``synthetic``.
+        first = self._n + offset
+        return ListView(
+            [*map(self._ids.__getitem__, ordered), *fan_ids],
+            [*ordered, *range(first, first + size)],
+            [*times, *self._big_fan_times(account, 0, size)],
+            synthetic=size,
+        )
 
     def list_ids(self, account: str, follow_type: int) -> list[str]:
         """To_Account ids of one list in service order (ascending id); [] for no account."""
@@ -310,12 +387,19 @@ class Graph:
         a = self.index_of(account)
         if a is None:
             return None
+        extra = self._big.get(a, (0, 0))[1]
         with self._lock:
-            return len(self._in[a]), len(self._out[a]), len(self._in[a] & self._out[a])
+            fans, follows = len(self._in[a]) + extra, len(self._out[a])
+            return fans, follows, len(self._in[a] & self._out[a])
 
     def profile(self, user: str) -> tuple[int, list[dict[str, object]]]:
         """(profile_sequence, ProfileItem tags) of a user, as of now."""
-        i = self._index[user]
+        i = self._index.get(user)
+        if i is None:
+            if self.big_fan(user) is None:
+                raise KeyError(user)
+            seq, tags = BIG_FAN_PROFILE
+            return seq, [{"Tag": tag, "Value": value} for tag, value in tags]
         seq = self._seq[i]
         rank = self._hostile.get(i)
         if rank is None:
@@ -379,11 +463,12 @@ class Graph:
         with self._lock:
             live = [i for i in range(self._n) if i not in self._deleted]
             mutual_edges = sum(len(self._in[i] & self._out[i]) for i in live)
+            big = {a: size for a, (_, size) in self._big.items() if a not in self._deleted}
             return {
                 "users": len(live),
-                "edges": self._edges,
+                "edges": self._edges + sum(big.values()),
                 "mutual_pairs": mutual_edges // 2,
-                "max_fans": max((len(self._in[i]) for i in live), default=0),
+                "max_fans": max((len(self._in[i]) + big.get(i, 0) for i in live), default=0),
             }
 
     # ---- changes -------------------------------------------------------------------------

@@ -5,7 +5,9 @@ that depends on the list), so a 1000-item page is one C-level pass: look the tem
 in the times, join. Building the profile of a user (seeded ``random`` draws, ``json.dumps``) costs
 tens of microseconds, tens of times what serving a rendered item does, hence the cache and
 ``warm``. A template is rebuilt when the graph's generation moves and the user's
-profile_sequence is no longer the one it was rendered with.
+profile_sequence is no longer the one it was rendered with. The synthetic fans at the end of a
+big list (``Graph(big_lists=...)``) share one template with slots for To_Account and FollowTime:
+they all have the same minimal profile.
 
 Text is written as UTF-8 where it can be; a value UTF-8 cannot carry (a lone surrogate, from a
 hostile graph) makes that value's JSON ASCII, with ``\\ud83d`` escapes, as Tencent's service
@@ -18,7 +20,7 @@ import json
 import threading
 from typing import cast
 
-from etl.sandbox.graph import Graph, ListView
+from etl.sandbox.graph import BIG_FAN_PROFILE, Graph, ListView
 from etl.sandbox.hostile import BigNumber
 
 
@@ -61,6 +63,17 @@ class ItemRenderer:
         self._rendered_seq = [-1] * users
         self._generation = graph.generation
         self._lock = threading.Lock()
+        seq, tags = BIG_FAN_PROFILE
+        profile = to_json([{"Tag": tag, "Value": value} for tag, value in tags])
+        self._fan_template = b"".join(
+            (
+                b'{"To_Account":"%b","FollowTime":%d,"ProfileItem":',  # fan ids are plain ASCII
+                profile.replace(b"%", b"%%"),
+                b",",
+                self._seq_key,
+                b":%d}" % seq,
+            )
+        )
 
     def warm(self) -> None:
         """Render every existing user now, so the first crawl does not pay for it."""
@@ -75,6 +88,10 @@ class ItemRenderer:
         """Items ``start:end`` of a list, comma-separated (the inside of the JSON array)."""
         if self._generation != self._graph.generation:
             self._follow_generation()
+        cut = len(view.ids) - view.synthetic  # synthetic fans from here on
+        if end > cut:
+            fans = self._fans(view, max(start, cut), end)
+            return fans if start >= cut else self.items(view, start, cut) + b"," + fans
         members = view.members[start:end]
         picked = list(map(self._templates.__getitem__, members))
         if None in picked:
@@ -83,6 +100,11 @@ class ItemRenderer:
                 if picked[offset] is None:
                     picked[offset] = self._render_user(index, ids[start + offset])
         return b",".join(map(bytes.__mod__, cast(list[bytes], picked), view.times[start:end]))
+
+    def _fans(self, view: ListView, start: int, end: int) -> bytes:
+        """Items ``start:end`` of a list, all of them synthetic fans."""
+        pairs = zip(map(str.encode, view.ids[start:end]), view.times[start:end], strict=True)
+        return b",".join(map(self._fan_template.__mod__, pairs))
 
     def _follow_generation(self) -> None:
         """After a mutate, forget the templates whose profile_sequence has moved."""

@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 
 from etl import db, usersig
 from etl.config import database_url
+from etl.info import INFO_BATCH
 from etl.sandbox import Graph, SandboxConfig, SandboxServer
 from tests.conftest import (
     expected_profiles,
@@ -481,7 +482,9 @@ def test_status_json_describes_the_finished_run(
         "total": 0, "by_kind": {"unstorable": 0, "conflict": 0}, "by_reason": [], "samples": [],
     }  # fmt: skip
     assert run["items"] == sum(len(items) for items in truth.values())
-    assert run["pages"] == run["requests"] == requests_seen(server)
+    # Every page is one call, plus the follow_get_info calls that sized the lists (etl.sizes).
+    sizing = -(-len(graph.accounts) // INFO_BATCH)
+    assert run["pages"] + sizing == run["requests"] == requests_seen(server)
     assert (run["edges_removed"], run["errors"]) == (0, [])
     started, finished, moved = (
         datetime.fromisoformat(run[k]) for k in ("started_at", "finished_at", "last_activity")
@@ -645,6 +648,7 @@ def test_usersig_command_prints_a_usersig_the_service_accepts(tmp_path: Path) ->
             (),
             (
                 *("migrate", "sync", "worker", "status", "verify", "report", "sandbox", "demo"),
+                *("prune", "prune-events"),
                 *("usersig", "--verbose", "--quiet", "--log-format"),
             ),
             id="follow-etl",
@@ -655,7 +659,7 @@ def test_usersig_command_prints_a_usersig_the_service_accepts(tmp_path: Path) ->
             (
                 *("--accounts", "--accounts-query", "--account", "--types", "--job"),
                 *("--restart", "--page-size", "--metrics-file", "--pushgateway"),
-                *("--rate", "--concurrency", "--wait"),
+                *("--rate", "--concurrency", "--wait", "--keep-runs"),
             ),
             id="sync",
         ),
@@ -671,10 +675,12 @@ def test_usersig_command_prints_a_usersig_the_service_accepts(tmp_path: Path) ->
             ("sandbox",),
             (
                 *("--host", "--port", "--users", "--seed", "--faults", "--latency-ms", "--rate"),
-                *("--fault-kinds", "--hostile", "--loop-account"),
+                *("--fault-kinds", "--hostile", "--loop-account", "--big-lists"),
             ),
             id="sandbox",
         ),
+        pytest.param(("prune",), ("--job", "--keep-runs", "--json"), id="prune"),
+        pytest.param(("prune-events",), ("--before", "--json"), id="prune-events"),
         pytest.param(("demo",), ("--users", "--seed", "--rate"), id="demo"),
         pytest.param(("usersig",), ("--expire",), id="usersig"),
     ],

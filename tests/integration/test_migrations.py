@@ -19,6 +19,7 @@ TABLES = {
     "follow_lists",
     "follow_edge_events",
     "quarantined_items",
+    "sync_run_counters",
 }
 VIEWS = {
     "current_follow_edges",

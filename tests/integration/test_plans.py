@@ -1,0 +1,207 @@
+"""The hot-path statements stay index-driven when history is large (PostgreSQL).
+
+A database with 20 earlier runs of 20,000 checkpoints each (and a current run of 20,000, most
+of them done), 200,000 follow events and ANALYZE run: each statement is captured as the code
+sends it (its text and its real parameters), then EXPLAINed (FORMAT JSON), and its plan must
+not scan sync_checkpoints or follow_edge_events sequentially."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from etl import leases, runs, status, workers
+from etl.rows import ListPart
+
+HISTORY_RUNS = 20
+LISTS = 20_000
+BIG = ("sync_checkpoints", "follow_edge_events", "follow_edges")
+
+FILL = [
+    # 20 ended runs of another job, then the current run of job "nightly".
+    f"""INSERT INTO sync_runs (id, job, status, started_at, finished_at, options)
+        SELECT r, 'history', 'done', now() - (r || ' days')::interval, now(), '{{}}'
+        FROM generate_series(1, {HISTORY_RUNS}) r""",
+    f"""INSERT INTO sync_runs (id, job, status, started_at, options)
+        VALUES ({HISTORY_RUNS + 1}, 'nightly', 'running', now(), '{{}}')""",
+    "SELECT setval(pg_get_serial_sequence('sync_runs', 'id'), 100)",
+    f"""INSERT INTO sync_checkpoints (run_id, account, follow_type, status, pages, items,
+                                      updated_at, expected_items, failures, last_error)
+        SELECT r, 'u' || lpad((i / 3)::text, 6, '0'), 1 + i % 3,
+               CASE WHEN r <= {HISTORY_RUNS} OR i % 4 <> 0 THEN 'done'
+                    WHEN i % 400 = 0 THEN 'failed'
+                    WHEN i % 100 = 0 THEN 'running'
+                    ELSE 'pending' END,
+               1, i % 50, now(), (i * 7919) % 100000,
+               CASE WHEN r = {HISTORY_RUNS + 1} AND i % 400 = 0 THEN 1 ELSE 0 END,
+               CASE WHEN i % 400 = 0 THEN 'boom' END
+        FROM generate_series(1, {HISTORY_RUNS + 1}) r, generate_series(0, {LISTS - 1}) i""",
+    """INSERT INTO sync_run_counters (run_id, shard, pending, running, done, skipped, failed,
+                                      retryable, pages, items, moved_at)
+        SELECT run_id, 0, count(*) FILTER (WHERE status = 'pending'),
+               count(*) FILTER (WHERE status = 'running'), count(*) FILTER (WHERE status = 'done'),
+               0, count(*) FILTER (WHERE status = 'failed'),
+               count(*) FILTER (WHERE status = 'failed' AND failures < 3), sum(pages), sum(items),
+               max(updated_at)
+        FROM sync_checkpoints GROUP BY run_id""",
+    f"""INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at, items)
+        SELECT 'u' || lpad((i / 3)::text, 6, '0'), 1 + i % 3, 1, now(), i % 50
+        FROM generate_series(0, {LISTS - 1}) i""",
+    """INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at,
+                                       run_id)
+        SELECT 'u' || lpad((i % 2000)::text, 6, '0'), 1 + i % 3, 'f' || i,
+               CASE WHEN i % 3 = 0 THEN 'removed' ELSE 'added' END,
+               now() - ((i % 100) || ' days')::interval, 1 + i % 20
+        FROM generate_series(1, 200000) i""",
+    # follow_edges of the open lists' accounts: what the claim's "fresh" test looks at.
+    """INSERT INTO follow_edges (account, follow_type, to_account, first_seen_at)
+        SELECT 'u' || lpad((i % 6667)::text, 6, '0'), 1 + i % 3, 'f' || i, now()
+        FROM generate_series(1, 200000) i""",
+    "ANALYZE",
+]
+
+
+@pytest.fixture
+def history(pg_engine: sa.Engine) -> sa.Engine:
+    """The migrated database, filled (see FILL)."""
+    with pg_engine.begin() as conn:
+        for statement in FILL:
+            conn.execute(sa.text(statement))
+    return pg_engine
+
+
+Captured = list[tuple[str, Any]]
+
+
+def captured(engine: sa.Engine, call: Callable[[sa.Connection], object]) -> Captured:
+    """The statements (text and parameters) ``call`` sends, in a transaction rolled back."""
+    sent: Captured = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("SET", "SHOW", "SELECT PG_", "BEGIN")):
+            sent.append((statement, parameters))
+
+    with engine.connect() as conn:
+        sa.event.listen(conn, "before_cursor_execute", record)
+        try:
+            with conn.begin() as tx:
+                call(conn)
+                tx.rollback()
+        finally:
+            sa.event.remove(conn, "before_cursor_execute", record)
+    return sent
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of a JSON plan."""
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from nodes(child)
+
+
+def plans(engine: sa.Engine, statements: Captured) -> list[list[tuple[str, str | None, str]]]:
+    """Per statement, its plan's (node type, relation, index) triples."""
+    result = []
+    with engine.connect() as conn:
+        for statement, parameters in statements:
+            raw = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+            doc = raw.scalar_one()
+            plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
+            result.append(
+                [
+                    (n["Node Type"], n.get("Relation Name"), n.get("Index Name", ""))
+                    for n in nodes(plan)
+                ]
+            )
+    return result
+
+
+def assert_index_driven(engine: sa.Engine, call: Callable[[sa.Connection], object]) -> set[str]:
+    """Every statement ``call`` sends is planned without a sequential scan of a big table;
+    returns the indexes its plans use."""
+    statements = captured(engine, call)
+    assert statements
+    used = set()
+    for (statement, _), plan in zip(statements, plans(engine, statements), strict=True):
+        print(statement.strip().splitlines()[0][:80], plan)  # pytest -s shows the node types
+        scans = [(kind, rel) for kind, rel, _ in plan if kind == "Seq Scan" and rel in BIG]
+        assert scans == [], f"{statement}\n{plan}"
+        used |= {index for _, rel, index in plan if index and (rel in BIG or rel is None)}
+    return used
+
+
+RUN = HISTORY_RUNS + 1
+NOW = datetime.now(UTC)
+
+
+def owner(engine: sa.Engine) -> str:
+    """A live worker on the current run."""
+    with engine.begin() as conn:
+        me = workers.register(conn, "nightly", "worker", workers.DbClock(conn))
+        workers.attach(conn, me, RUN)
+    return me.id
+
+
+def open_keys(engine: sa.Engine, n: int) -> list[tuple[str, int]]:
+    """``n`` open lists of the current run."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT account, follow_type FROM sync_checkpoints "
+                "WHERE run_id = :r AND status = 'pending' LIMIT :n"
+            ),
+            {"r": RUN, "n": n},
+        )
+        return [(a, int(t)) for a, t in rows]
+
+
+def test_the_claim_reads_the_index_of_open_lists(history: sa.Engine) -> None:
+    """The claim (biggest first) and the idle check walk ix_sync_checkpoints_open only."""
+    me = owner(history)
+    used = assert_index_driven(history, lambda c: leases.claim(c, RUN, me, 64, NOW))
+    assert "ix_sync_checkpoints_open" in used
+    used = assert_index_driven(history, lambda c: leases.open_elsewhere(c, RUN, me))
+    assert "ix_sync_checkpoints_open" in used
+
+
+def test_a_batch_reads_its_lists_by_key(history: sa.Engine) -> None:
+    """hold and advance (with their counters) touch a batch's lists through the primary key."""
+    me = owner(history)
+    keys = open_keys(history, 500)
+
+    def batch(conn: sa.Connection) -> None:
+        leases.hold(conn, RUN, me, keys)
+        parts = [ListPart(a, t, edges={"x": None}, pages=1, next_cursor="n") for a, t in keys]
+        leases.advance(conn, RUN, parts, NOW)
+
+    used = assert_index_driven(history, batch)
+    assert used == {"pk_sync_checkpoints"}
+
+
+def test_status_reads_counters_and_the_index_of_errors(history: sa.Engine) -> None:
+    """The status document reads the run's counters and the partial index of errors."""
+    used = assert_index_driven(history, lambda c: status.status_document(c, "nightly"))
+    assert used == {"ix_sync_checkpoints_errors"}
+    with history.connect() as conn:
+        assert runs.counts(conn, RUN) == runs.recount(conn, RUN)
+
+
+def test_one_account_of_daily_follow_changes_is_index_driven(history: sa.Engine) -> None:
+    """A one-account query on the view reads that account's events by index."""
+
+    def query(conn: sa.Connection) -> None:
+        conn.execute(
+            sa.text(
+                "SELECT day, gained, lost FROM daily_follow_changes "
+                "WHERE account = :a AND follow_type = 1 ORDER BY day"
+            ),
+            {"a": "u000042"},
+        ).all()
+
+    used = assert_index_driven(history, query)
+    assert used == {"ix_follow_edge_events_account_observed_at"}
