@@ -73,13 +73,20 @@ _staging = sa.MetaData()
 
 
 def _temporary(name: str, *columns: sa.Column[Any], key: Sequence[str]) -> sa.Table:
+    """A staging table; its rows are unique by ``key`` (the writer merges a batch first).
+
+    Only SQLite gets an index on the key (``Loader.prepare``): it serves its correlated
+    lookups. PostgreSQL hashes the few thousand staged rows where a statement needs them,
+    and maintaining a key index cost more than the rest of the COPY (1.8 µs a row with it,
+    0.6 without, measured on stage_edges).
+    """
     return sa.Table(
         name,
         _staging,
         *columns,
-        sa.PrimaryKeyConstraint(*key),
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DELETE ROWS",
+        info={"key": tuple(key)},
     )
 
 
@@ -94,10 +101,14 @@ stage_edges = _temporary(
     sa.Column("follow_time", sa.BigInteger),  # Unix seconds; follow_edges keeps a timestamp
     sa.Column("baseline", sa.Boolean, nullable=False),
     sa.Column("keep_seen", sa.Boolean, nullable=False),
+    sa.Column("fresh", sa.Boolean, nullable=False),  # ListPart.fresh
     key=("account", "follow_type", "to_account"),
 )
 stage_lists = _temporary(
-    "stage_lists", *_like(follow_edges, "account", "follow_type"), key=("account", "follow_type")
+    "stage_lists",
+    *_like(follow_edges, "account", "follow_type"),
+    sa.Column("fresh", sa.Boolean, nullable=False),  # ListPart.fresh: no removal search
+    key=("account", "follow_type"),
 )
 stage_profiles = _temporary(
     "stage_profiles",
@@ -154,10 +165,25 @@ SELECT s.account, s.follow_type, s.to_account, {time}, :now
 FROM stage_edges s
 LEFT JOIN follow_edges e
   ON e.account = s.account AND e.follow_type = s.follow_type AND e.to_account = s.to_account
-WHERE e.account IS NULL OR e.removed_at IS NOT NULL OR e.follow_time {differs} {time}
+WHERE NOT s.fresh
+  AND (e.account IS NULL OR e.removed_at IS NOT NULL OR e.follow_time {differs} {time})
 ORDER BY s.account, s.follow_type, s.to_account
 ON CONFLICT (account, follow_type, to_account)
 DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL
+"""
+
+# Lists with no current edge stored (ListPart.fresh): nearly every row is new, so no join
+# looks for the stored ones first; a removed edge listed again, or an item the API repeated,
+# meets its row in ON CONFLICT, which writes it only if it changed.
+_INSERT_FRESH_EDGES = """
+INSERT INTO follow_edges AS e (account, follow_type, to_account, follow_time, first_seen_at)
+SELECT s.account, s.follow_type, s.to_account, {time}, :now
+FROM stage_edges s
+WHERE s.fresh
+ORDER BY s.account, s.follow_type, s.to_account
+ON CONFLICT (account, follow_type, to_account)
+DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL
+WHERE e.removed_at IS NOT NULL OR e.follow_time {differs} excluded.follow_time
 """
 
 _REMEMBER_SEEN = """
@@ -185,18 +211,29 @@ WHERE c.run_id = :run_id AND c.account = n.account AND c.follow_type = n.follow_
 _SEEN_MISMATCH = """
 SELECT c.account, c.follow_type FROM sync_checkpoints c
 JOIN stage_lists l ON l.account = c.account AND l.follow_type = c.follow_type
-WHERE c.run_id = :run_id AND c.seen > 0 AND c.seen <> (
+WHERE NOT l.fresh AND c.run_id = :run_id AND c.seen > 0 AND c.seen <> (
     SELECT count(*) FROM sync_seen x
     WHERE x.run_id = c.run_id AND x.account = c.account AND x.follow_type = c.follow_type)
 """
 
-# What "removed" means, once: a listed edge of a list this crawl finished (stage_lists l) that
-# the crawl did not see, neither in this batch (stage_edges) nor in earlier ones (sync_seen).
-_UNLISTED = """l.account = e.account AND l.follow_type = e.follow_type AND e.removed_at IS NULL
-  AND NOT EXISTS (SELECT 1 FROM stage_edges s WHERE s.account = e.account
-                  AND s.follow_type = e.follow_type AND s.to_account = e.to_account)
-  AND NOT EXISTS (SELECT 1 FROM sync_seen x WHERE x.run_id = :run_id AND x.account = e.account
-                  AND x.follow_type = e.follow_type AND x.to_account = e.to_account)"""
+# What "removed" means, once: a listed edge of a list this crawl finished (stage_lists l, not
+# fresh: see ListPart.fresh) that the crawl did not see, neither in this batch (stage_edges)
+# nor in earlier ones (sync_seen). A set difference, so no plan can turn it into a search of
+# the staged rows per stored edge (stage_edges has no index on PostgreSQL; see _temporary).
+_UNLISTED_SOURCE = """FROM (
+    SELECT c.account, c.follow_type, c.to_account
+    FROM follow_edges c
+    JOIN stage_lists l ON l.account = c.account AND l.follow_type = c.follow_type
+    WHERE NOT l.fresh AND c.removed_at IS NULL
+    EXCEPT
+    SELECT s.account, s.follow_type, s.to_account FROM stage_edges s
+    EXCEPT
+    SELECT x.account, x.follow_type, x.to_account
+    FROM sync_seen x JOIN stage_lists l ON l.account = x.account AND l.follow_type = x.follow_type
+    WHERE x.run_id = :run_id
+) AS gone"""
+_UNLISTED = """e.account = gone.account AND e.follow_type = gone.follow_type
+  AND e.to_account = gone.to_account AND e.removed_at IS NULL"""
 # An account that no longer exists (30003): every listed edge of its list.
 _OF_LIST = "e.account = :account AND e.follow_type = :follow_type AND e.removed_at IS NULL"
 
@@ -210,7 +247,7 @@ _MARK_PG = """WITH gone AS ({mark}), recorded AS (
     RETURNING 1
 )
 SELECT count(*) FROM recorded"""
-# SQLite refuses qualified names in RETURNING; PostgreSQL needs them (l has these columns too).
+# SQLite refuses qualified names in RETURNING; PostgreSQL needs them (gone has these columns too).
 _RETURNED = "account, follow_type, to_account"
 _RETURNED_PG = "e.account, e.follow_type, e.to_account"
 _REMOVED_EVENT = """INSERT INTO follow_edge_events
@@ -325,6 +362,9 @@ class Loader:
         self.pg = dialect == "postgresql"
         sql = _SQL["postgresql" if self.pg else "sqlite"]
         self._upsert = _text(_UPSERT_EDGES.format(time=sql["time"], differs=sql["differs"]))
+        self._insert_fresh = _text(
+            _INSERT_FRESH_EDGES.format(time=sql["time"], differs=sql["differs"])
+        )
         staged = ", ".join(sql["tags"] if c == "tags" else f"s.{c}" for c in PROFILE_ROW)
         self._profiles = _text(_INSERT_PROFILES.format(columns=_PROFILE_COLUMNS, staged=staged))
         differs = _DIFFERS.format(legacy_differs=sql["legacy_differs"])
@@ -358,6 +398,14 @@ class Loader:
         if dbapi not in self._connections:
             for table in _STAGES:
                 conn.execute(CreateTable(table, if_not_exists=True))
+                if not self.pg:
+                    key = ", ".join(table.info["key"])
+                    conn.execute(
+                        sa.text(
+                            f"CREATE UNIQUE INDEX IF NOT EXISTS temp.ix_{table.name} "
+                            f"ON {table.name} ({key})"
+                        )
+                    )
             self._connections.add(dbapi)
         if not self.pg:  # PostgreSQL empties them at each commit (ON COMMIT DELETE ROWS)
             for table in _STAGES:
@@ -387,22 +435,27 @@ class Loader:
             self._stage_edges(conn, parts)
             if any(p.baseline for p in parts):
                 written.events += conn.execute(_text(_ADDED_EVENTS), params).rowcount
-            conn.execute(self._upsert, params)
+            if any(p.fresh and p.edges for p in parts):
+                conn.execute(self._insert_fresh, params)
+            if any(not p.fresh and p.edges for p in parts):
+                conn.execute(self._upsert, params)
         self._remember_seen(conn, run_id, [p for p in parts if not p.complete and p.edges])
 
         complete = [p for p in parts if p.complete]
         if complete:
-            self._stage(conn, stage_lists, [p.key for p in complete])
+            self._stage(conn, stage_lists, [(*p.key, p.fresh) for p in complete])
             self._analyze(conn, "stage_lists")
-            written.recrawl = self._lost_seen(conn, run_id, complete)
+            searched = [p for p in complete if not p.fresh]
+            written.recrawl = self._lost_seen(conn, run_id, searched)
             if written.recrawl:
                 # Their removals cannot be trusted: they are crawled again (etl.sync resets them).
                 self._unstage_lists(conn, written.recrawl)
-            removed = _mark_removed(
-                conn, where=_UNLISTED, source="FROM stage_lists AS l", params=params
-            )
-            written.edges_removed = removed
-            written.events += removed
+            if searched:
+                removed = _mark_removed(
+                    conn, where=_UNLISTED, source=_UNLISTED_SOURCE, params=params
+                )
+                written.edges_removed = removed
+                written.events += removed
             conn.execute(_text(_BASELINES), params)
             if any(p.had_seen for p in complete):
                 conn.execute(sa.text(_FORGET_SEEN), {"run_id": run_id})
@@ -516,7 +569,7 @@ class Loader:
         """Fill stage_edges; on PostgreSQL as one block of COPY text, built at C speed."""
         if not self.pg:
             rows = [
-                (p.account, p.follow_type, to, when, p.baseline, not p.complete)
+                (p.account, p.follow_type, to, when, p.baseline, not p.complete, p.fresh)
                 for p in parts
                 for to, when in p.edges.items()
             ]
@@ -527,7 +580,8 @@ class Loader:
             if not p.edges:
                 continue
             head = f"{_escape(p.account)}\t{p.follow_type}\t"
-            tail = f"\t{'t' if p.baseline else 'f'}\t{'f' if p.complete else 't'}\n"
+            flags = (p.baseline, not p.complete, p.fresh)
+            tail = "".join("\tt" if flag else "\tf" for flag in flags) + "\n"
             accounts: Iterable[str] = p.edges.keys()
             blob = "".join(accounts)  # one scan of the list finds any character to escape
             if "\\" in blob or "\t" in blob or "\n" in blob or "\r" in blob:

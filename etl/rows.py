@@ -20,6 +20,7 @@ class ListPart:
     restarted: bool = False  # the list began again from "" within this batch
     baseline: bool = False  # the list was crawled completely in an earlier run
     had_seen: bool = False  # earlier batches of this crawl left rows in sync_seen
+    fresh: bool = False  # every current edge of the list is one this crawl listed (ListState)
 
     @property
     def key(self) -> Key:

@@ -261,11 +261,17 @@ def _merge(batch: list[Fetched | Ended], held: set[Key]) -> dict[Key, ListPart]:
         part = parts.get(task.key)
         if part is None:
             part = parts[task.key] = ListPart(
-                task.account, task.follow_type, baseline=task.baseline, had_seen=task.seen > 0
+                task.account,
+                task.follow_type,
+                baseline=task.baseline,
+                had_seen=task.seen > 0,
+                fresh=task.fresh,
             )
         if item.restarted:
             part.edges.clear()
             part.pages, part.restarted = 0, True
+            # What the first attempt stored may not be listed again: search for removals.
+            part.fresh = task.fresh = False
         part.edges.update(item.rows.edges)
         part.pages += 1
         part.next_cursor = item.next_cursor
