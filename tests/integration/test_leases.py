@@ -205,3 +205,86 @@ def test_liveness_is_stamped_by_the_database_clock_whatever_this_machine_says(
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)
     assert abs((expires - datetime.now(UTC)).total_seconds() - workers.TTL) < 3
+
+
+def edges_of(engine: sa.Engine, key: tuple[str, int]) -> dict[str, bool]:
+    """to_account -> still listed (removed_at IS NULL), for one list."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT to_account, removed_at IS NULL FROM follow_edges "
+                "WHERE account = :a AND follow_type = :t"
+            ),
+            {"a": key[0], "t": key[1]},
+        )
+        return {to: bool(listed) for to, listed in rows}
+
+
+def claim_one(engine: sa.Engine, run_id: int, owner: str, key: tuple[str, int]) -> Claim:
+    """Claim every open list and return the claim of ``key``."""
+    with engine.begin() as conn:
+        states = leases.claim(conn, run_id, owner, 10, datetime.now(UTC))
+    return Claim(next(s for s in states if s.key == key))
+
+
+def test_a_list_is_fresh_only_at_its_start_with_nothing_listed_stored(
+    engine: sa.Engine, run_id: int
+) -> None:
+    """Fresh: claimed at cursor "" while no current edge of the list is stored. A list with
+    edges stored, or one resumed mid-way, is not."""
+    me = register(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO follow_edges (account, follow_type, to_account, first_seen_at, "
+                "removed_at) VALUES ('a', 1, 'x', :now, NULL), ('c', 1, 'y', :now, :now)"
+            ),
+            {"now": datetime.now(UTC)},
+        )
+        conn.execute(sa.text("UPDATE sync_checkpoints SET cursor = 'p2' WHERE account = 'b'"))
+    with engine.begin() as conn:
+        states = leases.claim(conn, run_id, me.id, 10, datetime.now(UTC))
+    # a has a listed edge; b resumes mid-way; c has only a removed edge: fresh
+    assert {s.account: s.fresh for s in states} == {"a": False, "b": False, "c": True}
+
+
+def test_a_fresh_list_revives_removed_edges_and_marks_nothing_removed(
+    engine: sa.Engine, run_id: int
+) -> None:
+    """A fresh crawl lists an edge removed earlier again: removed_at is cleared; the edge it
+    does not list stays removed, and nothing listed is marked removed."""
+    me = register(engine)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO follow_edges (account, follow_type, to_account, first_seen_at, "
+                "removed_at) VALUES ('a', 1, 'x', :now, :now), ('a', 1, 'gone', :now, :now)"
+            ),
+            {"now": now},
+        )
+    claim = claim_one(engine, run_id, me.id, ("a", 1))
+    assert claim.task.fresh
+    lane = writer(engine, run_id, me.id, [])
+    lane._commit([page(claim, ["x", "new"], "p2")])
+    lane._commit([page(claim, ["x", "later"], "")])  # the API repeats x on the next page
+    assert edges_of(engine, ("a", 1)) == {"x": True, "new": True, "later": True, "gone": False}
+    assert checkpoint_row(engine, run_id, ("a", 1)).status == "done"
+
+
+def test_a_fresh_list_that_restarts_still_searches_for_removed_edges(
+    engine: sa.Engine, run_id: int
+) -> None:
+    """A restart within a fresh crawl (its cursor went stale) ends freshness: what the first
+    attempt stored and the new one does not list is marked removed at completion."""
+    me = register(engine)
+    claim = claim_one(engine, run_id, me.id, ("a", 1))
+    assert claim.task.fresh
+    lane = writer(engine, run_id, me.id, [])
+    lane._commit([page(claim, ["x", "dropped"], "p2")])
+    again = page(claim, ["x"], "p2'")
+    again.restarted = True
+    lane._commit([again])
+    lane._commit([page(claim, ["y"], "")])
+    assert not claim.task.fresh
+    assert edges_of(engine, ("a", 1)) == {"x": True, "y": True, "dropped": False}
