@@ -53,10 +53,13 @@ class ListState:
 
 # One statement: pick free lists without waiting for other claimers, lease them, and say which
 # have a baseline. Liveness by the server's clock. Fixed text, so psycopg prepares it once.
+# The picked rows are found once (a MATERIALIZED CTE) and updated by their ctid, which they
+# keep while locked: whatever the planner believes of a run too new for its statistics, it
+# cannot re-run the pick per row of the run (it did: 360 ms a claim beside 9 million older
+# checkpoints).
 _CLAIM_PG = sa.text(f"""
-UPDATE sync_checkpoints c SET lease_owner = :owner
-FROM (
-    SELECT account, follow_type FROM sync_checkpoints
+WITH free AS MATERIALIZED (
+    SELECT ctid FROM sync_checkpoints
     WHERE run_id = :run_id AND {OPEN_STATUSES}
       AND (status IN ('pending', 'running')
            OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before))
@@ -67,8 +70,10 @@ FROM (
     ORDER BY expected_items DESC
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
-) AS free
-WHERE c.run_id = :run_id AND c.account = free.account AND c.follow_type = free.follow_type
+)
+UPDATE sync_checkpoints c SET lease_owner = :owner
+FROM free
+WHERE c.ctid = free.ctid
 RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items,
     EXISTS (SELECT 1 FROM follow_lists l
             WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline,
