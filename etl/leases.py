@@ -40,9 +40,10 @@ class ListState:
     seen: int = 0  # rows this crawl has in sync_seen
     baseline: bool = False  # crawled completely in an earlier run
     expected: int = 0  # its size when the run began (expected_items)
-    # The crawl begins at the list's start with no current edge stored for it: every current
-    # edge it ends with is one it listed, so completing it needs no search for removed edges.
-    # Only for this claim; a restart within it makes it False (etl.crawl.writer).
+    # The crawl began at the list's start with no current edge stored for it: every current
+    # edge it ends with is one it listed, so it keeps no sync_seen rows and completing it
+    # needs no search for removed edges. Kept in sync_checkpoints.fresh for a process that
+    # resumes the list; a restart ends it (etl.crawl.writer, advance).
     fresh: bool = False
 
     @property
@@ -77,10 +78,10 @@ WHERE c.ctid = free.ctid
 RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items,
     EXISTS (SELECT 1 FROM follow_lists l
             WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline,
-    c.cursor = '' AND NOT EXISTS (
+    CASE WHEN c.cursor = '' THEN NOT EXISTS (
         SELECT 1 FROM follow_edges e
         WHERE e.account = c.account AND e.follow_type = c.follow_type AND e.removed_at IS NULL
-    ) AS fresh
+    ) ELSE c.fresh END AS fresh
 """).bindparams(sa.bindparam("failed_before", type_=sync_checkpoints.c.updated_at.type))
 
 
@@ -130,10 +131,17 @@ def claim(
         sa.update(sync_checkpoints)
         .where(ck.run_id == run_id, sa.tuple_(ck.account, ck.follow_type).in_(free))
         .values(lease_owner=owner)
-        .returning(ck.account, ck.follow_type, ck.cursor, ck.seen, ck.expected_items)
+        .returning(ck.account, ck.follow_type, ck.cursor, ck.seen, ck.expected_items, ck.fresh)
     ).all()
     states = _biggest_first(
-        ListState(r.account, r.follow_type, r.cursor, int(r.seen), expected=r.expected_items)
+        ListState(
+            r.account,
+            r.follow_type,
+            r.cursor,
+            int(r.seen),
+            expected=r.expected_items,
+            fresh=bool(r.fresh),  # a crawl under way; one at its start is decided below
+        )
         for r in rows
     )
     if states:
@@ -165,7 +173,8 @@ def claim(
         )
         for state in states:
             state.baseline = state.key in known
-            state.fresh = state.cursor == "" and state.key not in stored
+            if state.cursor == "":
+                state.fresh = state.key not in stored
     return states
 
 
@@ -249,8 +258,8 @@ WITH v AS (
     SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]),
                          CAST(:cursors AS text[]), CAST(:pages AS int[]),
                          CAST(:items AS bigint[]), CAST(:complete AS bool[]),
-                         CAST(:restarted AS bool[]))
-         AS v(account, follow_type, cursor, pages, items, complete, restarted)
+                         CAST(:restarted AS bool[]), CAST(:fresh AS bool[]))
+         AS v(account, follow_type, cursor, pages, items, complete, restarted, fresh)
 ), old AS (
     SELECT c.account, c.follow_type, c.status, c.failures, c.pages, c.items
     FROM sync_checkpoints c JOIN v ON c.account = v.account AND c.follow_type = v.follow_type
@@ -263,6 +272,7 @@ WITH v AS (
         items = CASE WHEN v.restarted THEN v.items ELSE c.items + v.items END,
         restarts = c.restarts + CASE WHEN v.restarted THEN 1 ELSE 0 END,
         seen = CASE WHEN v.restarted THEN 0 ELSE c.seen END,
+        fresh = v.fresh,
         lease_owner = CASE WHEN v.complete THEN NULL ELSE c.lease_owner END,
         last_error = NULL,
         updated_at = :now
@@ -299,6 +309,7 @@ def advance(conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: da
                 "items": [len(p.edges) for p in parts],
                 "complete": [p.complete for p in parts],
                 "restarted": [p.restarted for p in parts],
+                "fresh": [p.fresh for p in parts],
             },
         )
         before = {(r.account, r.follow_type): runs.standing(r) for r in rows}
@@ -312,6 +323,7 @@ def advance(conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: da
                 "items": ck["items"] + len(p.edges),
                 "last_error": None,
                 "updated_at": now,
+                "fresh": p.fresh,
             }
             if p.complete:
                 values["lease_owner"] = None
@@ -342,6 +354,7 @@ def recrawl(conn: sa.Connection, run_id: int, keys: Sequence[Key], now: datetime
                 cursor="",
                 status="pending",
                 seen=0,
+                fresh=False,
                 restarts=ck.restarts + 1,
                 lease_owner=None,
                 last_error="sync_seen lost (server crash?): the list is crawled again",

@@ -133,6 +133,24 @@ _SQL = {
         "time": "to_timestamp(s.follow_time)",
         "differs": "IS DISTINCT FROM",
         "tags": "CAST(s.tags AS jsonb)",
+        # A staged row's stored twin, looked up by key one staged row at a time: LATERAL with
+        # LIMIT cannot be turned into a hash join that reads all of follow_edges, which the
+        # planner chose when its statistics lagged behind a table that had just grown.
+        "stored_edge": """LEFT JOIN LATERAL (
+    SELECT x.account, x.follow_time, x.removed_at FROM follow_edges x
+    WHERE x.account = s.account AND x.follow_type = s.follow_type AND x.to_account = s.to_account
+    LIMIT 1) e ON true""",
+        # The listed edges and sync_seen rows of the staged lists, read list by list through
+        # their keys (OFFSET 0 keeps the planner from flattening it into a join it may hash).
+        "listed": """stage_lists l CROSS JOIN LATERAL (
+        SELECT x.account, x.follow_type, x.to_account FROM follow_edges x
+        WHERE x.account = l.account AND x.follow_type = l.follow_type AND x.removed_at IS NULL
+        OFFSET 0) c
+    WHERE NOT l.fresh""",
+        "seen": """stage_lists l CROSS JOIN LATERAL (
+        SELECT y.account, y.follow_type, y.to_account FROM sync_seen y
+        WHERE y.run_id = :run_id AND y.account = l.account AND y.follow_type = l.follow_type
+        OFFSET 0) x""",
     },
     "sqlite": {
         "legacy_differs": (
@@ -146,6 +164,15 @@ _SQL = {
         "time": "(datetime(s.follow_time, 'unixepoch') || '.000000')",
         "differs": "IS NOT",
         "tags": "s.tags",
+        # SQLite always joins by nested loops, through the key indexes.
+        "stored_edge": """LEFT JOIN follow_edges e
+  ON e.account = s.account AND e.follow_type = s.follow_type AND e.to_account = s.to_account""",
+        "listed": """follow_edges c
+    JOIN stage_lists l ON l.account = c.account AND l.follow_type = c.follow_type
+    WHERE NOT l.fresh AND c.removed_at IS NULL""",
+        "seen": """sync_seen x
+    JOIN stage_lists l ON l.account = x.account AND l.follow_type = x.follow_type
+    WHERE x.run_id = :run_id""",
     },
 }
 
@@ -153,8 +180,7 @@ _ADDED_EVENTS = """
 INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, run_id)
 SELECT s.account, s.follow_type, s.to_account, 'added', :now, :run_id
 FROM stage_edges s
-LEFT JOIN follow_edges e
-  ON e.account = s.account AND e.follow_type = s.follow_type AND e.to_account = s.to_account
+{stored_edge}
 WHERE s.baseline AND (e.account IS NULL OR e.removed_at IS NOT NULL)
 """
 
@@ -163,8 +189,7 @@ _UPSERT_EDGES = """
 INSERT INTO follow_edges (account, follow_type, to_account, follow_time, first_seen_at)
 SELECT s.account, s.follow_type, s.to_account, {time}, :now
 FROM stage_edges s
-LEFT JOIN follow_edges e
-  ON e.account = s.account AND e.follow_type = s.follow_type AND e.to_account = s.to_account
+{stored_edge}
 WHERE NOT s.fresh
   AND (e.account IS NULL OR e.removed_at IS NOT NULL OR e.follow_time {differs} {time})
 ORDER BY s.account, s.follow_type, s.to_account
@@ -221,16 +246,11 @@ WHERE NOT l.fresh AND c.run_id = :run_id AND c.seen > 0 AND c.seen <> (
 # nor in earlier ones (sync_seen). A set difference, so no plan can turn it into a search of
 # the staged rows per stored edge (stage_edges has no index on PostgreSQL; see _temporary).
 _UNLISTED_SOURCE = """FROM (
-    SELECT c.account, c.follow_type, c.to_account
-    FROM follow_edges c
-    JOIN stage_lists l ON l.account = c.account AND l.follow_type = c.follow_type
-    WHERE NOT l.fresh AND c.removed_at IS NULL
+    SELECT c.account, c.follow_type, c.to_account FROM {listed}
     EXCEPT
     SELECT s.account, s.follow_type, s.to_account FROM stage_edges s
     EXCEPT
-    SELECT x.account, x.follow_type, x.to_account
-    FROM sync_seen x JOIN stage_lists l ON l.account = x.account AND l.follow_type = x.follow_type
-    WHERE x.run_id = :run_id
+    SELECT x.account, x.follow_type, x.to_account FROM {seen}
 ) AS gone"""
 _UNLISTED = """e.account = gone.account AND e.follow_type = gone.follow_type
   AND e.to_account = gone.to_account AND e.removed_at IS NULL"""
@@ -322,8 +342,9 @@ JOIN profile_snapshots p ON p.user_id = s.user_id AND p.profile_sequence = s.pro
 WHERE {differs}
 """
 
-# PostgreSQL: the insert and the conflict check in one statement, one join of the stage with
-# profile_snapshots (a batch of new versions can make the planner scan the whole table). The
+# PostgreSQL: the insert and the conflict check in one statement, one lookup of each staged
+# version in profile_snapshots (LATERAL ... LIMIT 1: a hash join read the whole table per batch
+# while its statistics lagged, 216 ms a batch at 150,000 versions). The
 # last row (user_id NULL) counts the versions inserted and those it meant to insert: fewer
 # says a concurrent writer stored some of them meanwhile (ON CONFLICT skipped them), and this
 # statement cannot see those rows; _CONFLICTS can.
@@ -333,8 +354,10 @@ WITH s AS (
     SELECT s.*, p.content_digest AS stored_digest, p.user_id IS NOT NULL AS found,
            p.user_id IS NOT NULL AND {differs} AS differs
     FROM stage_profiles s
-    LEFT JOIN profile_snapshots p
-      ON p.user_id = s.user_id AND p.profile_sequence = s.profile_sequence
+    LEFT JOIN LATERAL (
+        SELECT q.user_id, q.content_digest, q.tags FROM profile_snapshots q
+        WHERE q.user_id = s.user_id AND q.profile_sequence = s.profile_sequence
+        LIMIT 1) p ON true
 ), inserted AS (
     INSERT INTO profile_snapshots ({columns}, first_seen_at, run_id)
     SELECT {staged}, :now, :run_id FROM s WHERE NOT s.found
@@ -361,7 +384,12 @@ class Loader:
         self.dialect = dialect
         self.pg = dialect == "postgresql"
         sql = _SQL["postgresql" if self.pg else "sqlite"]
-        self._upsert = _text(_UPSERT_EDGES.format(time=sql["time"], differs=sql["differs"]))
+        edge = sql["stored_edge"]
+        self._upsert = _text(
+            _UPSERT_EDGES.format(time=sql["time"], differs=sql["differs"], stored_edge=edge)
+        )
+        self._added_events = _text(_ADDED_EVENTS.format(stored_edge=edge))
+        self._unlisted_source = _UNLISTED_SOURCE.format(listed=sql["listed"], seen=sql["seen"])
         self._insert_fresh = _text(
             _INSERT_FRESH_EDGES.format(time=sql["time"], differs=sql["differs"])
         )
@@ -434,12 +462,14 @@ class Loader:
         if any(p.edges for p in parts):
             self._stage_edges(conn, parts)
             if any(p.baseline for p in parts):
-                written.events += conn.execute(_text(_ADDED_EVENTS), params).rowcount
+                written.events += conn.execute(self._added_events, params).rowcount
             if any(p.fresh and p.edges for p in parts):
                 conn.execute(self._insert_fresh, params)
             if any(not p.fresh and p.edges for p in parts):
                 conn.execute(self._upsert, params)
-        self._remember_seen(conn, run_id, [p for p in parts if not p.complete and p.edges])
+        self._remember_seen(
+            conn, run_id, [p for p in parts if not p.complete and p.edges and not p.fresh]
+        )
 
         complete = [p for p in parts if p.complete]
         if complete:
@@ -452,7 +482,7 @@ class Loader:
                 self._unstage_lists(conn, written.recrawl)
             if searched:
                 removed = _mark_removed(
-                    conn, where=_UNLISTED, source=_UNLISTED_SOURCE, params=params
+                    conn, where=_UNLISTED, source=self._unlisted_source, params=params
                 )
                 written.edges_removed = removed
                 written.events += removed
@@ -569,7 +599,7 @@ class Loader:
         """Fill stage_edges; on PostgreSQL as one block of COPY text, built at C speed."""
         if not self.pg:
             rows = [
-                (p.account, p.follow_type, to, when, p.baseline, not p.complete, p.fresh)
+                (p.account, p.follow_type, to, when, p.baseline, _keeps_seen(p), p.fresh)
                 for p in parts
                 for to, when in p.edges.items()
             ]
@@ -580,7 +610,7 @@ class Loader:
             if not p.edges:
                 continue
             head = f"{_escape(p.account)}\t{p.follow_type}\t"
-            flags = (p.baseline, not p.complete, p.fresh)
+            flags = (p.baseline, _keeps_seen(p), p.fresh)
             tail = "".join("\tt" if flag else "\tf" for flag in flags) + "\n"
             accounts: Iterable[str] = p.edges.keys()
             blob = "".join(accounts)  # one scan of the list finds any character to escape
@@ -669,6 +699,12 @@ def _escape(text: str) -> str:
 
 
 _STAGE_EDGE_COLUMNS = tuple(stage_edges.c.keys())
+
+
+def _keeps_seen(part: ListPart) -> bool:
+    """Its edges go to sync_seen: the list goes on after this batch, and its completion will
+    search for removed edges (a fresh list's will not)."""
+    return not part.complete and not part.fresh
 
 
 def mark_all_removed(

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from etl.transform import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 _SQLITE_INTEGER_MAX = 2**63 - 1
 OPEN_STATUSES = "status IN ('pending', 'running', 'failed')"  # lists a claim may take
@@ -181,6 +181,13 @@ sync_checkpoints = sa.Table(
         nullable=False,
         server_default="0",
         comment="the list's size when the run began: claims take the biggest first",
+    ),
+    sa.Column(
+        "fresh",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="the crawl began with no current edge stored: no sync_seen, no removals",
     ),
     sa.CheckConstraint(
         "status IN ('pending', 'running', 'done', 'skipped', 'failed')", name="status"

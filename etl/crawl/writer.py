@@ -218,7 +218,7 @@ class Writer(threading.Thread):
                     continue  # back to its start: neither settled nor holding sync_seen rows
                 if part.complete:
                     tally.settled += 1
-                elif part.edges:
+                elif part.edges and not part.fresh:
                     task = next(i.claim.task for i in reversed(batch) if i.claim.key == key)
                     task.seen = max(task.seen, 1)  # sync_seen has rows now
             for end in result.ended:

@@ -288,3 +288,43 @@ def test_a_fresh_list_that_restarts_still_searches_for_removed_edges(
     lane._commit([page(claim, ["y"], "")])
     assert not claim.task.fresh
     assert edges_of(engine, ("a", 1)) == {"x": True, "y": True, "dropped": False}
+
+
+def seen_rows(engine: sa.Engine) -> int:
+    """Rows in sync_seen."""
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM sync_seen")).scalar_one())
+
+
+def test_a_fresh_list_keeps_no_seen_rows_and_stays_fresh_when_resumed_elsewhere(
+    engine: sa.Engine, run_id: int
+) -> None:
+    """A fresh list that spans batches writes nothing to sync_seen; a process that resumes it
+    mid-way (the first one died) knows it is fresh from its checkpoint, and completes it."""
+    first = register(engine)
+    claim = claim_one(engine, run_id, first.id, ("a", 1))
+    writer(engine, run_id, first.id, [])._commit([page(claim, ["x", "y"], "p2")])
+    assert seen_rows(engine) == 0
+    lease(engine, run_id, ("a", 1), "gone-host:1:dead")  # the first process died
+    second = register(engine)
+    resumed = claim_one(engine, run_id, second.id, ("a", 1))
+    assert (resumed.task.cursor, resumed.task.fresh) == ("p2", True)
+    writer(engine, run_id, second.id, [])._commit([page(resumed, ["z"], "")])
+    assert edges_of(engine, ("a", 1)) == {"x": True, "y": True, "z": True}
+    assert checkpoint_row(engine, run_id, ("a", 1)).status == "done"
+
+
+def test_a_restart_ends_freshness_in_the_checkpoint_too(engine: sa.Engine, run_id: int) -> None:
+    """After a restart the crawl keeps sync_seen rows again, and a process resuming it is
+    told it is not fresh: the first attempt's edges may be gone from the list."""
+    me = register(engine)
+    claim = claim_one(engine, run_id, me.id, ("a", 1))
+    lane = writer(engine, run_id, me.id, [])
+    lane._commit([page(claim, ["x", "dropped"], "p2")])
+    again = page(claim, ["x"], "p2'")
+    again.restarted = True
+    lane._commit([again])
+    assert seen_rows(engine) == 1
+    lease(engine, run_id, ("a", 1), "gone-host:1:dead")
+    resumed = claim_one(engine, run_id, register(engine).id, ("a", 1))
+    assert not resumed.task.fresh
