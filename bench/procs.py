@@ -64,6 +64,18 @@ class Finished:
         return f"`etl {self.args[0]}` exited {self.code}: {(lines or ['no output'])[-1][:200]}"
 
 
+def _high_water_kb(pid: int) -> int:
+    """The peak resident set of a live process (VmHWM, kB); 0 if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 class Child:
     """A ``python -m etl ...`` process started now; ``finish`` waits for it with a deadline."""
 
@@ -81,7 +93,9 @@ class Child:
     def finish(self, timeout: float) -> Finished:
         """Wait for the exit (killing the child past ``timeout`` seconds); reap it with wait4."""
         deadline = self.started + timeout
+        peak_kb = 0
         while True:
+            peak_kb = max(peak_kb, _high_water_kb(self.proc.pid))
             pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -100,7 +114,9 @@ class Child:
             started=self.started,
             ended=ended,
             cpu=usage.ru_utime + usage.ru_stime,
-            max_rss_mb=usage.ru_maxrss / 1024,
+            # VmHWM, the peak of this process's own memory: ru_maxrss of a child also counts
+            # the bench's RSS when it was spawned (the kernel carries it across exec).
+            max_rss_mb=(peak_kb or usage.ru_maxrss) / 1024,
             stdout=self._out_path.read_text(errors="replace"),
             stderr=self._err_path.read_text(errors="replace")
             + (f"\nkilled after {timeout:.0f} s" if status == -1 else ""),
