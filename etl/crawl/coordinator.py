@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 WRITERS = 2  # on PostgreSQL: one stages a batch while the other waits for the server
 STOP_GRACE = 5.0  # seconds a stopping crawl waits for the pages in flight to be written
 JOIN_TIMEOUT = 30.0  # seconds to wait for a writer to drain its queue at the end
+# Seconds between looks, once nothing is left to claim, at the lists peers still hold: the
+# process ends this long after the last of them is done at most (one indexed count a look).
+IDLE_LOOK = 0.25
 GC_THRESHOLD = 100_000  # allocations between young collections while crawling (Python: 700)
 
 
@@ -157,7 +160,7 @@ class Crawl:
                 continue
             if not self._others_hold_lists():
                 return
-            self.stop.wait(workers.HEARTBEAT)  # a peer may die and free its lists
+            self.stop.wait(IDLE_LOOK)  # a peer may die and free its lists
             self.next_claim = 0.0
 
     def _drain(self, timeout: float) -> None:
