@@ -27,6 +27,9 @@ from etl.info import INFO_BATCH, ask
 log = logging.getLogger(__name__)
 
 UPDATE_CHUNK = 5000  # expected sizes written per statement
+# A count past this is nonsense, but it only orders the work: kept (as the biggest), not let
+# overflow the BIGINT column and stop the sync.
+MAX_EXPECTED = 2**62
 
 _FROM_HISTORY = sa.text("""
 UPDATE sync_checkpoints SET expected_items = l.items
@@ -137,7 +140,7 @@ def _ask_one(
         log.debug("cannot size %d accounts now: %s", len(accounts), exc)
         return []
     return [
-        {"account": account, "follow_type": follow_type, "items": count}
+        {"account": account, "follow_type": follow_type, "items": min(count, MAX_EXPECTED)}
         for account, answer in answers.items()
         for follow_type, count in answer.counts.items()
     ]

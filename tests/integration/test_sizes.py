@@ -3,6 +3,7 @@ take them in that order, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import httpx
 import sqlalchemy as sa
 
 from etl import leases, runs, workers
+from etl import sizes as sizes_module
 from etl.client import FollowClient
 from etl.sandbox import Graph, SandboxServer
 from etl.sync import SyncRequest, sync
@@ -148,4 +150,48 @@ def test_sizing_that_cannot_be_done_leaves_lists_unsized_and_the_crawl_exact(
     assert report.finished
     assert transport.refused > 0
     assert set(expected(engine, report.run_id).values()) == {0}
+    assert stored_lists(engine) == nonempty(graph.truth(graph.accounts, TYPES))
+
+
+class HugeCounts(RefuseInfo):
+    """The sandbox, except that follow_get_info counts every list as 10**30 items."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("follow_get_info"):
+            named = json.loads(request.content)["To_Account"]
+            info = [
+                {
+                    "To_Account": account,
+                    "FollowerCount": 10**30,
+                    "FollowingCount": 2**63,
+                    "MutualFollowingCount": 3,
+                }
+                for account in named
+            ]
+            return httpx.Response(
+                200, json={"ActionStatus": "OK", "ErrorCode": 0, "FollowInfo": info}
+            )
+        return self.inner.handle_request(request)
+
+
+def test_counts_past_64_bits_order_the_work_and_stop_nothing(
+    engine: sa.Engine, running_sandbox: Start
+) -> None:
+    """follow_get_info may answer any number: one that cannot be stored is kept as the biggest
+    size there is, and the crawl is exact."""
+    graph = Graph(users=12, seed=3)
+    server = running_sandbox(graph)
+    api = api_settings(server)
+    source = UserSigSource(
+        sdkappid=api.sdkappid,
+        identifier=api.admin,
+        secret_key=server.sandbox.config.secret_key,
+        clock=time.time,
+    )
+    with FollowClient(api, source, transport=HugeCounts()) as client:
+        report = sync(engine, client, SyncRequest(job="sizes", accounts=graph.accounts))
+    assert report.finished
+    sizes = expected(engine, report.run_id)
+    assert {sizes[(a, 1)] for a in graph.accounts} == {sizes_module.MAX_EXPECTED}
+    assert {sizes[(a, 3)] for a in graph.accounts} == {3}
     assert stored_lists(engine) == nonempty(graph.truth(graph.accounts, TYPES))
