@@ -259,10 +259,14 @@ class FollowClient:
 
     @classmethod
     def from_settings(
-        cls, settings: ApiSettings, *, clock: Callable[[], float] = time.time
+        cls,
+        settings: ApiSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
     ) -> FollowClient:
         """A client whose UserSig is derived from the secret key (renewed as it ages), or is
-        the fixed UserSig when no key is configured."""
+        the fixed UserSig when no key is configured; ``transport`` replaces httpx's own."""
         key, fixed = settings.secret_key, settings.usersig
         source = UserSigSource(
             sdkappid=settings.sdkappid,
@@ -271,7 +275,7 @@ class FollowClient:
             fixed=fixed.reveal() if fixed and not key else None,
             clock=clock,
         )
-        return cls(settings, source)
+        return cls(settings, source, transport=transport)
 
     def __init__(
         self,

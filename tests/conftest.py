@@ -16,6 +16,7 @@ from pathlib import Path
 from types import CodeType, FunctionType
 from typing import Any, NoReturn
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
@@ -233,9 +234,14 @@ def api_settings(server: SandboxServer, **overrides: Any) -> ApiSettings:
     return ApiSettings(**values)
 
 
-def make_client(api: ApiSettings, clock: Callable[[], float] | None = None) -> FollowClient:
-    """A client for ``api`` whose UserSig is derived from its secret key."""
-    return FollowClient.from_settings(api, clock=clock or time.time)
+def make_client(
+    api: ApiSettings,
+    clock: Callable[[], float] | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> FollowClient:
+    """A client for ``api`` whose UserSig is derived from its secret key; ``transport``, if
+    given, stands between it and the sandbox."""
+    return FollowClient.from_settings(api, clock=clock or time.time, transport=transport)
 
 
 def as_epoch(value: datetime | None) -> int | None:

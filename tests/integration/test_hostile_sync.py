@@ -11,14 +11,13 @@ import pytest
 import sqlalchemy as sa
 
 from etl import client as client_module
-from etl.client import FollowClient, parse_json
+from etl.client import parse_json
 from etl.config import RetryPolicy
 from etl.errors import MalformedAnswer, TransientApiError
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer
 from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
 from etl.sync import SyncReport, SyncRequest, sync
 from etl.transform import key_problem
-from etl.usersig import UserSigSource
 from tests.conftest import (
     api_settings,
     make_client,
@@ -209,14 +208,7 @@ def test_an_answer_past_the_size_cap_is_malformed_and_never_held_whole(
     # In process, a trickled answer comes without a length: the cap counts what arrives.
     unannounced = Sandbox(graph, SandboxConfig(faults=1.0, fault_kinds=("trickle",), slow_ms=200))
     api = api_settings(server, retry=retry)
-    key = server.sandbox.config.secret_key
-    source = UserSigSource(
-        sdkappid=api.sdkappid, identifier=api.admin, secret_key=key, clock=time.time
-    )
-    for client in (
-        make_client(api),
-        FollowClient(api, source, transport=unannounced.transport()),
-    ):
+    for client in (make_client(api), make_client(api, transport=unannounced.transport())):
         with client:
             with pytest.raises(MalformedAnswer, match="larger than 2,000 bytes"):
                 client.follow_get(account, 1, "", 1000)

@@ -4,7 +4,6 @@ take them in that order, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -13,10 +12,8 @@ import sqlalchemy as sa
 
 from etl import leases, runs, workers
 from etl import sizes as sizes_module
-from etl.client import FollowClient
 from etl.sandbox import Graph, SandboxServer
 from etl.sync import SyncRequest, sync
-from etl.usersig import UserSigSource
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]
@@ -138,14 +135,7 @@ def test_sizing_that_cannot_be_done_leaves_lists_unsized_and_the_crawl_exact(
     graph = Graph(users=25, seed=2)
     server = running_sandbox(graph)
     transport = RefuseInfo()
-    api = api_settings(server)
-    source = UserSigSource(
-        sdkappid=api.sdkappid,
-        identifier=api.admin,
-        secret_key=server.sandbox.config.secret_key,
-        clock=time.time,
-    )
-    with FollowClient(api, source, transport=transport) as client:
+    with make_client(api_settings(server), transport=transport) as client:
         report = sync(engine, client, SyncRequest(job="sizes", accounts=graph.accounts))
     assert report.finished
     assert transport.refused > 0
@@ -181,14 +171,7 @@ def test_counts_past_64_bits_order_the_work_and_stop_nothing(
     size there is, and the crawl is exact."""
     graph = Graph(users=12, seed=3)
     server = running_sandbox(graph)
-    api = api_settings(server)
-    source = UserSigSource(
-        sdkappid=api.sdkappid,
-        identifier=api.admin,
-        secret_key=server.sandbox.config.secret_key,
-        clock=time.time,
-    )
-    with FollowClient(api, source, transport=HugeCounts()) as client:
+    with make_client(api_settings(server), transport=HugeCounts()) as client:
         report = sync(engine, client, SyncRequest(job="sizes", accounts=graph.accounts))
     assert report.finished
     sizes = expected(engine, report.run_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +14,6 @@ from etl.client import FollowClient
 from etl.errors import FatalApiError, RunIncomplete
 from etl.sandbox import Graph, SandboxServer
 from etl.sync import SyncRequest, sync
-from etl.usersig import UserSigSource
 from tests.conftest import (
     api_settings,
     expected_profiles,
@@ -159,14 +157,7 @@ class StopAfter(httpx.BaseTransport):
 
 def interrupted_client(server: SandboxServer, calls: int, mid_list: bool = False) -> FollowClient:
     """A client whose process 'dies' (KeyboardInterrupt) after ``calls`` requests."""
-    api = api_settings(server)
-    source = UserSigSource(
-        sdkappid=api.sdkappid,
-        identifier=api.admin,
-        secret_key=server.sandbox.config.secret_key,
-        clock=time.time,
-    )
-    return FollowClient(api, source, transport=StopAfter(calls, mid_list))
+    return make_client(api_settings(server), transport=StopAfter(calls, mid_list))
 
 
 def test_interrupted_run_resumes_from_its_cursors(

@@ -254,14 +254,7 @@ def test_a_refused_batch_is_asked_one_account_at_a_time(
     graph = Graph(users=30, seed=8)
     server = running_sandbox(graph)
     transport = RefuseMissing(server)
-    api = api_settings(server)
-    source = UserSigSource(
-        sdkappid=api.sdkappid,
-        identifier=api.admin,
-        secret_key=server.sandbox.config.secret_key,
-        clock=time.time,
-    )
-    with FollowClient(api, source, transport=transport) as client:
+    with make_client(api_settings(server), transport=transport) as client:
         crawl(engine, client, ["a_ghost", *graph.accounts])
         transport.refused = 0  # the crawl sized its lists with follow_get_info too
         report = checked(engine, client)
