@@ -4,54 +4,18 @@ fans among the ordinary lists, served, counted and checked like every other list
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
-from etl import usersig
 from etl.cli import build_parser
 from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.sandbox.admin import list_digest
 from etl.sandbox.graph import BIG_FAN_PREFIX
+from tests.unit.test_sandbox import FakeClock, call, page_all
 
-NOW = 1_750_000_000
 CONFIG = SandboxConfig()
-FOLLOW_GET = "/v4/follow/follow_get"
 FOLLOW_GET_INFO = "/v4/follow/follow_get_info"
 SIZES = (2500, 1200)
-
-
-class FakeClock:
-    def __call__(self) -> float:
-        return NOW
-
-
-def call(sandbox: Sandbox, body: object, path: str = FOLLOW_GET) -> dict[str, Any]:
-    sig = usersig.generate(CONFIG.sdkappid, CONFIG.admin, CONFIG.secret_key, now=NOW)
-    params = {
-        "sdkappid": str(CONFIG.sdkappid),
-        "identifier": CONFIG.admin,
-        "usersig": sig,
-        "random": "7",
-        "contenttype": "json",
-    }
-    response = sandbox.handle("POST", path, params, json.dumps(body).encode())
-    assert response.status == 200
-    decoded: dict[str, Any] = json.loads(response.body)
-    return decoded
-
-
-def page_all(sandbox: Sandbox, account: str, want: int) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    cursor = ""
-    while True:
-        body = {"From_Account": account, "FollowType": 1, "WantNum": want, "StartCursor": cursor}
-        answer = call(sandbox, body)
-        assert answer["ErrorCode"] == 0, answer
-        items.extend(answer["FollowItem"])
-        cursor = answer["NextCursor"]
-        if not cursor:
-            return items
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +56,7 @@ def test_paging_serves_the_whole_big_list_and_the_truth_matches(graph: Graph) ->
     the big list comes back exactly; follow_get_info and the truth digest agree with it."""
     sandbox = Sandbox(graph, CONFIG, clock=FakeClock())
     account = next(iter(graph.big_accounts))
-    items = page_all(sandbox, account, want=333)
+    items = page_all(sandbox, account, 1, want=333)
     pairs = {item["To_Account"]: item["FollowTime"] for item in items}
     assert len(pairs) == len(items) == len(graph.list_ids(account, 1))
     assert pairs == graph.list_items(account, 1)
