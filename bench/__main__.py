@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from bench.cases import big_lists, latency_bound, skewed_lists, small_lists
 from bench.harness import Bench, Plan, Row
 from bench.history import history
+from bench.million import million
 from bench.pg import PgServer
 
 DEFAULT_PG = os.environ.get("FOLLOW_ETL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -48,6 +49,7 @@ CASES = {
     "latency": latency_bound,
     "skewed": skewed_lists,
     "history": history,
+    "million": million,
 }
 QUICK = Plan(
     small_accounts=500,
@@ -58,6 +60,7 @@ QUICK = Plan(
     history_runs=5,
     history_lists=60_000,
     history_events=1_000_000,
+    million_users=100_000,
 )
 HEADER = (
     "case",

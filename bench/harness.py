@@ -138,6 +138,7 @@ class Plan:
     history_lists: int = 300_000  # per run: history_lists / 3 accounts x 3 types
     history_events: int = 10_000_000
     history_days: int = 300
+    million_users: int = 1_000_000  # the million case: every user an account, 3 lists each
 
 
 class Bench:
@@ -147,19 +148,25 @@ class Bench:
         self.plan = plan
         self.server = server
         self.workdir = workdir
-        self._sandboxes: dict[tuple[int, float, tuple[int, ...]], SandboxProcess] = {}
+        self._sandboxes: dict[tuple[int, float, tuple[int, ...], float | None], SandboxProcess] = {}
         self.pg_cpu = PgServerCpu.find(server)
 
     def sandbox(
-        self, users: int, latency_ms: float = 0.0, big_lists: tuple[int, ...] = ()
+        self,
+        users: int,
+        latency_ms: float = 0.0,
+        big_lists: tuple[int, ...] = (),
+        degree: float | None = None,
     ) -> SandboxProcess:
-        """A running sandbox with this graph size, latency and big lists (started once, then
-        reused)."""
-        key = (users, latency_ms, big_lists)
+        """A running sandbox with this graph size, latency, big lists and mean out-degree
+        (None: the sandbox's default), started once, then reused."""
+        key = (users, latency_ms, big_lists, degree)
         if key not in self._sandboxes:
             extra = ["--latency-ms", str(latency_ms)] if latency_ms else []
             if big_lists:
                 extra += ["--big-lists", ",".join(map(str, big_lists))]
+            if degree is not None:
+                extra += ["--degree", f"{degree:g}"]
             self._sandboxes[key] = SandboxProcess(users, self.plan.seed, extra)
         return self._sandboxes[key]
 

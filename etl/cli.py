@@ -411,6 +411,14 @@ def _add_sandbox(commands: Commands) -> argparse.ArgumentParser:
         "(repeatable)",
     )
     p.add_argument(
+        "--degree",
+        type=_positive(float),
+        default=None,
+        metavar="D",
+        help="mean number of accounts a user follows (default 12); a low D makes a sparse graph "
+        "of many users cheap to build, e.g. --users 1000000 --degree 1",
+    )
+    p.add_argument(
         "--big-lists",
         type=_big_lists,
         default=(),

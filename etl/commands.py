@@ -474,7 +474,14 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     settings = _settings()
     config = _sandbox_config(settings, args)
-    graph = Graph(users=args.users, seed=args.seed, hostile=args.hostile, big_lists=args.big_lists)
+    degree = {} if args.degree is None else {"degree": args.degree}
+    graph = Graph(
+        users=args.users,
+        seed=args.seed,
+        hostile=args.hostile,
+        big_lists=args.big_lists,
+        **degree,
+    )
 
     def ready(url: str) -> None:
         key = "$IM_SECRET_KEY" if settings.secret_key else config.secret_key

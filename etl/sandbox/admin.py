@@ -8,7 +8,8 @@ Tests, the demo and benchmarks use them to drive a sandbox running in another pr
 - ``POST /sandbox/truth-digest`` ``{"accounts": [...], "types": [1, 2, 3]}``: per list, its size
   and a digest of its (To_Account, FollowTime) pairs, so a benchmark can check a crawl of
   thousands of lists against the truth without moving them (see ``list_digest``).
-- ``GET /sandbox/stats``, ``POST /sandbox/reset-stats``, ``POST /sandbox/mutate``.
+- ``GET /sandbox/stats`` (``GET /sandbox/counts``: the cheap counters only, for polling
+  during a crawl of millions of lists), ``POST /sandbox/reset-stats``, ``POST /sandbox/mutate``.
 - ``POST /sandbox/outage`` ``{"status": 503}``: from now on answer every API call (follow_get
   and follow_get_info) with that HTTP status and an HTML body, before any check, the way a
   proxy in front of a failing service does; any status 100..599. ``{"code": 30006}``: answer
@@ -35,7 +36,16 @@ if TYPE_CHECKING:
 
 _PATHS = frozenset(
     f"/sandbox/{name}"
-    for name in ("stats", "accounts", "reset-stats", "mutate", "truth", "truth-digest", "outage")
+    for name in (
+        "stats",
+        "counts",
+        "accounts",
+        "reset-stats",
+        "mutate",
+        "truth",
+        "truth-digest",
+        "outage",
+    )
 )
 _BY = {"fans": 0, "follows": 1, "mutual": 2}
 _DIGEST_LIMIT = 100_000  # accounts per truth-digest request
@@ -58,6 +68,8 @@ def answer(
     route = (method, path)
     if route == ("GET", "/sandbox/stats"):
         return 200, sandbox.stats()
+    if route == ("GET", "/sandbox/counts"):
+        return 200, sandbox.counts()
     if route == ("GET", "/sandbox/accounts"):
         return _accounts(sandbox, query)
     if route == ("POST", "/sandbox/reset-stats"):

@@ -190,6 +190,10 @@ class Sandbox:
         """A snapshot of the counters (API routes only; admin calls are not counted)."""
         return self._stats.snapshot()
 
+    def counts(self) -> dict[str, object]:
+        """The cheap counters (SandboxStats.counts)."""
+        return self._stats.counts()
+
     def reset_stats(self) -> None:
         """Zero every counter and forget the request timestamps."""
         self._stats.reset()

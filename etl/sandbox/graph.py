@@ -50,7 +50,7 @@ FOLLOW_TYPES = (FANS, FOLLOWS, MUTUAL)
 TIME_START = 1672531200  # 2023-01-01T00:00:00Z
 TIME_END = 1767225600  # 2026-01-01T00:00:00Z
 
-_MEAN_OUT_DEGREE = 12.0
+MEAN_OUT_DEGREE = 12.0  # the default; ``degree`` makes a sparser (or denser) graph
 _DEGREE_SIGMA = 1.2  # lognormal spread: ~7% of users follow nobody, the top few follow hundreds
 _ZIPF_EXPONENT = 1.0
 _CELEBRITY_SHARE = 0.01  # the top 1% of popularity ranks ...
@@ -101,10 +101,18 @@ class Graph:
     """The synthetic follow graph, with deterministic follow times, profiles and mutations."""
 
     def __init__(
-        self, users: int, seed: int = 1, *, hostile: float = 0.0, big_lists: Sequence[int] = ()
+        self,
+        users: int,
+        seed: int = 1,
+        *,
+        hostile: float = 0.0,
+        big_lists: Sequence[int] = (),
+        degree: float = MEAN_OUT_DEGREE,
     ) -> None:
         if users < 1:
             raise ValueError("a graph needs at least one user")
+        if not 0.0 < degree <= 1000.0:
+            raise ValueError("degree is the mean number of accounts a user follows, 0 < d <= 1000")
         if not 0.0 <= hostile <= 1.0:
             raise ValueError("hostile is a share between 0 and 1")
         if len(big_lists) > users or not all(1 <= n <= _BIG_FAN_MAX for n in big_lists):
@@ -122,6 +130,7 @@ class Graph:
         # One shared int object per index: edge sets then hold pointers, not 28-byte copies.
         self._ints = list(range(users))
         rng = random.Random(seed)
+        self._degree = degree
         self._cum_weights = self._popularity(rng)
         self._seq = [rng.randint(1, 50) for _ in range(users)]
         self._out: list[set[int]] = [set() for _ in range(users)]
@@ -158,7 +167,7 @@ class Graph:
         return [ints[bisect.bisect(cum, rand() * total, 0, hi)] for _ in range(k)]
 
     def _generate(self, rng: random.Random) -> None:
-        mu = math.log(_MEAN_OUT_DEGREE) - _DEGREE_SIGMA**2 / 2
+        mu = math.log(self._degree) - _DEGREE_SIGMA**2 / 2
         cap = min(self._n - 1, 1000)
         for u in range(self._n):
             degree = min(int(rng.lognormvariate(mu, _DEGREE_SIGMA)), cap)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 
@@ -25,11 +26,14 @@ class SandboxStats:
             self._list_calls: Counter[str] = Counter()
             self._received: list[float] = []
             self._accepted: list[float] = []
+            self._first_follow_get: float | None = None  # wall clock (time.time())
 
     def received(self, now: float) -> None:
         """A follow_get request arrived (whatever its fate)."""
         with self._lock:
             self._received.append(now)
+            if self._first_follow_get is None:
+                self._first_follow_get = time.time()
 
     def accepted(self, now: float) -> None:
         """A follow_get request got past the rate limit."""
@@ -69,6 +73,18 @@ class SandboxStats:
         snapshot["max_calls_in_window"] = self.max_calls_in_window(1.0)
         snapshot["max_accepted_in_window"] = self.max_calls_in_window(1.0, accepted_only=True)
         return snapshot
+
+    def counts(self) -> dict[str, object]:
+        """The cheap counters only (no per-list map, no window scan): what a benchmark polls
+        while a crawl of millions of lists runs. ``first_follow_get`` is the wall-clock time
+        (Unix seconds) the first follow_get arrived since the last reset, or None."""
+        with self._lock:
+            return {
+                "requests": self._requests,
+                "by_route": dict(self._by_route),
+                "items_served": self._items_served,
+                "first_follow_get": self._first_follow_get,
+            }
 
     def max_calls_in_window(self, window: float = 1.0, *, accepted_only: bool = False) -> int:
         """Most follow_get requests received (or only rate-accepted ones) in any window."""

@@ -1005,3 +1005,37 @@ def test_bad_sandbox_flags_are_usage_errors(
         sandbox_args(*flags)
     assert caught.value.code == 2
     assert f"argument {flags[0]}:" in capsys.readouterr().err
+
+
+def test_degree_makes_a_sparser_graph_and_is_checked() -> None:
+    """``degree`` sets the mean out-degree: 1 gives far fewer edges than the default 12, and a
+    degree outside (0, 1000] is refused."""
+    sparse = Graph(2000, seed=1, degree=1.0).stats_summary()
+    default = Graph(2000, seed=1).stats_summary()
+    assert sparse["edges"] < default["edges"] / 5
+    assert sparse["edges"] > 0
+    for bad in (0.0, -1.0, 1001.0):
+        with pytest.raises(ValueError, match="degree"):
+            Graph(10, degree=bad)
+
+
+def test_counts_route_gives_cheap_counters_and_the_first_call(sandbox: Sandbox) -> None:
+    """``GET /sandbox/counts`` says how many calls came and when the first follow_get did (None
+    before it, and again after a reset), without the per-list map of ``stats``."""
+
+    def counts() -> dict[str, Any]:
+        response = sandbox.handle("GET", "/sandbox/counts", {}, b"")
+        assert response.status == 200
+        decoded: dict[str, Any] = json.loads(response.body)
+        return decoded
+
+    sandbox.reset_stats()
+    assert counts()["first_follow_get"] is None
+    before = time.time()
+    call(sandbox, {"From_Account": "user_000001", "FollowType": 1})
+    found = counts()
+    assert found["by_route"] == {FOLLOW_GET: 1}
+    assert before - 1 <= found["first_follow_get"] <= time.time() + 1
+    assert "follow_get_ok" not in found
+    sandbox.reset_stats()
+    assert counts()["first_follow_get"] is None
