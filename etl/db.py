@@ -82,7 +82,18 @@ def make_engine(url: URL, *, schema: str | None = None) -> Engine:
     connect = dict(PG_CONNECT)
     if schema is not None:  # a checked identifier (etl.config)
         connect["options"] = f"{connect['options']} -c search_path={schema}"
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect)
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect)
+    sa.event.listen(engine, "handle_error", _read_only_is_a_disconnect)
+    return engine
+
+
+def _read_only_is_a_disconnect(context: sa.engine.ExceptionContext) -> None:
+    """A session on a read-only server (25006: a standby, or a failover in progress) stays
+    read-only: SQLAlchemy is told it is a disconnect, so the pool drops its connections and the
+    retry reconnects, reaching the new primary once there is one."""
+    orig = context.original_exception
+    if isinstance(orig, psycopg.Error) and orig.sqlstate == READ_ONLY_TRANSACTION:
+        context.is_disconnect = True
 
 
 def create_schema(engine: Engine, schema: str) -> bool:
@@ -97,9 +108,20 @@ def create_schema(engine: Engine, schema: str) -> bool:
 
 
 # SQLSTATE classes and codes worth a reconnect and a retry: the connection or the server went
-# away (08, 57P01-57P03), or the statement lost a race it may win next time (40001, 40P01,
-# 55P03 lock timeout).
-_TRANSIENT_STATES = ("08", "40001", "40P01", "55P03", "57P01", "57P02", "57P03")
+# away (08, 57P01-57P03), the server is read-only for now (25006: a standby, or a failover in
+# progress), or the statement lost a race it may win next time (40001, 40P01, 55P03 lock
+# timeout).
+READ_ONLY_TRANSACTION = "25006"
+_TRANSIENT_STATES = (
+    "08",
+    READ_ONLY_TRANSACTION,
+    "40001",
+    "40P01",
+    "55P03",
+    "57P01",
+    "57P02",
+    "57P03",
+)
 
 
 def is_transient(exc: BaseException) -> bool:
