@@ -49,10 +49,12 @@ def read_only(pg_server: sa.Engine, pg_url: URL) -> Iterator[Callable[[bool], No
 
 def test_read_only_transaction_is_transient(pg_engine: sa.Engine) -> None:
     """A write in a read-only transaction raises 25006, which is_transient calls transient."""
-    with pg_engine.begin() as conn:
+    with pg_engine.connect() as conn:
         conn.execute(sa.text("SET TRANSACTION READ ONLY"))
         with pytest.raises(sa.exc.DBAPIError) as caught:
             conn.execute(sa.text("CREATE TABLE nope (x int)"))
+        conn.rollback()
+    assert caught.value.connection_invalidated  # the pool drops the read-only session
     assert isinstance(caught.value.orig, psycopg.Error)
     assert caught.value.orig.sqlstate == "25006"
     assert db.is_transient(caught.value)
