@@ -7,7 +7,8 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -247,19 +248,46 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
+@contextmanager
+def migration_connection(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection whose one transaction holds a whole migration, DDL included, so a failure
+    or a kill part-way leaves the schema at the revision it started from.
+
+    PostgreSQL has transactional DDL. pysqlite, left to itself, opens a transaction only before
+    DML, so each CREATE or ALTER on SQLite would commit on its own. As in SQLAlchemy's pysqlite
+    recipe ("Serializable isolation / Savepoints / Transactional DDL"), the driver is told to
+    stay out (AUTOCOMMIT, i.e. isolation_level None) and the transaction is ours: BEGIN
+    IMMEDIATE (the writer's lock from the start: a migration writes), COMMIT at the end.
+    """
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as connection:
+            yield connection
+        return
+    with engine.connect() as plain:
+        connection = plain.execution_options(isolation_level="AUTOCOMMIT")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            if connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+                connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (default: the newest)."""
+    """Bring the schema to ``revision`` (default: the newest), in one transaction."""
     from alembic import command
 
-    with engine.begin() as connection:
+    with migration_connection(engine) as connection:
         command.upgrade(alembic_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    """Take the schema back to ``revision`` (``base`` drops everything)."""
+    """Take the schema back to ``revision`` (``base`` drops everything), in one transaction."""
     from alembic import command
 
-    with engine.begin() as connection:
+    with migration_connection(engine) as connection:
         command.downgrade(alembic_config(connection), revision)
 
 
