@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, leases, prune, runs, sizes, workers
+from etl import db, joblock, leases, prune, runs, sizes, workers
 from etl.client import FollowClient
 from etl.crawl import Crawl, Rate, Tally
 from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageError
@@ -339,20 +339,31 @@ def _hold(
     engine: Engine, request: SyncRequest, clock: workers.DbClock, stop: threading.Event
 ) -> workers.Presence:
     """Register as the job's ``sync``; with ``wait``, until the holder is gone (Stopped if
-    ``stop`` is set first)."""
+    ``stop`` is set first). On a SQLite file the job's flock is taken first and kept in the
+    Presence until ``_leave`` (etl.joblock): a live holder is never taken for dead there."""
+    lock = joblock.for_job(engine, request.job)
     announced = False
-    while True:
-        try:
-            with engine.begin() as conn:
-                return workers.register(conn, request.job, "sync", clock)
-        except JobBusy as busy:
-            if not request.wait:
-                raise
-            if not announced:
-                log.info("%s; waiting", str(busy).split(";")[0])
-                announced = True
-        if stop.wait(workers.HEARTBEAT):
-            raise Stopped(f"stopped while waiting for job {request.job!r}")
+    try:
+        while True:
+            try:
+                if lock is not None:
+                    lock.acquire()
+                with engine.begin() as conn:
+                    me = workers.register(conn, request.job, "sync", clock)
+                me.lock = lock
+                return me
+            except JobBusy as busy:
+                if not request.wait:
+                    raise
+                if not announced:
+                    log.info("%s; waiting", str(busy).split(";")[0])
+                    announced = True
+            if stop.wait(workers.HEARTBEAT):
+                raise Stopped(f"stopped while waiting for job {request.job!r}")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
 
 def _open_run(
@@ -599,6 +610,9 @@ def _leave(engine: Engine, me: workers.Presence) -> None:
             db.first_line(exc),
             workers.TTL,
         )
+    finally:
+        if me.lock is not None:  # last: the row is gone before the next holder may start
+            me.lock.release()
 
 
 def _close(
