@@ -128,7 +128,10 @@ _STAGED_MARK = "etl.load.staged"  # in the DBAPI connection's info: its staging 
 
 
 def _forget_stages(conn: sa.Connection) -> None:
-    conn.connection.info.pop(_STAGED_MARK, None)
+    # An invalidated connection has no DBAPI connection to ask (asking would reconnect); its
+    # info goes with it, and the next DBAPI connection starts with an empty one.
+    if not conn.invalidated and not conn.closed:
+        conn.connection.info.pop(_STAGED_MARK, None)
 
 
 # The few places where the two dialects spell a thing differently.
