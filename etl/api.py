@@ -45,7 +45,7 @@ from etl import sync as syncing
 from etl import verify as verifying
 from etl.accounts import Accounts
 from etl.client import FollowClient
-from etl.config import Settings, load_settings
+from etl.config import Settings, is_rate, load_settings
 from etl.console import REDACTOR
 from etl.errors import (
     ApiError,
@@ -396,10 +396,9 @@ def _check_options(
     """The CLI's argument checks, for callers that skip the CLI (UsageError)."""
     if not 1 <= page_size <= 1000:
         raise UsageError(f"page_size must be 1..1000, got {page_size}")
-    if rate is not None and not rate > 0:
+    if rate is not None and not is_rate(rate):
         raise UsageError(f"rate must be a positive number of calls per second, got {rate}")
-    if concurrency < 1:
-        raise UsageError(f"concurrency must be at least 1, got {concurrency}")
+    syncing.check_concurrency(concurrency)
     chosen = tuple(types)
     if not chosen or any(t not in (1, 2, 3) for t in chosen) or len(set(chosen)) != len(chosen):
         raise UsageError(f"types must be distinct follow types among 1, 2, 3, got {chosen}")

@@ -30,10 +30,11 @@ from etl.commands import (
     cmd_verify,
     cmd_worker,
 )
+from etl.config import is_rate
 from etl.console import CONTEXT, error, say, setup_logging
 from etl.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError, UsageError
 from etl.prune import DEFAULT_KEEP_RUNS
-from etl.sync import DEFAULT_CONCURRENCY
+from etl.sync import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from etl.usersig import DEFAULT_EXPIRE
 
 TYPE_ALIASES = {"fans": 1, "follows": 2, "mutual": 3, "1": 1, "2": 2, "3": 3}
@@ -89,6 +90,33 @@ def _positive(kind: type[int] | type[float]) -> Any:
         return value
 
     return parse
+
+
+def _rate(raw: str) -> float:
+    """A calls-per-second rate: any positive finite number (0.2 is a call every 5 s)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+    if not is_rate(value):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of calls per second, got {raw!r}"
+        )
+    return value
+
+
+def _concurrency(raw: str) -> int:
+    """``--concurrency``: lists in flight, 1..MAX_CONCURRENCY (a thread each)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer from 1 to {MAX_CONCURRENCY} (a thread per list in flight), "
+            f"got {raw!r}"
+        )
+    return value
 
 
 ENVIRONMENT_HELP = """\
@@ -218,17 +246,18 @@ def _add_sync(commands: Commands) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rate",
-        type=_positive(float),
+        type=_rate,
         metavar="R",
         help="calls per second for the whole run, all workers together "
         "(default: IM_RATE or 150; the documented quota is 200)",
     )
     p.add_argument(
         "--concurrency",
-        type=_positive(int),
+        type=_concurrency,
         default=DEFAULT_CONCURRENCY,
         metavar="N",
-        help=f"lists fetched at once by this process (default {DEFAULT_CONCURRENCY})",
+        help=f"lists fetched at once by this process, 1..{MAX_CONCURRENCY} "
+        f"(default {DEFAULT_CONCURRENCY})",
     )
     p.add_argument(
         "--wait",
@@ -381,7 +410,7 @@ def _add_sandbox(commands: Commands) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--rate",
-        type=_positive(float),
+        type=_rate,
         default=None,
         metavar="R",
         help="answer 60007 above R calls per second (default: no limit)",
@@ -467,7 +496,7 @@ def _add_demo(commands: Commands) -> argparse.ArgumentParser:
     )
     p.add_argument("--users", type=_positive(int), default=300)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--rate", type=_positive(float), default=150.0)
+    p.add_argument("--rate", type=_rate, default=150.0)
     p.set_defaults(func=cmd_demo)
     return p
 

@@ -100,10 +100,15 @@ class Pacer:
     target by 1% per call (about 70 calls to recover), the classic additive-ish recovery that
     keeps a client from hammering a service that just said "too fast".
 
+    Slowing down is bounded: calls are never spaced wider than SLOWEST, unless the target
+    itself is wider (a rate below 1/s is kept exactly, 600xx or not). The pause after a
+    600xx is ten intervals, at most PAUSE (but never shorter than one target interval).
+
     Its waits wake on ``stop`` and raise Stopped; ``sleep`` replaces them in tests.
     """
 
-    SLOWEST = 1.0  # seconds between calls at most, however often we are told to slow down
+    SLOWEST = 1.0  # seconds between calls at most when slowed, unless the target is slower
+    PAUSE = 10.0  # seconds without calls after a 600xx at most (unless the target is slower)
 
     def __init__(
         self,
@@ -113,6 +118,8 @@ class Pacer:
         sleep: Callable[[float], None] | None = None,
         stop: threading.Event | None = None,
     ) -> None:
+        if not 0 < rate < math.inf:
+            raise ValueError(f"rate must be a positive finite number, got {rate}")
         self.target = 1.0 / rate
         self.interval = self.target
         self._clock = clock
@@ -130,12 +137,19 @@ class Pacer:
         """Calls per second at the current pace."""
         return 1.0 / self.interval
 
+    @property
+    def slowest(self) -> float:
+        """The widest spacing a slow-down may reach: SLOWEST, or the target if it is wider."""
+        return max(self.SLOWEST, self.target)
+
     def set_rate(self, rate: float) -> None:
         """Change the target (the run's budget, shared by its live processes)."""
+        if not 0 < rate < math.inf:
+            raise ValueError(f"rate must be a positive finite number, got {rate}")
         with self._lock:
             slowed = self.interval / self.target
             self.target = 1.0 / rate
-            self.interval = min(max(self.target, self.target * slowed), self.SLOWEST)
+            self.interval = min(max(self.target, self.target * slowed), self.slowest)
 
     def wait(self) -> None:
         """Block until this caller's slot comes up; Stopped if a stop is requested first."""
@@ -158,8 +172,9 @@ class Pacer:
     def slow_down(self) -> None:
         """The service said we call too often: halve the pace and pause a moment."""
         with self._lock:
-            self.interval = min(self.interval * 2, self.SLOWEST)
-            self._next = max(self._next, self._clock() + self.interval * 10)
+            self.interval = min(self.interval * 2, self.slowest)
+            pause = max(min(self.interval * 10, self.PAUSE), self.target)
+            self._next = max(self._next, self._clock() + pause)
 
     def _wait_on_stop(self, seconds: float) -> None:
         if self._stop.wait(seconds):

@@ -178,6 +178,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def is_rate(value: float) -> bool:
+    """True for a usable calls-per-second rate: positive, finite, and with a finite interval
+    (any rate below 1/s included: 0.2 is a call every 5 s)."""
+    return 0 < value < float("inf") and 1.0 / value < float("inf")
+
+
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -206,9 +212,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     secret = env.get("IM_SECRET_KEY", "").strip()
     sig = env.get("IM_USERSIG", "").strip()
     admin = env.get("IM_ADMIN", "").strip() or DEFAULT_ADMIN
-    rate = _number(env, "IM_RATE", DEFAULT_RATE, minimum=0.001)
-    if rate <= 0:
-        raise ConfigError("IM_RATE must be positive")
+    rate = _number(env, "IM_RATE", DEFAULT_RATE, minimum=0)
+    if not is_rate(rate):
+        raise ConfigError(
+            f"IM_RATE must be a positive number of calls per second, got {env['IM_RATE']!r}"
+        )
     store = database_url(env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL)
     return Settings(
         database_url=store,

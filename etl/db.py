@@ -7,7 +7,8 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,7 +83,18 @@ def make_engine(url: URL, *, schema: str | None = None) -> Engine:
     connect = dict(PG_CONNECT)
     if schema is not None:  # a checked identifier (etl.config)
         connect["options"] = f"{connect['options']} -c search_path={schema}"
-    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect)
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect)
+    sa.event.listen(engine, "handle_error", _read_only_is_a_disconnect)
+    return engine
+
+
+def _read_only_is_a_disconnect(context: sa.engine.ExceptionContext) -> None:
+    """A session on a read-only server (25006: a standby, or a failover in progress) stays
+    read-only: SQLAlchemy is told it is a disconnect, so the pool drops its connections and the
+    retry reconnects, reaching the new primary once there is one."""
+    orig = context.original_exception
+    if isinstance(orig, psycopg.Error) and orig.sqlstate == READ_ONLY_TRANSACTION:
+        context.is_disconnect = True
 
 
 def create_schema(engine: Engine, schema: str) -> bool:
@@ -97,9 +109,20 @@ def create_schema(engine: Engine, schema: str) -> bool:
 
 
 # SQLSTATE classes and codes worth a reconnect and a retry: the connection or the server went
-# away (08, 57P01-57P03), or the statement lost a race it may win next time (40001, 40P01,
-# 55P03 lock timeout).
-_TRANSIENT_STATES = ("08", "40001", "40P01", "55P03", "57P01", "57P02", "57P03")
+# away (08, 57P01-57P03), the server is read-only for now (25006: a standby, or a failover in
+# progress), or the statement lost a race it may win next time (40001, 40P01, 55P03 lock
+# timeout).
+READ_ONLY_TRANSACTION = "25006"
+_TRANSIENT_STATES = (
+    "08",
+    READ_ONLY_TRANSACTION,
+    "40001",
+    "40P01",
+    "55P03",
+    "57P01",
+    "57P02",
+    "57P03",
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -225,19 +248,46 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
+@contextmanager
+def migration_connection(engine: Engine) -> Iterator[sa.Connection]:
+    """A connection whose one transaction holds a whole migration, DDL included, so a failure
+    or a kill part-way leaves the schema at the revision it started from.
+
+    PostgreSQL has transactional DDL. pysqlite, left to itself, opens a transaction only before
+    DML, so each CREATE or ALTER on SQLite would commit on its own. As in SQLAlchemy's pysqlite
+    recipe ("Serializable isolation / Savepoints / Transactional DDL"), the driver is told to
+    stay out (AUTOCOMMIT, i.e. isolation_level None) and the transaction is ours: BEGIN
+    IMMEDIATE (the writer's lock from the start: a migration writes), COMMIT at the end.
+    """
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as connection:
+            yield connection
+        return
+    with engine.connect() as plain:
+        connection = plain.execution_options(isolation_level="AUTOCOMMIT")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            if connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+                connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (default: the newest)."""
+    """Bring the schema to ``revision`` (default: the newest), in one transaction."""
     from alembic import command
 
-    with engine.begin() as connection:
+    with migration_connection(engine) as connection:
         command.upgrade(alembic_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    """Take the schema back to ``revision`` (``base`` drops everything)."""
+    """Take the schema back to ``revision`` (``base`` drops everything), in one transaction."""
     from alembic import command
 
-    with engine.begin() as connection:
+    with migration_connection(engine) as connection:
         command.downgrade(alembic_config(connection), revision)
 
 

@@ -124,6 +124,15 @@ stage_profiles = _temporary(
     key=("user_id", "profile_sequence"),
 )
 _STAGES = (stage_edges, stage_lists, stage_profiles)
+_STAGED_MARK = "etl.load.staged"  # in the DBAPI connection's info: its staging tables exist
+
+
+def _forget_stages(conn: sa.Connection) -> None:
+    # An invalidated connection has no DBAPI connection to ask (asking would reconnect); its
+    # info goes with it, and the next DBAPI connection starts with an empty one.
+    if not conn.invalidated and not conn.closed:
+        conn.connection.info.pop(_STAGED_MARK, None)
+
 
 # The few places where the two dialects spell a thing differently.
 _SQL = {
@@ -418,12 +427,14 @@ class Loader:
             )
             .returning(q.kind)
         )
-        self._connections: set[int] = set()
 
     def prepare(self, conn: sa.Connection) -> None:
         """Create the staging tables on this connection (once) and empty them."""
-        dbapi = id(conn.connection.dbapi_connection)
-        if dbapi not in self._connections:
+        # Temporary tables live as long as the DBAPI connection: the mark that they exist
+        # lives in that connection's own info dict, which SQLAlchemy clears when it reconnects
+        # or invalidates. (An id() of the connection could be reused by a new one.)
+        info = conn.connection.info
+        if not info.get(_STAGED_MARK):
             for table in _STAGES:
                 conn.execute(CreateTable(table, if_not_exists=True))
                 if not self.pg:
@@ -434,7 +445,10 @@ class Loader:
                             f"ON {table.name} ({key})"
                         )
                     )
-            self._connections.add(dbapi)
+            info[_STAGED_MARK] = True
+            # Created inside a transaction, which a rollback undoes: then forget them too. (A
+            # later rollback forgets them as well; making them again is harmless: IF NOT EXISTS.)
+            sa.event.listen(conn, "rollback", _forget_stages, once=True)
         if not self.pg:  # PostgreSQL empties them at each commit (ON COMMIT DELETE ROWS)
             for table in _STAGES:
                 conn.execute(sa.delete(table))

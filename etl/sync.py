@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, leases, prune, runs, sizes, workers
+from etl import db, joblock, leases, prune, runs, sizes, workers
 from etl.client import FollowClient
 from etl.crawl import Crawl, Rate, Tally
 from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageError
@@ -26,6 +26,10 @@ from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageErro
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 16  # lists in flight: enough to hide ~50 ms round trips at 200 calls/s
+# Each list in flight is a fetcher thread. 256 keeps the documented quota (200 calls/s) busy
+# even at 1 s per round trip (Little's law: 200 in flight), while the threads (a stack each)
+# and their queued pages stay small on any host; 100000 would end in "can't start new thread".
+MAX_CONCURRENCY = 256
 PROGRESS_EVERY = 0.5  # seconds between progress snapshots
 JOIN_WAIT = 3.0  # heartbeats a joining worker waits at most for its peers to count it
 SHARED_MARGIN = 0.98  # of its share a process uses when several share the run's budget
@@ -52,6 +56,28 @@ class SyncRequest:
     db_seconds: float = db.RECONNECT_SECONDS  # how long to wait for a lost database
     # After a clean finish, keep the checkpoints of the job's last N runs (etl.prune); 0: all.
     keep_runs: int = prune.DEFAULT_KEEP_RUNS
+
+    def __post_init__(self) -> None:
+        check_concurrency(self.concurrency)
+
+
+def check_concurrency(concurrency: int) -> None:
+    """UsageError unless ``concurrency`` is 1..MAX_CONCURRENCY."""
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"concurrency must be 1..{MAX_CONCURRENCY}, got {concurrency}")
+
+
+def stored_concurrency(options: dict[str, object]) -> int:
+    """A run's stored concurrency, kept within 1..MAX_CONCURRENCY (a run stored by an older
+    version may hold more): a worker takes the bound, with a warning, rather than fail."""
+    raw = options.get("concurrency", DEFAULT_CONCURRENCY)
+    value = int(raw) if isinstance(raw, int | float | str) else DEFAULT_CONCURRENCY
+    bounded = min(max(value, 1), MAX_CONCURRENCY)
+    if bounded != value:
+        log.warning(
+            "the run's concurrency %d is out of 1..%d: using %d", value, MAX_CONCURRENCY, bounded
+        )
+    return bounded
 
 
 @dataclass(frozen=True)
@@ -283,7 +309,7 @@ def work(
         plan = _Plan(
             rate,
             int(options.get("page_size", 1000)),
-            int(options.get("concurrency", DEFAULT_CONCURRENCY)),
+            stored_concurrency(options),
             db_seconds,
         )
         _crawl(engine, client, me, heartbeat, report, plan, clock, on_progress, stop)
@@ -313,20 +339,31 @@ def _hold(
     engine: Engine, request: SyncRequest, clock: workers.DbClock, stop: threading.Event
 ) -> workers.Presence:
     """Register as the job's ``sync``; with ``wait``, until the holder is gone (Stopped if
-    ``stop`` is set first)."""
+    ``stop`` is set first). On a SQLite file the job's flock is taken first and kept in the
+    Presence until ``_leave`` (etl.joblock): a live holder is never taken for dead there."""
+    lock = joblock.for_job(engine, request.job)
     announced = False
-    while True:
-        try:
-            with engine.begin() as conn:
-                return workers.register(conn, request.job, "sync", clock)
-        except JobBusy as busy:
-            if not request.wait:
-                raise
-            if not announced:
-                log.info("%s; waiting", str(busy).split(";")[0])
-                announced = True
-        if stop.wait(workers.HEARTBEAT):
-            raise Stopped(f"stopped while waiting for job {request.job!r}")
+    try:
+        while True:
+            try:
+                if lock is not None:
+                    lock.acquire()
+                with engine.begin() as conn:
+                    me = workers.register(conn, request.job, "sync", clock)
+                me.lock = lock
+                return me
+            except JobBusy as busy:
+                if not request.wait:
+                    raise
+                if not announced:
+                    log.info("%s; waiting", str(busy).split(";")[0])
+                    announced = True
+            if stop.wait(workers.HEARTBEAT):
+                raise Stopped(f"stopped while waiting for job {request.job!r}")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
 
 def _open_run(
@@ -573,6 +610,9 @@ def _leave(engine: Engine, me: workers.Presence) -> None:
             db.first_line(exc),
             workers.TTL,
         )
+    finally:
+        if me.lock is not None:  # last: the row is gone before the next holder may start
+            me.lock.release()
 
 
 def _close(

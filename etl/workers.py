@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.errors import JobBusy
+from etl.joblock import JobLock
 from etl.schema import Timestamp, sync_workers
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class Presence:
     role: str
     clock: DbClock
     run_id: int | None = None
+    lock: JobLock | None = None  # a `sync` on a SQLite file: the job's flock (etl.joblock)
 
 
 def register(conn: sa.Connection, job: str, role: str, clock: DbClock) -> Presence:

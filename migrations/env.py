@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 from etl.config import load_settings
-from etl.db import create_schema, make_engine
+from etl.db import create_schema, make_engine, migration_connection
 from etl.schema import metadata
 
 config = context.config
@@ -49,7 +49,7 @@ def run_online() -> None:
     engine = make_engine(settings.database_url, schema=settings.schema)
     if settings.schema is not None:
         create_schema(engine, settings.schema)
-    with engine.begin() as fresh:
+    with migration_connection(engine) as fresh:  # one transaction, on SQLite too
         _configure(fresh)
     engine.dispose()
 

@@ -79,7 +79,7 @@ def test_accounts_are_checked_up_front_and_streamed_after(tmp_path: Path) -> Non
 
     path = tmp_path / "a.txt"
     path.write_text("# c\nalice\n\nbob\nalice\n", encoding="utf-8")
-    accounts = Accounts(str(path), [" carol "])
+    accounts = Accounts(str(path), ["carol"])
     assert accounts.count == 4
     assert list(accounts) == ["alice", "bob", "alice", "carol"]
     assert list(accounts) == ["alice", "bob", "alice", "carol"]  # a second pass reads it again
