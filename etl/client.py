@@ -8,6 +8,10 @@ retried like 30006.
 
 Every wait (pacing, retry backoff) wakes on the client's ``stop`` event and raises
 ``etl.errors.Stopped``, so a stop request never waits out a retry budget.
+
+The UserSig never reaches httpx: requests are built without it, and ``SigningTransport`` adds
+it below httpx's logging, exceptions and ``Response.request``. A host that logs httpx at INFO
+or DEBUG sees no secret, whatever its logging configuration.
 """
 
 from __future__ import annotations
@@ -166,6 +170,53 @@ class Pacer:
             raise Stopped("pacing wait cut short: stop requested")
 
 
+class SigningTransport(httpx.BaseTransport):
+    """Adds ``usersig=`` to each request's query string on its way to ``inner``.
+
+    httpx logs every request's URL at INFO (``HTTP Request: POST https://...``) and puts the
+    request in its exceptions and responses; all of them see the request as the client built
+    it, without the UserSig, since this transport signs a copy only as it hands it down.
+    httpcore, below, logs no URL: only host and port, at DEBUG.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport, usersig: Callable[[], str]) -> None:
+        self.inner = inner
+        self._usersig = usersig
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send a signed copy of ``request`` through the inner transport."""
+        signed = httpx.Request(
+            request.method,
+            request.url.copy_add_param("usersig", self._usersig()),
+            headers=request.headers,
+            stream=request.stream,
+            extensions=request.extensions,
+        )
+        return self.inner.handle_request(signed)
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        self.inner.close()
+
+
+def _signing_client(
+    transport: httpx.BaseTransport | None, usersig: Callable[[], str], **options: Any
+) -> httpx.Client:
+    """An httpx.Client whose every transport is wrapped in a SigningTransport."""
+    if transport is not None:
+        return httpx.Client(transport=SigningTransport(transport, usersig), **options)
+    # No transport given: httpx builds its own pool, honouring ``limits``, and a proxy's for
+    # each HTTP(S)_PROXY / ALL_PROXY the environment names (NO_PROXY hosts mapped to None);
+    # handing it a transport would turn both off, so its choices are wrapped where they lie.
+    client = httpx.Client(**options)
+    client._transport = SigningTransport(client._transport, usersig)
+    client._mounts = {
+        pattern: None if mounted is None else SigningTransport(mounted, usersig)
+        for pattern, mounted in client._mounts.items()
+    }
+    return client
+
+
 # orjson turns an integer literal outside [-2**63, 2**64) into a float, silently losing digits:
 # a body with a run of 19 or more digits anywhere (a cheap C-level scan, about 5% of orjson's
 # own time) goes to json instead, which keeps every integer exact.
@@ -298,8 +349,9 @@ class FollowClient:
         # Answers by code: "0" (OK), a Tencent ErrorCode, "http_503", "timeout", "network",
         # "http_error", "malformed" (for metrics).
         self.answers: collections.Counter[str] = collections.Counter()
-        self._http = httpx.Client(
-            transport=transport,
+        self._http = _signing_client(
+            transport,
+            usersig.current,
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 5.0)),
             limits=httpx.Limits(max_keepalive_connections=128, keepalive_expiry=30.0),
             headers={"Content-Type": "application/json", "User-Agent": "follow-etl"},
@@ -402,7 +454,6 @@ class FollowClient:
         params = {
             "sdkappid": str(self._settings.sdkappid),
             "identifier": self._settings.admin,
-            "usersig": self._usersig.current(),
             "random": str(random.randint(0, 4294967295)),
             "contenttype": "json",
         }
