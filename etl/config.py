@@ -123,11 +123,23 @@ class Settings:
 
 
 def database_url(raw: str, *, name: str = "DATABASE_URL") -> URL:
-    """Parse a SQLAlchemy URL; plain ``postgresql://`` and ``postgres://`` use psycopg 3."""
+    """Parse a SQLAlchemy URL; plain ``postgresql://`` and ``postgres://`` use psycopg 3.
+
+    No error quotes the URL, and a URL whose password could be misread is refused: an ``@``
+    anywhere but after the user and password (an unencoded ``@`` in the password, or a user
+    that hides the ``user:password@`` part from the parser) would put the password's tail into
+    the host or database name, which connection errors print. (A SQLite path may hold ``@``.)
+    """
+    refused = ConfigError(
+        f"{name} is not a database URL: write it as driver://user:password@host:port/database, "
+        "with any @ : / ? # % or space in the user or password percent-encoded (%40 for @)"
+    )
     try:
         url = make_url(raw)
-    except ArgumentError as exc:
-        raise ConfigError(f"{name} is not a database URL: {exc}") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise refused from None
+    if url.get_backend_name() != "sqlite" and raw.count("@") > (url.username is not None):
+        raise refused
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("postgresql", "sqlite"):
