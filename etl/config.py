@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -179,6 +179,53 @@ def base_url(raw: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError("IM_BASE_URL must not carry a query string or fragment")
     return raw.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Pushgateway:
+    """Where metrics are pushed: the URL without credentials, and the basic-auth ones."""
+
+    url: str  # what may be shown and logged: scheme, host, port and path only
+    username: str | None = None
+    password: Secret | None = None
+
+
+def pushgateway(raw: str) -> Pushgateway:
+    """Parse ``--pushgateway``: ``http(s)://[user:password@]host[:port][/path]`` (http:// when
+    no scheme is given, as prometheus_client does), user and password percent-decoded.
+
+    A ValueError that quotes nothing of ``raw``: a misread URL could put the password's tail
+    into the host, port or path (an unencoded ``/``, ``?`` or ``#`` before an ``@``). An
+    unencoded ``@`` is read as the password's: only the last one ends the user and password.
+    """
+    refused = ValueError(
+        "not a Pushgateway URL: write it as http(s)://[user:password@]host[:port][/path], "
+        "with any @ : / ? # % or space in the user or password percent-encoded (%40 for @)"
+    )
+    text = raw.strip()
+    if "://" not in text:
+        text = f"http://{text}"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise refused from None
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or text.count("@") > parts.netloc.count("@")  # one past a / ? or #: a password misread
+        or parts.query
+        or parts.fragment
+    ):
+        raise refused
+    url = urlunsplit((parts.scheme, hostport, parts.path.rstrip("/"), "", ""))
+    if not at:
+        return Pushgateway(url)
+    user, _, password = userinfo.partition(":")
+    if ":" in unquote(user):  # basic auth ends the user at the first colon (RFC 7617)
+        raise refused
+    return Pushgateway(url, unquote(user), Secret(unquote(password)))
 
 
 def _is_loopback(host: str) -> bool:
