@@ -169,8 +169,11 @@ def _schema(raw: str, url: URL) -> str | None:
 def base_url(raw: str) -> str:
     """Validate IM_BASE_URL: https anywhere, plain http only on loopback (the UserSig is in it)."""
     parts = urlsplit(raw)
+    if "@" in parts.netloc:  # httpx would send and log them; the API wants only the UserSig
+        raise ConfigError("IM_BASE_URL must not carry a user or password")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"IM_BASE_URL must be an http(s) URL with a host, got {raw!r}")
+        shown = "" if "@" in raw else f", got {raw!r}"  # an @ may follow a password
+        raise ConfigError(f"IM_BASE_URL must be an http(s) URL with a host{shown}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigError(
             "IM_BASE_URL: plain http:// is refused except on loopback, "

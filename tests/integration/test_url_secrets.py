@@ -1,5 +1,6 @@
-"""No part of a DATABASE_URL password, whatever characters it holds, appears in any message:
-config errors, connection failures, the CLI's error and log lines."""
+"""No part of a password in a configured URL, whatever characters it holds, appears in any
+message: DATABASE_URL's in config errors, connection failures, the CLI's error and log lines;
+IM_BASE_URL's in its config error."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 
 from etl import db
 from etl.cli import main
-from etl.config import database_url
+from etl.config import database_url, load_settings
 from etl.console import setup_logging
 from etl.errors import ConfigError
 from tests.e2e.test_metrics import free_port
@@ -198,3 +199,15 @@ def test_python_m_etl_status_never_prints_the_password(pg_server: sa.Engine, enc
     )  # fmt: skip
     assert done.returncode == (5 if encode else 3), done.stderr
     assert not leaked(password, done.stdout + done.stderr, REFUSED + url_with("", encode=True))
+
+
+@pytest.mark.parametrize(
+    "raw", ["https://user:Xq7Zk9v@console.tim.qq.com", "ftp://user:Xq7Zk9v@host", "user:Xq7Zk9v@h"]
+)
+def test_im_base_url_with_credentials_is_refused_without_them(raw: str) -> None:
+    """IM_BASE_URL takes no user or password (the UserSig authenticates), and its error
+    quotes none."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"IM_BASE_URL": raw})
+    assert "Xq7" not in str(caught.value)
+    assert "Zk9v" not in str(caught.value)
