@@ -192,6 +192,8 @@ class SigningTransport(httpx.BaseTransport):
             stream=request.stream,
             extensions=request.extensions,
         )
+        if isinstance(request.stream, httpx.ByteStream):
+            signed.read()  # the body in hand, as the client's own request has it (.content)
         return self.inner.handle_request(signed)
 
     def close(self) -> None:

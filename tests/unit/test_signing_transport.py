@@ -36,6 +36,16 @@ def test_the_inner_transport_gets_the_usersig_and_httpx_never_sees_it(
     assert not [r for r in caplog.records if SIG in r.getMessage()]
 
 
+def test_the_inner_transport_can_read_the_body() -> None:
+    """An injected transport sees the request as httpx built it: ``.content`` in hand."""
+    transport = SigningTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200, content=request.content)),
+        lambda: SIG,
+    )
+    with httpx.Client(transport=transport) as http:
+        assert http.post("https://api.test/x", content=b'{"a":1}').content == b'{"a":1}'
+
+
 def test_a_failing_inner_transport_raises_without_the_usersig() -> None:
     """An exception from below carries the unsigned request, never the UserSig."""
 
