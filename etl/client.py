@@ -182,12 +182,14 @@ class SigningTransport(httpx.BaseTransport):
     def __init__(self, inner: httpx.BaseTransport, usersig: Callable[[], str]) -> None:
         self.inner = inner
         self._usersig = usersig
+        self._encoded = ("", b"")  # the last UserSig and its query pair: it changes once a day
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send a signed copy of ``request`` through the inner transport."""
+        url = request.url
         signed = httpx.Request(
             request.method,
-            request.url.copy_add_param("usersig", self._usersig()),
+            url.copy_with(query=url.query + b"&" + self._pair() if url.query else self._pair()),
             headers=request.headers,
             stream=request.stream,
             extensions=request.extensions,
@@ -199,6 +201,14 @@ class SigningTransport(httpx.BaseTransport):
     def close(self) -> None:
         """Close the inner transport."""
         self.inner.close()
+
+    def _pair(self) -> bytes:
+        sig = self._usersig()
+        last, pair = self._encoded  # one tuple, read and replaced whole: safe across threads
+        if sig != last:
+            pair = str(httpx.QueryParams({"usersig": sig})).encode()
+            self._encoded = (sig, pair)
+        return pair
 
 
 def _signing_client(
@@ -344,6 +354,9 @@ class FollowClient:
         self._stop = self._own_stop
         self._pacer = Pacer(settings.rate, stop=self._stop)
         self._base = 0  # index into settings.base_urls; moves to the backup on network errors
+        self._query = str(
+            httpx.QueryParams({"sdkappid": str(settings.sdkappid), "identifier": settings.admin})
+        )
         self._lock = threading.Lock()
         self.calls = 0
         self.retries = 0
@@ -453,16 +466,12 @@ class FollowClient:
             raise Stopped(f"{label}: stop requested")
         self._pacer.wait()
         base = self._settings.base_urls[self._base]
-        params = {
-            "sdkappid": str(self._settings.sdkappid),
-            "identifier": self._settings.admin,
-            "random": str(random.randint(0, 4294967295)),
-            "contenttype": "json",
-        }
+        # One URL string, parsed once by httpx (as params= it would be parsed twice).
+        query = f"{self._query}&random={random.randint(0, 4294967295)}&contenttype=json"
         with self._lock:
             self.calls += 1
         try:
-            status, content = self._send(f"{base}/{api}", params, payload)
+            status, content = self._send(f"{base}/{api}?{query}", payload)
         except httpx.TimeoutException as exc:
             self._count("timeout")
             self._fail_over()
@@ -487,9 +496,7 @@ class FollowClient:
         self._count("0")
         return result
 
-    def _send(
-        self, url: str, params: Mapping[str, str], payload: bytes
-    ) -> tuple[int, bytes | None]:
+    def _send(self, url: str, payload: bytes) -> tuple[int, bytes | None]:
         """POST; (status, body), the body None when it is larger than MAX_ANSWER_BYTES.
 
         The whole answer must arrive within the timeout, not only each read: a peer that
@@ -497,7 +504,7 @@ class FollowClient:
         httpx's own timeouts, raises httpx.ReadTimeout.
         """
         deadline = time.monotonic() + self._settings.timeout
-        with self._http.stream("POST", url, params=params, content=payload) as response:
+        with self._http.stream("POST", url, content=payload) as response:
             announced = response.headers.get("Content-Length", "")
             if announced.isdigit() and int(announced) > MAX_ANSWER_BYTES:
                 return response.status_code, None
