@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import string
 import subprocess
@@ -59,9 +60,11 @@ def url_with(password: str, *, encode: bool, host: str = "127.0.0.1", port: int 
 
 def cli(url: str, *words: str) -> tuple[int, str]:
     """Run follow-etl in-process with DATABASE_URL=url at debug verbosity; (exit code,
-    stdout and stderr together)."""
+    stdout and stderr together). The logging it sets up is undone after."""
     out = io.StringIO()
     env = {"DATABASE_URL": url, "DATABASE_RETRY_SECONDS": "0"}
+    loggers = [logging.getLogger(name) for name in ("", "httpx", "httpcore", "alembic")]
+    saved = [(logger, logger.level, logger.handlers[:]) for logger in loggers]
     with mock.patch.dict(os.environ, env), contextlib.redirect_stdout(out), \
             contextlib.redirect_stderr(out):  # fmt: skip
         try:
@@ -69,7 +72,10 @@ def cli(url: str, *words: str) -> tuple[int, str]:
         except SystemExit as exc:
             code = int(exc.code or 0)
         finally:
-            setup_logging(0, "text")
+            setup_logging(0, "text")  # the format error() speaks, for whoever calls main next
+            for logger, level, handlers in saved:
+                logger.setLevel(level)
+                logger.handlers[:] = handlers
     return code, out.getvalue()
 
 
