@@ -217,6 +217,8 @@ def pushgateway(raw: str) -> Pushgateway:
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
+        or not hostport.isascii()
+        or any(c.isspace() or not c.isprintable() for c in hostport)  # urllib would raise
         or text.count("@") > parts.netloc.count("@")  # one past a / ? or #: a password misread
         or parts.query
         or parts.fragment

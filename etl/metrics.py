@@ -10,6 +10,7 @@ write or push is logged and tried again at the next refresh.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import socket
@@ -102,7 +103,8 @@ class Metrics:
                     timeout=PUSH_TIMEOUT,
                     handler=_handler(self.pushgateway),
                 )
-            except OSError as exc:  # URLError, a refused connection, a timeout
+            # URLError, a refused connection, a timeout; a peer that speaks no HTTP (BadStatusLine).
+            except (OSError, http.client.HTTPException) as exc:
                 # The URL without credentials; urllib's errors name no URL ("HTTP Error 401").
                 log.warning(
                     "metrics: cannot push to the Pushgateway at %s: %s", self.pushgateway.url, exc

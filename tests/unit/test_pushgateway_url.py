@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import socket
 import string
+import threading
 from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import exposition
@@ -92,6 +95,7 @@ def test_the_url_shown_is_without_credentials(raw: str, url: str) -> None:
         "https://us%3Aer:Xq7Zk9v@gateway",  # a colon in the user: basic auth cannot say it
         "ftp://user:Xq7Zk9v@gateway",
         "https://user:Xq7Zk9v@",
+        "https://user:Xq7Zk9v@gate way:9091",  # urllib's InvalidURL at the first push
     ],
 )
 def test_a_bad_url_is_a_usage_error_of_one_line_without_the_password(
@@ -124,3 +128,27 @@ def test_the_push_carries_basic_auth_only_with_credentials(
     token = base64.b64encode(b"ops:p@ss").decode()
     assert sent == [[("Authorization", f"Basic {token}".encode())]]
     assert _handler(pushgateway("https://gateway")) is metrics.default_handler
+
+
+def test_a_peer_that_speaks_no_http_costs_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A push answered by garbage (http.client's BadStatusLine, not an OSError) is logged with
+    the gateway's URL and never stops the process."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def garbage() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+
+        peer = threading.Thread(target=garbage, daemon=True)
+        peer.start()
+        gateway = pushgateway(f"http://ops:Xq7Zk9v@127.0.0.1:{port}")
+        metrics.Metrics(sa.create_engine("sqlite://"), "nightly", pushgateway=gateway).refresh()
+        peer.join(timeout=5)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"cannot push to the Pushgateway at http://127.0.0.1:{port}:" in warning
+    assert "Xq7Zk9v" not in warning
