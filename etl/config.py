@@ -129,6 +129,7 @@ def database_url(raw: str, *, name: str = "DATABASE_URL") -> URL:
     anywhere but after the user and password (an unencoded ``@`` in the password, or a user
     that hides the ``user:password@`` part from the parser) would put the password's tail into
     the host or database name, which connection errors print. (A SQLite path may hold ``@``.)
+    A ``?password=`` query parameter becomes the URL's password, which ``repr`` hides.
     """
     refused = ConfigError(
         f"{name} is not a database URL: write it as driver://user:password@host:port/database, "
@@ -140,6 +141,10 @@ def database_url(raw: str, *, name: str = "DATABASE_URL") -> URL:
         raise refused from None
     if url.get_backend_name() != "sqlite" and raw.count("@") > (url.username is not None):
         raise refused
+    if "password" in url.query:  # libpq's ?password=: moved where every rendering hides it
+        given = url.query["password"]
+        password = given if isinstance(given, str) else given[-1]  # the last one, as libpq
+        url = url.difference_update_query(["password"]).set(password=password)
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("postgresql", "sqlite"):

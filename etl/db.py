@@ -199,9 +199,8 @@ def reconnect_delay(attempt: int, deadline: float) -> float:
 
 
 def describe(url: URL) -> str:
-    """The URL as it may be shown to a person: never with its password, nor libpq's
-    ``?password=`` query parameter."""
-    return url.difference_update_query(["password"]).render_as_string(hide_password=True)
+    """The URL as it may be shown to a person: never with its password."""
+    return url.render_as_string(hide_password=True)
 
 
 def migrations_dir() -> Path:

@@ -25,6 +25,7 @@ from etl.cli import main
 from etl.config import database_url, load_settings
 from etl.console import setup_logging
 from etl.errors import ConfigError
+from tests.conftest import PG_SERVER
 from tests.e2e.test_metrics import free_port
 
 # Printable characters from the whole of Unicode, with URL punctuation (@ : / % # ? and space)
@@ -127,10 +128,24 @@ def test_a_sqlite_path_may_hold_an_at_sign() -> None:
     assert database_url("sqlite:///backups/nightly@host.db").database == "backups/nightly@host.db"
 
 
-def test_libpq_password_parameter_is_not_described() -> None:
-    """A password given as ``?password=`` is dropped from the URL shown to people."""
+def test_libpq_password_parameter_becomes_the_hidden_password() -> None:
+    """A password given as ``?password=`` is the URL's password: kept, and shown nowhere."""
     url = database_url("postgresql://postgres@127.0.0.1/db?password=hunter22&sslmode=prefer")
-    assert db.describe(url) == "postgresql+psycopg://postgres@127.0.0.1/db?sslmode=prefer"
+    assert url.password == "hunter22"
+    for shown in (db.describe(url), repr(url), str(url)):
+        assert "hunter22" not in shown
+    assert db.describe(url) == "postgresql+psycopg://postgres:***@127.0.0.1/db?sslmode=prefer"
+
+
+def test_a_password_in_the_query_still_connects(pg_server: sa.Engine) -> None:
+    """The moved password reaches the server as before: trust auth lets this one in."""
+    sep = "&" if "?" in PG_SERVER else "?"
+    engine = db.make_engine(database_url(f"{PG_SERVER}{sep}password=any-password-at-all"))
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")
