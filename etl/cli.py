@@ -30,7 +30,7 @@ from etl.commands import (
     cmd_verify,
     cmd_worker,
 )
-from etl.config import is_rate
+from etl.config import Pushgateway, is_rate, pushgateway
 from etl.console import CONTEXT, error, say, setup_logging
 from etl.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError, UsageError
 from etl.prune import DEFAULT_KEEP_RUNS
@@ -539,9 +539,10 @@ def _metrics_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--pushgateway",
+        type=_pushgateway,
         metavar="URL",
         help="push Prometheus metrics to this Pushgateway (grouped by job and instance), "
-        "every --metrics-every seconds and at exit",
+        "every --metrics-every seconds and at exit; basic auth as https://user:password@host",
     )
     parser.add_argument(
         "--metrics-every",
@@ -550,6 +551,14 @@ def _metrics_options(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between metrics refreshes (default 15)",
     )
+
+
+def _pushgateway(raw: str) -> Pushgateway:
+    """--pushgateway, its credentials apart; the error quotes nothing of it (a password)."""
+    try:
+        return pushgateway(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:

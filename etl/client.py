@@ -8,6 +8,10 @@ retried like 30006.
 
 Every wait (pacing, retry backoff) wakes on the client's ``stop`` event and raises
 ``etl.errors.Stopped``, so a stop request never waits out a retry budget.
+
+The UserSig never reaches httpx: requests are built without it, and ``SigningTransport`` adds
+it below httpx's logging, exceptions and ``Response.request``. A host that logs httpx at INFO
+or DEBUG sees no secret, whatever its logging configuration.
 """
 
 from __future__ import annotations
@@ -181,6 +185,65 @@ class Pacer:
             raise Stopped("pacing wait cut short: stop requested")
 
 
+class SigningTransport(httpx.BaseTransport):
+    """Adds ``usersig=`` to each request's query string on its way to ``inner``.
+
+    httpx logs every request's URL at INFO (``HTTP Request: POST https://...``) and puts the
+    request in its exceptions and responses; all of them see the request as the client built
+    it, without the UserSig, since this transport signs a copy only as it hands it down.
+    httpcore, below, logs no URL: only host and port, at DEBUG.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport, usersig: Callable[[], str]) -> None:
+        self.inner = inner
+        self._usersig = usersig
+        self._encoded = ("", b"")  # the last UserSig and its query pair: it changes once a day
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send a signed copy of ``request`` through the inner transport."""
+        url = request.url
+        signed = httpx.Request(
+            request.method,
+            url.copy_with(query=url.query + b"&" + self._pair() if url.query else self._pair()),
+            headers=request.headers,
+            stream=request.stream,
+            extensions=request.extensions,
+        )
+        if isinstance(request.stream, httpx.ByteStream):
+            signed.read()  # the body in hand, as the client's own request has it (.content)
+        return self.inner.handle_request(signed)
+
+    def close(self) -> None:
+        """Close the inner transport."""
+        self.inner.close()
+
+    def _pair(self) -> bytes:
+        sig = self._usersig()
+        last, pair = self._encoded  # one tuple, read and replaced whole: safe across threads
+        if sig != last:
+            pair = str(httpx.QueryParams({"usersig": sig})).encode()
+            self._encoded = (sig, pair)
+        return pair
+
+
+def _signing_client(
+    transport: httpx.BaseTransport | None, usersig: Callable[[], str], **options: Any
+) -> httpx.Client:
+    """An httpx.Client whose every transport is wrapped in a SigningTransport."""
+    if transport is not None:
+        return httpx.Client(transport=SigningTransport(transport, usersig), **options)
+    # No transport given: httpx builds its own pool, honouring ``limits``, and a proxy's for
+    # each HTTP(S)_PROXY / ALL_PROXY the environment names (NO_PROXY hosts mapped to None);
+    # handing it a transport would turn both off, so its choices are wrapped where they lie.
+    client = httpx.Client(**options)
+    client._transport = SigningTransport(client._transport, usersig)
+    client._mounts = {
+        pattern: None if mounted is None else SigningTransport(mounted, usersig)
+        for pattern, mounted in client._mounts.items()
+    }
+    return client
+
+
 # orjson turns an integer literal outside [-2**63, 2**64) into a float, silently losing digits:
 # a body with a run of 19 or more digits anywhere (a cheap C-level scan, about 5% of orjson's
 # own time) goes to json instead, which keeps every integer exact.
@@ -306,6 +369,9 @@ class FollowClient:
         self._stop = self._own_stop
         self._pacer = Pacer(settings.rate, stop=self._stop)
         self._base = 0  # index into settings.base_urls; moves to the backup on network errors
+        self._query = str(
+            httpx.QueryParams({"sdkappid": str(settings.sdkappid), "identifier": settings.admin})
+        )
         self._lock = threading.Lock()
         self.calls = 0
         self.retries = 0
@@ -313,8 +379,9 @@ class FollowClient:
         # Answers by code: "0" (OK), a Tencent ErrorCode, "http_503", "timeout", "network",
         # "http_error", "malformed" (for metrics).
         self.answers: collections.Counter[str] = collections.Counter()
-        self._http = httpx.Client(
-            transport=transport,
+        self._http = _signing_client(
+            transport,
+            usersig.current,
             timeout=httpx.Timeout(settings.timeout, connect=min(settings.timeout, 5.0)),
             limits=httpx.Limits(max_keepalive_connections=128, keepalive_expiry=30.0),
             headers={"Content-Type": "application/json", "User-Agent": "follow-etl"},
@@ -414,17 +481,12 @@ class FollowClient:
             raise Stopped(f"{label}: stop requested")
         self._pacer.wait()
         base = self._settings.base_urls[self._base]
-        params = {
-            "sdkappid": str(self._settings.sdkappid),
-            "identifier": self._settings.admin,
-            "usersig": self._usersig.current(),
-            "random": str(random.randint(0, 4294967295)),
-            "contenttype": "json",
-        }
+        # One URL string, parsed once by httpx (as params= it would be parsed twice).
+        query = f"{self._query}&random={random.randint(0, 4294967295)}&contenttype=json"
         with self._lock:
             self.calls += 1
         try:
-            status, content = self._send(f"{base}/{api}", params, payload)
+            status, content = self._send(f"{base}/{api}?{query}", payload)
         except httpx.TimeoutException as exc:
             self._count("timeout")
             self._fail_over()
@@ -449,9 +511,7 @@ class FollowClient:
         self._count("0")
         return result
 
-    def _send(
-        self, url: str, params: Mapping[str, str], payload: bytes
-    ) -> tuple[int, bytes | None]:
+    def _send(self, url: str, payload: bytes) -> tuple[int, bytes | None]:
         """POST; (status, body), the body None when it is larger than MAX_ANSWER_BYTES.
 
         The whole answer must arrive within the timeout, not only each read: a peer that
@@ -459,7 +519,7 @@ class FollowClient:
         httpx's own timeouts, raises httpx.ReadTimeout.
         """
         deadline = time.monotonic() + self._settings.timeout
-        with self._http.stream("POST", url, params=params, content=payload) as response:
+        with self._http.stream("POST", url, content=payload) as response:
             announced = response.headers.get("Content-Length", "")
             if announced.isdigit() and int(announced) > MAX_ANSWER_BYTES:
                 return response.status_code, None

@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -123,11 +123,28 @@ class Settings:
 
 
 def database_url(raw: str, *, name: str = "DATABASE_URL") -> URL:
-    """Parse a SQLAlchemy URL; plain ``postgresql://`` and ``postgres://`` use psycopg 3."""
+    """Parse a SQLAlchemy URL; plain ``postgresql://`` and ``postgres://`` use psycopg 3.
+
+    No error quotes the URL, and a URL whose password could be misread is refused: an ``@``
+    anywhere but after the user and password (an unencoded ``@`` in the password, or a user
+    that hides the ``user:password@`` part from the parser) would put the password's tail into
+    the host or database name, which connection errors print. (A SQLite path may hold ``@``.)
+    A ``?password=`` query parameter becomes the URL's password, which ``repr`` hides.
+    """
+    refused = ConfigError(
+        f"{name} is not a database URL: write it as driver://user:password@host:port/database, "
+        "with any @ : / ? # % or space in the user or password percent-encoded (%40 for @)"
+    )
     try:
         url = make_url(raw)
-    except ArgumentError as exc:
-        raise ConfigError(f"{name} is not a database URL: {exc}") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise refused from None
+    if url.get_backend_name() != "sqlite" and raw.count("@") > (url.username is not None):
+        raise refused
+    if "password" in url.query:  # libpq's ?password=: moved where every rendering hides it
+        given = url.query["password"]
+        password = given if isinstance(given, str) else given[-1]  # the last one, as libpq
+        url = url.difference_update_query(["password"]).set(password=password)
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() not in ("postgresql", "sqlite"):
@@ -157,8 +174,11 @@ def _schema(raw: str, url: URL) -> str | None:
 def base_url(raw: str) -> str:
     """Validate IM_BASE_URL: https anywhere, plain http only on loopback (the UserSig is in it)."""
     parts = urlsplit(raw)
+    if "@" in parts.netloc:  # httpx would send and log them; the API wants only the UserSig
+        raise ConfigError("IM_BASE_URL must not carry a user or password")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"IM_BASE_URL must be an http(s) URL with a host, got {raw!r}")
+        shown = "" if "@" in raw else f", got {raw!r}"  # an @ may follow a password
+        raise ConfigError(f"IM_BASE_URL must be an http(s) URL with a host{shown}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigError(
             "IM_BASE_URL: plain http:// is refused except on loopback, "
@@ -167,6 +187,55 @@ def base_url(raw: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError("IM_BASE_URL must not carry a query string or fragment")
     return raw.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Pushgateway:
+    """Where metrics are pushed: the URL without credentials, and the basic-auth ones."""
+
+    url: str  # what may be shown and logged: scheme, host, port and path only
+    username: str | None = None
+    password: Secret | None = None
+
+
+def pushgateway(raw: str) -> Pushgateway:
+    """Parse ``--pushgateway``: ``http(s)://[user:password@]host[:port][/path]`` (http:// when
+    no scheme is given, as prometheus_client does), user and password percent-decoded.
+
+    A ValueError that quotes nothing of ``raw``: a misread URL could put the password's tail
+    into the host, port or path (an unencoded ``/``, ``?`` or ``#`` before an ``@``). An
+    unencoded ``@`` is read as the password's: only the last one ends the user and password.
+    """
+    refused = ValueError(
+        "not a Pushgateway URL: write it as http(s)://[user:password@]host[:port][/path], "
+        "with any @ : / ? # % or space in the user or password percent-encoded (%40 for @)"
+    )
+    text = raw.strip()
+    if "://" not in text:
+        text = f"http://{text}"
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise refused from None
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not hostport.isascii()
+        or any(c.isspace() or not c.isprintable() for c in hostport)  # urllib would raise
+        or text.count("@") > parts.netloc.count("@")  # one past a / ? or #: a password misread
+        or parts.query
+        or parts.fragment
+    ):
+        raise refused
+    url = urlunsplit((parts.scheme, hostport, parts.path.rstrip("/"), "", ""))
+    if not at:
+        return Pushgateway(url)
+    user, _, password = userinfo.partition(":")
+    if ":" in unquote(user):  # basic auth ends the user at the first colon (RFC 7617)
+        raise refused
+    return Pushgateway(url, unquote(user), Secret(unquote(password)))
 
 
 def _is_loopback(host: str) -> bool:

@@ -10,12 +10,13 @@ write or push is logged and tried again at the next refresh.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ from typing import Any
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
 from etl import db, runs
 from etl.client import RATE_LIMIT_CODES
+from etl.config import Pushgateway
 from etl.schema import sync_runs
 from etl.sync import Progress
 
@@ -46,7 +49,7 @@ class Metrics:
         job: str,
         *,
         textfile: Path | None = None,
-        pushgateway: str | None = None,
+        pushgateway: Pushgateway | None = None,
         every: float = DEFAULT_EVERY,
     ) -> None:
         self.engine, self.job = engine, job
@@ -93,14 +96,19 @@ class Metrics:
         if self.pushgateway is not None:
             try:
                 push_to_gateway(
-                    self.pushgateway,
+                    self.pushgateway.url,
                     job=self.job,
                     registry=self.registry,
                     grouping_key={"instance": self.instance},
                     timeout=PUSH_TIMEOUT,
+                    handler=_handler(self.pushgateway),
                 )
-            except OSError as exc:  # URLError, a refused connection, a timeout
-                log.warning("metrics: cannot push to the Pushgateway: %s", exc)
+            # URLError, a refused connection, a timeout; a peer that speaks no HTTP (BadStatusLine).
+            except (OSError, http.client.HTTPException) as exc:
+                # The URL without credentials; urllib's errors name no URL ("HTTP Error 401").
+                log.warning(
+                    "metrics: cannot push to the Pushgateway at %s: %s", self.pushgateway.url, exc
+                )
 
     def _read_database(self) -> None:
         progress = self.progress
@@ -122,6 +130,20 @@ class Metrics:
             if finished.tzinfo is None:  # SQLite keeps no zone; follow-etl writes UTC
                 finished = finished.replace(tzinfo=UTC)
             self.last_success = finished.timestamp()
+
+
+def _handler(gateway: Pushgateway) -> Callable[..., Callable[[], None]]:
+    """prometheus_client's push, with basic auth when the gateway has credentials."""
+    if gateway.username is None or gateway.password is None:
+        return default_handler
+    username, password = gateway.username, gateway.password
+
+    def handler(
+        url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
+    ) -> Callable[[], None]:
+        return basic_auth_handler(url, method, timeout, headers, data, username, password.reveal())
+
+    return handler
 
 
 class _Collector(Collector):

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
+import bcrypt
 import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
@@ -106,27 +112,38 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture
-def pushgateway(tmp_path: Path) -> Iterator[str]:
-    """A real Prometheus Pushgateway (Debian's) on a free loopback port."""
+@contextmanager
+def running_pushgateway(tmp_path: Path, users: dict[str, str] | None = None) -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian's) on a free loopback port; with ``users``, it
+    asks for basic auth by one of those user names and passwords (its --web.config.file)."""
     if not Path(PUSHGATEWAY).exists():
         if IN_CI:
             pytest.fail("prometheus-pushgateway must be installed under CI=true (.ci/run does)")
         pytest.skip("prometheus-pushgateway is not installed (apt-get install it)")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        # Debian's build persists to /var/lib/prometheus by default: this one keeps its own.
-        [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}",
-         f"--persistence.file={tmp_path / 'pushgateway.data'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    # Debian's build persists to /var/lib/prometheus by default: this one keeps its own.
+    command = [PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}",
+               f"--persistence.file={tmp_path / 'pushgateway.data'}"]  # fmt: skip
+    if users is not None:
+        hashes = {
+            name: bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+            for name, password in users.items()
+        }
+        config = tmp_path / "pushgateway-web.yml"
+        config.write_text(json.dumps({"basic_auth_users": hashes}))  # YAML reads JSON
+        command.append(f"--web.config.file={config}")
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 15
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/-/ready", timeout=1):  # noqa: S310
                     break
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and users is not None:  # up, and asking who we are
+                    break
+                raise
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail("the Pushgateway did not start")
@@ -135,6 +152,13 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def pushgateway(tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian's) on a free loopback port."""
+    with running_pushgateway(tmp_path) as url:
+        yield url
 
 
 def test_metrics_are_pushed_to_a_pushgateway_grouped_by_job(
@@ -177,3 +201,83 @@ def test_an_unreachable_pushgateway_never_fails_the_sync(
                  f"http://127.0.0.1:{free_port()}")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "cannot push to the Pushgateway" in result.stderr
+
+
+# Characters a URL would misread unless percent-encoded, and some that are not ASCII.
+GATE_USER, GATE_PASSWORD = "ops@metrics", "p@ss:w/rd?#% ü"
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """``url`` with ``user:password@`` in it, both percent-encoded."""
+    scheme, rest = url.split("://")
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+
+
+def read_back(
+    url: str, user: str, password: str
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples a Pushgateway that asks for basic auth holds."""
+    request = urllib.request.Request(f"{url}/metrics")  # noqa: S310 - http://127.0.0.1
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+        return samples(answer.read().decode())
+
+
+def test_metrics_are_pushed_with_basic_auth_from_the_url(
+    db_url: URL, running_sandbox: Start, tmp_path: Path
+) -> None:
+    """--pushgateway http://user:password@host:port (percent-encoded) pushes to a gateway
+    that asks for basic auth, and nothing the sync prints holds the password."""
+    graph = Graph(users=10, seed=64)
+    server = running_sandbox(graph)
+    env = cli_env(db_url, server)
+    migrate(env, tmp_path)
+    job = f"auth-{db_url.get_backend_name()}"
+    with running_pushgateway(tmp_path, {GATE_USER: GATE_PASSWORD}) as url:
+        result = etl(env, tmp_path, "-v", "sync", "--job", job, "--account", graph.accounts[0],
+                     "--pushgateway", with_credentials(url, GATE_USER, GATE_PASSWORD))  # fmt: skip
+        found = read_back(url, GATE_USER, GATE_PASSWORD)
+    assert result.returncode == 0, result.stderr
+    assert "cannot push" not in result.stderr
+    assert value(found, "follow_etl_exit_code", job=job) == 0
+    assert value(found, "follow_etl_api_calls_total", job=job) == requests_seen(server)
+    assert quote(GATE_PASSWORD, safe="") not in result.stdout + result.stderr
+
+
+def test_wrong_pushgateway_credentials_cost_a_warning_without_them(
+    db_url: URL, running_sandbox: Start, tmp_path: Path
+) -> None:
+    """A gateway that refuses the credentials is a warning naming HTTP 401, never the
+    password, and the sync still succeeds."""
+    graph = Graph(users=4, seed=65)
+    server = running_sandbox(graph)
+    env = cli_env(db_url, server)
+    migrate(env, tmp_path)
+    wrong = "not-the-password-8412"
+    with running_pushgateway(tmp_path, {GATE_USER: GATE_PASSWORD}) as url:
+        result = etl(env, tmp_path, "sync", "--account", graph.accounts[0],
+                     "--pushgateway", with_credentials(url, GATE_USER, wrong))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "cannot push to the Pushgateway" in result.stderr
+    assert "401" in result.stderr
+    assert wrong not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_credentials_without_a_port_are_used_not_printed(
+    db_url: URL, running_sandbox: Start, tmp_path: Path, scheme: str
+) -> None:
+    """https://user:password@host with no port is the scheme's own port (nothing listens
+    on loopback's here: a warning), never an internal error showing the password."""
+    graph = Graph(users=4, seed=66)
+    server = running_sandbox(graph)
+    env = cli_env(db_url, server)
+    migrate(env, tmp_path)
+    password = "s3cr3t-no-port-5309"
+    result = etl(env, tmp_path, "sync", "--account", graph.accounts[0],
+                 "--pushgateway", f"{scheme}://user:{password}@127.0.0.1")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "cannot push to the Pushgateway" in result.stderr
+    for part in (password[i : i + 4] for i in range(len(password) - 3)):
+        assert part not in result.stdout + result.stderr
