@@ -27,6 +27,8 @@ def test_the_inner_transport_gets_the_usersig_and_httpx_never_sees_it(
     response it returns name the URL without the UserSig."""
     transport = SigningTransport(httpx.MockTransport(echo), lambda: SIG)
     caplog.set_level(logging.DEBUG)
+    # An earlier test may have quieted httpx's logger (the CLI's logging set-up does).
+    caplog.set_level(logging.DEBUG, logger="httpx")
     with httpx.Client(transport=transport) as http:
         response = http.post("https://api.test/v4/x", params={"sdkappid": "1"})
     assert response.json() == {"query": f"sdkappid=1&usersig={SIG}"}
