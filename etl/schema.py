@@ -156,7 +156,9 @@ sync_checkpoints = sa.Table(
     sa.Column("account", sa.String, primary_key=True),
     sa.Column("follow_type", sa.SmallInteger, primary_key=True),
     sa.Column("cursor", sa.Text, nullable=False, server_default="", comment="next StartCursor"),
-    sa.Column("status", sa.String, nullable=False, comment="pending running done skipped failed held"),
+    sa.Column(
+        "status", sa.String, nullable=False, comment="pending running done skipped failed held"
+    ),
     sa.Column("pages", sa.Integer, nullable=False, server_default="0"),
     sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("restarts", sa.Integer, nullable=False, server_default="0"),
