@@ -127,9 +127,9 @@ def _outage(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
 def _inject(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
     try:
         spec = json.loads(body or b"{}")
-        if not isinstance(spec, dict) or not isinstance(spec.get("account"), str):
+        if not isinstance(spec, dict) or not {"account", "type", "kind"} <= set(spec):
             raise TypeError('expected {"account": "A", "type": 1, "kind": "empty-page"}')
-        sandbox.inject(spec["account"], spec.get("type"), spec.get("kind"), spec.get("times", 1))
+        sandbox.inject(spec["account"], spec["type"], spec["kind"], spec.get("times", 1))
     except (ValueError, TypeError) as exc:
         return 400, {"error": f"bad inject request: {exc}"}
     return 200, {"ok": True}
