@@ -177,7 +177,8 @@ def _claim(
             ck.seen,
             ck.expected_items,
             ck.fresh,
-            ck.held_at.is_not(None).label("confirming"),
+            # the column, not "held_at IS NOT NULL": SQLite 3.40's RETURNING answers 1 for it
+            ck.held_at,
         )
     ).all()
     states = _biggest_first(
@@ -188,7 +189,7 @@ def _claim(
             int(r.seen),
             expected=r.expected_items,
             fresh=bool(r.fresh),  # a crawl under way; one at its start is decided below
-            confirming=bool(r.confirming),
+            confirming=r.held_at is not None,
         )
         for r in rows
     )
