@@ -4,16 +4,22 @@ is confirmed and applied; small lists are applied as before. On SQLite and Postg
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from datetime import UTC, datetime
+from fractions import Fraction
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from etl import leases, metrics, runs, status
 from etl.errors import RunIncomplete
 from etl.holds import Thresholds
+from etl.load import Loader
+from etl.rows import ListPart
 from etl.sandbox import Graph, SandboxServer
 from etl.schema import sync_checkpoints
 from etl.sync import SyncReport
@@ -244,3 +250,47 @@ def test_other_follow_types_are_held_too(
     assert report.problem() is None
     assert_unchanged(engine, graph, report)
     assert checkpoint(engine, report.run_id, account, follow_type).held_removed == size
+
+
+_examples = itertools.count()
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    current=st.integers(0, 50),
+    min_edges=st.integers(1, 30),
+    share=st.sampled_from([0.0, 0.25, 0.5, 0.75, 1.0]),
+    data=st.data(),
+)
+def test_the_loader_holds_exactly_what_the_rule_says(
+    engine: sa.Engine, current: int, min_edges: int, share: float, data: st.DataObject
+) -> None:
+    """A completed crawl that lists S - R of a list's S stored edges is held (nothing
+    removed, no event) exactly when R >= min and R > share x S, counted in SQL; otherwise its
+    R removals are applied with R events."""
+    near = [min_edges - 1, min_edges, int(share * current), int(share * current) + 1]
+    edges = [r for r in near if 0 <= r <= current] or [0]
+    removed = data.draw(st.one_of(st.sampled_from(edges), st.integers(0, current)))
+    mass = removed >= min_edges and removed > Fraction(share) * current
+    account, now = f"acct{next(_examples)}", datetime(2026, 1, 1, tzinfo=UTC)
+    stored = {f"u{i:03d}": 1_700_000_000 for i in range(current)}
+    loader = Loader(engine.dialect.name, Thresholds(min_edges, share))
+    with engine.begin() as conn:
+        run_id = runs.start_run(conn, account, {}, now)
+        first = ListPart(account, 1, edges=dict(stored), pages=1, complete=True, fresh=True)
+        loader.write(conn, run_id, [first], [], now)
+    listed = dict(list(stored.items())[removed:])
+    second = ListPart(account, 1, edges=listed, pages=1, complete=True, baseline=True)
+    with engine.begin() as conn:
+        written = loader.write(conn, run_id, [second], [], now)
+        events = conn.execute(
+            sa.text("SELECT count(*) FROM follow_edge_events WHERE account = :a"), {"a": account}
+        ).scalar_one()
+    assert [h.key for h in written.held] == ([(account, 1)] if mass else [])
+    assert (written.edges_removed, events) == ((0, 0) if mass else (removed, removed))
+    if mass:
+        assert (written.held[0].removed, written.held[0].current) == (removed, current)
