@@ -269,9 +269,10 @@ _examples = itertools.count()
 def test_the_loader_holds_exactly_what_the_rule_says(
     engine: sa.Engine, current: int, min_edges: int, share: float, data: st.DataObject
 ) -> None:
-    """A completed crawl that lists S - R of a list's S stored edges is held (nothing
-    removed, no event) exactly when R >= min and R > share x S, counted in SQL; otherwise its
-    R removals are applied with R events."""
+    """A completed crawl that lists S - R of a list's S stored edges (in one batch, or over an
+    earlier batch and a short last page) is held (nothing removed, no event) exactly when
+    R >= min and R > share x S, counted in SQL; otherwise its R removals are applied with R
+    events."""
     near = [min_edges - 1, min_edges, int(share * current), int(share * current) + 1]
     edges = [r for r in near if 0 <= r <= current] or [0]
     removed = data.draw(st.one_of(st.sampled_from(edges), st.integers(0, current)))
@@ -283,13 +284,31 @@ def test_the_loader_holds_exactly_what_the_rule_says(
         run_id = runs.start_run(conn, account, {}, now)
         first = ListPart(account, 1, edges=dict(stored), pages=1, complete=True, fresh=True)
         loader.write(conn, run_id, [first], [], now)
-    listed = dict(list(stored.items())[removed:])
-    second = ListPart(account, 1, edges=listed, pages=1, complete=True, baseline=True)
+    listed = list(stored.items())[removed:]
+    # The crawl's earlier pages in an earlier batch (kept in sync_seen), then its short last page.
+    split = data.draw(st.integers(0, len(listed)))
+    if split:
+        earlier = ListPart(account, 1, edges=dict(listed[:split]), pages=1, next_cursor="c")
+        with engine.begin() as conn:
+            loader.write(conn, run_id, [earlier], [], now)
+    last = ListPart(
+        account,
+        1,
+        edges=dict(listed[split:]),
+        pages=1,
+        complete=True,
+        baseline=True,
+        had_seen=split > 0,
+    )
     with engine.begin() as conn:
-        written = loader.write(conn, run_id, [second], [], now)
+        written = loader.write(conn, run_id, [last], [], now)
         events = conn.execute(
             sa.text("SELECT count(*) FROM follow_edge_events WHERE account = :a"), {"a": account}
         ).scalar_one()
+        seen = conn.execute(
+            sa.text("SELECT count(*) FROM sync_seen WHERE account = :a"), {"a": account}
+        ).scalar_one()
+    assert seen == 0  # held or applied, the crawl's working set is gone
     assert [h.key for h in written.held] == ([(account, 1)] if mass else [])
     assert (written.edges_removed, events) == ((0, 0) if mass else (removed, removed))
     if mass:
