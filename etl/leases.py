@@ -7,9 +7,10 @@ returns. Functions take a connection and never commit; the writer's batch transa
 coordinator's claim transactions are the callers. Where the dialects differ, the PostgreSQL
 statement sits next to the portable one it replaces.
 
-``advance``, ``settle``, ``recrawl`` and ``put_on_hold`` change the run's counters (etl.runs.count_changes) in
-the same transaction as the checkpoints they change, from each list's standing before and
-after; claims and releases move only leases, which the counters do not count.
+``advance``, ``settle``, ``recrawl`` and ``put_on_hold`` change the run's counters
+(etl.runs.count_changes) in the same transaction as the checkpoints they change, from each
+list's standing before and after; claims and releases move only leases, which the counters do
+not count.
 """
 
 from __future__ import annotations
