@@ -5,9 +5,9 @@ A well-formed empty or short last page, or one 30003, would otherwise mark a who
 removed, with a ``removed`` event per edge, and the next night's crawl would add it all back
 (``added`` events): the history would be wrong for good. The rule (``Thresholds.is_mass``):
 a crawl that would mark removed R of the S current edges stored for its list is a mass
-removal when R >= ``min_edges`` (HOLD_MIN_EDGES, default 20) and R > ``share`` x S
-(HOLD_SHARE, default 0.5). A 30003 for a list with S >= ``min_edges`` current edges is one
-(R = S).
+removal when R >= ``min_edges`` (FOLLOW_ETL_HOLD_MIN_EDGES, default 20) and
+R > ``share`` x S (FOLLOW_ETL_HOLD_SHARE, default 0.5). A 30003 for a list with
+S >= ``min_edges`` current edges is one (R = S).
 
 The life of a held list, within one run:
 1. The crawl that meets the rule removes nothing and records no removal event; the edges it
