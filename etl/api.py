@@ -38,7 +38,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import db, runs, workers
+from etl import db, holds, runs, workers
 from etl import prune as pruning
 from etl import status as statuses
 from etl import sync as syncing
@@ -162,6 +162,8 @@ def sync(
     concurrency: int = syncing.DEFAULT_CONCURRENCY,
     wait: bool = False,
     keep_runs: int = DEFAULT_KEEP_RUNS,
+    hold_min_edges: int | None = None,
+    hold_share: float | None = None,
     settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
@@ -177,11 +179,18 @@ def sync(
     lists are left or given up, Interrupted after ``stop``. ``on_progress`` gets a snapshot
     about twice a second; ``on_run`` the run's id as soon as it is open. After a clean finish
     the job keeps the checkpoints of its last ``keep_runs`` runs (``prune``; 0 keeps all).
+    A crawl that would remove at least ``hold_min_edges`` of a list's stored edges and more
+    than ``hold_share`` of them is held until a second crawl confirms it (etl.holds; None:
+    the settings', FOLLOW_ETL_HOLD_MIN_EDGES and FOLLOW_ETL_HOLD_SHARE, default 20 and 0.5).
     """
     settings = settings or settings_from(env)
     _check_options(page_size=page_size, rate=rate, concurrency=concurrency, types=types)
     if keep_runs < 0:
         raise UsageError(f"keep_runs must be 0 (keep all) or more, got {keep_runs}")
+    min_edges = settings.holds.min_edges if hold_min_edges is None else hold_min_edges
+    share = settings.holds.share if hold_share is None else hold_share
+    if problem := holds.invalid(min_edges, share):
+        raise UsageError(problem)
     api = settings.api()
     stop = stop if stop is not None else threading.Event()
     with _one_exception_per_exit_code():
@@ -200,6 +209,7 @@ def sync(
                 wait=wait,
                 db_seconds=settings.db_retry_seconds,
                 keep_runs=keep_runs,
+                holds=holds.Thresholds(min_edges, float(share)),
             )
             with FollowClient.from_settings(api) as client:
                 try:

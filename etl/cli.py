@@ -136,6 +136,9 @@ configuration (environment):
                   retries of one request: attempts, total seconds, first backoff (8, 300, 0.5)
   DATABASE_RETRY_SECONDS
                   how long a run waits for a lost database, reconnecting (default 180)
+  FOLLOW_ETL_HOLD_MIN_EDGES, FOLLOW_ETL_HOLD_SHARE
+                  a crawl that would remove at least this many of a list's edges and more
+                  than this share of them is held until confirmed (default 20, 0.5)
 """
 EPILOG_WIDTH = 92  # the exit-code paragraph's lines, about as wide as the ones above
 
@@ -271,6 +274,21 @@ def _add_sync(commands: Commands) -> argparse.ArgumentParser:
         metavar="N",
         help="after a clean finish, delete the checkpoints of the job's runs but the last N "
         f"(see `prune`; default {DEFAULT_KEEP_RUNS}, 0 keeps all)",
+    )
+    p.add_argument(
+        "--hold-min-edges",
+        type=_count(1),
+        metavar="N",
+        help="hold a crawl that would remove at least N of a list's stored edges (and more "
+        "than --hold-share of them) until a second crawl confirms it "
+        "(default: FOLLOW_ETL_HOLD_MIN_EDGES or 20)",
+    )
+    p.add_argument(
+        "--hold-share",
+        type=_share,
+        metavar="S",
+        help="... and more than this share of them, 0..1; 1 never holds "
+        "(default: FOLLOW_ETL_HOLD_SHARE or 0.5)",
     )
     _metrics_options(p)
     p.set_defaults(func=cmd_sync)

@@ -205,6 +205,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             wait=args.wait,
             keep_runs=args.keep_runs,
+            hold_min_edges=args.hold_min_edges,
+            hold_share=args.hold_share,
             settings=settings,
             stop=stop,
             on_progress=on_progress,
@@ -242,7 +244,7 @@ def _print_report(report: SyncReport, worker: bool = False) -> None:
     say(
         f"{who} {report.run_id} of job {report.job!r} {verb} in {report.seconds:.1f} s: "
         f"{lists['total']} lists ({lists['done']} done, {lists['skipped']} skipped, "
-        f"{lists['failed']} failed), "
+        f"{lists['failed']} failed, {lists.get('held', 0)} held), "
         f"{report.pages} pages and {report.items} items stored, "
         f"{report.requests} requests ({report.retries} retried), "
         f"{report.edges_removed} edges marked removed"
@@ -266,6 +268,11 @@ def _print_report(report: SyncReport, worker: bool = False) -> None:
         )
     for failure in report.failures[:20]:
         say(f"failed: {failure}")
+    if lists.get("held"):
+        say(
+            f"{lists['held']} lists held for a mass removal: nothing of theirs removed "
+            f"(see `status --job {report.job}`)"
+        )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -285,9 +292,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     say(f"  last move {run['last_activity'] or '-'}")
     say(
         f"  lists     {lists['done']}/{lists['total']} done, {lists['skipped']} skipped, "
-        f"{lists['failed']} failed, {lists['running']} half done, {lists['pending']} pending"
+        f"{lists['failed']} failed, {lists['held']} held, {lists['running']} half done, "
+        f"{lists['pending']} pending"
     )
     say(f"  stored    {run['pages']} pages, {run['items']} items, {run['requests']} requests")
+    held = run["held"]
+    if held["count"]:
+        say(f"  held      {held['count']} lists: their crawl would remove most of their edges")
+        for h in held["lists"]:
+            kind = TYPE_NAMES.get(h["follow_type"], h["follow_type"])
+            then = "a second crawl confirms it" if h["confirming"] else "not confirmed"
+            say(f"    {h['account']}/{kind}: {h['removed']} of {h['current']} edges; {then}")
     for listed in run["errors"]:
         kind = TYPE_NAMES.get(listed["follow_type"], listed["follow_type"])
         say(f"  {listed['status']:8}  {listed['account']}/{kind}: {listed['error']}")

@@ -6,12 +6,13 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from etl import holds
 from etl.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///follow_etl.db"
@@ -97,6 +98,9 @@ class Settings:
     db_retry_seconds: float = 180.0  # a lost database is waited for this long, reconnecting
     accounts_database_url: URL | None = None  # where --accounts-query runs (None: database_url)
     schema: str | None = None  # FOLLOW_ETL_SCHEMA: the PostgreSQL schema of this app's tables
+    # FOLLOW_ETL_HOLD_MIN_EDGES, FOLLOW_ETL_HOLD_SHARE: when a crawl's removals are held until
+    # confirmed (etl.holds); `sync --hold-min-edges/--hold-share` override them.
+    holds: holds.Thresholds = field(default_factory=holds.Thresholds)
 
     def api(self) -> ApiSettings:
         """The API settings, or a ConfigError naming what is missing."""
@@ -266,6 +270,22 @@ def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float
     return value
 
 
+def _holds(env: Mapping[str, str]) -> holds.Thresholds:
+    """FOLLOW_ETL_HOLD_MIN_EDGES (a whole number >= 1) and FOLLOW_ETL_HOLD_SHARE (0..1)."""
+    raw_min = env.get("FOLLOW_ETL_HOLD_MIN_EDGES", "").strip()
+    if raw_min and not (raw_min.isascii() and raw_min.isdigit()):
+        raise ConfigError(
+            f"FOLLOW_ETL_HOLD_MIN_EDGES must be a whole number of edges >= 1, got {raw_min!r}"
+        )
+    min_edges = int(raw_min) if raw_min else holds.DEFAULT_MIN_EDGES
+    share = _number(env, "FOLLOW_ETL_HOLD_SHARE", holds.DEFAULT_SHARE, minimum=0)
+    problem = holds.invalid(min_edges, share)
+    if problem:
+        name = "FOLLOW_ETL_HOLD_MIN_EDGES" if min_edges < 1 else "FOLLOW_ETL_HOLD_SHARE"
+        raise ConfigError(f"{name}: {problem}")
+    return holds.Thresholds(min_edges, share)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read the configuration from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -304,6 +324,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             initial_wait=_number(env, "IM_RETRY_WAIT", 0.5, minimum=0),
         ),
         db_retry_seconds=_number(env, "DATABASE_RETRY_SECONDS", 180.0, minimum=0),
+        holds=_holds(env),
         accounts_database_url=(
             database_url(raw_accounts, name="ACCOUNTS_DATABASE_URL")
             if (raw_accounts := env.get("ACCOUNTS_DATABASE_URL", "").strip())

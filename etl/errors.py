@@ -4,7 +4,8 @@
     ├── UsageError          (2)   bad arguments or input file; nothing was fetched
     ├── ConfigError         (3)   missing or invalid configuration; nothing was fetched
     ├── DatabaseError       (5)   the database cannot be reached or refused a statement
-    ├── RunIncomplete       (6)   the run stopped early with lists left to do; resumable
+    ├── RunIncomplete       (6)   the run stopped early with lists left to do (resumable), or
+    │                             ended with lists given up or held for a mass removal
     ├── JobBusy             (7)   another `sync` of the job is running (use --wait or `worker`)
     ├── Interrupted  (130 / 143)  SIGINT / SIGTERM: stopped cleanly, the run is resumable
     ├── VerifyMismatch      (9)   `verify` found stored lists whose size the API disagrees with
@@ -164,8 +165,9 @@ EXIT_CODES: dict[int, ExitCode] = {
         DatabaseError,
     ),
     6: ExitCode(
-        "the run stopped early with lists left (resumable), or ended with lists given up",
-        "lists left (resumable) or given up",
+        "the run stopped early with lists left (resumable), or ended with lists given up or "
+        "held for a mass removal not confirmed (nothing of theirs removed)",
+        "lists left (resumable), given up or held",
         RunIncomplete,
     ),
     7: ExitCode(

@@ -7,9 +7,10 @@ returns. Functions take a connection and never commit; the writer's batch transa
 coordinator's claim transactions are the callers. Where the dialects differ, the PostgreSQL
 statement sits next to the portable one it replaces.
 
-``advance``, ``settle`` and ``recrawl`` change the run's counters (etl.runs.count_changes) in
-the same transaction as the checkpoints they change, from each list's standing before and
-after; claims and releases move only leases, which the counters do not count.
+``advance``, ``settle``, ``recrawl`` and ``put_on_hold`` change the run's counters
+(etl.runs.count_changes) in the same transaction as the checkpoints they change, from each
+list's standing before and after; claims and releases move only leases, which the counters do
+not count.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from etl import load, runs, workers
+from etl.holds import Hold
 from etl.rows import Key, ListPart
 from etl.runs import MAX_FAILURES, is_open
 from etl.schema import OPEN_STATUSES, follow_edges, follow_lists, sync_checkpoints
@@ -45,6 +47,9 @@ class ListState:
     # needs no search for removed edges. Kept in sync_checkpoints.fresh for a process that
     # resumes the list; a restart ends it (etl.crawl.writer, advance).
     fresh: bool = False
+    # An earlier crawl of this run was held for a mass removal: this crawl confirms it or not
+    # (etl.holds), and its fetcher asks follow_get_info for the list's count at its end.
+    confirming: bool = False
 
     @property
     def key(self) -> Key:
@@ -58,12 +63,11 @@ class ListState:
 # keep while locked: whatever the planner believes of a run too new for its statistics, it
 # cannot re-run the pick per row of the run (it did: 360 ms a claim beside 9 million older
 # checkpoints).
-_CLAIM_PG = sa.text(f"""
+_CLAIM_PG = """
 WITH free AS MATERIALIZED (
     SELECT ctid FROM sync_checkpoints
-    WHERE run_id = :run_id AND {OPEN_STATUSES}
-      AND (status IN ('pending', 'running')
-           OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before))
+    WHERE run_id = :run_id AND {open_statuses}
+      AND ({pick})
       AND (lease_owner IS NULL
            OR (lease_owner <> :owner
                AND lease_owner NOT IN (SELECT id FROM sync_workers
@@ -81,8 +85,20 @@ RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items,
     CASE WHEN c.cursor = '' THEN NOT EXISTS (
         SELECT 1 FROM follow_edges e
         WHERE e.account = c.account AND e.follow_type = c.follow_type AND e.removed_at IS NULL
-    ) ELSE c.fresh END AS fresh
-""").bindparams(sa.bindparam("failed_before", type_=sync_checkpoints.c.updated_at.type))
+    ) ELSE c.fresh END AS fresh,
+    c.held_at IS NOT NULL AS confirming
+"""
+_PICK_PG = f"""status IN ('pending', 'running')
+           OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before)"""
+# Held lists come after every other open list of the run (a second claim, when the first finds
+# fewer than it wants): their confirming crawl is the last thing a run does, not the first.
+_HELD_PG = f"status = 'held' AND failures < {MAX_FAILURES}"
+_CLAIMS_PG = {
+    False: sa.text(_CLAIM_PG.format(open_statuses=OPEN_STATUSES, pick=_PICK_PG)).bindparams(
+        sa.bindparam("failed_before", type_=sync_checkpoints.c.updated_at.type)
+    ),
+    True: sa.text(_CLAIM_PG.format(open_statuses=OPEN_STATUSES, pick=_HELD_PG)),
+}
 
 
 def claim(
@@ -97,10 +113,28 @@ def claim(
     began crawling): the process that failed a list leaves it to the next sync.
     On PostgreSQL, FOR UPDATE SKIP LOCKED lets workers claim at the same time without waiting
     for each other or taking the same list; a lease is void once its owner stops heartbeating.
+    Held lists (etl.holds) are claimed only when no other open list is free.
     """
+    states = _claim(conn, run_id, owner, limit, failed_before, held=False)
+    if len(states) < limit:
+        states += _claim(conn, run_id, owner, limit - len(states), failed_before, held=True)
+    return states
+
+
+def _claim(
+    conn: sa.Connection,
+    run_id: int,
+    owner: str,
+    limit: int,
+    failed_before: datetime,
+    *,
+    held: bool,
+) -> list[ListState]:
     if conn.dialect.name == "postgresql":
-        params = {"run_id": run_id, "owner": owner, "limit": limit, "failed_before": failed_before}
-        rows = conn.execute(_CLAIM_PG, params).all()
+        params: dict[str, Any] = {"run_id": run_id, "owner": owner, "limit": limit}
+        if not held:
+            params["failed_before"] = failed_before
+        rows = conn.execute(_CLAIMS_PG[held], params).all()
         return _biggest_first(
             ListState(
                 r.account,
@@ -110,15 +144,21 @@ def claim(
                 bool(r.baseline),
                 r.expected_items,
                 bool(r.fresh),
+                bool(r.confirming),
             )
             for r in rows
         )
+    pick = (
+        sa.and_(ck.status == "held", ck.failures < MAX_FAILURES)
+        if held
+        else sa.and_(ck.status != "held", is_open(failed_before))
+    )
     free = (
         sa.select(ck.account, ck.follow_type)
         .where(
             ck.run_id == run_id,
             sa.text(OPEN_STATUSES),
-            is_open(failed_before),
+            pick,
             sa.or_(
                 ck.lease_owner.is_(None),
                 sa.and_(ck.lease_owner != owner, ck.lease_owner.not_in(workers.live_ids(conn))),
@@ -131,7 +171,16 @@ def claim(
         sa.update(sync_checkpoints)
         .where(ck.run_id == run_id, sa.tuple_(ck.account, ck.follow_type).in_(free))
         .values(lease_owner=owner)
-        .returning(ck.account, ck.follow_type, ck.cursor, ck.seen, ck.expected_items, ck.fresh)
+        .returning(
+            ck.account,
+            ck.follow_type,
+            ck.cursor,
+            ck.seen,
+            ck.expected_items,
+            ck.fresh,
+            # the column, not "held_at IS NOT NULL": SQLite 3.40's RETURNING answers 1 for it
+            ck.held_at,
+        )
     ).all()
     states = _biggest_first(
         ListState(
@@ -141,6 +190,7 @@ def claim(
             int(r.seen),
             expected=r.expected_items,
             fresh=bool(r.fresh),  # a crawl under way; one at its start is decided below
+            confirming=r.held_at is not None,
         )
         for r in rows
     )
@@ -405,3 +455,38 @@ def settle(
     changes = runs.Changes()
     changes.move(old, dataclasses.replace(old, status=status or old.status, failures=new_failures))
     runs.count_changes(conn, run_id, changes, now)
+
+
+def put_on_hold(conn: sa.Connection, run_id: int, holds: Sequence[Hold], now: datetime) -> None:
+    """Hold lists whose crawl would be a mass removal (etl.holds): status ``held`` with what
+    was seen, back to their start with nothing counted, lease given back; a confirming crawl's
+    hold is given up for this run (failures = MAX_FAILURES). The run's counters follow. The
+    caller drops their sync_seen rows."""
+    if not holds:
+        return
+    before = runs.standings(conn, run_id, [h.key for h in holds])
+    changes = runs.Changes()
+    for h in holds:
+        values: dict[str, Any] = {
+            "status": "held",
+            "cursor": "",
+            "pages": 0,
+            "items": 0,
+            "seen": 0,
+            "fresh": False,
+            "lease_owner": None,
+            "last_error": h.message(),
+            "held_removed": h.removed,
+            "held_current": h.current,
+            "held_ending": h.ending,
+            "held_at": now,
+            "updated_at": now,
+        }
+        if h.confirming:
+            values["failures"] = MAX_FAILURES
+        conn.execute(sa.update(sync_checkpoints).where(*_where(run_id, *h.key)).values(values))
+        old = before.get(h.key)
+        if old is not None:
+            failures = MAX_FAILURES if h.confirming else old.failures
+            changes.move(old, runs.Standing("held", failures, 0, 0))
+    runs.count_changes(conn, run_id, changes, now if before else None)

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateTable
 
+from etl.holds import Hold, Thresholds, decide
 from etl.rows import Key, ListPart
 from etl.schema import (
     ProfileSequence,
@@ -62,6 +63,7 @@ class Written:
     edges_removed: int = 0
     events: int = 0
     recrawl: list[Key] = field(default_factory=list)  # lists whose sync_seen was lost
+    held: list[Hold] = field(default_factory=list)  # completed lists held (etl.holds)
     quarantined: int = 0  # items newly recorded as unstorable
     conflicts: int = 0  # profile sightings newly recorded as conflicts
     profiles: int = 0  # profile versions stored for the first time
@@ -263,6 +265,11 @@ _UNLISTED_SOURCE = """FROM (
 ) AS gone"""
 _UNLISTED = """e.account = gone.account AND e.follow_type = gone.follow_type
   AND e.to_account = gone.to_account AND e.removed_at IS NULL"""
+# How many edges the removal statement would mark, per list: the same source and condition,
+# counted before anything is applied, so a mass removal can be held (etl.holds).
+_REMOVAL_COUNTS = """SELECT e.account, e.follow_type, count(*) {source}
+JOIN follow_edges e ON {where}
+GROUP BY e.account, e.follow_type"""
 # An account that no longer exists (30003): every listed edge of its list.
 _OF_LIST = "e.account = :account AND e.follow_type = :follow_type AND e.removed_at IS NULL"
 
@@ -387,10 +394,13 @@ def _text(sql: str) -> sa.TextClause:
 
 
 class Loader:
-    """Writes batches on one connection; makes its staging tables on first use."""
+    """Writes batches on one connection; makes its staging tables on first use. A completed
+    list whose removals would be a mass removal (``thresholds``, etl.holds) is held: none of
+    its removals is applied."""
 
-    def __init__(self, dialect: str) -> None:
+    def __init__(self, dialect: str, thresholds: Thresholds | None = None) -> None:
         self.dialect = dialect
+        self.thresholds = thresholds or Thresholds()
         self.pg = dialect == "postgresql"
         sql = _SQL["postgresql" if self.pg else "sqlite"]
         edge = sql["stored_edge"]
@@ -399,6 +409,9 @@ class Loader:
         )
         self._added_events = _text(_ADDED_EVENTS.format(stored_edge=edge))
         self._unlisted_source = _UNLISTED_SOURCE.format(listed=sql["listed"], seen=sql["seen"])
+        self._removal_counts = sa.text(
+            _REMOVAL_COUNTS.format(source=self._unlisted_source, where=_UNLISTED)
+        )
         self._insert_fresh = _text(
             _INSERT_FRESH_EDGES.format(time=sql["time"], differs=sql["differs"])
         )
@@ -494,7 +507,7 @@ class Loader:
             if written.recrawl:
                 # Their removals cannot be trusted: they are crawled again (etl.sync resets them).
                 self._unstage_lists(conn, written.recrawl)
-            if searched:
+            if searched and self._hold_back(conn, run_id, searched, params, written):
                 removed = _mark_removed(
                     conn, where=_UNLISTED, source=self._unlisted_source, params=params
                 )
@@ -509,6 +522,41 @@ class Loader:
         if records:
             self._record(conn, run_id, records, now, written)
         return written
+
+    def _hold_back(
+        self,
+        conn: sa.Connection,
+        run_id: int,
+        searched: Sequence[ListPart],
+        params: dict[str, Any],
+        written: Written,
+    ) -> bool:
+        """Count each completed list's removals first; hold (in ``written.held``, unstaged,
+        their sync_seen dropped) those that are a mass removal. Whether the other lists have
+        any removal to apply."""
+        removals = {
+            (account, follow_type): int(n)
+            for account, follow_type, n in conn.execute(self._removal_counts, params)
+        }
+        for part in searched:
+            removed = removals.get(part.key, 0)
+            if removed < self.thresholds.min_edges:
+                continue  # never a mass removal: no count of the list needed
+            held = decide(
+                self.thresholds,
+                part.key,
+                removed,
+                current_edges(conn, *part.key),
+                confirming=part.confirming,
+                count=part.info_count,
+            )
+            if held is not None:
+                written.held.append(held)
+        keys = [h.key for h in written.held]
+        if keys:
+            self._unstage_lists(conn, keys)
+            forget_seen(conn, run_id, keys)
+        return any(n for key, n in removals.items() if key not in keys)
 
     def _write_profiles(
         self,
@@ -727,6 +775,19 @@ def mark_all_removed(
     """The account no longer exists (30003): every listed edge of this list is removed."""
     params = {"run_id": run_id, "now": now, "account": account, "follow_type": follow_type}
     return _mark_removed(conn, where=_OF_LIST, source="", params=params)
+
+
+def current_edges(conn: sa.Connection, account: str, follow_type: int) -> int:
+    """How many current (not removed) edges are stored for the list."""
+    return int(
+        conn.execute(
+            sa.text(
+                "SELECT count(*) FROM follow_edges WHERE account = :account "
+                "AND follow_type = :follow_type AND removed_at IS NULL"
+            ),
+            {"account": account, "follow_type": follow_type},
+        ).scalar_one()
+    )
 
 
 def forget_run_seen(conn: sa.Connection, run_id: int) -> None:

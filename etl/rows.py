@@ -21,6 +21,8 @@ class ListPart:
     baseline: bool = False  # the list was crawled completely in an earlier run
     had_seen: bool = False  # earlier batches of this crawl left rows in sync_seen
     fresh: bool = False  # every current edge of the list is one this crawl listed (ListState)
+    confirming: bool = False  # the crawl confirms an earlier one's hold (etl.holds)
+    info_count: int | None = None  # follow_get_info's count for the list, asked at its end
 
     @property
     def key(self) -> Key:

@@ -23,13 +23,18 @@ import sqlalchemy as sa
 from etl import load
 from etl.schema import sync_checkpoints, sync_run_counters, sync_runs
 
-STATUSES = ("pending", "running", "done", "skipped", "failed")
+STATUSES = ("pending", "running", "done", "skipped", "failed", "held")
+# Statuses whose lists are still open while failures < MAX_FAILURES: a failed list is tried
+# again by the next sync; a held list gets its confirming crawl (etl.holds), and one whose
+# confirmation failed is given up for this run (failures = MAX_FAILURES).
+RETRYABLE = ("failed", "held")
 MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
 ADD_CHUNK = 5000  # lists inserted per statement when a run starts: memory stays flat
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
 rc = sync_run_counters.c
-# What the counters hold, besides moved_at: lists by status, open failed lists, pages, items.
+# What the counters hold, besides moved_at: lists by status, open failed or held lists
+# ("retryable"), pages, items.
 COUNTED = (*STATUSES, "retryable", "pages", "items")
 
 
@@ -131,12 +136,13 @@ def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> None:
 
 
 def is_open(failed_before: datetime | None = None) -> sa.ColumnElement[bool]:
-    """Lists a run still has to crawl: not started, half done, or failed fewer than 3 times
-    (and, with ``failed_before``, before that time)."""
+    """Lists a run still has to crawl: not started, half done, failed fewer than 3 times
+    (and, with ``failed_before``, before that time), or held and not yet confirmed."""
     failed = sa.and_(ck.status == "failed", ck.failures < MAX_FAILURES)
     if failed_before is not None:
         failed = sa.and_(failed, ck.updated_at < failed_before)
-    return sa.or_(ck.status.in_(("pending", "running")), failed)
+    held = sa.and_(ck.status == "held", ck.failures < MAX_FAILURES)
+    return sa.or_(ck.status.in_(("pending", "running")), failed, held)
 
 
 # ---- counters -------------------------------------------------------------------------------
@@ -154,7 +160,7 @@ class Standing:
     def add_to(self, counts: dict[str, int], sign: int) -> None:
         """Add (sign 1) or take away (-1) this checkpoint's share of the counters."""
         counts[self.status] += sign
-        if self.status == "failed" and self.failures < MAX_FAILURES:
+        if self.status in RETRYABLE and self.failures < MAX_FAILURES:
             counts["retryable"] += sign
         counts["pages"] += sign * self.pages
         counts["items"] += sign * self.items
@@ -233,7 +239,8 @@ def count_changes(conn: sa.Connection, run_id: int, changes: Changes, now: datet
 
 def _summed(result: dict[str, int]) -> dict[str, int]:
     """The counters as callers see them: lists by status, ``open`` (still to crawl: pending,
-    half done, or failed fewer than MAX_FAILURES times), ``total``, pages and items."""
+    half done, failed fewer than MAX_FAILURES times, or held awaiting their confirming crawl),
+    ``total``, pages and items."""
     result["open"] = result["pending"] + result["running"] + result.pop("retryable")
     result["total"] = sum(result[s] for s in STATUSES)
     return result
@@ -261,7 +268,7 @@ def recount(conn: sa.Connection, run_id: int) -> dict[str, int]:
     """What ``counts`` says, counted from the checkpoints themselves (a full walk of the run:
     for tests and checks, never on a hot path)."""
     result = dict.fromkeys(COUNTED, 0)
-    retryable = sa.case((sa.and_(ck.status == "failed", ck.failures < MAX_FAILURES), 1), else_=0)
+    retryable = sa.case((sa.and_(ck.status.in_(RETRYABLE), ck.failures < MAX_FAILURES), 1), else_=0)
     rows = conn.execute(
         sa.select(
             ck.status,

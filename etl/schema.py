@@ -15,10 +15,11 @@ from sqlalchemy.engine import Dialect
 from etl.transform import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 _SQLITE_INTEGER_MAX = 2**63 - 1
-OPEN_STATUSES = "status IN ('pending', 'running', 'failed')"  # lists a claim may take
+# Lists a claim may take (a held list: its confirming crawl, see etl.holds).
+OPEN_STATUSES = "status IN ('pending', 'running', 'failed', 'held')"
 
 
 def sqlite_sequence(value: int) -> int | str:
@@ -155,7 +156,9 @@ sync_checkpoints = sa.Table(
     sa.Column("account", sa.String, primary_key=True),
     sa.Column("follow_type", sa.SmallInteger, primary_key=True),
     sa.Column("cursor", sa.Text, nullable=False, server_default="", comment="next StartCursor"),
-    sa.Column("status", sa.String, nullable=False, comment="pending running done skipped failed"),
+    sa.Column(
+        "status", sa.String, nullable=False, comment="pending running done skipped failed held"
+    ),
     sa.Column("pages", sa.Integer, nullable=False, server_default="0"),
     sa.Column("items", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("restarts", sa.Integer, nullable=False, server_default="0"),
@@ -189,8 +192,28 @@ sync_checkpoints = sa.Table(
         server_default=sa.false(),
         comment="the crawl began with no current edge stored: no sync_seen, no removals",
     ),
+    # What the crawl that held the list saw (etl.holds): R of S, how it ended, when.
+    sa.Column(
+        "held_removed",
+        sa.BigInteger,
+        nullable=True,
+        comment="held: edges the crawl would have marked removed (R)",
+    ),
+    sa.Column(
+        "held_current",
+        sa.BigInteger,
+        nullable=True,
+        comment="held: current edges stored for the list then (S)",
+    ),
+    sa.Column(
+        "held_ending",
+        sa.String,
+        nullable=True,
+        comment="held: how the crawl ended (last_page, missing)",
+    ),
+    sa.Column("held_at", Timestamp, nullable=True, comment="held: when"),
     sa.CheckConstraint(
-        "status IN ('pending', 'running', 'done', 'skipped', 'failed')", name="status"
+        "status IN ('pending', 'running', 'done', 'skipped', 'failed', 'held')", name="status"
     ),
     # Lists that carry an error: what `status` shows (few, among millions of lists).
     sa.Index(
@@ -237,6 +260,7 @@ sync_run_counters = sa.Table(
             ("done", None),
             ("skipped", None),
             ("failed", None),
+            ("held", "lists held for a mass removal (etl.holds)"),
             ("retryable", "failed lists with fewer than 3 failures (still open)"),
             ("pages", None),
             ("items", None),

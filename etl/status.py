@@ -76,7 +76,16 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
             "options": run.options,
             "lists": {
                 k: lists[k]
-                for k in ("total", "done", "skipped", "failed", "running", "pending", "open")
+                for k in (
+                    "total",
+                    "done",
+                    "skipped",
+                    "failed",
+                    "held",
+                    "running",
+                    "pending",
+                    "open",
+                )
             },
             "pages": lists["pages"],
             "items": lists["items"],
@@ -84,8 +93,49 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
             "edges_removed": run.edges_removed,
             "errors": errors(conn, run.id),
             "quarantined": quarantine_summary(conn, run.id),
+            "held": held_summary(conn, run.id, lists["held"]),
             "workers": live,
         },
+    }
+
+
+def held_summary(conn: sa.Connection, run_id: int, count: int, samples: int = 5) -> dict[str, Any]:
+    """The run's lists held for a mass removal (etl.holds): how many, and the first few with
+    what their crawl saw (R of S stored edges, how it ended, when), through the partial index
+    of lists with an error (a held list always carries one)."""
+    rows = (
+        conn.execute(
+            sa.select(
+                ck.account,
+                ck.follow_type,
+                ck.failures,
+                ck.held_removed,
+                ck.held_current,
+                ck.held_ending,
+                ck.held_at,
+            )
+            .where(ck.run_id == run_id, ck.last_error.is_not(None), ck.status == "held")
+            .order_by(ck.account, ck.follow_type)
+            .limit(samples)
+        ).all()
+        if count
+        else []
+    )
+    return {
+        "count": count,
+        "lists": [
+            {
+                "account": r.account,
+                "follow_type": int(r.follow_type),
+                "removed": int(r.held_removed or 0),
+                "current": int(r.held_current or 0),
+                "ending": r.held_ending,
+                "held_at": _iso(r.held_at),
+                # Still to be crawled once more in this run; else not confirmed, left to the next.
+                "confirming": int(r.failures) < runs.MAX_FAILURES,
+            }
+            for r in rows
+        ],
     }
 
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, joblock, leases, prune, runs, sizes, workers
+from etl import db, holds, joblock, leases, prune, runs, sizes, workers
 from etl.client import FollowClient
 from etl.crawl import Crawl, Rate, Tally
 from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageError
@@ -56,6 +56,8 @@ class SyncRequest:
     db_seconds: float = db.RECONNECT_SECONDS  # how long to wait for a lost database
     # After a clean finish, keep the checkpoints of the job's last N runs (etl.prune); 0: all.
     keep_runs: int = prune.DEFAULT_KEEP_RUNS
+    # When a crawl's removals are a mass removal, held until a second crawl confirms them.
+    holds: holds.Thresholds = field(default_factory=holds.Thresholds)
 
     def __post_init__(self) -> None:
         check_concurrency(self.concurrency)
@@ -145,11 +147,18 @@ class SyncReport:
                 f"{where} ended with {lists['failed']} of {lists['total']} lists given up "
                 f"(see `status --job {self.job}`); the next `sync` starts a new run"
             )
+        if lists.get("held"):
+            return RunIncomplete(
+                f"{where} ended with {lists['held']} lists held for a mass removal, not "
+                f"confirmed: nothing of theirs removed (see `status --job {self.job}`); the "
+                "next `sync` crawls them again"
+            )
         return None
 
     @property
     def finished(self) -> bool:
-        """True when no list of the run is left to crawl (done, skipped or given up)."""
+        """True when no list of the run is left to crawl (done, skipped, given up, or held and
+        not confirmed)."""
         return self.lists.get("open", 1) == 0
 
     @property
@@ -219,6 +228,8 @@ def sync(
             "page_size": request.page_size,
             "rate": rate,
             "concurrency": request.concurrency,
+            "hold_min_edges": request.holds.min_edges,  # workers hold by the same rule
+            "hold_share": request.holds.share,
         }
         run_id, resumed, added = _open_run(engine, request, options, clock)
         on_run(run_id)
@@ -230,6 +241,7 @@ def sync(
             request.page_size,
             request.concurrency,
             request.db_seconds,
+            request.holds,
             size_lists=not resumed or added > 0,  # a resumed run's lists were sized at its start
         )
         _crawl(
@@ -311,6 +323,10 @@ def work(
             int(options.get("page_size", 1000)),
             stored_concurrency(options),
             db_seconds,
+            holds.Thresholds(
+                int(options.get("hold_min_edges", holds.DEFAULT_MIN_EDGES)),
+                float(options.get("hold_share", holds.DEFAULT_SHARE)),
+            ),
         )
         _crawl(engine, client, me, heartbeat, report, plan, clock, on_progress, stop)
         return report
@@ -327,6 +343,7 @@ class _Plan:
     page_size: int
     concurrency: int
     db_seconds: float
+    holds: holds.Thresholds
     size_lists: bool = False  # ask etl.sizes for the run's list sizes first (the sync does)
 
 
@@ -424,6 +441,7 @@ def _crawl(
         stop=crawl_stop,
         on_batch=progress,
         db_seconds=plan.db_seconds,
+        thresholds=plan.holds,
     )
 
     def counters() -> dict[str, int]:

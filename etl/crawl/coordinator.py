@@ -22,7 +22,7 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from etl import db, leases, transform, workers
+from etl import db, holds, leases, transform, workers
 from etl.client import FollowClient
 from etl.crawl.fetcher import Fetchers
 from etl.crawl.messages import Claim, Ended, Fetched, Tally
@@ -78,6 +78,7 @@ class Crawl:
         stop: threading.Event,
         on_batch: Callable[[Tally], None] = lambda tally: None,
         db_seconds: float = db.RECONNECT_SECONDS,
+        thresholds: holds.Thresholds | None = None,
     ) -> None:
         self.engine, self.me, self.run_id, self.clock = engine, me, run_id, clock
         self.concurrency, self.db_seconds = concurrency, db_seconds
@@ -108,6 +109,7 @@ class Crawl:
                 stop=stop,
                 abort=self.abort,
                 db_seconds=db_seconds,
+                thresholds=thresholds,
             )
             for i in range(lanes)
         ]

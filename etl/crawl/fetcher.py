@@ -12,7 +12,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 
-from etl import extract, transform
+from etl import extract, info, transform
 from etl.client import FollowClient
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome, outcome_of
@@ -76,12 +76,19 @@ class Fetchers:
                 if step is None:
                     return Ended(claim, Outcome.COMPLETE)
                 rows = transform.page_rows(step.page, self.known)
+                if step.last and task.confirming:
+                    claim.info = self._ask(task.account)
                 self.put(Fetched(claim, rows, step.next_cursor, step.restarted))
                 if step.last:
                     return Ended(claim, Outcome.COMPLETE)
             return Ended(claim, Outcome.STOPPED)
         except BaseException as exc:  # noqa: BLE001 - every ending is an Outcome (etl.crawl.outcome)
             outcome = outcome_of(exc)
+            if outcome is Outcome.MISSING and task.confirming:
+                try:
+                    claim.info = self._ask(task.account)
+                except BaseException as second:  # noqa: BLE001 - a stop or a fatal answer, as above
+                    exc, outcome = second, outcome_of(second)
             if outcome is Outcome.CRASH:
                 self.stop.set()
                 return Ended(claim, outcome, f"{type(exc).__name__}: {exc}", exc)
@@ -90,6 +97,14 @@ class Fetchers:
             if outcome is not Outcome.FAILED:
                 self.opened.set()  # the service answered: the credentials work
             return Ended(claim, outcome, str(exc), exc)
+
+    def _ask(self, account: str) -> info.Answer:
+        """follow_get_info's answer for a confirming crawl's account (etl.holds). Retries that
+        run out are an answer too: without a count the hold stands."""
+        try:
+            return info.ask(self.client, [account])[account]
+        except TransientApiError as exc:
+            return info.Answer({}, error=str(exc))
 
     def _next(self, steps: Iterator[extract.Step]) -> extract.Step | None:
         """The next page; until one call has succeeded, one call at a time: wrong credentials

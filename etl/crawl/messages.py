@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from etl import transform
+from etl import info, transform
 from etl.crawl.outcome import Outcome
 from etl.leases import ListState
 from etl.rows import Key
@@ -18,6 +18,8 @@ class Claim:
 
     task: ListState
     dropped: bool = False  # the writer found the lease gone: the fetcher stops at once
+    # A confirming crawl's follow_get_info answer, asked as the list ends (etl.holds).
+    info: info.Answer | None = None
 
     @property
     def key(self) -> Key:

@@ -24,7 +24,7 @@ class Outcome(enum.Enum):
     """Why a process stopped crawling one list."""
 
     COMPLETE = "complete"  # the last page is stored (the batch's advance marked it done)
-    MISSING = "missing"  # 30003: the account does not exist
+    MISSING = "missing"  # 30003: the account does not exist (held first if many edges: etl.holds)
     REJECTED = "rejected"  # 30001 on a fresh cursor, or a cursor loop: the same would recur
     FAILED = "failed"  # retries ran out: the next sync of the run tries it again
     STOPPED = "stopped"  # a stop request, or another process took the list over
@@ -39,7 +39,7 @@ class Effect:
     status: str | None  # the checkpoint's new status; None leaves it as it is
     failures: str  # "keep", "add" or "give_up" (see leases.settle)
     records_error: bool  # the error text goes into last_error
-    removes_all: bool  # every stored edge of the list is marked removed
+    removes_all: bool  # every stored edge of the list is marked removed (unless held: etl.holds)
     settles: bool  # the list needs no more crawling in this run
     stops_crawl: bool  # nothing more is claimed or fetched
 

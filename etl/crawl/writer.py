@@ -5,8 +5,11 @@ The transaction of a batch, in order (``Writer._write``, the only place it opens
    commit. Nothing is written for a list it does not hold; that list's fetcher is told to stop.
 2. ``leases.advance``: the held lists' cursors, pages and items.
 3. ``Loader.write``: their edges, removals, events and quarantined items, and the batch's
-   profile versions (facts about users, stored whichever list carried them).
-4. ``leases.settle``: each held list that ended, as its Outcome's Effect says.
+   profile versions (facts about users, stored whichever list carried them). A completed
+   list whose removals would be a mass removal is put on hold instead (etl.holds,
+   ``leases.put_on_hold``): none of its removals is applied.
+4. ``leases.settle``: each held list that ended, as its Outcome's Effect says (a 30003 for a
+   list with many stored edges is held the same way until confirmed).
 A crash at any instant loses at most this batch; the upserts make replaying it harmless.
 
 A lost connection (a database restart, a dead network) rolls the batch back; the lane
@@ -27,7 +30,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, leases, load, transform
+from etl import db, holds, leases, load, transform
 from etl.crawl.messages import Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS, Outcome
 from etl.errors import Stopped
@@ -45,11 +48,12 @@ MISSING_ERROR = "the account does not exist (30003)"
 class _Result:
     """What a committed batch did, for the accounting after the commit."""
 
-    held: set[Key]
+    leased: set[Key]  # the batch's lists this process still leases (leases.hold)
     parts: dict[Key, ListPart]
     written: load.Written
     removed: int = 0
     ended: list[Ended] = field(default_factory=list)
+    holds: list[holds.Hold] = field(default_factory=list)  # 30003s held (completed: written)
 
 
 class Writer(threading.Thread):
@@ -71,11 +75,13 @@ class Writer(threading.Thread):
         stop: threading.Event,
         abort: threading.Event,
         db_seconds: float,
+        thresholds: holds.Thresholds | None = None,
     ) -> None:
         super().__init__(name=f"write-{index}", daemon=True)
         self.engine, self.run_id, self.owner, self.clock = engine, run_id, owner, clock
         self.pages: queue.Queue[Fetched | Ended] = queue.Queue(maxsize=queue_size)
-        self.loader = load.Loader(engine.dialect.name)
+        self.thresholds = thresholds or holds.Thresholds()
+        self.loader = load.Loader(engine.dialect.name, self.thresholds)
         self.known = known
         self.tally, self.on_batch, self.on_closed = tally, on_batch, on_closed
         self.stop, self.abort, self.db_seconds = stop, abort, db_seconds
@@ -150,8 +156,8 @@ class Writer(threading.Thread):
         """The batch's one transaction (see the module docstring)."""
         now = self.clock()
         with conn.begin():
-            held = leases.hold(conn, self.run_id, self.owner, {i.claim.key for i in batch})
-            parts = _merge(batch, held)
+            leased = leases.hold(conn, self.run_id, self.owner, {i.claim.key for i in batch})
+            parts = _merge(batch, leased)
             pages = [(i.claim.key, i.rows) for i in batch if isinstance(i, Fetched)]
             leases.advance(conn, self.run_id, list(parts.values()), now)
             written = self.loader.write(
@@ -163,22 +169,36 @@ class Writer(threading.Thread):
                     len(written.recrawl),
                 )
                 leases.recrawl(conn, self.run_id, written.recrawl, now)
-            result = _Result(held, parts, written)
+            leases.put_on_hold(conn, self.run_id, written.held, now)
+            result = _Result(leased, parts, written)
             for item in batch:
                 if isinstance(item, Ended):
                     result.ended.append(item)
-                    if item.claim.key in held and item.outcome is not Outcome.COMPLETE:
-                        result.removed += self._settle(conn, item, now)
+                    if item.claim.key in leased and item.outcome is not Outcome.COMPLETE:
+                        self._settle(conn, item, now, result)
         return result
 
-    def _settle(self, conn: sa.Connection, end: Ended, now: datetime) -> int:
-        """Apply an ending's Effect to its list; return the edges it marked removed."""
+    def _settle(self, conn: sa.Connection, end: Ended, now: datetime, result: _Result) -> None:
+        """Apply an ending's Effect to its list (edges it marks removed go into ``result``),
+        unless it is a mass removal to hold (etl.holds)."""
         effect = EFFECTS[end.outcome]
         key = end.claim.key
-        removed = 0
         if effect.removes_all:
-            removed = load.mark_all_removed(conn, self.run_id, *key, now)
             load.forget_seen(conn, self.run_id, [key])
+            answer = end.claim.info
+            hold = holds.decide_missing(
+                self.thresholds,
+                key,
+                load.current_edges(conn, *key),
+                confirming=end.claim.task.confirming,
+                missing=answer is not None and answer.missing,
+                count=None if answer is None else answer.counts.get(key[1]),
+            )
+            if hold is not None:
+                leases.put_on_hold(conn, self.run_id, [hold], now)
+                result.holds.append(hold)
+                return
+            result.removed += load.mark_all_removed(conn, self.run_id, *key, now)
         error = None
         if effect.records_error:
             error = MISSING_ERROR if end.outcome is Outcome.MISSING else end.error
@@ -191,15 +211,15 @@ class Writer(threading.Thread):
             error=error,
             now=now,
         )
-        return removed
 
     def _account(self, batch: list[Fetched | Ended], result: _Result) -> None:
         """Count what a committed batch did, and tell fetchers of lists taken over."""
-        held, tally = result.held, self.tally
+        leased, tally = result.leased, self.tally
         for item in batch:
             # A page of a list no longer held: another process took it over. (An ending that
             # comes after the list's last page finds the lease already given back: no news.)
-            if isinstance(item, Fetched) and item.claim.key not in held and not item.claim.dropped:
+            gone = isinstance(item, Fetched) and item.claim.key not in leased
+            if gone and not item.claim.dropped:
                 log.warning("%s/%d: another worker took this list over", *item.claim.key)
                 item.claim.dropped = True
         with tally.lock:
@@ -209,22 +229,29 @@ class Writer(threading.Thread):
             tally.conflicts += result.written.conflicts
             tally.profiles += result.written.profiles
             for item in batch:
-                if isinstance(item, Fetched) and item.claim.key in held:
+                if isinstance(item, Fetched) and item.claim.key in leased:
                     tally.pages += 1
                     tally.items += len(item.rows.edges)
             recrawled = set(result.written.recrawl)
+            holding = {h.key: h for h in (*result.written.held, *result.holds)}
             for key, part in result.parts.items():
-                if key in recrawled:
+                if key in recrawled or (key in holding and not holding[key].confirming):
                     continue  # back to its start: neither settled nor holding sync_seen rows
                 if part.complete:
                     tally.settled += 1
                 elif part.edges and not part.fresh:
                     task = next(i.claim.task for i in reversed(batch) if i.claim.key == key)
                     task.seen = max(task.seen, 1)  # sync_seen has rows now
+            missing_held = {h.key: h for h in result.holds}
             for end in result.ended:
-                if end.claim.key in held:
+                if end.claim.key in missing_held:
+                    # given up for this run if it was the confirming crawl; else still open
+                    tally.settled += missing_held[end.claim.key].confirming
+                elif end.claim.key in leased:
                     self._count_ending(end)
             self.on_batch(tally)
+        for hold in holding.values():
+            log.warning("%s/%s: %s", hold.key[0], transform.TYPE_NAMES[hold.key[1]], hold.message())
 
     def _count_ending(self, end: Ended) -> None:
         tally, task = self.tally, end.claim.task
@@ -251,11 +278,11 @@ class Writer(threading.Thread):
             self._conn = None
 
 
-def _merge(batch: list[Fetched | Ended], held: set[Key]) -> dict[Key, ListPart]:
-    """The batch's pages as one ListPart per held list."""
+def _merge(batch: list[Fetched | Ended], leased: set[Key]) -> dict[Key, ListPart]:
+    """The batch's pages as one ListPart per leased list."""
     parts: dict[Key, ListPart] = {}
     for item in batch:
-        if not isinstance(item, Fetched) or item.claim.key not in held:
+        if not isinstance(item, Fetched) or item.claim.key not in leased:
             continue
         task = item.claim.task
         part = parts.get(task.key)
@@ -276,4 +303,7 @@ def _merge(batch: list[Fetched | Ended], held: set[Key]) -> dict[Key, ListPart]:
         part.pages += 1
         part.next_cursor = item.next_cursor
         part.complete = item.next_cursor == ""
+        part.confirming = task.confirming
+        if item.claim.info is not None:  # asked as the list's crawl ended (etl.crawl.fetcher)
+            part.info_count = item.claim.info.counts.get(task.follow_type)
     return parts

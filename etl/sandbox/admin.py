@@ -17,6 +17,9 @@ Tests, the demo and benchmarks use them to drive a sandbox running in another pr
   ActionStatus FAIL). ``{"status": null}`` (or ``{}``) ends the outage. The answer, like
   ``GET /sandbox/outage``, is the outage in force: ``{"outage": {"status": 503}}`` or
   ``{"outage": null}``. Calls answered this way count as fault "outage" in the stats.
+- ``POST /sandbox/inject`` ``{"account": "A", "type": 1, "kind": "empty-page", "times": 1}``:
+  the next ``times`` follow_get calls of that list get that targeted fault (a well-formed
+  empty last page, or "30003"; see etl.sandbox.faults.TARGETED_KINDS).
 
 Answers are ASCII JSON: the graph's values (a hostile graph's NUL, lone surrogates, integers
 past 64 bits, a 5000-digit integer as a bare number) come back exactly as the API serves them.
@@ -45,6 +48,7 @@ _PATHS = frozenset(
         "truth",
         "truth-digest",
         "outage",
+        "inject",
     )
 )
 _BY = {"fans": 0, "follows": 1, "mutual": 2}
@@ -83,6 +87,8 @@ def answer(
         return _truth_digest(sandbox, body)
     if route == ("POST", "/sandbox/outage"):
         return _outage(sandbox, body)
+    if route == ("POST", "/sandbox/inject"):
+        return _inject(sandbox, body)
     if route == ("GET", "/sandbox/outage"):
         return 200, {"outage": sandbox.outage}
     if path in _PATHS:
@@ -120,6 +126,17 @@ def _outage(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
     except (ValueError, TypeError) as exc:
         return 400, {"error": f"bad outage request: {exc}"}
     return 200, {"outage": sandbox.outage}
+
+
+def _inject(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
+    try:
+        spec = json.loads(body or b"{}")
+        if not isinstance(spec, dict) or not {"account", "type", "kind"} <= set(spec):
+            raise TypeError('expected {"account": "A", "type": 1, "kind": "empty-page"}')
+        sandbox.inject(spec["account"], spec["type"], spec["kind"], spec.get("times", 1))
+    except (ValueError, TypeError) as exc:
+        return 400, {"error": f"bad inject request: {exc}"}
+    return 200, {"ok": True}
 
 
 def _truth(sandbox: Sandbox, query: Mapping[str, str]) -> tuple[int, object]:

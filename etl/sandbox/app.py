@@ -45,7 +45,7 @@ from etl.sandbox import admin
 from etl.sandbox.cursor import CursorCodec, InvalidCursor
 from etl.sandbox.faults import DEFAULT_FAULT_KINDS as DEFAULT_FAULT_KINDS
 from etl.sandbox.faults import FAULT_KINDS as FAULT_KINDS
-from etl.sandbox.faults import HTML, JSON, OK_TAIL, html, malformed
+from etl.sandbox.faults import HTML, JSON, OK_TAIL, TARGETED_KINDS, html, malformed
 from etl.sandbox.faults import MALFORMED_KINDS as MALFORMED_KINDS
 from etl.sandbox.graph import FOLLOW_TYPES, Graph, ListView
 from etl.sandbox.render import ItemRenderer, ascii_json, to_json
@@ -174,6 +174,8 @@ class Sandbox:
         # (account, type, last id) -> the one cursor a loop account gets for that position.
         self._loop_cursors: dict[tuple[str, int, str], str] = {}
         self._outage: tuple[str, int] | None = None  # ("status", 503) or ("code", 30006)
+        # (account, type) -> targeted faults still to answer, in order (under _fault_lock)
+        self._injected: dict[tuple[str, int], list[str]] = {}
         # (usersig, identifier, sdkappid) -> expiry of a UserSig whose HMAC has been checked:
         # the zlib + JSON + HMAC work is done once per UserSig, not once per call.
         self._verified: dict[tuple[str, str, int], int] = {}
@@ -225,6 +227,30 @@ class Sandbox:
             self._outage = ("code", code)
         else:
             self._outage = None
+
+    # ---- targeted faults ------------------------------------------------------------------
+
+    def inject(self, account: str, follow_type: int, kind: str, times: int = 1) -> None:
+        """Answer the next ``times`` follow_get calls of this list with ``kind`` (one of
+        TARGETED_KINDS, see etl.sandbox.faults), whatever their cursor."""
+        if kind not in TARGETED_KINDS:
+            raise ValueError(f"kind must be one of {TARGETED_KINDS}, got {kind!r}")
+        if follow_type not in FOLLOW_TYPES or type(times) is not int or times < 1:
+            raise ValueError("type must be 1, 2 or 3 and times a positive integer")
+        with self._fault_lock:
+            self._injected.setdefault((account, follow_type), []).extend([kind] * times)
+
+    def _take_injected(self, account: str, follow_type: int) -> str | None:
+        if not self._injected:
+            return None
+        with self._fault_lock:
+            waiting = self._injected.get((account, follow_type))
+            if not waiting:
+                return None
+            kind = waiting.pop(0)
+            if not waiting:
+                del self._injected[(account, follow_type)]
+            return kind
 
     # ---- entry points --------------------------------------------------------------------
 
@@ -400,8 +426,11 @@ class Sandbox:
             raise _BadRequest(30001, "WantNum must be an integer in 1..1000")
         if not isinstance(cursor, str):
             raise _BadRequest(30001, "StartCursor must be a string")
+        injected = self._take_injected(account, follow_type)
+        if injected == "empty-page":
+            return _Page(b"", "", 0, f"{account}/{follow_type}")
         view = self.graph.view(account, follow_type)
-        if view is None:
+        if view is None or injected == "30003":
             raise _BadRequest(30003, f"account {account} does not exist")
         start = self._cursor_start(cursor, account, follow_type, view) if cursor else 0
         size = len(view.ids)

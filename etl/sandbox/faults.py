@@ -13,6 +13,12 @@ import http
 # read timeout, the whole well beyond a request's): a client must bound the whole answer.
 FAULT_KINDS = ("30006", "30007", "502", "503", "truncated", "slow", "malformed", "trickle")
 DEFAULT_FAULT_KINDS = ("30006", "30007", "502", "503", "truncated", "slow")  # what faults= uses
+# Faults aimed at one list (Sandbox.inject, POST /sandbox/inject), each answering one
+# follow_get of it: "empty-page" is a well-formed last page with no items (FollowItem [],
+# NextCursor "", ActionStatus OK), exactly what a real list that just emptied answers: no
+# client can tell it from the truth by its form (named apart from the malformed shape "empty",
+# an empty body). "30003" says the account does not exist.
+TARGETED_KINDS = ("empty-page", "30003")
 MALFORMED_KINDS = (
     "cursor-missing",
     "cursor-null",

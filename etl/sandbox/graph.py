@@ -233,6 +233,37 @@ class Graph:
         self._in[v].add(u)
         self._edges += 1
 
+    def _delete(self, i: int) -> None:
+        for v in list(self._out[i]):
+            self._remove_edge(i, v)
+        for u in list(self._in[i]):
+            self._remove_edge(u, i)
+        self._deleted.add(i)
+
+    def lose_fans(self, account: str, keep: int) -> int:
+        """A mass unfollow: all but the ``keep`` oldest-numbered fans of ``account`` unfollow
+        it. Returns how many did."""
+        with self._lock:
+            i = self.index_of(account)
+            if i is None:
+                raise KeyError(account)
+            gone = sorted(self._in[i])[keep:]
+            for u in gone:
+                self._remove_edge(u, i)
+            self._views.clear()
+            self.generation += 1
+            return len(gone)
+
+    def delete_account(self, account: str) -> None:
+        """``account`` no longer exists (30003), with every edge to and from it."""
+        with self._lock:
+            i = self.index_of(account)
+            if i is None:
+                raise KeyError(account)
+            self._delete(i)
+            self._views.clear()
+            self.generation += 1
+
     def _remove_edge(self, u: int, v: int) -> None:
         self._out[u].discard(v)
         self._in[v].discard(u)
@@ -527,11 +558,7 @@ class Graph:
 
             doomed = rng.sample(live, min(len(live), delete))
             for i in doomed:
-                for v in list(self._out[i]):
-                    self._remove_edge(i, v)
-                for u in list(self._in[i]):
-                    self._remove_edge(u, i)
-                self._deleted.add(i)
+                self._delete(i)
 
             self._views.clear()
             self.generation += 1

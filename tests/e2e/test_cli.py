@@ -467,16 +467,21 @@ def test_status_json_describes_the_finished_run(
     run = doc["run"]
     assert set(run) == {
         "id", "status", "started_at", "finished_at", "last_activity", "options", "lists",
-        "pages", "items", "requests", "edges_removed", "errors", "quarantined", "workers",
+        "pages", "items", "requests", "edges_removed", "errors", "quarantined", "held",
+        "workers",
     }  # fmt: skip
     truth = graph.truth(graph.accounts, TYPES)
     lists = 3 * len(graph.accounts)
     assert run["lists"] == {
-        "total": lists, "done": lists, "skipped": 0, "failed": 0, "running": 0, "pending": 0,
-        "open": 0,
+        "total": lists, "done": lists, "skipped": 0, "failed": 0, "held": 0, "running": 0,
+        "pending": 0, "open": 0,
     }  # fmt: skip
     assert (run["id"], run["status"]) == (1, "done")
-    assert run["options"] == {"types": [1, 2, 3], "page_size": 4, "rate": 150.0, "concurrency": 16}
+    assert run["options"] == {
+        "types": [1, 2, 3], "page_size": 4, "rate": 150.0, "concurrency": 16,
+        "hold_min_edges": 20, "hold_share": 0.5,
+    }  # fmt: skip
+    assert run["held"] == {"count": 0, "lists": []}
     assert run["workers"] == []  # the sync has ended: no live process
     assert run["quarantined"] == {
         "total": 0, "by_kind": {"unstorable": 0, "conflict": 0}, "by_reason": [], "samples": [],

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl import leases, runs
+from etl import holds, leases, runs
 from etl.config import RetryPolicy
 from etl.rows import ListPart
 from etl.sandbox import Graph, SandboxServer
@@ -144,12 +144,13 @@ advances = st.builds(
 settles = st.builds(
     lambda key, status, failures: ("settle", key, status, failures),
     keys,
-    st.sampled_from([None, "skipped", "failed", "pending"]),
+    st.sampled_from([None, "skipped", "failed", "pending", "held"]),
     st.sampled_from(["keep", "add", "give_up"]),
 )
 recrawls = st.builds(lambda key: ("recrawl", key), keys)
 adds = st.builds(lambda n: ("add", n), st.integers(1, 4))
-operations = st.lists(st.one_of(advances, settles, recrawls, adds), max_size=25)
+puts_on_hold = st.builds(lambda key, confirming: ("hold", key, confirming), keys, st.booleans())
+operations = st.lists(st.one_of(advances, settles, recrawls, adds, puts_on_hold), max_size=25)
 
 
 def apply(conn: sa.Connection, run_id: int, op: tuple[Any, ...], now: datetime) -> None:
@@ -172,6 +173,9 @@ def apply(conn: sa.Connection, run_id: int, op: tuple[Any, ...], now: datetime) 
         leases.settle(conn, run_id, key, status=status, failures=failures, error="e", now=now)
     elif kind == "recrawl":
         leases.recrawl(conn, run_id, [op[1]], now)
+    elif kind == "hold":
+        hold = holds.Hold(op[1], 30, 40, holds.LAST_PAGE, confirming=op[2])
+        leases.put_on_hold(conn, run_id, [hold], now)
     else:
         more = [(f"b{i}", 1) for i in range(op[1])]
         runs.add_lists(conn, run_id, [*LISTS[:2], *more], now)
@@ -186,7 +190,7 @@ def apply(conn: sa.Connection, run_id: int, op: tuple[Any, ...], now: datetime) 
 def test_any_sequence_of_moves_keeps_the_counters_exact(
     engine: sa.Engine, ops: list[tuple[Any, ...]], batched: bool
 ) -> None:
-    """Advance, settle, recrawl and add, in any order, one transaction each or all in one:
+    """Advance, settle, recrawl, hold and add, in any order, one transaction each or all in one:
     the counters equal a recount (a fresh run per example)."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
     with engine.begin() as conn:

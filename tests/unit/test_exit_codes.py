@@ -109,7 +109,7 @@ def test_help_paragraph_is_unchanged() -> None:
     was written by hand."""
     assert cli.exit_codes_help() == (
         "exit codes: 0 done, 1 internal error, 2 usage, 3 configuration, 4 API refused "
-        "credentials or\napp, 5 database, 6 lists left (resumable) or given up, 7 the job is "
+        "credentials or\napp, 5 database, 6 lists left (resumable), given up or held, 7 the job is "
         "already running,\n9 verify found lists that disagree, 130 interrupted (Ctrl-C), 143 "
         "SIGTERM (both resumable)"
     )

@@ -24,7 +24,8 @@ def recount(rows: list[runs.Standing]) -> dict[str, int]:
     result = Counter(dict.fromkeys(runs.COUNTED, 0))
     for row in rows:
         result[row.status] += 1
-        result["retryable"] += row.status == "failed" and row.failures < runs.MAX_FAILURES
+        # failed lists are retried, held ones get their confirming crawl (etl.holds)
+        result["retryable"] += row.status in ("failed", "held") and row.failures < runs.MAX_FAILURES
         result["pages"] += row.pages
         result["items"] += row.items
     return dict(result)

@@ -1039,3 +1039,45 @@ def test_counts_route_gives_cheap_counters_and_the_first_call(sandbox: Sandbox) 
     assert "follow_get_ok" not in found
     sandbox.reset_stats()
     assert counts()["first_follow_get"] is None
+
+
+# ---- targeted faults ------------------------------------------------------------------------
+
+
+def test_an_injected_empty_page_is_a_well_formed_last_page_once(sandbox: Sandbox) -> None:
+    """POST /sandbox/inject "empty-page": the list's next call answers OK with no items and an
+    empty NextCursor (indistinguishable in form from a list that emptied); the call after, and
+    other lists, are answered as ever."""
+    account = most_fans(sandbox.graph)
+    spec = {"account": account, "type": 1, "kind": "empty-page"}
+    assert sandbox.handle("POST", "/sandbox/inject", {}, json.dumps(spec).encode()).status == 200
+    body = {"From_Account": account, "FollowType": 1, "WantNum": 10}
+    assert call(sandbox, {"From_Account": account, "FollowType": 2})["ErrorCode"] == 0
+    empty = call(sandbox, body)
+    assert empty == {
+        "FollowItem": [],
+        "NextCursor": "",
+        "ActionStatus": "OK",
+        "ErrorCode": 0,
+        "ErrorInfo": "",
+        "ErrorDisplay": "",
+    }
+    assert len(call(sandbox, body)["FollowItem"]) == 10
+
+
+def test_an_injected_30003_answers_as_many_calls_as_asked(sandbox: Sandbox) -> None:
+    """inject(..., "30003", times=2): two calls of that list say the account does not exist."""
+    account = most_fans(sandbox.graph)
+    sandbox.inject(account, 1, "30003", times=2)
+    body = {"From_Account": account, "FollowType": 1}
+    assert [call(sandbox, body)["ErrorCode"] for _ in range(3)] == [30003, 30003, 0]
+
+
+@pytest.mark.parametrize(
+    "bad", [b'{"account": "a", "type": 4, "kind": "30003"}', b'{"account": "a", "type": 1}',
+            b'{"account": "a", "type": 1, "kind": "503"}', b'{"account": "a", "type": 1, '
+            b'"kind": "30003", "times": 0}', b"[1]", b"{"],
+)  # fmt: skip
+def test_bad_inject_requests_answer_400(sandbox: Sandbox, bad: bytes) -> None:
+    """A targeted fault that is not one list, one known kind and a positive count is refused."""
+    assert sandbox.handle("POST", "/sandbox/inject", {}, bad).status == 400

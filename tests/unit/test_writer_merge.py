@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome
 from etl.crawl.writer import _merge
+from etl.info import Answer
 from etl.leases import ListState
 from etl.rows import Key, ListPart
 from etl.transform import PageRows
@@ -230,3 +231,15 @@ def test_merge_only_sees_held_lists_pages(case: tuple[list[Item], set[Key]]) -> 
     only: list[Item] = [i for i in batch if isinstance(i, Fetched) and i.claim.key in held]
     assert _merge(only, held) == parts
     assert _merge(only, held | set(KEYS)) == parts
+
+
+def test_a_confirming_claim_hands_its_info_count_to_the_part() -> None:
+    """A confirming crawl's part says so, with follow_get_info's count for its follow type
+    once the fetcher has asked (as the list ends); without an answer the count is unknown."""
+    c = Claim(ListState("a", 2, cursor="", confirming=True))
+    assert _merge([page(c, {"x": 1})], {c.key})[c.key].info_count is None
+    c.info = Answer({1: 7, 2: 42, 3: 5})
+    part = _merge([page(c, {"x": 1}, "")], {c.key})[c.key]
+    assert (part.confirming, part.info_count) == (True, 42)
+    plain = claim()
+    assert not _merge([page(plain, {"x": 1}, "")], {plain.key})[plain.key].confirming
