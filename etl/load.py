@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,6 +38,7 @@ from etl.schema import (
     profile_snapshots,
     quarantined_items,
     sqlite_sequence,
+    sync_checkpoints,
 )
 from etl.transform import (
     CONFLICT,
@@ -53,6 +54,7 @@ from etl.transform import (
 )
 
 log = logging.getLogger(__name__)
+_SQLITE = sqlite.dialect()
 
 
 @dataclass
@@ -102,12 +104,14 @@ stage_edges = _temporary(
     sa.Column("baseline", sa.Boolean, nullable=False),
     sa.Column("keep_seen", sa.Boolean, nullable=False),
     sa.Column("fresh", sa.Boolean, nullable=False),  # ListPart.fresh
+    *_like(sync_checkpoints, "crawl_started_at"),  # ListPart.started: what it may undo
     key=("account", "follow_type", "to_account"),
 )
 stage_lists = _temporary(
     "stage_lists",
     *_like(follow_edges, "account", "follow_type"),
     sa.Column("fresh", sa.Boolean, nullable=False),  # ListPart.fresh: no removal search
+    *_like(sync_checkpoints, "crawl_started_at"),
     key=("account", "follow_type"),
 )
 stage_profiles = _temporary(
@@ -145,6 +149,7 @@ _SQL = {
         "listed": """stage_lists l CROSS JOIN LATERAL (
         SELECT x.account, x.follow_type, x.to_account FROM follow_edges x
         WHERE x.account = l.account AND x.follow_type = l.follow_type AND x.removed_at IS NULL
+          AND (x.changed_at IS NULL OR x.changed_at < l.crawl_started_at)
         OFFSET 0) c
     WHERE NOT l.fresh""",
         "seen": """stage_lists l CROSS JOIN LATERAL (
@@ -169,7 +174,8 @@ _SQL = {
   ON e.account = s.account AND e.follow_type = s.follow_type AND e.to_account = s.to_account""",
         "listed": """follow_edges c
     JOIN stage_lists l ON l.account = c.account AND l.follow_type = c.follow_type
-    WHERE NOT l.fresh AND c.removed_at IS NULL""",
+    WHERE NOT l.fresh AND c.removed_at IS NULL
+      AND (c.changed_at IS NULL OR c.changed_at < l.crawl_started_at)""",
         "seen": """sync_seen x
     JOIN stage_lists l ON l.account = x.account AND l.follow_type = x.follow_type
     WHERE x.run_id = :run_id""",
@@ -181,34 +187,55 @@ INSERT INTO follow_edge_events (account, follow_type, to_account, event, observe
 SELECT s.account, s.follow_type, s.to_account, 'added', :now, :run_id
 FROM stage_edges s
 {stored_edge}
-WHERE s.baseline AND (e.account IS NULL OR e.removed_at IS NOT NULL)
+WHERE s.baseline AND (e.account IS NULL OR e.removed_at < s.crawl_started_at)
 """
+
+# Two runs may crawl one list at once (jobs whose accounts overlap, `verify --repair`). A crawl
+# lists again (and records 'added' for) only an edge removed before it began (its
+# crawl_started_at, staged with each row): an observation older than a removal cannot undo it.
+# A crawl's removals skip edges changed since it began (see _UNLISTED_SOURCE). changed_at
+# records the insert, the revival and the removal of an edge, never a new follow time.
+#
+# ON CONFLICT sees the row as it stands when the statement reaches it, which a concurrent
+# batch of another run may have changed since the lookup; this guard re-applies the rule to
+# that row. Its start comes from the list's checkpoint (by primary key), looked up only for
+# rows that conflict and changed, a few per batch.
+_STILL_OURS = """{row}.removed_at IS NULL OR {row}.removed_at < coalesce(
+    (SELECT c.crawl_started_at FROM sync_checkpoints c
+     WHERE c.run_id = :run_id AND c.account = excluded.account
+       AND c.follow_type = excluded.follow_type), :now)"""
+_REVIVED = """changed_at = CASE WHEN {row}.removed_at IS NULL THEN {row}.changed_at
+                    ELSE excluded.changed_at END"""
 
 # The WHERE before ON CONFLICT is needed by SQLite's parser and keeps unchanged rows out.
 _UPSERT_EDGES = """
-INSERT INTO follow_edges (account, follow_type, to_account, follow_time, first_seen_at)
-SELECT s.account, s.follow_type, s.to_account, {time}, :now
+INSERT INTO follow_edges (account, follow_type, to_account, follow_time, first_seen_at, changed_at)
+SELECT s.account, s.follow_type, s.to_account, {time}, :now, :now
 FROM stage_edges s
 {stored_edge}
 WHERE NOT s.fresh
-  AND (e.account IS NULL OR e.removed_at IS NOT NULL OR e.follow_time {differs} {time})
+  AND (e.account IS NULL OR e.removed_at < s.crawl_started_at
+       OR (e.removed_at IS NULL AND e.follow_time {differs} {time}))
 ORDER BY s.account, s.follow_type, s.to_account
 ON CONFLICT (account, follow_type, to_account)
-DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL
+DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL, {revived}
+WHERE {still_ours}
 """
 
 # Lists with no current edge stored (ListPart.fresh): nearly every row is new, so no join
 # looks for the stored ones first; a removed edge listed again, or an item the API repeated,
 # meets its row in ON CONFLICT, which writes it only if it changed.
 _INSERT_FRESH_EDGES = """
-INSERT INTO follow_edges AS e (account, follow_type, to_account, follow_time, first_seen_at)
-SELECT s.account, s.follow_type, s.to_account, {time}, :now
+INSERT INTO follow_edges AS e (account, follow_type, to_account, follow_time, first_seen_at,
+                               changed_at)
+SELECT s.account, s.follow_type, s.to_account, {time}, :now, :now
 FROM stage_edges s
 WHERE s.fresh
 ORDER BY s.account, s.follow_type, s.to_account
 ON CONFLICT (account, follow_type, to_account)
-DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL
-WHERE e.removed_at IS NOT NULL OR e.follow_time {differs} excluded.follow_time
+DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL, {revived}
+WHERE (e.removed_at IS NOT NULL OR e.follow_time {differs} excluded.follow_time)
+  AND ({still_ours})
 """
 
 _REMEMBER_SEEN = """
@@ -242,9 +269,11 @@ WHERE NOT l.fresh AND c.run_id = :run_id AND c.seen > 0 AND c.seen <> (
 """
 
 # What "removed" means, once: a listed edge of a list this crawl finished (stage_lists l, not
-# fresh: see ListPart.fresh) that the crawl did not see, neither in this batch (stage_edges)
-# nor in earlier ones (sync_seen). A set difference, so no plan can turn it into a search of
-# the staged rows per stored edge (stage_edges has no index on PostgreSQL; see _temporary).
+# fresh: see ListPart.fresh), unchanged since the crawl began (another run may have added or
+# listed it again meanwhile: not this crawl's to remove), that the crawl did not see, neither
+# in this batch (stage_edges) nor in earlier ones (sync_seen). A set difference, so no plan
+# can turn it into a search of the staged rows per stored edge (stage_edges has no index on
+# PostgreSQL; see _temporary).
 _UNLISTED_SOURCE = """FROM (
     SELECT c.account, c.follow_type, c.to_account FROM {listed}
     EXCEPT
@@ -255,9 +284,10 @@ _UNLISTED_SOURCE = """FROM (
 _UNLISTED = """e.account = gone.account AND e.follow_type = gone.follow_type
   AND e.to_account = gone.to_account AND e.removed_at IS NULL"""
 # An account that no longer exists (30003): every listed edge of its list.
-_OF_LIST = "e.account = :account AND e.follow_type = :follow_type AND e.removed_at IS NULL"
+_OF_LIST = """e.account = :account AND e.follow_type = :follow_type AND e.removed_at IS NULL
+  AND (e.changed_at IS NULL OR e.changed_at < :started)"""
 
-_MARK = """UPDATE follow_edges AS e SET removed_at = :now {source} WHERE {where}
+_MARK = """UPDATE follow_edges AS e SET removed_at = :now, changed_at = :now {source} WHERE {where}
 RETURNING {columns}"""
 # PostgreSQL records the events in the same statement; SQLite has no data-modifying WITH, so
 # its events are inserted from the rows the UPDATE returns.
@@ -374,7 +404,8 @@ SELECT NULL, NULL, NULL, (SELECT count(*) FROM inserted), (SELECT count(*) FROM 
 
 
 def _text(sql: str) -> sa.TextClause:
-    return sa.text(sql).bindparams(sa.bindparam("now", type_=Timestamp))
+    times = [name for name in ("now", "started") if f":{name}" in sql]
+    return sa.text(sql).bindparams(*(sa.bindparam(name, type_=Timestamp) for name in times))
 
 
 class Loader:
@@ -386,12 +417,23 @@ class Loader:
         sql = _SQL["postgresql" if self.pg else "sqlite"]
         edge = sql["stored_edge"]
         self._upsert = _text(
-            _UPSERT_EDGES.format(time=sql["time"], differs=sql["differs"], stored_edge=edge)
+            _UPSERT_EDGES.format(
+                time=sql["time"],
+                differs=sql["differs"],
+                stored_edge=edge,
+                revived=_REVIVED.format(row="follow_edges"),
+                still_ours=_STILL_OURS.format(row="follow_edges"),
+            )
         )
         self._added_events = _text(_ADDED_EVENTS.format(stored_edge=edge))
         self._unlisted_source = _UNLISTED_SOURCE.format(listed=sql["listed"], seen=sql["seen"])
         self._insert_fresh = _text(
-            _INSERT_FRESH_EDGES.format(time=sql["time"], differs=sql["differs"])
+            _INSERT_FRESH_EDGES.format(
+                time=sql["time"],
+                differs=sql["differs"],
+                revived=_REVIVED.format(row="e"),
+                still_ours=_STILL_OURS.format(row="e"),
+            )
         )
         staged = ", ".join(sql["tags"] if c == "tags" else f"s.{c}" for c in PROFILE_ROW)
         self._profiles = _text(_INSERT_PROFILES.format(columns=_PROFILE_COLUMNS, staged=staged))
@@ -419,6 +461,12 @@ class Loader:
             .returning(q.kind)
         )
         self._connections: set[int] = set()
+        # SQLite compares times as text: a staged start must be spelled as the stored ones are.
+        self._time: Callable[[datetime], Any] = (
+            (lambda value: value)
+            if self.pg
+            else Timestamp.dialect_impl(_SQLITE).bind_processor(_SQLITE)  # type: ignore[assignment]
+        )
 
     def prepare(self, conn: sa.Connection) -> None:
         """Create the staging tables on this connection (once) and empty them."""
@@ -460,7 +508,7 @@ class Loader:
         if restarted:
             forget_seen(conn, run_id, restarted)
         if any(p.edges for p in parts):
-            self._stage_edges(conn, parts)
+            self._stage_edges(conn, parts, now)
             if any(p.baseline for p in parts):
                 written.events += conn.execute(self._added_events, params).rowcount
             if any(p.fresh and p.edges for p in parts):
@@ -473,7 +521,11 @@ class Loader:
 
         complete = [p for p in parts if p.complete]
         if complete:
-            self._stage(conn, stage_lists, [(*p.key, p.fresh) for p in complete])
+            self._stage(
+                conn,
+                stage_lists,
+                [(*p.key, p.fresh, self._time(p.started or now)) for p in complete],
+            )
             self._analyze(conn, "stage_lists")
             searched = [p for p in complete if not p.fresh]
             written.recrawl = self._lost_seen(conn, run_id, searched)
@@ -595,12 +647,13 @@ class Loader:
         if self.pg:
             conn.execute(sa.text(f"ANALYZE {table}"))
 
-    def _stage_edges(self, conn: sa.Connection, parts: Sequence[ListPart]) -> None:
+    def _stage_edges(self, conn: sa.Connection, parts: Sequence[ListPart], now: datetime) -> None:
         """Fill stage_edges; on PostgreSQL as one block of COPY text, built at C speed."""
         if not self.pg:
             rows = [
-                (p.account, p.follow_type, to, when, p.baseline, _keeps_seen(p), p.fresh)
+                (p.account, p.follow_type, to, when, p.baseline, _keeps_seen(p), p.fresh, start)
                 for p in parts
+                for start in [self._time(p.started or now)]
                 for to, when in p.edges.items()
             ]
             self._stage(conn, stage_edges, rows)
@@ -611,7 +664,8 @@ class Loader:
                 continue
             head = f"{_escape(p.account)}\t{p.follow_type}\t"
             flags = (p.baseline, _keeps_seen(p), p.fresh)
-            tail = "".join("\tt" if flag else "\tf" for flag in flags) + "\n"
+            started = (p.started or now).isoformat()
+            tail = "".join("\tt" if flag else "\tf" for flag in flags) + f"\t{started}\n"
             accounts: Iterable[str] = p.edges.keys()
             blob = "".join(accounts)  # one scan of the list finds any character to escape
             if "\\" in blob or "\t" in blob or "\n" in blob or "\r" in blob:
@@ -708,10 +762,23 @@ def _keeps_seen(part: ListPart) -> bool:
 
 
 def mark_all_removed(
-    conn: sa.Connection, run_id: int, account: str, follow_type: int, now: datetime
+    conn: sa.Connection,
+    run_id: int,
+    account: str,
+    follow_type: int,
+    now: datetime,
+    *,
+    started: datetime | None = None,
 ) -> int:
-    """The account no longer exists (30003): every listed edge of this list is removed."""
-    params = {"run_id": run_id, "now": now, "account": account, "follow_type": follow_type}
+    """The account no longer exists (30003): every listed edge of this list is removed, but
+    those another run added or listed again since this crawl ``started`` (None: now)."""
+    params = {
+        "run_id": run_id,
+        "now": now,
+        "account": account,
+        "follow_type": follow_type,
+        "started": started or now,
+    }
     return _mark_removed(conn, where=_OF_LIST, source="", params=params)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 Key = tuple[str, int]  # (account, follow_type): one list
 
@@ -21,6 +22,9 @@ class ListPart:
     baseline: bool = False  # the list was crawled completely in an earlier run
     had_seen: bool = False  # earlier batches of this crawl left rows in sync_seen
     fresh: bool = False  # every current edge of the list is one this crawl listed (ListState)
+    # When the list's crawl began (ListState.started): it removes no edge changed since, and
+    # lists again no edge removed since. None: unknown, the batch's own time stands in.
+    started: datetime | None = None
 
     @property
     def key(self) -> Key:

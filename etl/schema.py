@@ -15,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from etl.transform import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0008"
 
 _SQLITE_INTEGER_MAX = 2**63 - 1
 OPEN_STATUSES = "status IN ('pending', 'running', 'failed')"  # lists a claim may take
@@ -95,6 +95,12 @@ follow_edges = sa.Table(
         Timestamp,
         nullable=True,
         comment="set when a complete crawl no longer lists it",
+    ),
+    sa.Column(
+        "changed_at",
+        Timestamp,
+        nullable=True,
+        comment="last inserted, listed again or removed (null: before revision 0008)",
     ),
     sa.CheckConstraint("follow_type IN (1, 2, 3)", name="follow_type"),
     sa.Index(None, "to_account"),
@@ -188,6 +194,12 @@ sync_checkpoints = sa.Table(
         nullable=False,
         server_default=sa.false(),
         comment="the crawl began with no current edge stored: no sync_seen, no removals",
+    ),
+    sa.Column(
+        "crawl_started_at",
+        Timestamp,
+        nullable=True,
+        comment="when the list's crawl began (database clock): it undoes no later change",
     ),
     sa.CheckConstraint(
         "status IN ('pending', 'running', 'done', 'skipped', 'failed')", name="status"
