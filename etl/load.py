@@ -141,7 +141,7 @@ _SQL = {
         # LIMIT cannot be turned into a hash join that reads all of follow_edges, which the
         # planner chose when its statistics lagged behind a table that had just grown.
         "stored_edge": """LEFT JOIN LATERAL (
-    SELECT x.account, x.follow_time, x.removed_at FROM follow_edges x
+    SELECT x.account, x.follow_time, x.removed_at, x.changed_at FROM follow_edges x
     WHERE x.account = s.account AND x.follow_type = s.follow_type AND x.to_account = s.to_account
     LIMIT 1) e ON true""",
         # The listed edges and sync_seen rows of the staged lists, read list by list through
@@ -182,30 +182,31 @@ _SQL = {
     },
 }
 
+# Two runs may crawl one list at once (jobs whose accounts overlap, `verify --repair`): one
+# rule keeps either from undoing what the other observed later. A crawl changes only edges
+# unchanged since it began (its crawl_started_at, staged with each row and list): it inserts
+# new edges, lists again those removed before it began, updates their follow time, and
+# (_UNLISTED_SOURCE) removes what it no longer lists, but leaves an edge another run inserted,
+# listed again, changed or removed after it began: that observation is newer than its own.
+# follow_edges.changed_at records each such change (null: none since revision 0008).
+_UNCHANGED = "({row}.changed_at IS NULL OR {row}.changed_at < {start})"
+
 _ADDED_EVENTS = """
 INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, run_id)
 SELECT s.account, s.follow_type, s.to_account, 'added', :now, :run_id
 FROM stage_edges s
 {stored_edge}
-WHERE s.baseline AND (e.account IS NULL OR e.removed_at < s.crawl_started_at)
+WHERE s.baseline AND (e.account IS NULL OR (e.removed_at IS NOT NULL AND {unchanged}))
 """
 
-# Two runs may crawl one list at once (jobs whose accounts overlap, `verify --repair`). A crawl
-# lists again (and records 'added' for) only an edge removed before it began (its
-# crawl_started_at, staged with each row): an observation older than a removal cannot undo it.
-# A crawl's removals skip edges changed since it began (see _UNLISTED_SOURCE). changed_at
-# records the insert, the revival and the removal of an edge, never a new follow time.
-#
-# ON CONFLICT sees the row as it stands when the statement reaches it, which a concurrent
-# batch of another run may have changed since the lookup; this guard re-applies the rule to
-# that row. Its start comes from the list's checkpoint (by primary key), looked up only for
-# rows that conflict and changed, a few per batch.
-_STILL_OURS = """{row}.removed_at IS NULL OR {row}.removed_at < coalesce(
+# ON CONFLICT meets the row as it stands when the statement reaches it, which a concurrent
+# batch of another run may have changed since the lookup above: the rule is checked again on
+# that row, with the list's start from its checkpoint (by primary key), only for the rows that
+# conflict and change (a few per batch).
+_CONFLICT_START = """coalesce(
     (SELECT c.crawl_started_at FROM sync_checkpoints c
      WHERE c.run_id = :run_id AND c.account = excluded.account
        AND c.follow_type = excluded.follow_type), :now)"""
-_REVIVED = """changed_at = CASE WHEN {row}.removed_at IS NULL THEN {row}.changed_at
-                    ELSE excluded.changed_at END"""
 
 # The WHERE before ON CONFLICT is needed by SQLite's parser and keeps unchanged rows out.
 _UPSERT_EDGES = """
@@ -214,12 +215,13 @@ SELECT s.account, s.follow_type, s.to_account, {time}, :now, :now
 FROM stage_edges s
 {stored_edge}
 WHERE NOT s.fresh
-  AND (e.account IS NULL OR e.removed_at < s.crawl_started_at
-       OR (e.removed_at IS NULL AND e.follow_time {differs} {time}))
+  AND (e.account IS NULL
+       OR ((e.removed_at IS NOT NULL OR e.follow_time {differs} {time}) AND {unchanged}))
 ORDER BY s.account, s.follow_type, s.to_account
 ON CONFLICT (account, follow_type, to_account)
-DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL, {revived}
-WHERE {still_ours}
+DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL,
+    changed_at = excluded.changed_at
+WHERE {still_unchanged}
 """
 
 # Lists with no current edge stored (ListPart.fresh): nearly every row is new, so no join
@@ -233,9 +235,10 @@ FROM stage_edges s
 WHERE s.fresh
 ORDER BY s.account, s.follow_type, s.to_account
 ON CONFLICT (account, follow_type, to_account)
-DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL, {revived}
+DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL,
+    changed_at = excluded.changed_at
 WHERE (e.removed_at IS NOT NULL OR e.follow_time {differs} excluded.follow_time)
-  AND ({still_ours})
+  AND {still_unchanged}
 """
 
 _REMEMBER_SEEN = """
@@ -421,18 +424,22 @@ class Loader:
                 time=sql["time"],
                 differs=sql["differs"],
                 stored_edge=edge,
-                revived=_REVIVED.format(row="follow_edges"),
-                still_ours=_STILL_OURS.format(row="follow_edges"),
+                unchanged=_UNCHANGED.format(row="e", start="s.crawl_started_at"),
+                still_unchanged=_UNCHANGED.format(row="follow_edges", start=_CONFLICT_START),
             )
         )
-        self._added_events = _text(_ADDED_EVENTS.format(stored_edge=edge))
+        self._added_events = _text(
+            _ADDED_EVENTS.format(
+                stored_edge=edge,
+                unchanged=_UNCHANGED.format(row="e", start="s.crawl_started_at"),
+            )
+        )
         self._unlisted_source = _UNLISTED_SOURCE.format(listed=sql["listed"], seen=sql["seen"])
         self._insert_fresh = _text(
             _INSERT_FRESH_EDGES.format(
                 time=sql["time"],
                 differs=sql["differs"],
-                revived=_REVIVED.format(row="e"),
-                still_ours=_STILL_OURS.format(row="e"),
+                still_unchanged=_UNCHANGED.format(row="e", start=_CONFLICT_START),
             )
         )
         staged = ", ".join(sql["tags"] if c == "tags" else f"s.{c}" for c in PROFILE_ROW)

@@ -100,7 +100,9 @@ follow_edges = sa.Table(
         "changed_at",
         Timestamp,
         nullable=True,
-        comment="last inserted, listed again or removed (null: before revision 0008)",
+        comment=(
+            "last inserted, listed again, given a new follow time or removed (null: before 0008)"
+        ),
     ),
     sa.CheckConstraint("follow_type IN (1, 2, 3)", name="follow_type"),
     sa.Index(None, "to_account"),

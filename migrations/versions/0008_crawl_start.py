@@ -39,7 +39,10 @@ def upgrade() -> None:
             "changed_at",
             sa.DateTime(timezone=True),
             nullable=True,
-            comment="last inserted, listed again or removed (null: before revision 0008)",
+            comment=(
+                "last inserted, listed again, given a new follow time or removed "
+                "(null: before 0008)"
+            ),
         ),
     )
 
