@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from etl import leases, runs, sync, transform, verify, workers
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome
+from etl.errors import RunIncomplete
 from etl.sandbox import Graph, SandboxServer
 from tests.conftest import api_settings, make_client, stored_lists
 from tests.integration.test_changes import Start, diff, events
@@ -188,10 +189,29 @@ def test_a_worker_of_a_run_sync_restart_abandoned_stops_within_seconds(
     (report,) = reports
     assert report is not None
     assert report.closed_by_other == "abandoned"
-    assert report.problem() is None and report.outcome == "abandoned"
+    assert report.problem() is None
+    assert report.outcome == "abandoned"
     assert took < 5
     assert run_status(pg_engine, old) == "abandoned"
-    assert new.problem() is None and run_status(pg_engine, new.run_id) == "done"
+    assert new.problem() is None
+    assert run_status(pg_engine, new.run_id) == "done"
+
+
+@pytest.mark.parametrize("worker", [True, False])
+def test_only_a_worker_ends_clean_when_its_run_was_abandoned(worker: bool) -> None:
+    """A worker whose run was abandoned has done nothing wrong (exit 0); a `sync` whose run
+    was abandoned under it did not do what it was asked (exit 6)."""
+    lists = {"open": 3, "total": 5, "done": 2, "skipped": 0, "failed": 0}
+    report = sync.SyncReport(
+        run_id=1, job="j", resumed=True, lists=lists, closed_by_other="abandoned", worker=worker
+    )
+    problem = report.problem()
+    assert report.outcome == "abandoned"
+    if worker:
+        assert problem is None
+    else:
+        assert isinstance(problem, RunIncomplete)
+        assert "abandoned" in str(problem)
 
 
 def _now() -> datetime:
@@ -311,7 +331,8 @@ def test_verify_repair_beside_an_unfinished_sync_records_no_false_event(
         graph.mutate(1, unfollow=0.1, follow=0.1)
         after = graph.truth(accounts, types)
         report = verify.verify(engine, client, "nightly")
-        assert report is not None and report.mismatches
+        assert report is not None
+        assert report.mismatches
         # The job's next run: its crawls begin now, and what they list is the graph as it was.
         nightly = open_run(engine, "nightly", list(before))
         me = register(engine)
@@ -327,6 +348,7 @@ def test_verify_repair_beside_an_unfinished_sync_records_no_false_event(
     for run in repaired.syncs:
         found |= events(engine, run.run_id)
     wanted = {e for e in diff(before, after) if (e[0], e[1]) in disagreeing}
-    assert wanted and found == wanted
+    assert wanted
+    assert found == wanted
     stored = stored_lists(engine)
     assert {k: stored.get(k, {}) for k in disagreeing} == {k: after[k] for k in disagreeing}
