@@ -177,7 +177,11 @@ class Writer(threading.Thread):
     def _run_closed(self, batch: list[Fetched | Ended]) -> _Result:
         """The run was abandoned or closed under this process: store nothing, stop the crawl."""
         if not self.stop.is_set():
-            log.warning("run %d is no longer open: its pages in flight are not stored", self.run_id)
+            log.warning(
+                "run %d was abandoned or closed by another process: stopping; its pages in "
+                "flight are not stored",
+                self.run_id,
+            )
         self.stop.set()
         for item in batch:
             item.claim.dropped = True
