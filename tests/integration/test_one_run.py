@@ -4,12 +4,15 @@ observed after it began (no false events). SQLite and PostgreSQL; threads on Pos
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from etl import leases, runs, sync, transform, verify, workers
 from etl.crawl.messages import Claim, Ended, Fetched
@@ -302,6 +305,73 @@ def test_a_restarted_crawl_removes_what_its_first_attempt_stored(engine: sa.Engi
     lane._commit([again])
     lane._commit([page(claims[LIST], ["y"], "")])
     assert edges_of(engine, LIST) == {"x": True, "gone": False, "y": True}
+
+
+KEYS = ("k0", "k1", "k2", "k3")  # the list's possible members; pages: k0-k1, then k2-k3
+PAGES = (KEYS[:2], KEYS[2:])
+_examples = itertools.count()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    baseline=st.sets(st.sampled_from(KEYS)),
+    steps=st.lists(st.sampled_from(("A", "B", *KEYS)), max_size=14),
+)
+# A's first page misses k0, which is followed before B lists it: A must not remove it.
+@example(baseline={"k2"}, steps=["A", "A", "k0", "B", "B", "B"])
+def test_two_crawls_of_a_changing_list_record_no_false_event(
+    engine: sa.Engine, baseline: set[str], steps: list[str]
+) -> None:
+    """Two runs (two jobs) crawl one list at once, in any interleaving, while members follow
+    and unfollow between any two steps; each page lists what the graph holds when it is
+    fetched. No member gets more events than the times it really changed, and its events
+    alternate from the baseline (a false removal would need a false `added` to undo it)."""
+    n = next(_examples)
+    key = (f"h{n}", 1)
+    graph = set(baseline)
+    me = register(engine)
+    base = open_run(engine, f"h{n}-base", [key])
+    claim = claim_all(engine, base, me.id)[key]
+    writer(engine, base, me.id, [])._commit([page(claim, sorted(graph), "")])
+    close(engine, base)
+    crawls = {name: open_run(engine, f"h{n}-{name}", [key]) for name in "AB"}
+    lanes = {name: writer(engine, run, me.id, []) for name, run in crawls.items()}
+    claims: dict[str, Claim] = {}
+    done = dict.fromkeys("AB", 0)  # pages each crawl has fetched and written
+    changes = dict.fromkeys(KEYS, 0)
+    for step in [*steps, *"AABBAABB"]:  # then both crawls go to their end
+        if step in KEYS:
+            graph ^= {step}
+            changes[step] += 1
+        elif step not in claims:
+            claims[step] = claim_all(engine, crawls[step], me.id)[key]
+        elif done[step] < len(PAGES):
+            members = sorted(graph.intersection(PAGES[done[step]]))
+            done[step] += 1
+            cursor = "" if done[step] == len(PAGES) else f"p{done[step]}"
+            lanes[step]._commit([page(claims[step], members, cursor)])
+    recorded: dict[str, list[str]] = {k: [] for k in KEYS}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT to_account, event FROM follow_edge_events "
+                "WHERE run_id IN (:a, :b) ORDER BY id"
+            ),
+            {"a": crawls["A"], "b": crawls["B"]},
+        )
+        for to, event in rows:
+            recorded[to].append(event)
+    for member, events_of in recorded.items():
+        assert len(events_of) <= changes[member], (member, events_of, changes[member])
+        first = "removed" if member in baseline else "added"
+        other = "added" if first == "removed" else "removed"
+        assert events_of == [first, other] * (len(events_of) // 2) + [first] * (len(events_of) % 2)
+    for run_id in crawls.values():
+        close(engine, run_id)
 
 
 # ---- verify --repair beside a running sync --------------------------------------------------
