@@ -14,10 +14,11 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from etl import leases, runs, sync, transform, verify, workers
+from etl import leases, load, runs, sync, transform, verify, workers
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome
 from etl.errors import RunIncomplete
+from etl.rows import ListPart
 from etl.sandbox import Graph, SandboxServer
 from tests.conftest import api_settings, make_client, stored_lists
 from tests.integration.test_changes import Start, diff, events
@@ -305,6 +306,35 @@ def test_a_restarted_crawl_removes_what_its_first_attempt_stored(engine: sa.Engi
     lane._commit([again])
     lane._commit([page(claims[LIST], ["y"], "")])
     assert edges_of(engine, LIST) == {"x": True, "gone": False, "y": True}
+
+
+def test_a_removal_committed_while_an_older_crawl_writes_the_edge_stands(
+    pg_engine: sa.Engine,
+) -> None:
+    """Job two's batch removes z and is still open when job one's (older) crawl writes z with
+    a new follow time: one's upsert waits for the row, finds it changed since its start, and
+    leaves it removed (the lookup before it saw z current)."""
+    crawl(pg_engine, "one", ["x", "z"])
+    first, second = open_run(pg_engine, "one", [LIST]), open_run(pg_engine, "two", [LIST])
+    me = register(pg_engine)
+    one, two = claim_all(pg_engine, first, me.id), claim_all(pg_engine, second, me.id)
+    with pg_engine.connect() as conn, conn.begin():
+        held = leases.hold(conn, second, me.id, [LIST])
+        assert held == {LIST}
+        part = ListPart(*LIST, edges={"x": T}, pages=1, complete=True, baseline=True)
+        part.started = two[LIST].task.started
+        leases.advance(conn, second, [part], datetime.now(UTC))
+        written = load.Loader("postgresql").write(conn, second, [part], [], datetime.now(UTC))
+        assert written.edges_removed == 1  # z, not yet committed
+        lane = writer(pg_engine, first, me.id, [])
+        late = threading.Thread(target=lane._commit, args=([listing(one[LIST], {"z": T + 5})],))
+        late.start()
+        late.join(timeout=0.5)
+        assert late.is_alive(), "job one's batch did not wait for the row"
+    late.join(timeout=10)
+    assert edges_of(pg_engine, LIST) == {"x": False, "z": False}  # x: one did not list it
+    assert stored_lists(pg_engine) == {}
+    assert ("a", 1, "z", "added") not in events(pg_engine, first)
 
 
 KEYS = ("k0", "k1", "k2", "k3")  # the list's possible members; pages: k0-k1, then k2-k3
