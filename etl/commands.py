@@ -241,6 +241,8 @@ def _print_report(report: SyncReport, worker: bool = False) -> None:
         verb = ("resumed, " if report.resumed else "") + (
             "finished" if report.finished else "stopped"
         )
+    if report.closed_by_other == "abandoned":
+        verb = "stopped: another `sync --restart` abandoned the run"
     say(
         f"{who} {report.run_id} of job {report.job!r} {verb} in {report.seconds:.1f} s: "
         f"{lists['total']} lists ({lists['done']} done, {lists['skipped']} skipped, "

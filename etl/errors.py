@@ -142,7 +142,8 @@ class ExitCode(NamedTuple):
 # code -> meaning; the classes' own ``exit_code`` must agree (Interrupted's is 128 + signal)
 EXIT_CODES: dict[int, ExitCode] = {
     0: ExitCode(
-        "every requested list finished (lists of accounts that do not exist count, and are named)",
+        "every requested list finished (lists of accounts that do not exist count, and are "
+        "named); a `worker` whose run `sync --restart` abandoned",
         "done",
     ),
     1: ExitCode("internal error (a bug: rerun with --debug for the traceback)", "internal error"),
@@ -166,7 +167,8 @@ EXIT_CODES: dict[int, ExitCode] = {
     ),
     6: ExitCode(
         "the run stopped early with lists left (resumable), or ended with lists given up or "
-        "held for a mass removal not confirmed (nothing of theirs removed)",
+        "held for a mass removal not confirmed (nothing of theirs removed), or another "
+        "`sync --restart` abandoned it",
         "lists left (resumable), given up or held",
         RunIncomplete,
     ),

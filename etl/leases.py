@@ -27,7 +27,7 @@ from etl import load, runs, workers
 from etl.holds import Hold
 from etl.rows import Key, ListPart
 from etl.runs import MAX_FAILURES, is_open
-from etl.schema import OPEN_STATUSES, follow_edges, follow_lists, sync_checkpoints
+from etl.schema import OPEN_STATUSES, follow_edges, follow_lists, sync_checkpoints, sync_runs
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
 
@@ -50,6 +50,11 @@ class ListState:
     # An earlier crawl of this run was held for a mass removal: this crawl confirms it or not
     # (etl.holds), and its fetcher asks follow_get_info for the list's count at its end.
     confirming: bool = False
+    # When this crawl of the list began, by the database's clock: set by the claim that starts
+    # it at its first page, kept in sync_checkpoints.crawl_started_at for a process that
+    # resumes it. Another run may crawl the same list meanwhile (a job whose accounts overlap,
+    # `verify --repair`): what it changed after this start is not this crawl's to undo.
+    started: datetime | None = None
 
     @property
     def key(self) -> Key:
@@ -57,8 +62,11 @@ class ListState:
         return (self.account, self.follow_type)
 
 
-# One statement: pick free lists without waiting for other claimers, lease them, and say which
-# have a baseline. Liveness by the server's clock. Fixed text, so psycopg prepares it once.
+# One statement: pick free lists of an open run without waiting for other claimers, lease
+# them, stamp the start of each crawl that begins at its first page, and say which have a
+# baseline. Liveness and starts by the server's clock. A checkpoint resumed from before
+# revision 0008 has no start: its run's start is earlier still, the safe side.
+# Fixed text, so psycopg prepares it once.
 # The picked rows are found once (a MATERIALIZED CTE) and updated by their ctid, which they
 # keep while locked: whatever the planner believes of a run too new for its statistics, it
 # cannot re-run the pick per row of the run (it did: 360 ms a claim beside 9 million older
@@ -67,6 +75,7 @@ _CLAIM_PG = """
 WITH free AS MATERIALIZED (
     SELECT ctid FROM sync_checkpoints
     WHERE run_id = :run_id AND {open_statuses}
+      AND EXISTS (SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running')
       AND ({pick})
       AND (lease_owner IS NULL
            OR (lease_owner <> :owner
@@ -76,10 +85,13 @@ WITH free AS MATERIALIZED (
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
-UPDATE sync_checkpoints c SET lease_owner = :owner
+UPDATE sync_checkpoints c SET lease_owner = :owner,
+    crawl_started_at = CASE WHEN c.cursor = '' THEN statement_timestamp()
+        ELSE coalesce(c.crawl_started_at,
+                      (SELECT started_at FROM sync_runs WHERE id = :run_id)) END
 FROM free
 WHERE c.ctid = free.ctid
-RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items,
+RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items, c.crawl_started_at,
     EXISTS (SELECT 1 FROM follow_lists l
             WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline,
     CASE WHEN c.cursor = '' THEN NOT EXISTS (
@@ -110,7 +122,8 @@ def claim(
     The biggest lists (``expected_items``, see etl.sizes) go first, so the longest crawls
     start early and the run's tail is short; the index of open lists serves the order.
     A list that failed is claimed only if it failed before ``failed_before`` (when this process
-    began crawling): the process that failed a list leaves it to the next sync.
+    began crawling): the process that failed a list leaves it to the next sync. A run that is
+    no longer open (done, or abandoned by ``sync --restart``) gives nothing.
     On PostgreSQL, FOR UPDATE SKIP LOCKED lets workers claim at the same time without waiting
     for each other or taking the same list; a lease is void once its owner stops heartbeating.
     Held lists (etl.holds) are claimed only when no other open list is free.
@@ -144,7 +157,8 @@ def _claim(
                 bool(r.baseline),
                 r.expected_items,
                 bool(r.fresh),
-                bool(r.confirming),
+                confirming=bool(r.confirming),
+                started=r.crawl_started_at,
             )
             for r in rows
         )
@@ -157,6 +171,7 @@ def _claim(
         sa.select(ck.account, ck.follow_type)
         .where(
             ck.run_id == run_id,
+            sa.exists().where(sync_runs.c.id == run_id, sync_runs.c.status == "running"),
             sa.text(OPEN_STATUSES),
             pick,
             sa.or_(
@@ -170,7 +185,18 @@ def _claim(
     rows = conn.execute(
         sa.update(sync_checkpoints)
         .where(ck.run_id == run_id, sa.tuple_(ck.account, ck.follow_type).in_(free))
-        .values(lease_owner=owner)
+        .values(
+            lease_owner=owner,
+            crawl_started_at=sa.case(
+                (ck.cursor == "", workers.db_now(conn)),
+                else_=sa.func.coalesce(
+                    ck.crawl_started_at,
+                    sa.select(sync_runs.c.started_at)
+                    .where(sync_runs.c.id == run_id)
+                    .scalar_subquery(),
+                ),
+            ),
+        )
         .returning(
             ck.account,
             ck.follow_type,
@@ -180,6 +206,7 @@ def _claim(
             ck.fresh,
             # the column, not "held_at IS NOT NULL": SQLite 3.40's RETURNING answers 1 for it
             ck.held_at,
+            ck.crawl_started_at,
         )
     ).all()
     states = _biggest_first(
@@ -191,6 +218,7 @@ def _claim(
             expected=r.expected_items,
             fresh=bool(r.fresh),  # a crawl under way; one at its start is decided below
             confirming=r.held_at is not None,
+            started=r.crawl_started_at,
         )
         for r in rows
     )
@@ -250,17 +278,24 @@ def open_elsewhere(conn: sa.Connection, run_id: int, owner: str) -> int:
     )
 
 
-def hold(conn: sa.Connection, run_id: int, owner: str, keys: Iterable[Key]) -> set[Key]:
-    """The lists among ``keys`` that ``owner`` still holds, locked until the transaction ends.
+def hold(conn: sa.Connection, run_id: int, owner: str, keys: Iterable[Key]) -> set[Key] | None:
+    """The lists among ``keys`` that ``owner`` still holds, locked until the transaction ends;
+    None when the run is no longer open (done, or abandoned): the batch writes nothing at all.
 
     The one lease check: a batch calls it first and writes only the lists it returns. The row
     locks keep any claimer (SKIP LOCKED) off them until the batch commits, so a lease cannot
-    lapse between this check and the writes it guards.
+    lapse between this check and the writes it guards. On PostgreSQL it first takes a share
+    lock on the run's row, before any other lock of the batch: ``runs.abandon_run`` and
+    ``runs.close_run`` (which update that row) wait for the batches in flight, and every batch
+    after them finds the run closed. (FOR KEY SHARE would not do: it lets an UPDATE of the
+    row's other columns through; the counters' foreign key takes that one anyway.)
     """
     wanted = list(keys)
     if not wanted:
         return set()
     if conn.dialect.name == "postgresql":
+        if conn.execute(_RUN_OPEN_PG, {"run_id": run_id}).first() is None:
+            return None
         params = {
             "run_id": run_id,
             "owner": owner,
@@ -268,6 +303,8 @@ def hold(conn: sa.Connection, run_id: int, owner: str, keys: Iterable[Key]) -> s
             "types": [follow_type for _, follow_type in wanted],
         }
         return {(r.account, r.follow_type) for r in conn.execute(_HOLD_PG, params)}
+    if runs.status_of(conn, run_id) != "running":
+        return None
     rows = conn.execute(
         sa.select(ck.account, ck.follow_type)
         .where(
@@ -278,6 +315,11 @@ def hold(conn: sa.Connection, run_id: int, owner: str, keys: Iterable[Key]) -> s
         .with_for_update()
     )
     return {(account, follow_type) for account, follow_type in rows}
+
+
+_RUN_OPEN_PG = sa.text(
+    "SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running' FOR SHARE"
+)
 
 
 # The batch's keys as two arrays: one fixed text whatever the batch's size (prepared once, and
@@ -308,8 +350,9 @@ WITH v AS (
     SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]),
                          CAST(:cursors AS text[]), CAST(:pages AS int[]),
                          CAST(:items AS bigint[]), CAST(:complete AS bool[]),
-                         CAST(:restarted AS bool[]), CAST(:fresh AS bool[]))
-         AS v(account, follow_type, cursor, pages, items, complete, restarted, fresh)
+                         CAST(:restarted AS bool[]), CAST(:fresh AS bool[]),
+                         CAST(:started AS timestamptz[]))
+         AS v(account, follow_type, cursor, pages, items, complete, restarted, fresh, started)
 ), old AS (
     SELECT c.account, c.follow_type, c.status, c.failures, c.pages, c.items
     FROM sync_checkpoints c JOIN v ON c.account = v.account AND c.follow_type = v.follow_type
@@ -323,6 +366,7 @@ WITH v AS (
         restarts = c.restarts + CASE WHEN v.restarted THEN 1 ELSE 0 END,
         seen = CASE WHEN v.restarted THEN 0 ELSE c.seen END,
         fresh = v.fresh,
+        crawl_started_at = CASE WHEN v.restarted THEN v.started ELSE c.crawl_started_at END,
         lease_owner = CASE WHEN v.complete THEN NULL ELSE c.lease_owner END,
         last_error = NULL,
         updated_at = :now
@@ -360,6 +404,7 @@ def advance(conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: da
                 "complete": [p.complete for p in parts],
                 "restarted": [p.restarted for p in parts],
                 "fresh": [p.fresh for p in parts],
+                "started": [p.started or now if p.restarted else None for p in parts],
             },
         )
         before = {(r.account, r.follow_type): runs.standing(r) for r in rows}
@@ -380,6 +425,7 @@ def advance(conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: da
             if p.restarted:
                 # The list began again from "": what was counted before no longer describes it.
                 values.update(pages=p.pages, items=len(p.edges), restarts=ck.restarts + 1, seen=0)
+                values["crawl_started_at"] = p.started or now  # what the crawl may now undo
             conn.execute(
                 sa.update(sync_checkpoints)
                 .where(*_where(run_id, p.account, p.follow_type))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 Key = tuple[str, int]  # (account, follow_type): one list
 
@@ -23,6 +24,9 @@ class ListPart:
     fresh: bool = False  # every current edge of the list is one this crawl listed (ListState)
     confirming: bool = False  # the crawl confirms an earlier one's hold (etl.holds)
     info_count: int | None = None  # follow_get_info's count for the list, asked at its end
+    # When the list's crawl began (ListState.started): it removes no edge changed since, and
+    # lists again no edge removed since. None: unknown, the batch's own time stands in.
+    started: datetime | None = None
 
     @property
     def key(self) -> Key:

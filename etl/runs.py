@@ -73,6 +73,14 @@ def unfinished_run(conn: sa.Connection, job: str) -> Run | None:
     return _run(row) if row else None
 
 
+def status_of(conn: sa.Connection, run_id: int) -> str | None:
+    """The run's status (running, done, abandoned); None if there is no such run."""
+    status: str | None = conn.execute(
+        sa.select(sync_runs.c.status).where(sync_runs.c.id == run_id)
+    ).scalar_one_or_none()
+    return status
+
+
 def latest_run(conn: sa.Connection, job: str) -> Run | None:
     """The job's newest run, finished or not."""
     row = conn.execute(
@@ -128,11 +136,17 @@ def _add_chunk(conn: sa.Connection, chunk: list[dict[str, Any]]) -> int:
     return max(result.rowcount, 0)
 
 
-def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> None:
+def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> bool:
     """Give up an unfinished run (``sync --restart``): store its counters as they stand, and
-    its scratch rows go with it."""
-    _store(conn, run_id, counts(conn, run_id), {"status": "abandoned", "finished_at": now})
+    its scratch rows go with it. False (nothing changed) if it was no longer running.
+
+    On PostgreSQL the update waits for the run's batches in flight (each holds a share lock on
+    the run's row: etl.leases.hold); every later batch, claim and heartbeat of the run finds
+    it closed, and its processes stop."""
+    if not _store(conn, run_id, counts(conn, run_id), {"status": "abandoned", "finished_at": now}):
+        return False
     load.forget_run_seen(conn, run_id)
+    return True
 
 
 def is_open(failed_before: datetime | None = None) -> sa.ColumnElement[bool]:
@@ -298,7 +312,10 @@ def close_run(
     now: datetime,
 ) -> dict[str, int]:
     """Store the run's counters in its row; mark it done when no list is left to crawl (its
-    sync_seen leftovers go then). Returns the counts (as ``counts``)."""
+    sync_seen leftovers go then). Returns the counts (as ``counts``).
+
+    Only a run still running is changed: a run another process abandoned (``sync
+    --restart``) or closed stays as that process left it, and nothing is stored over it."""
     c = counts(conn, run_id)
     values: dict[str, Any] = {
         "requests": sync_runs.c.requests + requests,
@@ -306,13 +323,14 @@ def close_run(
     }
     if finished:
         values.update(status="done", finished_at=now)
-    _store(conn, run_id, c, values)
-    if finished:
+    if _store(conn, run_id, c, values) and finished:
         load.forget_run_seen(conn, run_id)
     return c
 
 
-def _store(conn: sa.Connection, run_id: int, c: dict[str, int], values: dict[str, Any]) -> None:
+def _store(conn: sa.Connection, run_id: int, c: dict[str, int], values: dict[str, Any]) -> bool:
+    """Write the counters and ``values`` into the run's row if it is still running (every
+    change of a run's status goes through here); True if it was."""
     stored = {
         "lists_total": c["total"],
         "lists_done": c["done"],
@@ -321,4 +339,9 @@ def _store(conn: sa.Connection, run_id: int, c: dict[str, int], values: dict[str
         "pages": c["pages"],
         "items": c["items"],
     }
-    conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(stored | values))
+    result = conn.execute(
+        sa.update(sync_runs)
+        .where(sync_runs.c.id == run_id, sync_runs.c.status == "running")
+        .values(stored | values)
+    )
+    return bool(result.rowcount)

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from etl.transform import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 _SQLITE_INTEGER_MAX = 2**63 - 1
 # Lists a claim may take (a held list: its confirming crawl, see etl.holds).
@@ -96,6 +96,14 @@ follow_edges = sa.Table(
         Timestamp,
         nullable=True,
         comment="set when a complete crawl no longer lists it",
+    ),
+    sa.Column(
+        "changed_at",
+        Timestamp,
+        nullable=True,
+        comment=(
+            "last inserted, listed again, given a new follow time or removed (null: before 0008)"
+        ),
     ),
     sa.CheckConstraint("follow_type IN (1, 2, 3)", name="follow_type"),
     sa.Index(None, "to_account"),
@@ -212,6 +220,12 @@ sync_checkpoints = sa.Table(
         comment="held: how the crawl ended (last_page, missing)",
     ),
     sa.Column("held_at", Timestamp, nullable=True, comment="held: when"),
+    sa.Column(
+        "crawl_started_at",
+        Timestamp,
+        nullable=True,
+        comment="when the list's crawl began (database clock): it undoes no later change",
+    ),
     sa.CheckConstraint(
         "status IN ('pending', 'running', 'done', 'skipped', 'failed', 'held')", name="status"
     ),

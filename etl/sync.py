@@ -130,13 +130,24 @@ class SyncReport:
     conflicts: int = 0  # profile versions seen again with other content (the first is kept)
     profiles: int = 0  # profile versions stored for the first time
     interrupted: bool = False  # stopped on request (signal): the run is left resumable
+    # Another process closed the run under this one: "abandoned" (`sync --restart`) or "done".
+    closed_by_other: str | None = None
+    worker: bool = False  # a `worker` joining the run, not the job's `sync`
 
     def problem(self) -> RunIncomplete | None:
         """Why this sync does not count as a clean finish (exit 6), or None. A stop on request
-        is not a problem here: the signal's own exit code says it (etl.commands)."""
+        is not a problem here: the signal's own exit code says it (etl.commands). A worker
+        whose run another process abandoned has done nothing wrong: no problem either."""
         lists, where = self.lists, f"run {self.run_id} of job {self.job!r}"
         if self.interrupted:
             return None
+        if self.closed_by_other == "abandoned":
+            if self.worker:
+                return None
+            return RunIncomplete(
+                f"{where} was abandoned by another `sync --restart` while this process crawled "
+                "it; the new run goes on without it"
+            )
         if not self.finished:
             return RunIncomplete(
                 f"{where} stopped with {lists['open']} of {lists['total']} lists left; "
@@ -163,10 +174,13 @@ class SyncReport:
 
     @property
     def outcome(self) -> str:
-        """ "finished", "interrupted" (stopped on request), or "incomplete" (lists left, or
-        given up: see ``problem()``)."""
+        """ "finished", "interrupted" (stopped on request), "abandoned" (another process
+        abandoned the run under this one), or "incomplete" (lists left, or given up: see
+        ``problem()``)."""
         if self.interrupted:
             return "interrupted"
+        if self.closed_by_other == "abandoned":
+            return "abandoned"
         return "finished" if self.problem() is None else "incomplete"
 
     def counts(self) -> dict[str, int | float | str]:
@@ -316,7 +330,7 @@ def work(
         while peers > 1 and not _caught_up(engine, me, joined):
             if time.monotonic() > deadline or stop.wait(0.1):
                 break
-        report = SyncReport(run_id=run.id, job=job, resumed=True)
+        report = SyncReport(run_id=run.id, job=job, resumed=True, worker=True)
         log.info("worker joining run %d of job %r (%d processes on it)", run.id, job, peers)
         plan = _Plan(
             rate,
@@ -455,7 +469,18 @@ def _crawl(
         share(n)
         progress.peers = n
 
+    def on_closed(status: str) -> None:
+        if not crawl_stop.is_set():
+            log.warning(
+                "run %d of job %r is %s: another process closed it; stopping",
+                report.run_id,
+                report.job,
+                status,
+            )
+        crawl_stop.set()
+
     heartbeat.counters, heartbeat.on_share = counters, on_share
+    heartbeat.on_closed = on_closed
     # A stop request (signal) reaches the crawl and every wait of the client; the crawl may
     # also stop by itself (a fatal answer, an API that keeps failing).
     relay = threading.Thread(target=_relay, args=(stop, crawl_stop), daemon=True)
@@ -639,6 +664,9 @@ def _close(
     """Store the run's counters (done if nothing is left) and put the list counts in the report."""
 
     def close(conn: sa.Connection) -> None:
+        status = runs.status_of(conn, report.run_id)
+        if status != "running":  # closed by another process: close_run stores nothing over it
+            report.closed_by_other = status
         # The counters say whether the run is finished; storing them closes it if so.
         finished = runs.counts(conn, report.run_id)["open"] == 0
         report.lists = runs.close_run(

@@ -10,6 +10,9 @@ The API counts the live graph while the store holds the last crawl, so a correct
 unchanged graph agrees exactly and a list that changed since the crawl disagrees too.
 ``repair`` re-crawls exactly the disagreeing lists through ``etl.sync``, under the job
 ``<job>:repair`` so that the job's own runs are untouched, then compares those lists again.
+A sync of the job may crawl the same lists meanwhile: neither crawl undoes what the other saw
+after it began (etl.load: each crawl changes only edges unchanged since its start), so the two
+record no false event.
 """
 
 from __future__ import annotations

@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.errors import JobBusy
 from etl.joblock import JobLock
-from etl.schema import Timestamp, sync_workers
+from etl.schema import Timestamp, sync_runs, sync_workers
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +206,26 @@ def _count(conn: sa.Connection, run_id: int) -> int:
     )
 
 
-def beat(conn: sa.Connection, me: Presence, counters: dict[str, int]) -> int:
-    """Renew this process's row (re-creating it if a peer reaped it); return live peers + 1."""
+class Beat(NamedTuple):
+    """What one heartbeat learned."""
+
+    peers: int  # live processes on the run, this one included
+    run_status: str | None  # the run's status (None: no run yet); not "running": it is closed
+
+
+def beat(conn: sa.Connection, me: Presence, counters: dict[str, int]) -> Beat:
+    """Renew this process's row (re-creating it if a peer reaped it); say how many live
+    processes share the run and whether it is still running."""
     values = {"heartbeat_at": db_now(conn), "expires_at": _expiry(conn), **counters}
     if not conn.execute(sa.update(sync_workers).where(w.id == me.id).values(values)).rowcount:
         log.warning("this process was taken for dead; its lists may have moved on")
         # A reaped `sync` no longer holds the job: it goes on as a worker.
         conn.execute(sa.insert(sync_workers).values({**_row(conn, me, "worker"), **counters}))
     me.clock.measure(conn)
-    return _count(conn, me.run_id) if me.run_id is not None else 1
+    if me.run_id is None:
+        return Beat(1, None)
+    status = conn.execute(sa.select(sync_runs.c.status).where(sync_runs.c.id == me.run_id))
+    return Beat(_count(conn, me.run_id), status.scalar_one_or_none())
 
 
 def joined_at(conn: sa.Connection, me: Presence) -> datetime:
@@ -246,10 +257,12 @@ def leave(conn: sa.Connection, me: Presence) -> None:
 
 class Heartbeat(threading.Thread):
     """Beats every HEARTBEAT seconds and reports the number of live processes on the run; each
-    beat is one short transaction of this thread's own.
+    beat is one short transaction of this thread's own. Once the run is no longer running
+    (another process abandoned it with ``sync --restart``, or closed it), ``on_closed`` hears
+    its status, at every beat until the thread stops: the crawl stops within a second or two.
 
-    ``counters`` and ``on_share`` may be set once the crawl exists; until then the beat only
-    keeps this process alive (while a run with many lists is being created, say).
+    ``counters``, ``on_share`` and ``on_closed`` may be set once the crawl exists; until then
+    the beat only keeps this process alive (while a run with many lists is being created, say).
     """
 
     def __init__(
@@ -258,9 +271,11 @@ class Heartbeat(threading.Thread):
         me: Presence,
         counters: Callable[[], dict[str, int]] = dict,
         on_share: Callable[[int], None] = lambda peers: None,
+        on_closed: Callable[[str], None] = lambda status: None,
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.engine, self.me, self.counters, self.on_share = engine, me, counters, on_share
+        self.on_closed = on_closed
         self.stopped = threading.Event()
 
     def run(self) -> None:
@@ -268,8 +283,10 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(HEARTBEAT):
             try:
                 with self.engine.begin() as conn:
-                    peers = beat(conn, self.me, self.counters())
+                    peers, status = beat(conn, self.me, self.counters())
                 self.on_share(peers)
+                if status is not None and status != "running":
+                    self.on_closed(status)
             except Exception as exc:  # noqa: BLE001 - the next beat tries again
                 if not isinstance(exc, sa.exc.SQLAlchemyError | OSError) and not failing:
                     log.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)

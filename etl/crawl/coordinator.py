@@ -113,7 +113,7 @@ class Crawl:
             )
             for i in range(lanes)
         ]
-        self.fetchers = Fetchers(client, page_size, known, self._put, stop)
+        self.fetchers = Fetchers(client, page_size, known, self._put, stop, clock)
 
     def run(self) -> None:
         """Crawl until no open list is left to this process, or until stopped."""

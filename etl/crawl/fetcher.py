@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 from etl import extract, info, transform
 from etl.client import FollowClient
@@ -33,8 +34,10 @@ class Fetchers:
         known: transform.KnownProfiles,
         put: Callable[[Fetched | Ended], None],
         stop: threading.Event,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.client, self.page_size, self.known, self.put = client, page_size, known, put
+        self.clock = clock or (lambda: datetime.now(UTC))  # stamps a restarted list's start
         self.stop = stop  # set by a signal, a fatal error, or an API that keeps failing
         self.tasks: queue.Queue[Claim | None] = queue.Queue()
         self.threads: list[threading.Thread] = []
@@ -72,13 +75,15 @@ class Fetchers:
                 self.client, task.account, task.follow_type, task.cursor, self.page_size
             )
             while not (self.stop.is_set() or claim.dropped):
+                before = self.clock()  # a restart happens within the next step's calls
                 step = self._next(steps)
                 if step is None:
                     return Ended(claim, Outcome.COMPLETE)
                 rows = transform.page_rows(step.page, self.known)
                 if step.last and task.confirming:
                     claim.info = self._ask(task.account)
-                self.put(Fetched(claim, rows, step.next_cursor, step.restarted))
+                started = before if step.restarted else None
+                self.put(Fetched(claim, rows, step.next_cursor, step.restarted, started))
                 if step.last:
                     return Ended(claim, Outcome.COMPLETE)
             return Ended(claim, Outcome.STOPPED)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from etl import info, transform
 from etl.crawl.outcome import Outcome
@@ -35,6 +36,9 @@ class Fetched:
     rows: transform.PageRows
     next_cursor: str
     restarted: bool
+    # A restarted list's new start: the crawl's clock just before the calls that restarted it
+    # (never later than they were made). None: not restarted, or not known (the batch's time).
+    started: datetime | None = None
 
 
 @dataclass

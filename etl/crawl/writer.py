@@ -3,6 +3,7 @@
 The transaction of a batch, in order (``Writer._write``, the only place it opens):
 1. ``leases.hold``: which of the batch's lists this process still leases, row-locked until
    commit. Nothing is written for a list it does not hold; that list's fetcher is told to stop.
+   A run no longer open (abandoned, or closed) gets nothing written at all, and the crawl stops.
 2. ``leases.advance``: the held lists' cursors, pages and items.
 3. ``Loader.write``: their edges, removals, events and quarantined items, and the batch's
    profile versions (facts about users, stored whichever list carried them). A completed
@@ -157,6 +158,8 @@ class Writer(threading.Thread):
         now = self.clock()
         with conn.begin():
             leased = leases.hold(conn, self.run_id, self.owner, {i.claim.key for i in batch})
+            if leased is None:
+                return self._run_closed(batch)
             parts = _merge(batch, leased)
             pages = [(i.claim.key, i.rows) for i in batch if isinstance(i, Fetched)]
             leases.advance(conn, self.run_id, list(parts.values()), now)
@@ -178,6 +181,19 @@ class Writer(threading.Thread):
                         self._settle(conn, item, now, result)
         return result
 
+    def _run_closed(self, batch: list[Fetched | Ended]) -> _Result:
+        """The run was abandoned or closed under this process: store nothing, stop the crawl."""
+        if not self.stop.is_set():
+            log.warning(
+                "run %d was abandoned or closed by another process: stopping; its pages in "
+                "flight are not stored",
+                self.run_id,
+            )
+        self.stop.set()
+        for item in batch:
+            item.claim.dropped = True
+        return _Result(set(), {}, load.Written(), ended=[i for i in batch if isinstance(i, Ended)])
+
     def _settle(self, conn: sa.Connection, end: Ended, now: datetime, result: _Result) -> None:
         """Apply an ending's Effect to its list (edges it marks removed go into ``result``),
         unless it is a mass removal to hold (etl.holds)."""
@@ -198,7 +214,9 @@ class Writer(threading.Thread):
                 leases.put_on_hold(conn, self.run_id, [hold], now)
                 result.holds.append(hold)
                 return
-            result.removed += load.mark_all_removed(conn, self.run_id, *key, now)
+            result.removed += load.mark_all_removed(
+                conn, self.run_id, *key, now, started=end.claim.task.started
+            )
         error = None
         if effect.records_error:
             error = MISSING_ERROR if end.outcome is Outcome.MISSING else end.error
@@ -293,10 +311,14 @@ def _merge(batch: list[Fetched | Ended], leased: set[Key]) -> dict[Key, ListPart
                 baseline=task.baseline,
                 had_seen=task.seen > 0,
                 fresh=task.fresh,
+                started=task.started,
             )
         if item.restarted:
             part.edges.clear()
             part.pages, part.restarted = 0, True
+            # The crawl begins again: what the first attempt stored is now older than its
+            # start, so what the new one does not list is removed (leases.advance keeps it).
+            part.started = task.started = item.started
             # What the first attempt stored may not be listed again: search for removals.
             part.fresh = task.fresh = False
         part.edges.update(item.rows.edges)
