@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
@@ -285,12 +285,17 @@ def test_the_loader_holds_exactly_what_the_rule_says(
         first = ListPart(account, 1, edges=dict(stored), pages=1, complete=True, fresh=True)
         loader.write(conn, run_id, [first], [], now)
     listed = list(stored.items())[removed:]
-    # The crawl's earlier pages in an earlier batch (kept in sync_seen), then its short last page.
+    # The second crawl began after the first stored its edges (it removes only edges unchanged
+    # since it began): its earlier pages in an earlier batch (kept in sync_seen), then its
+    # short last page.
+    later = now + timedelta(seconds=1)
     split = data.draw(st.integers(0, len(listed)))
     if split:
-        earlier = ListPart(account, 1, edges=dict(listed[:split]), pages=1, next_cursor="c")
+        earlier = ListPart(
+            account, 1, edges=dict(listed[:split]), pages=1, next_cursor="c", started=later
+        )
         with engine.begin() as conn:
-            loader.write(conn, run_id, [earlier], [], now)
+            loader.write(conn, run_id, [earlier], [], later)
     last = ListPart(
         account,
         1,
@@ -299,9 +304,10 @@ def test_the_loader_holds_exactly_what_the_rule_says(
         complete=True,
         baseline=True,
         had_seen=split > 0,
+        started=later,
     )
     with engine.begin() as conn:
-        written = loader.write(conn, run_id, [last], [], now)
+        written = loader.write(conn, run_id, [last], [], later)
         events = conn.execute(
             sa.text("SELECT count(*) FROM follow_edge_events WHERE account = :a"), {"a": account}
         ).scalar_one()
