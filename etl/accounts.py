@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import threading
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import db
-from etl.errors import UsageError
+from etl.errors import Stopped, UsageError
 
 MAX_USERID_BYTES = 32  # Tencent's documented limit for a UserID
+STOP_EVERY = 4096  # lines checked between looks at a stop request (a few ms of work)
 
 
 class Accounts:
@@ -36,6 +38,7 @@ class Accounts:
         *,
         query: tuple[Engine, str] | None = None,
         extra_label: str = "--account",
+        stop: threading.Event | None = None,
     ) -> None:
         self._path: Path | None = None
         self._spool: IO[str] | None = None
@@ -43,17 +46,17 @@ class Accounts:
         if query is not None:
             # Read once, as a stream, into a spool: the run sees one consistent answer.
             self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
-            self.count += _from_query(*query, self._spool)
+            self.count += _from_query(*query, self._spool, stop)
             self._spool.seek(0)
         elif source == "-":
             # Kept open for the second pass; close() ends it.
             self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
-            self.count += _check(stdin or sys.stdin, "<stdin>", self._spool)
+            self.count += _check(stdin or sys.stdin, "<stdin>", self._spool, stop)
             self._spool.seek(0)
         elif source is not None:
             self._path = Path(source)
             with _open(source) as lines:
-                self.count += _check(lines, source, None)
+                self.count += _check(lines, source, None, stop)
         self._extra = []
         for account in extra:
             check_account(account.strip(), extra_label)
@@ -91,11 +94,21 @@ def _accounts(lines: IO[str]) -> Iterator[str]:
             yield account
 
 
-def _check(lines: IO[str], name: str, copy: IO[str] | None) -> int:
-    """Check every line; return how many accounts there are. ``copy`` receives the lines."""
+def _stopped(stop: threading.Event | None, number: int, name: str) -> None:
+    """Stopped if a stop was requested (looked at every STOP_EVERY lines)."""
+    if stop is not None and number % STOP_EVERY == 0 and stop.is_set():
+        raise Stopped(f"stopped while checking {name} (line {number})")
+
+
+def _check(
+    lines: IO[str], name: str, copy: IO[str] | None, stop: threading.Event | None = None
+) -> int:
+    """Check every line; return how many accounts there are. ``copy`` receives the lines.
+    Stopped once ``stop`` is set."""
     count = 0
     try:
         for number, line in enumerate(lines, 1):
+            _stopped(stop, number, name)
             if copy is not None:
                 copy.write(line if line.endswith("\n") else line + "\n")
             account = line.strip().lstrip("\ufeff")
@@ -113,8 +126,11 @@ def _check(lines: IO[str], name: str, copy: IO[str] | None) -> int:
 QUERY_CHUNK = 5000  # rows fetched at a time: memory stays flat whatever the query returns
 
 
-def _from_query(engine: Engine, sql: str, spool: IO[str]) -> int:
-    """Run ``sql``, check the first column of every row, write the UserIDs to ``spool``."""
+def _from_query(
+    engine: Engine, sql: str, spool: IO[str], stop: threading.Event | None = None
+) -> int:
+    """Run ``sql``, check the first column of every row, write the UserIDs to ``spool``.
+    Stopped once ``stop`` is set."""
     count = 0
     try:
         with engine.connect() as conn:
@@ -122,6 +138,7 @@ def _from_query(engine: Engine, sql: str, spool: IO[str]) -> int:
                 sa.text(sql)
             )
             for number, row in enumerate(rows, 1):
+                _stopped(stop, number, "--accounts-query")
                 value = row[0] if len(row) else None
                 if not isinstance(value, str):
                     kind = "NULL" if value is None else type(value).__name__
