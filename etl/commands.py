@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from etl import api, db, verify
 from etl.config import Secret, Settings
-from etl.console import CONTEXT, say
+from etl.console import CONTEXT, error, say
 from etl.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -108,15 +108,22 @@ def _engine(settings: Settings) -> sa.Engine:
 
 @contextmanager
 def _at_once() -> Iterator[None]:
-    """Ctrl-C / SIGTERM end the command at once with Interrupted (130 / 143): for a command
-    whose work is one transaction, which the database then rolls back (``migrate``)."""
+    """Ctrl-C / SIGTERM end the process at once with 130 / 143, after its one error line: for
+    ``migrate``, whose work is one transaction. Unwinding instead would wait for the statement
+    in flight (a DDL waiting for a lock: up to lock_timeout) and then fail to roll back a
+    connection still busy with it; the database rolls back a transaction whose connection
+    closes."""
 
     def handler(signum: int, frame: object) -> None:
-        raise Interrupted(
-            f"stopped by {signal.Signals(signum).name}; nothing was changed: "
-            "run the same command again",
-            signum=signum,
+        code = 128 + signum
+        error(
+            f"stopped by {signal.Signals(signum).name}; the migration is rolled back: "
+            "run `migrate` again",
+            code,
         )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
