@@ -135,15 +135,17 @@ def add_lists(
 def present(conn: sa.Connection, run_id: int, keys: Iterable[tuple[str, int]]) -> set[Any]:
     """Which of these lists the run already has (by its primary key: a resumed run's listing
     reads a chunk, it does not write it again)."""
-    wanted = list(keys)
+    wanted = set(keys)
     if not wanted:
         return set()
+    # By account (a range of the primary key each), not by (account, follow_type) pairs: a
+    # long IN list of row values is not an index lookup on PostgreSQL.
     rows = conn.execute(
         sa.select(ck.account, ck.follow_type).where(
-            ck.run_id == run_id, sa.tuple_(ck.account, ck.follow_type).in_(wanted)
+            ck.run_id == run_id, ck.account.in_(sorted({account for account, _ in wanted}))
         )
     )
-    return {(account, int(follow_type)) for account, follow_type in rows}
+    return {key for key in ((a, int(t)) for a, t in rows) if key in wanted}
 
 
 def mark_listed(conn: sa.Connection, run_id: int) -> None:
