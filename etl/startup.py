@@ -93,7 +93,7 @@ class Lister:
                 seconds=self.db_seconds,
             )
             self.listed = True
-            log.info(
+            log.debug(
                 "run %d listed: %d lists added in %d chunks, %d follow_get_info calls",
                 self.run_id,
                 self.added,
