@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from etl import runs
+from etl import runs, workers
 from etl.crawl.messages import EXAMPLES, Sample
 from etl.sandbox import Graph, SandboxServer
 from etl.startup import Lister
-from etl.sync import SyncReport, SyncRequest, sync
+from etl.sync import SyncReport, SyncRequest, sync, work
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]
@@ -238,3 +238,45 @@ def test_a_sample_counts_everything_and_keeps_the_first_few() -> None:
         sample.add(f"a{i // 3}", distinct=True)
     assert sample.count == 1000
     assert sample.first == [f"a{i}" for i in range(EXAMPLES)]
+
+
+def test_a_worker_on_a_run_not_listed_waits_for_its_sync_and_ends_without_one(
+    pg_engine: sa.Engine, running_sandbox: Start
+) -> None:
+    """A worker that has crawled every list of a run still being listed goes on while the
+    job's sync lives; once none holds the job it ends, the run open and resumable."""
+    graph = Graph(users=6, seed=47)
+    server = running_sandbox(graph)
+    with pg_engine.begin() as conn:
+        run_id = runs.start_run(conn, "half", {"page_size": 50}, NOW)
+        runs.add_lists(conn, run_id, [(a, 1) for a in graph.accounts[:3]], NOW)
+        holder = workers.register(conn, "half", "sync", workers.DbClock(conn))
+    beat = workers.Heartbeat(pg_engine, holder)  # the job's sync, alive, adding nothing
+    beat.start()
+    done: list[SyncReport | None] = []
+    with make_client(api_settings(server)) as client:
+        working = threading.Thread(target=lambda: done.append(work(pg_engine, client, "half")))
+        working.start()
+        try:
+
+            def lists_settled() -> bool:
+                with pg_engine.connect() as conn:
+                    return runs.counts(conn, run_id)["open"] == 0
+
+            until(lists_settled)
+            time.sleep(1.0)
+            assert working.is_alive()
+        finally:
+            beat.stop()
+            with pg_engine.begin() as conn:
+                workers.leave(conn, holder)
+            working.join(30)
+    assert not working.is_alive()
+    (report,) = done
+    assert report is not None
+    assert not report.listed
+    assert not report.finished
+    with pg_engine.connect() as conn:
+        run = runs.latest_run(conn, "half")
+    assert run is not None
+    assert run.status == "running"
