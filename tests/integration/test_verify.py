@@ -332,3 +332,21 @@ def test_a_job_without_runs_has_nothing_to_verify(
     with make_client(api_settings(server)) as client:
         assert verify(engine, client, "never") is None
         assert client.calls == 0
+
+
+def test_a_new_verification_replaces_the_stored_mismatches_of_the_last(
+    engine: sa.Engine, running_sandbox: Start
+) -> None:
+    """verify_mismatches holds the latest verification of a run only, every list of it,
+    while the report keeps the first SHOWN."""
+    graph = Graph(users=60, seed=12)
+    server = running_sandbox(graph)
+    with make_client(api_settings(server)) as client:
+        crawl(engine, client, graph.accounts)
+        graph.mutate(seed=3, unfollow=0.5, follow=0.5)
+        first = checked(engine, client)
+        second = checked(engine, client)
+    assert first.disagree > SHOWN
+    assert len(second.mismatches) == SHOWN
+    assert all_mismatches(engine, first) == set()
+    assert len(all_mismatches(engine, second)) == second.disagree
