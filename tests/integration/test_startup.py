@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from etl import runs, workers
 from etl.crawl.messages import EXAMPLES, Sample
+from etl.errors import UsageError
 from etl.sandbox import Graph, SandboxServer
 from etl.startup import Lister
 from etl.sync import SyncReport, SyncRequest, sync, work
@@ -280,3 +281,29 @@ def test_a_worker_on_a_run_not_listed_waits_for_its_sync_and_ends_without_one(
         run = runs.latest_run(conn, "half")
     assert run is not None
     assert run.status == "running"
+
+
+def failing_after(accounts: list[str], first: int) -> Iterator[str]:
+    """The first accounts, then the error a file that cannot be read any more raises."""
+    yield from accounts[:first]
+    raise UsageError("cannot read accounts file accounts.txt: gone")
+
+
+def test_an_error_while_listing_ends_the_sync_with_that_error(
+    engine: sa.Engine, running_sandbox: Start
+) -> None:
+    """The lister's error stops the crawl and is what the sync raises; the run stays open,
+    not listed, with the chunks committed before it."""
+    graph = Graph(users=12, seed=48)
+    server = running_sandbox(graph)
+    request = SyncRequest(
+        job="broken", accounts=failing_after(graph.accounts, 6), page_size=20, list_chunk=6
+    )
+    with make_client(api_settings(server)) as client, pytest.raises(UsageError, match="gone"):
+        sync(engine, client, request)
+    with engine.connect() as conn:
+        run = runs.latest_run(conn, "broken")
+    assert run is not None
+    assert run.status == "running"
+    assert not run.listed
+    assert checkpoints(engine, run.id) == 18
