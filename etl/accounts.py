@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import threading
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +34,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import db
-from etl.errors import UsageError
+from etl.errors import Stopped, UsageError
 
 MAX_USERID_BYTES = 32  # Tencent's documented limit for a UserID
+STOP_EVERY = 4096  # lines checked between looks at a stop request (a few ms of work)
 
 
 class Accounts:
@@ -50,6 +52,7 @@ class Accounts:
         *,
         query: tuple[Engine, str] | None = None,
         extra_label: str = "--account",
+        stop: threading.Event | None = None,
     ) -> None:
         self._path: Path | None = None
         self._spool: IO[str] | None = None
@@ -63,15 +66,15 @@ class Accounts:
                 # Read once, as a stream, into a spool: the run sees one consistent answer. One
                 # id a line, split on "\n" alone (an id holds no whitespace, so no line break).
                 self._spool = tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n")  # noqa: SIM115
-                self.count += _from_query(*query, self._spool)
+                self.count += _from_query(*query, self._spool, stop)
             elif source == "-":
                 # Kept open for the second pass; close() ends it.
                 self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
-                self.count += _check(stdin or sys.stdin, "<stdin>", self._spool)
+                self.count += _check(stdin or sys.stdin, "<stdin>", self._spool, stop)
             elif source is not None:
                 self._path = Path(source)
                 with _open(source) as lines:
-                    self.count += _check(lines, source, None)
+                    self.count += _check(lines, source, None, stop)
         except BaseException:
             self.close()  # a refused list leaves no spool behind
             raise
@@ -121,11 +124,21 @@ def _accounts(lines: IO[str]) -> Iterator[str]:
             yield account
 
 
-def _check(lines: IO[str], name: str, copy: IO[str] | None) -> int:
-    """Check every line; return how many accounts there are. ``copy`` receives the lines."""
+def _stopped(stop: threading.Event | None, number: int, name: str) -> None:
+    """Stopped if a stop was requested (looked at every STOP_EVERY lines)."""
+    if stop is not None and number % STOP_EVERY == 0 and stop.is_set():
+        raise Stopped(f"stopped while checking {name} (line {number})")
+
+
+def _check(
+    lines: IO[str], name: str, copy: IO[str] | None, stop: threading.Event | None = None
+) -> int:
+    """Check every line; return how many accounts there are. ``copy`` receives the lines.
+    Stopped once ``stop`` is set."""
     count = 0
     try:
         for number, line in enumerate(lines, 1):
+            _stopped(stop, number, name)
             if copy is not None:
                 copy.write(line if line.endswith("\n") else line + "\n")
             account = _file_account(line, number)
@@ -143,8 +156,11 @@ def _check(lines: IO[str], name: str, copy: IO[str] | None) -> int:
 QUERY_CHUNK = 5000  # rows fetched at a time: memory stays flat whatever the query returns
 
 
-def _from_query(engine: Engine, sql: str, spool: IO[str]) -> int:
-    """Run ``sql``, check the first column of every row, write the UserIDs to ``spool``."""
+def _from_query(
+    engine: Engine, sql: str, spool: IO[str], stop: threading.Event | None = None
+) -> int:
+    """Run ``sql``, check the first column of every row, write the UserIDs to ``spool``.
+    Stopped once ``stop`` is set."""
     count = 0
     try:
         with (
@@ -156,6 +172,7 @@ def _from_query(engine: Engine, sql: str, spool: IO[str]) -> int:
             ) as rows,
         ):
             for number, row in enumerate(rows, 1):
+                _stopped(stop, number, "--accounts-query")
                 value = row[0] if len(row) else None
                 if not isinstance(value, str):
                     kind = "NULL" if value is None else type(value).__name__

@@ -21,7 +21,9 @@ RunIncomplete, Interrupted and VerifyMismatch carry what was done as ``exc.resul
 SyncReport, or a Verification). A run that raised is kept and resumable: the next ``sync`` of
 the job resumes it. ``stop`` (a threading.Event, or a ``StopRequest`` that records a signal)
 asks a crawl to store the pages in flight and stop within seconds; the call then raises
-Interrupted.
+Interrupted. ``sync``, ``work``, ``verify``, ``prune`` and ``prune_events`` take one; every
+phase (the accounts check, adding the run's lists, the crawl, pruning, a verification and its
+repair) looks at it between chunks or calls and keeps what it committed.
 """
 
 from __future__ import annotations
@@ -194,7 +196,10 @@ def sync(
     api = settings.api()
     stop = stop if stop is not None else threading.Event()
     with _one_exception_per_exit_code():
-        listed = _accounts(settings, accounts, accounts_file, accounts_query)
+        try:
+            listed = _accounts(settings, accounts, accounts_file, accounts_query, stop)
+        except Stopped:  # stopped while checking the accounts: nothing was stored
+            raise _interrupted(stop, None) from None
         engine = _engine(settings)
         try:
             db.require_schema(engine)
@@ -268,24 +273,34 @@ def verify(
     repair: bool = False,
     settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
 ) -> Verification:
     """Compare the stored size of every list the job's latest run crawled to its end with
     follow_get_info; with ``repair``, re-crawl those that disagree (as job ``JOB:repair``) and
     compare them again. Raises VerifyMismatch (with the Verification) while lists disagree,
-    UsageError if the job has no runs."""
+    UsageError if the job has no runs, Interrupted after ``stop``."""
     settings = settings or settings_from(env)
     api = settings.api()
+    stop = stop if stop is not None else threading.Event()
     with _one_exception_per_exit_code():
         engine = _engine(settings)
         try:
             db.require_schema(engine)
             with FollowClient.from_settings(api) as client:
-                report = verifying.verify(engine, client, job)
-                if report is None:
-                    raise UsageError(f"job {job!r} has no runs: nothing to verify (sync it first)")
-                repaired = None
-                if repair and report.mismatches:
-                    repaired = verifying.repair(engine, client, report)
+                client.interrupt_on(stop)
+                try:
+                    report = verifying.verify(engine, client, job, stop=stop)
+                    if report is None:
+                        raise UsageError(
+                            f"job {job!r} has no runs: nothing to verify (sync it first)"
+                        )
+                    repaired = None
+                    if repair and report.disagree:
+                        repaired = verifying.repair(engine, client, report, stop=stop)
+                except Stopped:
+                    raise _interrupted(
+                        stop, None, "what was compared or re-crawled is kept"
+                    ) from None
         finally:
             engine.dispose()
     result = Verification(report, repaired)
@@ -318,6 +333,7 @@ def prune(
     keep_runs: int = DEFAULT_KEEP_RUNS,
     settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
 ) -> Pruned:
     """Delete the checkpoints of the job's ended runs but its last ``keep_runs`` (at least 1:
     the latest run is always kept), and the sync_seen rows runs left when they ended; every
@@ -339,7 +355,10 @@ def prune(
                 now = workers.DbClock(conn)()
             total = Pruned()
             for name in jobs:
-                done = pruning.prune(engine, name, keep_runs, now)
+                try:
+                    done = pruning.prune(engine, name, keep_runs, now, stop=stop)
+                except Stopped:
+                    raise _interrupted(stop, None, _KEPT) from None
                 total.runs += done.runs
                 total.checkpoints += done.checkpoints
                 total.seen += done.seen
@@ -349,7 +368,11 @@ def prune(
 
 
 def prune_events(
-    before: datetime, *, settings: Settings | None = None, env: Mapping[str, str] | None = None
+    before: datetime,
+    *,
+    settings: Settings | None = None,
+    env: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Delete the follow_edge_events observed before ``before`` (a naive time is UTC), in
     chunks; return how many went. UsageError for a time in the future (it would delete the
@@ -366,7 +389,10 @@ def prune_events(
         engine = _engine(settings)
         try:
             db.require_schema(engine)
-            return pruning.prune_events(engine, before)
+            try:
+                return pruning.prune_events(engine, before, stop=stop)
+            except Stopped:
+                raise _interrupted(stop, None, _KEPT) from None
         finally:
             engine.dispose()
 
@@ -380,8 +406,10 @@ def _accounts(
     accounts: Iterable[str],
     accounts_file: str | Path | None,
     accounts_query: str | None,
+    stop: threading.Event | None = None,
 ) -> Accounts:
-    """The requested accounts, every one checked now (UsageError), read again later."""
+    """The requested accounts, every one checked now (UsageError; Stopped once ``stop`` is
+    set), read again later."""
     if isinstance(accounts, str):
         raise UsageError("accounts must be a list of UserIDs, not one string")
     query = None
@@ -389,9 +417,11 @@ def _accounts(
         url = settings.accounts_database_url or settings.database_url
         query = (db.make_engine(url), accounts_query)
     source = None if accounts_file is None else str(accounts_file)
-    listed = Accounts(source, list(accounts), query=query, extra_label="accounts")
-    if query is not None:
-        query[0].dispose()
+    try:
+        listed = Accounts(source, list(accounts), query=query, extra_label="accounts", stop=stop)
+    finally:
+        if query is not None:
+            query[0].dispose()
     if not listed.count:
         listed.close()
         raise UsageError(
@@ -425,9 +455,16 @@ def _outcome(report: SyncReport, stop: threading.Event) -> SyncReport:
     return report
 
 
-def _interrupted(stop: threading.Event, report: SyncReport | None) -> Interrupted:
+_KEPT = "what was deleted so far stays deleted"
+_COMPARED = "the mismatches found and the lists re-crawled so far are kept"
+
+
+def _interrupted(
+    stop: threading.Event | None, report: SyncReport | None, what: str = "nothing was fetched"
+) -> Interrupted:
     signum = getattr(stop, "signum", int(signal.SIGINT))
-    what = f"run {report.run_id} is resumable" if report else "nothing was fetched"
+    if report is not None:
+        what = f"run {report.run_id} is resumable"
     exc = Interrupted(
         f"stopped by {signal.Signals(signum).name}; {what}: run the same command again",
         signum=signum,

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from etl import api, db, verify
 from etl.config import Secret, Settings
-from etl.console import CONTEXT, say
+from etl.console import CONTEXT, error, say
 from etl.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -106,10 +106,38 @@ def _engine(settings: Settings) -> sa.Engine:
     return db.make_engine(settings.database_url, schema=settings.schema)
 
 
+@contextmanager
+def _at_once() -> Iterator[None]:
+    """Ctrl-C / SIGTERM end the process at once with 130 / 143, after its one error line: for
+    ``migrate``, whose work is one transaction. Unwinding instead would wait for the statement
+    in flight (a DDL waiting for a lock: up to lock_timeout) and then fail to roll back a
+    connection still busy with it; the database rolls back a transaction whose connection
+    closes."""
+
+    def handler(signum: int, frame: object) -> None:
+        code = 128 + signum
+        error(
+            f"stopped by {signal.Signals(signum).name}; the migration is rolled back: "
+            "run `migrate` again",
+            code,
+        )
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the database to the newest schema."""
     settings = _settings()
-    done = api.migrate(settings=settings)
+    with _at_once():
+        done = api.migrate(settings=settings)
     if done.created_schema:
         say(f"created schema {settings.schema}")
     where = db.describe(settings.database_url)
@@ -261,15 +289,20 @@ def _print_report(report: SyncReport, worker: bool = False) -> None:
             "; ".join(f"{n} {what}" for what, n in odd.items() if n)
             + f" (see `status --job {report.job}`)"
         )
-    if report.missing_accounts:
-        shown = ", ".join(report.missing_accounts[:20])
-        more = len(report.missing_accounts) - 20
+    # Counts and the first few: every one is in the run's checkpoints (status, last_error).
+    where = f" (all in `status --job {report.job}`)"
+    if report.missing_lists:
+        shown = ", ".join(report.missing_accounts)
         say(
-            f"accounts that do not exist (30003), skipped: {shown}"
-            + (f" and {more} more" if more > 0 else "")
+            f"{report.missing_lists} lists of accounts that do not exist (30003), skipped: "
+            f"{shown}"
+            + (" ..." if report.missing_lists > len(report.missing_accounts) else "")
+            + where
         )
-    for failure in report.failures[:20]:
+    for failure in report.failures:
         say(f"failed: {failure}")
+    if report.failure_count > len(report.failures):
+        say(f"failed: and {report.failure_count - len(report.failures)} more lists{where}")
     if lists.get("held"):
         say(
             f"{lists['held']} lists held for a mass removal: nothing of theirs removed "
@@ -322,7 +355,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete the checkpoints of the job's (or every job's) runs but the last N."""
-    pruned = api.prune(args.job, keep_runs=args.keep_runs, settings=_settings())
+    with _graceful() as stop:
+        pruned = api.prune(args.job, keep_runs=args.keep_runs, settings=_settings(), stop=stop)
     if args.json:
         say(json.dumps(pruned.document(), indent=2))
         return 0
@@ -337,7 +371,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_prune_events(args: argparse.Namespace) -> int:
     """Delete the follow_edge_events observed before a date."""
-    deleted = api.prune_events(args.before, settings=_settings())
+    with _graceful() as stop:
+        deleted = api.prune_events(args.before, settings=_settings(), stop=stop)
     before = args.before.isoformat()
     if args.json:
         say(json.dumps({"before": before, "events_deleted": deleted}, indent=2))
@@ -352,11 +387,12 @@ VERIFY_SHOWN = 20  # disagreeing lists and missing accounts printed; the rest ar
 def cmd_verify(args: argparse.Namespace) -> int:
     """Compare the job's stored list sizes with follow_get_info; --repair re-crawls those off."""
     try:
-        result = api.verify(args.job, repair=args.repair, settings=_settings())
+        with _graceful() as stop:
+            result = api.verify(args.job, repair=args.repair, settings=_settings(), stop=stop)
     except (VerifyMismatch, RunIncomplete) as exc:
         if isinstance(exc.result, verify.Verification):
             _print_verification(exc.result, args.json)
-            if exc.result.final.mismatches and not args.repair:
+            if exc.result.final.disagree and not args.repair:
                 raise VerifyMismatch(f"{exc}; `verify --repair` re-crawls them") from exc
         raise
     _print_verification(result, args.json)
@@ -375,31 +411,36 @@ def _print_verification(result: verify.Verification, as_json: bool) -> None:
 
 def _print_verify(report: verify.VerifyReport, what: str) -> None:
     """The summary line of a verification, then what disagrees (capped)."""
-    bad = len(report.mismatches)
+    bad = report.disagree
     extra = ""
     if report.lists_not_checked:
         extra += f", {report.lists_not_checked} lists not checked (not crawled to the end)"
-    if report.unchecked:
-        extra += f", {len(report.unchecked)} accounts without counts"
+    if report.without_counts:
+        extra += f", {report.without_counts} accounts without counts"
     state = "" if report.run_status == "done" else f" ({report.run_status})"
     say(
         f"{what} run {report.run_id}{state} of job {report.job!r} in {report.seconds:.1f} s: "
         f"{report.accounts} accounts, {report.lists} lists ({report.lists - bad} agree, "
-        f"{bad} disagree){extra}, {len(report.missing_accounts)} accounts do not exist "
+        f"{bad} disagree){extra}, {report.missing} accounts do not exist "
         f"(30003), {report.requests} requests ({report.retries} retried)"
     )
     for mismatch in report.mismatches[:VERIFY_SHOWN]:
         say(f"disagrees: {mismatch.describe()}")
-    if bad > VERIFY_SHOWN:
-        say(f"disagrees: and {bad - VERIFY_SHOWN} more")
-    for label, names in (
-        ("accounts that do not exist (30003)", report.missing_accounts),
-        ("no counts for", [f"{a} ({why})" for a, why in report.unchecked]),
+    if bad > min(len(report.mismatches), VERIFY_SHOWN):
+        shown = min(len(report.mismatches), VERIFY_SHOWN)
+        say(f"disagrees: and {bad - shown} more (all in table verify_mismatches)")
+    for label, names, total in (
+        ("accounts that do not exist (30003)", report.missing_accounts, report.missing),
+        (
+            "no counts for",
+            [f"{a} ({why})" for a, why in report.unchecked],
+            report.without_counts,
+        ),
     ):
         if names:
-            more = len(names) - VERIFY_SHOWN
-            shown = ", ".join(names[:VERIFY_SHOWN])
-            say(f"{label}: {shown}" + (f" and {more} more" if more > 0 else ""))
+            shown_names = names[:VERIFY_SHOWN]
+            more = total - len(shown_names)
+            say(f"{label}: {', '.join(shown_names)}" + (f" and {more} more" if more > 0 else ""))
 
 
 def _print_repair(repaired: verify.RepairReport) -> None:

@@ -15,19 +15,28 @@
   ``prune_events`` deletes events observed before a date, for those who archive them first.
 
 Every delete is chunked (CHUNK rows per statement, one transaction each), so pruning a night
-of 3 million checkpoints never holds one huge transaction or its locks.
+of 3 million checkpoints never holds one huge transaction or its locks, and a stop request
+(``stop``) is heard between chunks: Stopped, with every chunk done so far kept.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.schema import follow_edge_events, sync_checkpoints, sync_runs, sync_seen
+from etl.errors import Stopped
+from etl.schema import (
+    follow_edge_events,
+    sync_checkpoints,
+    sync_runs,
+    sync_seen,
+    verify_mismatches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +72,11 @@ def prune(
     now: datetime,
     *,
     chunk: int = CHUNK,
+    stop: threading.Event | None = None,
 ) -> Pruned:
-    """Delete the checkpoints of the job's ended runs older than its last ``keep_runs`` (at
-    least 1), and the sync_seen leftovers of every ended run; return what went."""
+    """Delete the checkpoints (and stored verify mismatches) of the job's ended runs older
+    than its last ``keep_runs`` (at least 1), and the sync_seen leftovers of every ended run;
+    return what went. Stopped if ``stop`` is set: the chunks deleted so far stay deleted."""
     if keep_runs < 1:
         raise ValueError("keep_runs must be at least 1: the latest run is always kept")
     with engine.connect() as conn:
@@ -84,14 +95,15 @@ def prune(
     for run_id, status in sorted(rows):
         if status not in ENDED:
             continue  # the unfinished run: its checkpoints are the run
-        done.seen += _delete_chunks(engine, sync_seen, sync_seen.c.run_id == run_id, chunk)
+        done.seen += _delete_chunks(engine, sync_seen, sync_seen.c.run_id == run_id, chunk, stop)
         if run_id >= oldest_kept:
             continue
         c = sync_checkpoints.c
         keys = (c.run_id, c.account, c.follow_type)
         done.checkpoints += _delete_chunks(
-            engine, sync_checkpoints, c.run_id == run_id, chunk, keys
+            engine, sync_checkpoints, c.run_id == run_id, chunk, stop, keys
         )
+        _delete_chunks(engine, verify_mismatches, verify_mismatches.c.run_id == run_id, chunk, stop)
         with engine.begin() as conn:
             conn.execute(sa.update(sync_runs).where(r.id == run_id).values(pruned_at=now))
         done.runs.append(run_id)
@@ -106,10 +118,18 @@ def prune(
     return done
 
 
-def prune_events(engine: Engine, before: datetime, *, chunk: int = CHUNK) -> int:
-    """Delete the follow_edge_events observed before ``before``; how many went."""
+def prune_events(
+    engine: Engine,
+    before: datetime,
+    *,
+    chunk: int = CHUNK,
+    stop: threading.Event | None = None,
+) -> int:
+    """Delete the follow_edge_events observed before ``before``; how many went. Stopped if
+    ``stop`` is set: the chunks deleted so far stay deleted."""
     e = follow_edge_events.c
-    return _delete_chunks(engine, follow_edge_events, e.observed_at < before, chunk, (e.id,))
+    where = e.observed_at < before
+    return _delete_chunks(engine, follow_edge_events, where, chunk, stop, (e.id,))
 
 
 def _delete_chunks(
@@ -117,14 +137,18 @@ def _delete_chunks(
     table: sa.Table,
     where: sa.ColumnElement[bool],
     chunk: int,
+    stop: threading.Event | None,
     key: tuple[sa.ColumnElement[object], ...] | None = None,
 ) -> int:
     """Delete ``table``'s rows that match ``where``, ``chunk`` rows per statement and
-    transaction (by ``key``, default the primary key); how many went."""
+    transaction (by ``key``, default the primary key); how many went. Stopped (between
+    chunks) once ``stop`` is set."""
     columns = key or tuple(table.primary_key.columns)
     target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
     deleted = 0
     while True:
+        if stop is not None and stop.is_set():
+            raise Stopped(f"stopped while pruning {table.name}")
         some = sa.select(*columns).where(where).limit(chunk)
         with engine.begin() as conn:
             n = max(conn.execute(sa.delete(table).where(target.in_(some))).rowcount, 0)

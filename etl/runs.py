@@ -13,7 +13,7 @@ one counter row. ``counts`` sums the run's rows; ``recount`` counts the checkpoi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ STATUSES = ("pending", "running", "done", "skipped", "failed", "held")
 # confirmation failed is given up for this run (failures = MAX_FAILURES).
 RETRYABLE = ("failed", "held")
 MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
-ADD_CHUNK = 5000  # lists inserted per statement when a run starts: memory stays flat
+ADD_CHUNK = 5000  # lists added per statement and transaction: memory flat, a stop heard soon
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
 rc = sync_run_counters.c
@@ -50,6 +50,7 @@ class Run:
     options: dict[str, Any]
     requests: int
     edges_removed: int
+    listed: bool = True  # every requested list is in (a sync adds them in chunks)
 
 
 def _run(row: sa.Row[Any]) -> Run:
@@ -62,6 +63,7 @@ def _run(row: sa.Row[Any]) -> Run:
         options=dict(row.options),
         requests=int(row.requests),
         edges_removed=int(row.edges_removed),
+        listed=bool(row.listed),
     )
 
 
@@ -90,11 +92,12 @@ def latest_run(conn: sa.Connection, job: str) -> Run | None:
 
 
 def start_run(conn: sa.Connection, job: str, options: dict[str, Any], now: datetime) -> int:
-    """Insert a new running run; the unique index refuses a second one for the same job."""
+    """Insert a new running run, its lists still to add (``listed`` false); the unique index
+    refuses a second one for the same job."""
     return int(
         conn.execute(
             sa.insert(sync_runs)
-            .values(job=job, status="running", started_at=now, options=options)
+            .values(job=job, status="running", started_at=now, options=options, listed=False)
             .returning(sync_runs.c.id)
         ).scalar_one()
     )
@@ -106,20 +109,35 @@ def set_options(conn: sa.Connection, run_id: int, options: dict[str, Any]) -> No
 
 
 def add_lists(
-    conn: sa.Connection, run_id: int, lists: Iterable[tuple[str, int]], now: datetime
+    conn: sa.Connection,
+    run_id: int,
+    lists: Iterable[tuple[str, int]],
+    now: datetime,
+    *,
+    chunk: int = ADD_CHUNK,
+    sizes: Mapping[tuple[str, int], int] | None = None,
 ) -> int:
-    """Add pending lists to a run, a chunk at a time; those it already has stay as they are."""
+    """Add pending lists to a run, ``chunk`` per statement, each with its expected size
+    (``sizes``, else 0); those it already has stay as they are. How many were new.
+    (etl.startup calls it once per committed chunk.)"""
     added = 0
-    chunk: list[dict[str, Any]] = []
+    sizes = sizes or {}
+    rows: list[dict[str, Any]] = []
     for account, follow_type in lists:
-        chunk.append(
-            {"run_id": run_id, "account": account, "follow_type": follow_type, "updated_at": now}
+        rows.append(
+            {
+                "run_id": run_id,
+                "account": account,
+                "follow_type": follow_type,
+                "expected_items": sizes.get((account, follow_type), 0),
+                "updated_at": now,
+            }
         )
-        if len(chunk) >= ADD_CHUNK:
-            added += _add_chunk(conn, chunk)
-            chunk = []
-    if chunk:
-        added += _add_chunk(conn, chunk)
+        if len(rows) >= chunk:
+            added += _add_chunk(conn, rows)
+            rows = []
+    if rows:
+        added += _add_chunk(conn, rows)
     if added:
         changes = Changes()
         changes.counts["pending"] = added
@@ -127,10 +145,40 @@ def add_lists(
     return added
 
 
+def present(conn: sa.Connection, run_id: int, keys: Iterable[tuple[str, int]]) -> set[Any]:
+    """Which of these lists the run already has (by its primary key: a resumed run's listing
+    reads a chunk, it does not write it again)."""
+    wanted = set(keys)
+    if not wanted:
+        return set()
+    # By account (a range of the primary key each), not by (account, follow_type) pairs: a
+    # long IN list of row values is not an index lookup on PostgreSQL.
+    rows = conn.execute(
+        sa.select(ck.account, ck.follow_type).where(
+            ck.run_id == run_id, ck.account.in_(sorted({account for account, _ in wanted}))
+        )
+    )
+    return {key for key in ((a, int(t)) for a, t in rows) if key in wanted}
+
+
+def mark_listed(conn: sa.Connection, run_id: int) -> None:
+    """Record that every requested list of the run is in: from now on it may finish."""
+    conn.execute(sa.update(sync_runs).where(sync_runs.c.id == run_id).values(listed=True))
+
+
+def is_listed(conn: sa.Connection, run_id: int) -> bool:
+    """Whether every requested list of the run is in (a run half listed cannot finish)."""
+    return bool(
+        conn.execute(sa.select(sync_runs.c.listed).where(sync_runs.c.id == run_id)).scalar()
+    )
+
+
 def _add_chunk(conn: sa.Connection, chunk: list[dict[str, Any]]) -> int:
     stmt = sa.text(
-        "INSERT INTO sync_checkpoints (run_id, account, follow_type, status, updated_at) "
-        "VALUES (:run_id, :account, :follow_type, 'pending', :updated_at) ON CONFLICT DO NOTHING"
+        "INSERT INTO sync_checkpoints "
+        "(run_id, account, follow_type, status, expected_items, updated_at) "
+        "VALUES (:run_id, :account, :follow_type, 'pending', :expected_items, :updated_at) "
+        "ON CONFLICT DO NOTHING"
     ).bindparams(sa.bindparam("updated_at", type_=sync_checkpoints.c.updated_at.type))
     result = conn.execute(stmt, chunk)
     return max(result.rowcount, 0)

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from etl.transform import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 _SQLITE_INTEGER_MAX = 2**63 - 1
 # Lists a claim may take (a held list: its confirming crawl, see etl.holds).
@@ -144,6 +144,13 @@ sync_runs = sa.Table(
     sa.Column("requests", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("edges_removed", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("pruned_at", Timestamp, nullable=True, comment=PRUNED_AT_COMMENT),
+    sa.Column(
+        "listed",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.true(),
+        comment="every requested list of the run is in sync_checkpoints",
+    ),
     sa.CheckConstraint("status IN ('running', 'done', 'abandoned')", name="status"),
     # At most one unfinished run per job: the database, not the process, decides.
     sa.Index(
@@ -390,4 +397,24 @@ quarantined_items = sa.Table(
     sa.Column("observed_at", Timestamp, nullable=False),
     sa.CheckConstraint("kind IN ('unstorable', 'conflict')", name="kind"),
     sa.UniqueConstraint("run_id", "account", "follow_type", "item_digest"),
+)
+
+# The lists a verification found disagreeing with follow_get_info (etl.verify): the report
+# shows the first few; `verify --repair` reads them all back from here, a chunk at a time.
+verify_mismatches = sa.Table(
+    "verify_mismatches",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True, comment="the run verified"),
+    sa.Column("verified_at", Timestamp, primary_key=True),
+    sa.Column("account", sa.String, primary_key=True),
+    sa.Column("follow_type", sa.SmallInteger, primary_key=True),
+    sa.Column("stored", sa.BigInteger, nullable=False),
+    sa.Column("api", sa.BigInteger, nullable=False),
+    sa.Column(
+        "missing",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="the API says the account does not exist",
+    ),
 )

@@ -1,5 +1,6 @@
 """The use cases: ``sync`` (hold the job, resume or start its run, crawl it) and ``work``
-(join the job's unfinished run from any machine). etl.crawl does the crawling.
+(join the job's unfinished run from any machine). etl.crawl does the crawling; etl.startup
+adds the run's lists, in committed chunks, alongside it.
 
 Rows and the cursors that follow them commit together, a batch of pages per transaction, so a
 process killed at any instant leaves the database consistent, and the next ``sync`` or
@@ -18,10 +19,11 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, holds, joblock, leases, prune, runs, sizes, workers
+from etl import db, holds, joblock, leases, prune, runs, workers
 from etl.client import FollowClient
 from etl.crawl import Crawl, Rate, Tally
 from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageError
+from etl.startup import Lister
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class SyncRequest:
     keep_runs: int = prune.DEFAULT_KEEP_RUNS
     # When a crawl's removals are a mass removal, held until a second crawl confirms them.
     holds: holds.Thresholds = field(default_factory=holds.Thresholds)
+    list_chunk: int = runs.ADD_CHUNK  # lists added (and sized) per committed transaction
 
     def __post_init__(self) -> None:
         check_concurrency(self.concurrency)
@@ -121,8 +124,13 @@ class SyncReport:
     requests: int = 0
     retries: int = 0
     edges_removed: int = 0
-    missing_accounts: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    # Lists of accounts that do not exist (30003), and lists given up or failed, in this
+    # process: how many, and the first few (the checkpoints keep them all: `status`).
+    missing_lists: int = 0
+    missing_accounts: list[str] = field(default_factory=list)  # the first few
+    failure_count: int = 0
+    failures: list[str] = field(default_factory=list)  # the first few
+    listed: bool = True  # every list of the run is in (a stop may come before)
     seconds: float = 0.0
     events: int = 0
     malformed: int = 0  # answers that were "OK" but not a page (retried)
@@ -148,6 +156,11 @@ class SyncReport:
                 f"{where} was abandoned by another `sync --restart` while this process crawled "
                 "it; the new run goes on without it"
             )
+        if not self.listed:
+            return RunIncomplete(
+                f"{where} stopped before all its lists were added; "
+                "run `sync` again to add the rest and resume it"
+            )
         if not self.finished:
             return RunIncomplete(
                 f"{where} stopped with {lists['open']} of {lists['total']} lists left; "
@@ -168,9 +181,9 @@ class SyncReport:
 
     @property
     def finished(self) -> bool:
-        """True when no list of the run is left to crawl (done, skipped, given up, or held and
-        not confirmed)."""
-        return self.lists.get("open", 1) == 0
+        """True when every list is in and none is left to crawl (done, skipped, given up, or
+        held and not confirmed)."""
+        return self.listed and self.lists.get("open", 1) == 0
 
     @property
     def outcome(self) -> str:
@@ -203,8 +216,8 @@ class SyncReport:
             "malformed_answers": self.malformed,
             "quarantined": self.quarantined,
             "profile_conflicts": self.conflicts,
-            "missing_accounts": len(self.missing_accounts),
-            "failures": len(self.failures),
+            "missing_lists": self.missing_lists,
+            "failures": self.failure_count,
             "seconds": round(self.seconds, 3),
         }
 
@@ -245,43 +258,51 @@ def sync(
             "hold_min_edges": request.holds.min_edges,  # workers hold by the same rule
             "hold_share": request.holds.share,
         }
-        run_id, resumed, added = _open_run(engine, request, options, clock)
+        run_id, resumed = _open_run(engine, request, options, clock)
         on_run(run_id)
         if resumed:
-            log.info("resuming run %d of job %r (%d new lists added)", run_id, request.job, added)
+            log.info("resuming run %d of job %r", run_id, request.job)
         report = SyncReport(run_id=run_id, job=request.job, resumed=resumed)
         plan = _Plan(
-            rate,
-            request.page_size,
-            request.concurrency,
-            request.db_seconds,
-            request.holds,
-            size_lists=not resumed or added > 0,  # a resumed run's lists were sized at its start
+            rate, request.page_size, request.concurrency, request.db_seconds, request.holds
         )
-        _crawl(
-            engine,
-            client,
-            me,
-            heartbeat,
-            report,
-            plan,
-            clock,
-            on_progress,
-            stop,
-        )
+        lists = ((account, t) for account in request.accounts for t in request.types)
+
+        def lister(crawl_stop: threading.Event) -> Lister:
+            return Lister(
+                engine,
+                client,
+                run_id,
+                lists,
+                clock=clock,
+                stop=crawl_stop,
+                chunk=request.list_chunk,
+                concurrency=request.concurrency,
+                db_seconds=request.db_seconds,
+            )
+
+        _crawl(engine, client, me, heartbeat, report, plan, clock, on_progress, stop, lister)
         if request.keep_runs > 0 and report.problem() is None and not report.interrupted:
-            _prune(engine, request.job, request.keep_runs, clock)
+            _prune(engine, request.job, request.keep_runs, clock, stop)
         return report
     finally:
         heartbeat.stop()
         _leave(engine, me)
 
 
-def _prune(engine: Engine, job: str, keep_runs: int, clock: Callable[[], datetime]) -> None:
-    """The automatic retention after a clean finish (still holding the job). A failure costs
-    a warning, not the run: its data is stored, and the next sync prunes again."""
+def _prune(
+    engine: Engine,
+    job: str,
+    keep_runs: int,
+    clock: Callable[[], datetime],
+    stop: threading.Event,
+) -> None:
+    """The automatic retention after a clean finish (still holding the job). A failure or a
+    stop costs a warning, not the run: its data is stored, and the next sync prunes again."""
     try:
-        prune.prune(engine, job, keep_runs, clock())
+        prune.prune(engine, job, keep_runs, clock(), stop=stop)
+    except Stopped:
+        log.warning("stopped while pruning the job's old checkpoints; the next sync goes on")
     except Exception as exc:
         if not db.is_database_error(exc):
             raise
@@ -358,7 +379,6 @@ class _Plan:
     concurrency: int
     db_seconds: float
     holds: holds.Thresholds
-    size_lists: bool = False  # ask etl.sizes for the run's list sizes first (the sync does)
 
 
 def _caught_up(engine: Engine, me: workers.Presence, since: datetime) -> bool:
@@ -399,9 +419,9 @@ def _hold(
 
 def _open_run(
     engine: Engine, request: SyncRequest, options: dict[str, object], clock: Callable[[], datetime]
-) -> tuple[int, bool, int]:
-    """Resume or start the job's run and add the requested lists: (run id, resumed, added)."""
-    lists = ((account, t) for account in request.accounts for t in request.types)
+) -> tuple[int, bool]:
+    """Resume or start the job's run, in one short transaction: (run id, resumed). Its lists
+    are added afterwards, alongside the crawl (etl.startup)."""
     now = clock()
     try:
         with engine.begin() as conn:
@@ -415,12 +435,11 @@ def _open_run(
             else:
                 run_id = run.id
                 runs.set_options(conn, run_id, options)
-            added = runs.add_lists(conn, run_id, lists, now)
     except sa.exc.IntegrityError:
         raise DatabaseError(
             f"another sync of job {request.job!r} started at the same moment; try again"
         ) from None
-    return run_id, run is not None, added
+    return run_id, run is not None
 
 
 def _crawl(
@@ -433,8 +452,14 @@ def _crawl(
     clock: Callable[[], datetime],
     on_progress: Callable[[Progress], None] | None,
     stop: threading.Event,
+    make_lister: Callable[[threading.Event], Lister] | None = None,
 ) -> None:
-    """Crawl the run, its budget shared through the heartbeat; fill in and store the report."""
+    """Crawl the run, its budget shared through the heartbeat; fill in and store the report.
+
+    The sync's ``make_lister`` adds the run's lists in a thread alongside the crawl, which
+    does not end before it is done. A worker has none: it goes on while the run is not yet
+    listed and its ``sync`` is alive (that sync adds the rest), and ends once no sync holds
+    the job (the next one finishes the listing)."""
     started = time.monotonic()
     before = client.counters()
     with engine.begin() as conn:
@@ -442,6 +467,12 @@ def _crawl(
     share = _Share(client, plan.rate)
     share(peers)
     crawl_stop = threading.Event()
+    lister = make_lister(crawl_stop) if make_lister else None
+    listed: Callable[[], bool]
+    if lister is not None:
+        listed = lister.done.is_set
+    else:
+        listed = _Orphan(engine, report.run_id, me.job, crawl_stop, plan.db_seconds)
     progress = _Progresser(engine, report, client, before, on_progress)
     progress.peers = peers
     crawl = Crawl(
@@ -456,6 +487,7 @@ def _crawl(
         on_batch=progress,
         db_seconds=plan.db_seconds,
         thresholds=plan.holds,
+        listed=listed,
     )
 
     def counters() -> dict[str, int]:
@@ -487,16 +519,11 @@ def _crawl(
     relay.start()
     client.interrupt_on(crawl_stop)
     try:
-        if plan.size_lists:
-            sizes.size_run(
-                engine,
-                client,
-                report.run_id,
-                concurrency=plan.concurrency,
-                stop=crawl_stop,
-                db_seconds=plan.db_seconds,
-            )
+        if lister is not None:
+            lister.start()
         crawl.run()
+        if lister is not None:
+            _finish(lister, crawl_stop)
     except BaseException:
         _fill(report, crawl.tally, client, before, started)
         report.interrupted = stop.is_set()
@@ -507,11 +534,41 @@ def _crawl(
         raise
     finally:
         crawl_stop.set()
+        if lister is not None:
+            lister.join()
         client.interrupt_on(None)
     _fill(report, crawl.tally, client, before, started)
     report.interrupted = stop.is_set()
     _close(engine, report, clock, stopping=report.interrupted)
     progress(crawl.tally, final=True)
+
+
+def _finish(lister: Lister, crawl_stop: threading.Event) -> None:
+    """Join the lister after the crawl; raise its error (a bad accounts file, the database
+    gone beyond its retry window), which stopped the crawl."""
+    crawl_stop.set()  # the crawl is over: so is whatever the lister still does
+    lister.join()
+    if lister.error is not None:
+        raise lister.error
+
+
+class _Orphan:
+    """A worker's ``listed``: true once the run is marked listed, or once no live ``sync``
+    holds its job (nobody is adding its lists now: the next sync adds the rest)."""
+
+    def __init__(
+        self, engine: Engine, run_id: int, job: str, stop: threading.Event, db_seconds: float
+    ) -> None:
+        self.engine, self.run_id, self.job = engine, run_id, job
+        self.stop, self.db_seconds = stop, db_seconds
+
+    def __call__(self) -> bool:
+        def look(conn: sa.Connection) -> bool:
+            return runs.is_listed(conn, self.run_id) or workers.holder(conn, self.job) is None
+
+        return db.retrying(
+            self.engine, look, what="looking at the run", stop=self.stop, seconds=self.db_seconds
+        )
 
 
 def _relay(source: threading.Event, target: threading.Event) -> None:
@@ -623,8 +680,10 @@ def _fill(
         report.edges_removed, report.events = tally.edges_removed, tally.events
         report.quarantined, report.conflicts = tally.quarantined, tally.conflicts
         report.profiles = tally.profiles
-        report.missing_accounts = list(tally.missing_accounts)
-        report.failures = list(tally.failures)
+        report.missing_lists = tally.missing.count
+        report.missing_accounts = list(tally.missing.first)
+        report.failure_count = tally.failures.count
+        report.failures = list(tally.failures.first)
     now = client.counters()
     report.requests = now["calls"] - before["calls"]
     report.retries = now["retries"] - before["retries"]
@@ -667,8 +726,10 @@ def _close(
         status = runs.status_of(conn, report.run_id)
         if status != "running":  # closed by another process: close_run stores nothing over it
             report.closed_by_other = status
-        # The counters say whether the run is finished; storing them closes it if so.
-        finished = runs.counts(conn, report.run_id)["open"] == 0
+        # The counters say whether the run is finished (once every list is in); storing them
+        # closes it if so.
+        report.listed = runs.is_listed(conn, report.run_id)
+        finished = report.listed and runs.counts(conn, report.run_id)["open"] == 0
         report.lists = runs.close_run(
             conn,
             report.run_id,

@@ -13,14 +13,22 @@ unchanged graph agrees exactly and a list that changed since the crawl disagrees
 A sync of the job may crawl the same lists meanwhile: neither crawl undoes what the other saw
 after it began (etl.load: each crawl changes only edges unchanged since its start), so the two
 record no false event.
+
+Memory is flat in accounts: the report counts what disagrees (and what is missing or has no
+counts) and keeps the first SHOWN of each; every disagreeing list goes to the table
+verify_mismatches (by the run verified and the verification's time), a chunk of accounts per
+transaction, and ``repair`` streams them back from there. A stop request is heard between
+follow_get_info calls (Stopped); what was stored stays.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import groupby, islice
 from typing import Any, TypeVar
 
@@ -29,9 +37,9 @@ from sqlalchemy.engine import Engine
 
 from etl import runs
 from etl.client import FollowClient
-from etl.errors import EtlError, RunIncomplete, VerifyMismatch
+from etl.errors import EtlError, RunIncomplete, Stopped, VerifyMismatch
 from etl.info import INFO_BATCH, Answer, ask
-from etl.schema import follow_edges, sync_checkpoints
+from etl.schema import follow_edges, sync_checkpoints, verify_mismatches
 from etl.sync import SyncReport, SyncRequest, sync
 from etl.transform import TYPE_NAMES
 
@@ -40,8 +48,10 @@ log = logging.getLogger(__name__)
 CHUNK = 500  # accounts per database query: memory stays flat, bound parameters stay few
 PROGRESS_EVERY = 5.0  # seconds between progress log lines
 CHECKED = ("done", "skipped")  # lists a run crawled to their end: their store can be checked
+SHOWN = 20  # disagreeing lists, missing accounts, accounts without counts kept in a report
 
 ck = sync_checkpoints.c
+vm = verify_mismatches.c
 T = TypeVar("T")
 Lists = Iterable[tuple[str, tuple[int, ...]]]  # (account, follow types to compare)
 
@@ -68,9 +78,14 @@ class Mismatch:
         return f"{self.account} {kind}: stored {self.stored}, API {self.api}{gone}"
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class VerifyReport:
-    """What a verification compared and found."""
+    """What a verification compared and found: counts, and the first SHOWN of each kind (every
+    disagreeing list is in verify_mismatches, under ``run_id`` and ``verified_at``)."""
 
     job: str
     run_id: int
@@ -78,30 +93,28 @@ class VerifyReport:
     accounts: int = 0  # accounts the API gave counts for (or said do not exist)
     lists: int = 0  # (account, follow type) lists compared
     lists_not_checked: int = 0  # lists of the run not crawled to their end in it
-    mismatches: list[Mismatch] = field(default_factory=list)
-    missing_accounts: list[str] = field(default_factory=list)
-    unchecked: list[tuple[str, str]] = field(default_factory=list)  # (account, why) no counts
+    mismatches: list[Mismatch] = field(default_factory=list)  # the first SHOWN
+    missing_accounts: list[str] = field(default_factory=list)  # the first SHOWN
+    unchecked: list[tuple[str, str]] = field(default_factory=list)  # the first SHOWN
+    disagree: int = 0  # lists that disagree
+    disagreeing_accounts: int = 0  # accounts with a list that disagrees
+    missing: int = 0  # accounts the API says do not exist
+    without_counts: int = 0  # accounts follow_get_info gave no counts for
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
-
-    def disagreeing(self) -> dict[str, tuple[int, ...]]:
-        """Account -> the follow types whose stored size disagrees."""
-        result: dict[str, tuple[int, ...]] = {}
-        for m in self.mismatches:
-            result[m.account] = (*result.get(m.account, ()), m.follow_type)
-        return result
+    verified_at: datetime = field(default_factory=_utcnow)  # the key of its stored mismatches
 
     def problem(self) -> EtlError | None:
         """Why this verification is not clean (exit 9, or 6 without counts), or None."""
-        if self.mismatches:
+        if self.disagree:
             return VerifyMismatch(
-                f"{len(self.mismatches)} lists of {len(self.disagreeing())} accounts disagree "
+                f"{self.disagree} lists of {self.disagreeing_accounts} accounts disagree "
                 "with the API's counts"
             )
-        if self.unchecked:
+        if self.without_counts:
             return RunIncomplete(
-                f"follow_get_info gave no counts for {len(self.unchecked)} accounts; "
+                f"follow_get_info gave no counts for {self.without_counts} accounts; "
                 "run `verify` again"
             )
         return None
@@ -114,8 +127,10 @@ class VerifyReport:
             "run_status": self.run_status,
             "accounts": self.accounts,
             "lists": self.lists,
-            "agree": self.lists - len(self.mismatches),
-            "disagree": len(self.mismatches),
+            "agree": self.lists - self.disagree,
+            "disagree": self.disagree,
+            "missing": self.missing,
+            "without_counts": self.without_counts,
             "lists_not_checked": self.lists_not_checked,
             "mismatches": [
                 {
@@ -182,8 +197,11 @@ class Verification:
         return doc
 
 
-def verify(engine: Engine, client: FollowClient, job: str) -> VerifyReport | None:
-    """Compare the lists of the job's latest run with follow_get_info; None if it has no runs."""
+def verify(
+    engine: Engine, client: FollowClient, job: str, *, stop: threading.Event | None = None
+) -> VerifyReport | None:
+    """Compare the lists of the job's latest run with follow_get_info; None if it has no runs.
+    Stopped once ``stop`` is set (between calls)."""
     with engine.connect() as conn:
         run = runs.latest_run(conn, job)
         if run is None:
@@ -194,64 +212,125 @@ def verify(engine: Engine, client: FollowClient, job: str) -> VerifyReport | Non
     report = VerifyReport(
         job=job, run_id=run.id, run_status=run.status, lists_not_checked=int(not_checked)
     )
-    _compare_all(engine, client, _run_lists(engine, run.id), report)
+    # The run's earlier verifications are superseded: their stored mismatches go.
+    _forget(engine, run.id, report.verified_at)
+    _compare_all(engine, client, _run_lists(engine, run.id), report, stop)
     return report
 
 
 def verify_lists(
-    engine: Engine, client: FollowClient, report: VerifyReport, lists: Lists
+    engine: Engine,
+    client: FollowClient,
+    report: VerifyReport,
+    lists: Lists,
+    *,
+    stop: threading.Event | None = None,
 ) -> VerifyReport:
     """Compare just ``lists`` again, reported as a new VerifyReport of the same run."""
     again = VerifyReport(job=report.job, run_id=report.run_id, run_status=report.run_status)
-    _compare_all(engine, client, lists, again)
+    _compare_all(engine, client, lists, again, stop)
     return again
 
 
+def disagreeing(engine: Engine, report: VerifyReport) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """(account, the follow types that disagree), in account order, read back from
+    verify_mismatches a chunk per short query."""
+    after: tuple[str, int] = ("", 0)
+    account: str | None = None
+    types: tuple[int, ...] = ()
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(vm.account, vm.follow_type)
+                .where(
+                    vm.run_id == report.run_id,
+                    vm.verified_at == report.verified_at,
+                    sa.tuple_(vm.account, vm.follow_type) > sa.tuple_(*after),
+                )
+                .order_by(vm.account, vm.follow_type)
+                .limit(CHUNK * 3)
+            ).all()
+        for row in rows:
+            if row.account != account:
+                if account is not None:
+                    yield account, types
+                account, types = row.account, ()
+            types = (*types, int(row.follow_type))
+        if not rows:
+            if account is not None:
+                yield account, types
+            return
+        after = (rows[-1].account, int(rows[-1].follow_type))
+
+
 def repair(
-    engine: Engine, client: FollowClient, report: VerifyReport, *, page_size: int = 1000
+    engine: Engine,
+    client: FollowClient,
+    report: VerifyReport,
+    *,
+    page_size: int = 1000,
+    stop: threading.Event | None = None,
 ) -> RepairReport:
     """Re-crawl the disagreeing lists (job ``<job>:repair``), then compare them again.
 
     One sync per set of disagreeing follow types, so an account is re-crawled for those types
-    only. ``restart`` abandons a repair run an earlier repair left unfinished: a repair crawls
-    what disagrees now, not what disagreed then.
+    only; each streams its accounts from verify_mismatches. ``restart`` abandons a repair run
+    an earlier repair left unfinished: a repair crawls what disagrees now, not what disagreed
+    then. Stopped if ``stop`` is set (a sync stopped on the way is resumable, as always).
     """
-    todo = report.disagreeing()
-    groups: dict[tuple[int, ...], list[str]] = {}
-    for account, types in todo.items():
-        groups.setdefault(types, []).append(account)
+    groups = sorted({types for _, types in disagreeing(engine, report)})  # at most 7
     job = repair_job(report.job)
     syncs = []
-    for types, accounts in sorted(groups.items()):
-        log.info("repair: re-crawling %s of %d accounts", _names(types), len(accounts))
+    for types in groups:
+        if stop is not None and stop.is_set():
+            raise Stopped("stopped between repair runs")
+        log.info("repair: re-crawling %s of the accounts that disagree", _names(types))
+        accounts = (a for a, disagree in disagreeing(engine, report) if disagree == types)
         request = SyncRequest(
             job=job, accounts=accounts, types=types, page_size=page_size, restart=True
         )
-        syncs.append(sync(engine, client, request))
-    after = verify_lists(engine, client, report, todo.items())
+        done = sync(engine, client, request, stop=stop)
+        syncs.append(done)
+        if stop is not None:
+            client.interrupt_on(stop)  # the sync gave the client's waits back to their own
+        if done.interrupted:
+            raise Stopped("stopped during a repair run")
+    after = verify_lists(engine, client, report, disagreeing(engine, report), stop=stop)
     return RepairReport(job=job, syncs=syncs, after=after)
 
 
 # ---- the comparison ----------------------------------------------------------------------
 
 
-def _compare_all(engine: Engine, client: FollowClient, lists: Lists, report: VerifyReport) -> None:
-    """Compare ``lists`` a chunk of accounts at a time; fill in ``report``."""
+def _compare_all(
+    engine: Engine,
+    client: FollowClient,
+    lists: Lists,
+    report: VerifyReport,
+    stop: threading.Event | None = None,
+) -> None:
+    """Compare ``lists`` a chunk of accounts at a time; fill in ``report``, store each chunk's
+    mismatches (one transaction). Stopped once ``stop`` is set."""
     started = last_log = time.monotonic()
     calls, retries = client.calls, client.retries
     try:
         for chunk in _batched(lists, CHUNK):
             stored = _stored_counts(engine, [account for account, _ in chunk])
+            found: list[Mismatch] = []
             for batch in _batched(chunk, INFO_BATCH):
+                if stop is not None and stop.is_set():
+                    raise Stopped("verify: stop requested")
                 answers = ask(client, [account for account, _ in batch])
                 for account, types in batch:
-                    _compare(report, account, types, stored.get(account, {}), answers[account])
+                    got = stored.get(account, {})
+                    found += _compare(report, account, types, got, answers[account])
+            _store(engine, report, found)
             if time.monotonic() - last_log >= PROGRESS_EVERY:
                 last_log = time.monotonic()
                 log.info(
                     "verify: %d accounts checked, %d lists disagree so far",
                     report.accounts,
-                    len(report.mismatches),
+                    report.disagree,
                 )
     finally:
         report.requests += client.calls - calls
@@ -265,18 +344,69 @@ def _compare(
     types: tuple[int, ...],
     stored: dict[int, int],
     answer: Answer,
-) -> None:
+) -> list[Mismatch]:
+    """Count one account's lists in ``report``; return those that disagree."""
     if answer.error is not None:
-        report.unchecked.append((account, answer.error))
-        return
+        report.without_counts += 1
+        if len(report.unchecked) < SHOWN:
+            report.unchecked.append((account, answer.error))
+        return []
     report.accounts += 1
     if answer.missing:
-        report.missing_accounts.append(account)
+        report.missing += 1
+        if len(report.missing_accounts) < SHOWN:
+            report.missing_accounts.append(account)
+    found = []
     for follow_type in types:
         report.lists += 1
         have, want = stored.get(follow_type, 0), answer.counts.get(follow_type, 0)
         if have != want:
-            report.mismatches.append(Mismatch(account, follow_type, have, want, answer.missing))
+            found.append(Mismatch(account, follow_type, have, want, answer.missing))
+    if found:
+        report.disagree += len(found)
+        report.disagreeing_accounts += 1
+        report.mismatches += found[: SHOWN - len(report.mismatches)]
+    return found
+
+
+def _store(engine: Engine, report: VerifyReport, found: list[Mismatch]) -> None:
+    """Keep a chunk's mismatches in verify_mismatches (one transaction)."""
+    if not found:
+        return
+    rows = [
+        {
+            "run_id": report.run_id,
+            "verified_at": report.verified_at,
+            "account": m.account,
+            "follow_type": m.follow_type,
+            "stored": m.stored,
+            "api": m.api,
+            "missing": m.missing,
+        }
+        for m in found
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(verify_mismatches), rows)
+
+
+def _forget(engine: Engine, run_id: int, before: datetime) -> None:
+    """Delete the stored mismatches of the run's verifications before ``before``, a chunk per
+    transaction."""
+    while True:
+        some = (
+            sa.select(vm.account, vm.follow_type, vm.verified_at)
+            .where(vm.run_id == run_id, vm.verified_at < before)
+            .limit(CHUNK * 10)
+        )
+        with engine.begin() as conn:
+            n = conn.execute(
+                sa.delete(verify_mismatches).where(
+                    vm.run_id == run_id,
+                    sa.tuple_(vm.account, vm.follow_type, vm.verified_at).in_(some),
+                )
+            ).rowcount
+        if n < CHUNK * 10:
+            return
 
 
 def _run_lists(engine: Engine, run_id: int) -> Iterator[tuple[str, tuple[int, ...]]]:

@@ -4,9 +4,9 @@ It runs in the thread that calls ``Crawl.run`` and is the only owner of the clai
 a claim enters ``in_flight`` when leased and leaves it when its writer reports the list's
 Ended committed, or when a newer claim of the same list replaces it. The crawl is over when
 nothing is in flight and nothing is left to claim (and no live peer holds a list that may yet
-come free), or, after a stop request, when what was in flight has been written or STOP_GRACE
-has passed. It opens short transactions of its
-own for claims, each retried across a lost connection (etl.db.retrying).
+come free, and ``listed`` says no list is still to be added to the run), or, after a stop
+request, when what was in flight has been written or STOP_GRACE has passed. It opens short
+transactions of its own for claims, each retried across a lost connection (etl.db.retrying).
 """
 
 from __future__ import annotations
@@ -79,8 +79,10 @@ class Crawl:
         on_batch: Callable[[Tally], None] = lambda tally: None,
         db_seconds: float = db.RECONNECT_SECONDS,
         thresholds: holds.Thresholds | None = None,
+        listed: Callable[[], bool] = lambda: True,
     ) -> None:
         self.engine, self.me, self.run_id, self.clock = engine, me, run_id, clock
+        self.listed = listed  # no list is still to be added to the run (etl.startup)
         self.concurrency, self.db_seconds = concurrency, db_seconds
         self.stop = stop  # set by a signal, a fatal error, or an API that keeps failing
         self.abort = threading.Event()  # a writer is gone: everything ends now
@@ -157,10 +159,12 @@ class Crawl:
                 self._drain(timeout=BATCH_WAIT)
                 continue
             self.next_claim = 0.0  # idle: look again now, not after the back-off
+            # Asked before the claim: a list added after this look is claimed next time round.
+            listed = self.listed()
             self._top_up()
             if self.in_flight:
                 continue
-            if not self._others_hold_lists():
+            if listed and not self._others_hold_lists():
                 return
             self.stop.wait(IDLE_LOOK)  # a peer may die and free its lists
             self.next_claim = 0.0

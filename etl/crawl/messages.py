@@ -51,6 +51,24 @@ class Ended:
     exc: BaseException | None = None
 
 
+EXAMPLES = 10  # examples a Sample keeps: the full sets are in the database
+
+
+@dataclass
+class Sample:
+    """How many of something there were, and the first few (memory flat in their number:
+    the checkpoints hold them all, with their last_error; `status` shows them)."""
+
+    count: int = 0
+    first: list[str] = field(default_factory=list)
+
+    def add(self, example: str, *, distinct: bool = False) -> None:
+        """Count one; keep it if there is room (``distinct``: unless already kept)."""
+        self.count += 1
+        if len(self.first) < EXAMPLES and not (distinct and example in self.first):
+            self.first.append(example)
+
+
 @dataclass
 class Tally:
     """What this process did, for the report and the progress display (under ``lock``)."""
@@ -63,8 +81,8 @@ class Tally:
     quarantined: int = 0
     conflicts: int = 0
     profiles: int = 0  # profile versions stored for the first time
-    missing_accounts: list[str] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
+    missing: Sample = field(default_factory=Sample)  # lists of accounts that do not exist
+    failures: Sample = field(default_factory=Sample)  # lists given up or failed, with why
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 

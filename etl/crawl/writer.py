@@ -276,14 +276,13 @@ class Writer(threading.Thread):
         label = f"{task.account}/{transform.TYPE_NAMES[task.follow_type]}"
         if end.outcome is Outcome.MISSING:
             tally.settled += 1
-            if task.account not in tally.missing_accounts:
-                tally.missing_accounts.append(task.account)
+            tally.missing.add(task.account, distinct=True)  # the account's other lists too
         elif end.outcome is Outcome.REJECTED:
             tally.settled += 1
-            tally.failures.append(end.error)
+            tally.failures.add(end.error)
             log.error("%s: the service rejects this list, giving it up: %s", label, end.error)
         elif end.outcome is Outcome.FAILED:
-            tally.failures.append(end.error)
+            tally.failures.add(end.error)
             log.error("%s: failed after retries, the next sync retries it: %s", label, end.error)
 
     def _disconnect(self) -> None:

@@ -20,6 +20,7 @@ TABLES = {
     "follow_edge_events",
     "quarantined_items",
     "sync_run_counters",
+    "verify_mismatches",
 }
 VIEWS = {
     "current_follow_edges",

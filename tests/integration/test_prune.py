@@ -134,3 +134,20 @@ def test_prune_events_deletes_exactly_the_events_before_the_date(engine: sa.Engi
         left = conn.execute(sa.text("SELECT to_account FROM follow_edge_events ORDER BY id"))
         assert list(left.scalars()) == ["u4", "u6", "u7", "u8"]
     assert prune.prune_events(engine, cutoff) == 0
+
+
+def test_prune_deletes_the_stored_mismatches_of_the_runs_it_prunes(engine: sa.Engine) -> None:
+    """A pruned run's verify_mismatches go with its checkpoints; a kept run's stay."""
+    with engine.begin() as conn:
+        old = make_run(conn, "nightly", 2, "done")
+        kept = make_run(conn, "nightly", 2, "done")
+        for run_id in (old, kept):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO verify_mismatches (run_id, verified_at, account, follow_type, "
+                    "stored, api, missing) VALUES (:r, :t, 'acc0', 1, 1, 2, false)"
+                ),
+                {"r": run_id, "t": NOW},
+            )
+    prune.prune(engine, "nightly", 1, NOW)
+    assert rows_by_run(engine, "verify_mismatches") == {kept: 1}

@@ -14,10 +14,10 @@ from etl import runs
 from etl.client import FollowClient
 from etl.errors import RunIncomplete, VerifyMismatch
 from etl.sandbox import Graph, SandboxServer
-from etl.schema import follow_edges, sync_checkpoints
+from etl.schema import follow_edges, sync_checkpoints, verify_mismatches
 from etl.sync import SyncRequest, sync
 from etl.usersig import UserSigSource
-from etl.verify import INFO_BATCH, Mismatch, VerifyReport, repair, repair_job, verify
+from etl.verify import INFO_BATCH, SHOWN, Mismatch, VerifyReport, repair, repair_job, verify
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
 TYPES = (1, 2, 3)
@@ -53,6 +53,18 @@ def current_edges(engine: sa.Engine, account: str, follow_type: int) -> list[str
                 .order_by(e.to_account)
             ).scalars()
         )
+
+
+def all_mismatches(engine: sa.Engine, report: VerifyReport) -> set[tuple[str, int, int, int]]:
+    """Every (account, follow_type, stored, api) the verification stored in verify_mismatches."""
+    m = verify_mismatches.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(m.account, m.follow_type, m.stored, m.api).where(
+                m.run_id == report.run_id, m.verified_at == report.verified_at
+            )
+        ).all()
+    return {(a, int(t), int(n), int(api)) for a, t, n, api in rows}
 
 
 def busiest(graph: Graph, follow_type: int, skip: set[str]) -> str:
@@ -167,17 +179,22 @@ def test_changed_graph_disagrees_until_repaired(engine: sa.Engine, running_sandb
         for t in TYPES
         if len(before[(a, t)]) != len(graph.list_ids(a, t))
     }
-    assert {(m.account, m.follow_type, m.stored, m.api) for m in report.mismatches} == expected
+    assert all_mismatches(engine, report) == expected
+    assert report.disagree == len(expected)
+    assert len(report.mismatches) == min(len(expected), SHOWN)
     assert report.missing_accounts == [deleted]
-    assert {m.missing for m in report.mismatches if m.account == deleted} == {True}
+    m = verify_mismatches.c
+    with engine.connect() as conn:
+        flags = conn.execute(sa.select(m.missing).where(m.account == deleted)).scalars().all()
+    assert set(flags) == {True}
     assert repaired.after.mismatches == []
     assert repaired.after.missing_accounts == [deleted]
     # Sizes are what verify sees: every list has its true size again, and the re-crawled
     # lists are exact. (A list that lost one member and gained another looks unchanged.)
     stored, truth = stored_lists(engine), nonempty(graph.truth(graph.accounts, TYPES))
     assert {k: len(v) for k, v in stored.items()} == {k: len(v) for k, v in truth.items()}
-    for m in report.mismatches:
-        key = (m.account, m.follow_type)
+    for account, follow_type, _, _ in expected:
+        key = (account, follow_type)
         assert stored.get(key, {}) == truth.get(key, {})
 
 
@@ -315,3 +332,21 @@ def test_a_job_without_runs_has_nothing_to_verify(
     with make_client(api_settings(server)) as client:
         assert verify(engine, client, "never") is None
         assert client.calls == 0
+
+
+def test_a_new_verification_replaces_the_stored_mismatches_of_the_last(
+    engine: sa.Engine, running_sandbox: Start
+) -> None:
+    """verify_mismatches holds the latest verification of a run only, every list of it,
+    while the report keeps the first SHOWN."""
+    graph = Graph(users=60, seed=12)
+    server = running_sandbox(graph)
+    with make_client(api_settings(server)) as client:
+        crawl(engine, client, graph.accounts)
+        graph.mutate(seed=3, unfollow=0.5, follow=0.5)
+        first = checked(engine, client)
+        second = checked(engine, client)
+    assert first.disagree > SHOWN
+    assert len(second.mismatches) == SHOWN
+    assert all_mismatches(engine, first) == set()
+    assert len(all_mismatches(engine, second)) == second.disagree
