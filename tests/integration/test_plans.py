@@ -213,10 +213,14 @@ def test_one_account_of_daily_follow_changes_is_index_driven(history: sa.Engine)
     assert used == {"ix_follow_edge_events_account_observed_at"}
 
 
-def test_sizing_a_list_updates_it_by_key(history: sa.Engine) -> None:
-    """Each list's size is written through the primary key, never the index of open lists
-    (which would read every open list of the run for each one)."""
-    (key,) = open_keys(history, 1)
-    params = {"run_id": RUN, "account": key[0], "follow_type": key[1], "items": 5}
-    used = assert_index_driven(history, lambda c: c.execute(sizes._SET, params))
-    assert used == {"pk_sync_checkpoints"}
+def test_a_listing_chunk_reads_what_the_run_has_by_key(history: sa.Engine) -> None:
+    """A resumed run's listing asks which lists of a chunk the run has, and their sizes from
+    history, through primary keys: never a read of every list of the run (etl.startup)."""
+    keys = open_keys(history, 200)
+    accounts = [account for account, _ in keys]
+    used = assert_index_driven(
+        history,
+        lambda c: (runs.present(c, RUN, keys), sizes.from_history(c, accounts)),
+    )
+    assert used <= {"pk_sync_checkpoints", "pk_follow_lists"}
+    assert "pk_sync_checkpoints" in used
