@@ -70,6 +70,7 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
         "run": {
             "id": run.id,
             "status": run.status,
+            "listed": run.listed,  # every list of the run is in (a sync adds them in chunks)
             "started_at": _iso(run.started_at),
             "finished_at": _iso(run.finished_at),
             "last_activity": _iso(runs.last_activity(conn, run.id)),

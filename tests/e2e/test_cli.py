@@ -466,7 +466,7 @@ def test_status_json_describes_the_finished_run(
     assert doc["job"] == "nightly"
     run = doc["run"]
     assert set(run) == {
-        "id", "status", "started_at", "finished_at", "last_activity", "options", "lists",
+        "id", "status", "listed", "started_at", "finished_at", "last_activity", "options", "lists",
         "pages", "items", "requests", "edges_removed", "errors", "quarantined", "held",
         "workers",
     }  # fmt: skip
@@ -476,7 +476,7 @@ def test_status_json_describes_the_finished_run(
         "total": lists, "done": lists, "skipped": 0, "failed": 0, "held": 0, "running": 0,
         "pending": 0, "open": 0,
     }  # fmt: skip
-    assert (run["id"], run["status"]) == (1, "done")
+    assert (run["id"], run["status"], run["listed"]) == (1, "done", True)
     assert run["options"] == {
         "types": [1, 2, 3], "page_size": 4, "rate": 150.0, "concurrency": 16,
         "hold_min_edges": 20, "hold_share": 0.5,
