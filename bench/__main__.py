@@ -7,17 +7,20 @@ times them, reads their resource usage and the database, and checks every case's
 the sandbox's ground truth. It prints one table and writes it as JSON to ``bench/last.json``
 (``bench/last-quick.json`` with ``--quick``). Usage::
 
-    python -m bench [--quick] [--case small|big|latency|skewed|history ...] [--pg URL]
+    python -m bench [--quick] [--case small|big|latency|skewed|history|million ...] [--pg URL]
 
-The cases, in this order (bench.cases and bench.history say more): small lists (calls/s), big
-lists (items/s, then an unchanged re-sync), latency-bound (1, 2 and 4 processes against the
-floor of calls / budget), skewed lists (a few 50,000-200,000-item lists among thousands of small
-ones: wall time against max(calls / budget, the longest list's pages x round trip)) and history
-(the small-list sync and ``status --json`` on a database holding 30 earlier runs of another job
-and 10 million events, against the same on an empty database; the plan of a one-account
-``daily_follow_changes`` query). Every row shows the CPU per item of the three parts, the sync
-process(es), PostgreSQL (its server processes, from /proc, "-" when unreadable) and the
-sandbox, and the sync's peak RSS against its target.
+The cases, in this order (bench.cases, bench.history and bench.million say more): small lists
+(calls/s), big lists (items/s, then an unchanged re-sync), latency-bound (1, 2 and 4 processes
+against the floor of calls / budget), skewed lists (a few 50,000-200,000-item lists among
+thousands of small ones: wall time against max(calls / budget, the longest list's pages x round
+trip)), history (the small-list sync and ``status --json`` on a database holding 30 earlier runs
+of another job and 10 million events, against the same on an empty database; the plan of a
+one-account ``daily_follow_changes`` query) and million (one million accounts of a sparse
+graph: the time to the first call, fresh and resumed, peak RSS per phase and command,
+``status --json`` while it crawls, calls/s at that scale, and a SIGTERM in each phase). Every
+row shows the CPU per item of the three parts, the sync process(es), PostgreSQL (its server
+processes, from /proc, "-" when unreadable) and the sandbox, and the sync's peak RSS against
+its target.
 """
 
 from __future__ import annotations
@@ -136,14 +139,14 @@ def main() -> int:
         action="store_true",
         help="smaller cases (500 small accounts, top 50 big, 300 latency, 300 users and 3 big "
         "lists of 10,000-40,000 skewed, 5 earlier runs of 60,000 lists and 1 million events "
-        "of history): a few minutes",
+        "of history, 100,000 accounts in the million case): a few minutes",
     )
     parser.add_argument(
         "--case",
         action="append",
         choices=sorted(CASES),
         help="run only this case (repeatable; default: all, in the order small, big, latency, "
-        "skewed, history)",
+        "skewed, history, million)",
     )
     parser.add_argument("--seed", type=int, default=1, help="sandbox graph seed (default 1)")
     parser.add_argument("--pg", default=DEFAULT_PG, help="server URL to create databases on")
