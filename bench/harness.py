@@ -26,8 +26,8 @@ from bench.procs import (
     clean_env,
     run_cli,
 )
-from etl import usersig
 from etl.sandbox import SandboxConfig
+from etl.tencent import usersig
 
 FOLLOW_GET = "/v4/follow/follow_get"
 FOLLOW_GET_INFO = "/v4/follow/follow_get_info"

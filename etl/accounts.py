@@ -33,8 +33,8 @@ from typing import IO, TextIO
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db
 from etl.errors import Stopped, UsageError
+from etl.store import db
 
 MAX_USERID_BYTES = 32  # Tencent's documented limit for a UserID
 STOP_EVERY = 4096  # lines checked between looks at a stop request (a few ms of work)

@@ -40,13 +40,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import db, holds, runs, workers
-from etl import prune as pruning
-from etl import status as statuses
+from etl import holds
 from etl import sync as syncing
 from etl import verify as verifying
 from etl.accounts import Accounts
-from etl.client import FollowClient
 from etl.config import Settings, is_rate, load_settings
 from etl.console import REDACTOR
 from etl.errors import (
@@ -62,8 +59,12 @@ from etl.errors import (
     UsageError,
     VerifyMismatch,
 )
-from etl.prune import DEFAULT_KEEP_RUNS, Pruned
+from etl.store import db, runs, workers
+from etl.store import retention as pruning
+from etl.store import status as statuses
+from etl.store.retention import DEFAULT_KEEP_RUNS, Pruned
 from etl.sync import Progress, SyncReport, SyncRequest
+from etl.tencent.client import FollowClient
 from etl.verify import Verification
 
 __all__ = [

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from etl.rows import Key
+from etl.store.rows import Key
 
 DEFAULT_MIN_EDGES = 20
 DEFAULT_SHARE = 0.5

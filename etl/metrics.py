@@ -28,11 +28,11 @@ from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
-from etl import db, runs
-from etl.client import RATE_LIMIT_CODES
 from etl.config import Pushgateway
-from etl.schema import sync_runs
+from etl.store import db, runs
+from etl.store.schema import sync_runs
 from etl.sync import Progress
+from etl.tencent.client import RATE_LIMIT_CODES
 
 log = logging.getLogger(__name__)
 

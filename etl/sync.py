@@ -19,11 +19,13 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, holds, joblock, leases, prune, runs, workers
-from etl.client import FollowClient
+from etl import holds
 from etl.crawl import Crawl, Rate, Tally
+from etl.crawl.lister import Lister
 from etl.errors import DatabaseError, JobBusy, RunIncomplete, Stopped, UsageError
-from etl.startup import Lister
+from etl.store import db, joblock, leases, runs, workers
+from etl.store import retention as prune
+from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
 

@@ -35,13 +35,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import runs
-from etl.client import FollowClient
 from etl.errors import EtlError, RunIncomplete, Stopped, VerifyMismatch
-from etl.info import INFO_BATCH, Answer, ask
-from etl.schema import follow_edges, sync_checkpoints, verify_mismatches
+from etl.store import runs
+from etl.store.schema import follow_edges, sync_checkpoints, verify_mismatches
 from etl.sync import SyncReport, SyncRequest, sync
-from etl.transform import TYPE_NAMES
+from etl.tencent.client import FollowClient
+from etl.tencent.info import INFO_BATCH, Answer, ask
+from etl.tencent.transform import TYPE_NAMES
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy import Connection
 
 from etl.config import load_settings
-from etl.db import create_schema, make_engine, migration_connection
-from etl.schema import metadata
+from etl.store.db import create_schema, make_engine, migration_connection
+from etl.store.schema import metadata
 
 config = context.config
 if config.config_file_name is not None:

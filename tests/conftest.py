@@ -21,12 +21,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from etl import db
-from etl.client import FollowClient
 from etl.config import ApiSettings, RetryPolicy, Secret, database_url
-from etl.info import INFO_BATCH
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer, serve_in_thread
-from etl.schema import profile_snapshots
+from etl.store import db
+from etl.store.schema import profile_snapshots
+from etl.tencent.client import FollowClient
+from etl.tencent.info import INFO_BATCH
 
 PG_SERVER = os.environ.get("FOLLOW_ETL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

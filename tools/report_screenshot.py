@@ -20,13 +20,13 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from etl import db
-from etl.client import FollowClient
 from etl.config import ApiSettings, RetryPolicy, Secret, database_url
-from etl.report import build_report
+from etl.report.page import build_report
 from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
+from etl.store import db
 from etl.sync import SyncRequest, sync
-from etl.usersig import UserSigSource
+from etl.tencent.client import FollowClient
+from etl.tencent.usersig import UserSigSource
 
 
 def _client(url: str, config: SandboxConfig) -> FollowClient:

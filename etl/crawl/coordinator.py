@@ -22,14 +22,16 @@ from datetime import datetime
 
 from sqlalchemy.engine import Engine
 
-from etl import db, holds, leases, transform, workers
-from etl.client import FollowClient
+from etl import holds
 from etl.crawl.fetcher import Fetchers
 from etl.crawl.messages import Claim, Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS
 from etl.crawl.writer import BATCH_WAIT, Writer
 from etl.errors import Stopped
-from etl.rows import Key
+from etl.store import db, leases, workers
+from etl.store.rows import Key
+from etl.tencent import transform
+from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
 

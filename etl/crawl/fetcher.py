@@ -13,11 +13,12 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
-from etl import extract, info, transform
-from etl.client import FollowClient
+from etl.crawl import extract
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome, outcome_of
 from etl.errors import FatalApiError, Stopped, TransientApiError
+from etl.tencent import info, transform
+from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
 

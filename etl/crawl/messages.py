@@ -7,10 +7,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from etl import info, transform
 from etl.crawl.outcome import Outcome
-from etl.leases import ListState
-from etl.rows import Key
+from etl.store.leases import ListState
+from etl.store.rows import Key
+from etl.tencent import info, transform
 
 
 @dataclass

@@ -31,11 +31,13 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, holds, leases, load, transform
+from etl import holds
 from etl.crawl.messages import Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS, Outcome
 from etl.errors import Stopped
-from etl.rows import Key, ListPart
+from etl.store import db, leases, load
+from etl.store.rows import Key, ListPart
+from etl.tencent import transform
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from etl import usersig
 from etl.sandbox import admin
 from etl.sandbox.cursor import CursorCodec, InvalidCursor
 from etl.sandbox.faults import DEFAULT_FAULT_KINDS as DEFAULT_FAULT_KINDS
@@ -50,6 +49,7 @@ from etl.sandbox.faults import MALFORMED_KINDS as MALFORMED_KINDS
 from etl.sandbox.graph import FOLLOW_TYPES, Graph, ListView
 from etl.sandbox.render import ItemRenderer, ascii_json, to_json
 from etl.sandbox.stats import SandboxStats
+from etl.tencent import usersig
 
 FOLLOW_GET = "/v4/follow/follow_get"
 FOLLOW_GET_INFO = "/v4/follow/follow_get_info"

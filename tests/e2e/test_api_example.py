@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from etl import db
 from etl.sandbox import Graph, SandboxServer
+from etl.store import db
 from tests.conftest import nonempty, stored_lists
 from tests.e2e.test_cli import cli_env, write_accounts
 

@@ -20,10 +20,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from etl import db, usersig
 from etl.config import database_url
-from etl.info import INFO_BATCH
 from etl.sandbox import Graph, SandboxConfig, SandboxServer
+from etl.store import db
+from etl.tencent import usersig
+from etl.tencent.info import INFO_BATCH
 from tests.conftest import (
     expected_profiles,
     minimum_requests,

@@ -21,8 +21,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from etl import db
 from etl.sandbox import Graph, SandboxServer
+from etl.store import db
 from tests.conftest import PG_SERVER, minimum_requests, nonempty, stored_lists
 from tests.e2e.conftest import CliProcess, shifted
 from tests.e2e.test_cli import (

@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import URL
 
-from etl import db
 from etl.sandbox import Graph, SandboxServer
+from etl.store import db
 from tests.conftest import IN_CI
 from tests.e2e.test_cli import cli_env, etl, migrate, requests_seen, write_accounts
 

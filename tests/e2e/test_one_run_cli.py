@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from etl import db, runs
 from etl.sandbox import Graph
+from etl.store import db, runs
 from tests.e2e.test_cli import cli_env, migrate, status_json, wait_for_requests, write_accounts
 from tests.e2e.test_operate import Start, finish, start
 

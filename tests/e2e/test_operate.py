@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from etl import db
 from etl.sandbox import Graph, SandboxServer
+from etl.store import db
 from tests.conftest import minimum_requests, nonempty, stored_lists
 from tests.e2e.test_cli import (
     assert_one_error_line,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import db, workers
 from etl.config import database_url
 from etl.sandbox import Graph, SandboxServer
+from etl.store import db, workers
 from tests.conftest import nonempty, stored_lists
 from tests.e2e.conftest import CliProcess
 from tests.e2e.test_cli import assert_one_error_line, cli_env, etl, migrate, write_accounts

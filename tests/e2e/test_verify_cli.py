@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import db
 from etl.config import database_url
 from etl.sandbox import Graph, SandboxServer
-from etl.schema import follow_edges
+from etl.store import db
+from etl.store.schema import follow_edges
 from tests.e2e.test_cli import (
     USERSIG_LIKE,
     assert_one_error_line,

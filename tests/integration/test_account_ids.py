@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl import runs
 from etl.accounts import Accounts
 from etl.errors import UsageError
-from etl.schema import sync_checkpoints
+from etl.store import runs
+from etl.store.schema import sync_checkpoints
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 IDS = settings(

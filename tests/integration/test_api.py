@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from etl import api, db, workers
+from etl import api
 from etl.sandbox import Graph, SandboxServer
+from etl.store import db, workers
 from tests.conftest import nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]

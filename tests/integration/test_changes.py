@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl import leases
 from etl.crawl import coordinator
 from etl.crawl.messages import Ended
 from etl.crawl.writer import Writer
 from etl.sandbox import Graph, SandboxServer
+from etl.store import leases
 from etl.sync import SyncReport, SyncRequest, sync
-from etl.transform import Page
+from etl.tencent.transform import Page
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]
@@ -224,7 +224,7 @@ def test_awkward_account_ids_are_stored_exactly(engine: sa.Engine) -> None:
     """UserIDs with tabs, backslashes, line breaks or quotes survive the staging (COPY) path."""
     from datetime import UTC, datetime
 
-    from etl.load import ListPart, Loader
+    from etl.store.load import ListPart, Loader
 
     odd = ["tab\there", "back\\slash", "line\nbreak", "cr\rx", "quote'\"", "N\\N", "plain"]
     part = ListPart("acc\\\t1", 1, edges=dict.fromkeys(odd, 1_700_000_000), pages=1, complete=True)

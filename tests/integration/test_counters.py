@@ -14,11 +14,12 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl import holds, leases, runs
+from etl import holds
 from etl.config import RetryPolicy
-from etl.rows import ListPart
 from etl.sandbox import Graph, SandboxServer
-from etl.schema import sync_checkpoints
+from etl.store import leases, runs
+from etl.store.rows import ListPart
+from etl.store.schema import sync_checkpoints
 from etl.sync import SyncRequest, sync
 from tests.conftest import api_settings, make_client
 from tests.integration.test_sync import interrupted_client, run

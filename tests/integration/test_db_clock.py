@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import db, workers
 from etl.config import database_url
-from etl.workers import DbClock, db_now
+from etl.store import db, workers
+from etl.store.workers import DbClock, db_now
 
 SLACK = timedelta(seconds=5)
 SKEW = timedelta(hours=1)

@@ -15,13 +15,14 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl import leases, metrics, runs, status
+from etl import metrics
 from etl.errors import RunIncomplete
 from etl.holds import Thresholds
-from etl.load import Loader
-from etl.rows import ListPart
 from etl.sandbox import Graph, SandboxServer
-from etl.schema import sync_checkpoints
+from etl.store import leases, runs, status
+from etl.store.load import Loader
+from etl.store.rows import ListPart
+from etl.store.schema import sync_checkpoints
 from etl.sync import SyncReport
 from tests.conftest import nonempty, stored_lists
 from tests.integration.test_changes import TYPES, diff, events, run

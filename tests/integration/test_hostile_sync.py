@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl import client as client_module
-from etl.client import parse_json
 from etl.config import RetryPolicy
 from etl.errors import MalformedAnswer, TransientApiError
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer
 from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
 from etl.sync import SyncReport, SyncRequest, sync
-from etl.transform import key_problem
+from etl.tencent import client as client_module
+from etl.tencent.client import parse_json
+from etl.tencent.transform import key_problem
 from tests.conftest import (
     api_settings,
     make_client,

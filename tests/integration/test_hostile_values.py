@@ -17,13 +17,13 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from etl import db
 from etl.errors import MalformedAnswer
-from etl.load import Loader, Written
-from etl.rows import Key, ListPart
-from etl.schema import SCHEMA_REVISION, decode_sequence, profile_snapshots, quarantined_items
-from etl.status import quarantine_summary
-from etl.transform import (
+from etl.store import db
+from etl.store.load import Loader, Written
+from etl.store.rows import Key, ListPart
+from etl.store.schema import SCHEMA_REVISION, decode_sequence, profile_snapshots, quarantined_items
+from etl.store.status import quarantine_summary
+from etl.tencent.transform import (
     MAX_NESTING,
     STANDARD_TAGS,
     KnownProfiles,

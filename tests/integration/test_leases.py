@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from etl import leases, runs, transform, workers
 from etl.crawl import EFFECTS, Outcome
 from etl.crawl.messages import Claim, Ended, Fetched, Tally
 from etl.crawl.writer import Writer
-from etl.schema import sync_checkpoints, sync_workers
+from etl.store import leases, runs, workers
+from etl.store.schema import sync_checkpoints, sync_workers
+from etl.tencent import transform
 from tests.conftest import stored_lists
 
 JOB = "leases"

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from etl import db
 from etl.config import database_url
+from etl.store import db
 from tests.integration.test_migrations import TABLES, VIEWS, names
 
 TRIGGER = "CREATE TABLE follow_lists"  # a statement half-way through migration 0002

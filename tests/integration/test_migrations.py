@@ -6,8 +6,8 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import URL
 
-from etl import db
-from etl.schema import SCHEMA_REVISION
+from etl.store import db
+from etl.store.schema import SCHEMA_REVISION
 
 TABLES = {
     "follow_edges",
@@ -54,7 +54,7 @@ def test_upgrade_downgrade_upgrade(db_url: URL) -> None:
 
 
 def test_the_code_expects_the_newest_migration() -> None:
-    """etl.schema.SCHEMA_REVISION names the head revision, so `sync` checks the right one."""
+    """etl.store.schema.SCHEMA_REVISION names the head revision, so `sync` checks the right one."""
     assert db.head_revision() == SCHEMA_REVISION
 
 
@@ -130,7 +130,7 @@ def test_views_show_their_tables_columns_after_every_migration(pg_engine: sa.Eng
     """PostgreSQL expands a view's `p.*` when the view is created: a migration that adds a
     column and does not create the view again leaves the view without it. The views must show
     the columns etl.schema declares."""
-    from etl.schema import metadata
+    from etl.store.schema import metadata
 
     inspector = sa.inspect(pg_engine)
     for view, (table, shown) in VIEW_OF.items():

@@ -14,12 +14,14 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from etl import leases, load, runs, sync, transform, verify, workers
+from etl import sync, verify
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome
 from etl.errors import RunIncomplete
-from etl.rows import ListPart
 from etl.sandbox import Graph, SandboxServer
+from etl.store import leases, load, runs, workers
+from etl.store.rows import ListPart
+from etl.tencent import transform
 from tests.conftest import api_settings, make_client, stored_lists
 from tests.integration.test_changes import Start, diff, events
 from tests.integration.test_leases import checkpoint_row, edges_of, page, register, writer

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl import leases, runs, sizes, status, workers
-from etl.rows import ListPart
+from etl.store import leases, runs, status, workers
+from etl.store.rows import ListPart
+from etl.tencent import sizes
 
 HISTORY_RUNS = 20
 LISTS = 20_000

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from etl import prune, runs
 from etl.sandbox import Graph, SandboxServer
+from etl.store import retention as prune
+from etl.store import runs
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 from tests.integration.test_sync import TYPES, interrupted_client, run
 

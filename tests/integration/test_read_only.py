@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from etl import db
 from etl.sandbox import Graph, SandboxServer
+from etl.store import db
 from etl.sync import SyncRequest, sync
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
@@ -79,7 +79,7 @@ def test_a_retried_write_waits_for_the_server_to_take_writes(
                 failed.set()
 
     seen = Seen()
-    logging.getLogger("etl.db").addHandler(seen)
+    logging.getLogger("etl.store.db").addHandler(seen)
     done: list[object] = []
 
     def write() -> None:
@@ -94,13 +94,13 @@ def test_a_retried_write_waits_for_the_server_to_take_writes(
 
     writer = threading.Thread(target=write)
     try:
-        with caplog.at_level(logging.WARNING, logger="etl.db"):
+        with caplog.at_level(logging.WARNING, logger="etl.store.db"):
             writer.start()
             assert failed.wait(10), "the write never met the read-only database"
             read_only(False)
             writer.join(30)
     finally:
-        logging.getLogger("etl.db").removeHandler(seen)
+        logging.getLogger("etl.store.db").removeHandler(seen)
     assert done == [1]
     assert "cannot execute INSERT in a read-only transaction" in caplog.text
     with pg_engine.connect() as conn:

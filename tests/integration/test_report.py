@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl.report import CHART_IDS, ReportData, collect, render
+from etl.report.page import CHART_IDS, ReportData, collect, render
 from etl.sandbox import Graph, SandboxServer
-from etl.schema import follow_edge_events, profile_snapshots, sync_runs
+from etl.store.schema import follow_edge_events, profile_snapshots, sync_runs
 from etl.sync import SyncRequest, sync
 from tests.conftest import IN_CI, api_settings, expected_profiles, make_client
 
@@ -238,8 +238,8 @@ def run_cli(database: str, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def sqlite_with_runs(tmp_path: Path) -> str:
     """A migrated SQLite database holding the rows of insert_runs."""
-    from etl import db
     from etl.config import database_url
+    from etl.store import db
 
     url = f"sqlite:///{tmp_path / 'report.db'}"
     engine = db.make_engine(database_url(url))

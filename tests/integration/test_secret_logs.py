@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from etl.errors import TransientApiError
 from etl.sandbox import Graph, SandboxServer
-from etl.usersig import UserSigSource
+from etl.tencent.usersig import UserSigSource
 from tests.conftest import api_settings, make_client
 from tests.e2e.test_metrics import free_port
 from tests.integration.test_sync import run

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import httpx
 import sqlalchemy as sa
 
-from etl import leases, runs, workers
-from etl import sizes as sizes_module
 from etl.sandbox import Graph, SandboxServer
+from etl.store import leases, runs, workers
 from etl.sync import SyncRequest, sync
+from etl.tencent import sizes as sizes_module
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]

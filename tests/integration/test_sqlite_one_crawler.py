@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from etl import db, workers
 from etl.config import database_url
 from etl.errors import JobBusy, Stopped
 from etl.sandbox import Graph, SandboxServer
+from etl.store import db, workers
 from etl.sync import SyncRequest, sync
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 

@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from etl import runs, workers
+from etl.crawl.lister import Lister
 from etl.crawl.messages import EXAMPLES, Sample
 from etl.errors import UsageError
 from etl.sandbox import Graph, SandboxServer
-from etl.startup import Lister
+from etl.store import runs, workers
 from etl.sync import SyncReport, SyncRequest, sync, work
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 

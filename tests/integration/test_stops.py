@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from etl import accounts, api, prune
+from etl import accounts, api
 from etl.errors import Stopped
 from etl.sandbox import Graph, SandboxServer
+from etl.store import retention as prune
 from etl.verify import repair, verify
 from tests.conftest import api_settings, make_client
 from tests.integration.test_api import environment

@@ -10,10 +10,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from etl.client import FollowClient
 from etl.errors import FatalApiError, RunIncomplete
 from etl.sandbox import Graph, SandboxServer
 from etl.sync import SyncRequest, sync
+from etl.tencent.client import FollowClient
 from tests.conftest import (
     api_settings,
     expected_profiles,

@@ -20,11 +20,11 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from etl import db
 from etl.cli import main
 from etl.config import database_url, load_settings
 from etl.console import setup_logging
 from etl.errors import ConfigError
+from etl.store import db
 from tests.conftest import PG_SERVER
 from tests.e2e.test_metrics import free_port
 

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 import httpx
 import sqlalchemy as sa
 
-from etl import runs
-from etl.client import FollowClient
 from etl.errors import RunIncomplete, VerifyMismatch
 from etl.sandbox import Graph, SandboxServer
-from etl.schema import follow_edges, sync_checkpoints, verify_mismatches
+from etl.store import runs
+from etl.store.schema import follow_edges, sync_checkpoints, verify_mismatches
 from etl.sync import SyncRequest, sync
-from etl.usersig import UserSigSource
+from etl.tencent.client import FollowClient
+from etl.tencent.usersig import UserSigSource
 from etl.verify import INFO_BATCH, SHOWN, Mismatch, VerifyReport, repair, repair_job, verify
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 

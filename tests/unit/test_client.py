@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-from etl.client import FollowClient, Pacer, parse_json
 from etl.config import ApiSettings, RetryPolicy, Secret
 from etl.errors import (
     AccountNotFound,
@@ -26,8 +25,9 @@ from etl.errors import (
 )
 from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.sandbox.faults import MALFORMED_KINDS
-from etl.transform import Page
-from etl.usersig import UserSigSource
+from etl.tencent.client import FollowClient, Pacer, parse_json
+from etl.tencent.transform import Page
+from etl.tencent.usersig import UserSigSource
 
 OK = {"FollowItem": [], "NextCursor": "", "ActionStatus": "OK", "ErrorCode": 0}
 
@@ -348,7 +348,7 @@ def test_a_malformed_answer_is_logged_before_the_retry(caplog: pytest.LogCapture
     client, _ = client_for(
         [httpx.Response(200, json=ok(NextCursor=None)), httpx.Response(200, json=OK)]
     )
-    with caplog.at_level(logging.WARNING, logger="etl.client"), client:
+    with caplog.at_level(logging.WARNING, logger="etl.tencent.client"), client:
         client.follow_get("a", 1, "", 100)
     (record,) = caplog.records
     assert "follow_get a/1: NextCursor is missing or null" in record.getMessage()

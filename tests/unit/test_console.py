@@ -39,7 +39,7 @@ def test_json_lines_carry_the_record_and_extras(
     """Under json, each record is one JSON object: ts (UTC), level, logger, message, extras."""
     setup_logging(0, "json")
     logging.getLogger("etl.sync").info("stored %d pages", 3, extra={"run_id": 7, "job": "nightly"})
-    logging.getLogger("etl.client").debug("not shown at verbosity 0")
+    logging.getLogger("etl.tencent.client").debug("not shown at verbosity 0")
     [doc] = json_lines(capsys.readouterr().err)
     assert doc["level"] == "info"
     assert doc["logger"] == "etl.sync"
@@ -56,7 +56,7 @@ def test_json_lines_mask_secrets_in_message_and_fields(capsys: pytest.CaptureFix
     REDACTOR.secrets = [SECRET]
     setup_logging(0, "json")
     url = "https://console.tim.qq.com/v4/follow/follow_get?sdkappid=1&usersig=eJyrVipKzSsp&random=9"
-    logging.getLogger("etl.client").warning(
+    logging.getLogger("etl.tencent.client").warning(
         "retrying %s with key %s",
         url,
         SECRET,

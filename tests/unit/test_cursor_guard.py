@@ -16,14 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl import extract
-from etl.client import FollowClient
 from etl.config import ApiSettings, RetryPolicy
+from etl.crawl import extract
+from etl.crawl.extract import Step
 from etl.errors import CursorLoop, RequestRejected
-from etl.extract import Step
 from etl.sandbox import Graph, Sandbox, SandboxConfig
-from etl.transform import Page
-from etl.usersig import UserSigSource
+from etl.tencent.client import FollowClient
+from etl.tencent.transform import Page
+from etl.tencent.usersig import UserSigSource
 
 NOW = 1_750_000_000.0
 GRAPH = Graph(400, seed=5)  # built once: hypothesis examples share it (nothing mutates it)

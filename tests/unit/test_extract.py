@@ -8,15 +8,15 @@ from collections.abc import Mapping
 
 import pytest
 
-from etl import extract
-from etl.client import FollowClient
 from etl.config import ApiSettings, RetryPolicy
+from etl.crawl import extract
+from etl.crawl.extract import Step
 from etl.errors import CursorLoop, RequestRejected
-from etl.extract import Step
 from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
 from etl.sandbox.hostile import HOSTILE_IDS
-from etl.transform import Page
-from etl.usersig import UserSigSource
+from etl.tencent.client import FollowClient
+from etl.tencent.transform import Page
+from etl.tencent.usersig import UserSigSource
 
 NOW = 1_750_000_000.0
 

@@ -1,4 +1,4 @@
-"""etl.joblock: an exclusive flock per job beside a SQLite file, refused to a second holder
+"""etl.store.joblock: an exclusive flock per job beside a SQLite file, refused to a second holder
 with JobBusy naming the first, freed by release or by the holder's death."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl.errors import JobBusy
-from etl.joblock import JobLock, for_job, lock_path
+from etl.store.joblock import JobLock, for_job, lock_path
 
 
 def test_a_second_holder_is_refused_naming_the_first(tmp_path: Path) -> None:

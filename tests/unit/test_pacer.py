@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.client import Pacer
+from etl.tencent.client import Pacer
 from tests.unit.test_client import fake_time
 
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 from rich.console import Console
 
+from etl.cli.progress import clock_time, describe, progress_mode, progress_reporter
 from etl.console import setup_logging
-from etl.progress import clock_time, describe, progress_mode, progress_reporter
 from etl.sync import Progress
 
 SAMPLE = Progress(
@@ -120,7 +120,7 @@ def test_json_progress_is_a_record_with_the_numbers(capsys: pytest.CaptureFixtur
         clock.now += 5
         on_progress(SAMPLE)
     [doc] = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-    assert doc["logger"] == "etl.progress"
+    assert doc["logger"] == "etl.cli.progress"
     assert doc["message"] == SAMPLE_LINE
     assert doc["event"] == "progress"
     assert {k: doc[k] for k in ("run_id", "job", "lists_total", "lists_settled", "items")} == {
@@ -163,7 +163,7 @@ def test_live_display_draws_the_numbers_with_logs_above(
     console = Console(file=out, force_terminal=True, width=140, color_system=None)
     with progress_reporter(out, mode="live", console=console) as on_progress:
         on_progress(SAMPLE)
-        logging.getLogger("etl.client").warning("rate limited (60007): pausing 2.0 s")
+        logging.getLogger("etl.tencent.client").warning("rate limited (60007): pausing 2.0 s")
         on_progress(dataclasses.replace(SAMPLE, lists_settled=300, items=60_500))
     drawn = out.getvalue()
     assert capsys.readouterr().err == ""  # the warning went through the console, not stderr

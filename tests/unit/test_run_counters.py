@@ -8,7 +8,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl import runs
+from etl.store import runs
 
 standings = st.builds(
     runs.Standing,

@@ -14,17 +14,17 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
-from etl import usersig
 from etl.cli import build_parser
-from etl.client import parse_json
-from etl.commands import _sandbox_config
+from etl.cli.commands import _sandbox_config
 from etl.errors import MalformedAnswer
 from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
 from etl.sandbox.admin import list_digest
 from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS, MALFORMED_KINDS
 from etl.sandbox.graph import TIME_END, TIME_START
 from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
-from etl.transform import parse_page
+from etl.tencent import usersig
+from etl.tencent.client import parse_json
+from etl.tencent.transform import parse_page
 
 NOW = 1_750_000_000
 CONFIG = SandboxConfig()

@@ -7,9 +7,9 @@ import logging
 import httpx
 import pytest
 
-from etl.client import FollowClient, SigningTransport
 from etl.errors import TransientApiError
-from etl.usersig import UserSigSource
+from etl.tencent.client import FollowClient, SigningTransport
+from etl.tencent.usersig import UserSigSource
 from tests.unit.test_client import client_on, settings
 
 SIG = "sig-Zq81xw"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from etl.errors import MalformedAnswer
-from etl.transform import (
+from etl.tencent.transform import (
     CONFLICT,
     ITEM_TEXT_LIMIT,
     MAX_NESTING,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from etl import usersig
-from etl.usersig import UserSigRejected, UserSigSource
+from etl.tencent import usersig
+from etl.tencent.usersig import UserSigRejected, UserSigSource
 
 KEY = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e"
 APP = 1400000000

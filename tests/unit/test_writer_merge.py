@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome
 from etl.crawl.writer import _merge
-from etl.info import Answer
-from etl.leases import ListState
-from etl.rows import Key, ListPart
-from etl.transform import PageRows
+from etl.store.leases import ListState
+from etl.store.rows import Key, ListPart
+from etl.tencent.info import Answer
+from etl.tencent.transform import PageRows
 
 Edges = dict[str, int | None]
 Item = Fetched | Ended

@@ -17,7 +17,7 @@ from html import escape
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from etl.report import ReportData  # the report imports this module at run time
+    from etl.report.page import ReportData  # the report imports this module at run time
 
 WIDTH = 560  # default viewBox width: about the pixels of a half-width card, so text keeps its size
 CHAR = 0.6  # average glyph width per font-size unit, to budget room for labels

@@ -11,9 +11,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import runs, workers
-from etl.schema import quarantined_items, sync_checkpoints
-from etl.transform import CONFLICT, UNSTORABLE
+from etl.store import runs, workers
+from etl.store.schema import quarantined_items, sync_checkpoints
+from etl.tencent.transform import CONFLICT, UNSTORABLE
 
 ck = sync_checkpoints.c
 

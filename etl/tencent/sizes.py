@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import sqlalchemy as sa
 
-from etl.client import FollowClient
 from etl.errors import ApiError, FatalApiError
-from etl.info import INFO_BATCH, ask
-from etl.rows import Key
+from etl.store.rows import Key
+from etl.tencent.client import FollowClient
+from etl.tencent.info import INFO_BATCH, ask
 
 log = logging.getLogger(__name__)
 

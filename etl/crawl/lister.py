@@ -26,10 +26,11 @@ from itertools import islice
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl import db, runs, sizes
-from etl.client import FollowClient
 from etl.errors import Stopped
-from etl.rows import Key
+from etl.store import db, runs
+from etl.store.rows import Key
+from etl.tencent import sizes
+from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
 

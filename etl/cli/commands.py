@@ -19,7 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import api, db, verify
+from etl import api, verify
+from etl.cli.progress import progress_mode, progress_reporter
 from etl.config import Secret, Settings
 from etl.console import CONTEXT, error, say
 from etl.errors import (
@@ -34,11 +35,11 @@ from etl.errors import (
     VerifyMismatch,
 )
 from etl.metrics import Metrics
-from etl.progress import progress_mode, progress_reporter
-from etl.schema import sync_runs
+from etl.store import db
+from etl.store.schema import sync_runs
 from etl.sync import Progress, SyncReport
-from etl.transform import TYPE_NAMES
-from etl.usersig import generate
+from etl.tencent.transform import TYPE_NAMES
+from etl.tencent.usersig import generate
 
 log = logging.getLogger(__name__)
 
@@ -473,7 +474,7 @@ def _report_path(raw: str) -> Path:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report (headline numbers, charts, latest runs) to --out."""
-    from etl import report  # the report's SQL and SVG are not needed by the other commands
+    from etl.report import page as report
 
     out = _report_path(args.out)
     engine = _engine(_settings())
@@ -611,7 +612,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _print_summary(engine: sa.Engine, run_id: int, seconds: float) -> None:
     """The demo's last lines: what the store holds now, and what this run changed."""
-    from etl import report
+    from etl.report import page as report
 
     with engine.connect() as conn:
         store = report.store_summary(conn, run_id)

@@ -23,11 +23,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import load, runs, workers
 from etl.holds import Hold
-from etl.rows import Key, ListPart
-from etl.runs import MAX_FAILURES, is_open
-from etl.schema import OPEN_STATUSES, follow_edges, follow_lists, sync_checkpoints, sync_runs
+from etl.store import load, runs, workers
+from etl.store.rows import Key, ListPart
+from etl.store.runs import MAX_FAILURES, is_open
+from etl.store.schema import OPEN_STATUSES, follow_edges, follow_lists, sync_checkpoints, sync_runs
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
 

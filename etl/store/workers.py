@@ -30,8 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.errors import JobBusy
-from etl.joblock import JobLock
-from etl.schema import Timestamp, sync_runs, sync_workers
+from etl.store.joblock import JobLock
+from etl.store.schema import Timestamp, sync_runs, sync_workers
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from etl.client import FollowClient
 from etl.errors import AccountNotFound, RequestRejected
+from etl.tencent.client import FollowClient
 
 INFO_BATCH = 20  # To_Account per follow_get_info call: the reference's maximum
 API_FIELDS = {1: "FollowerCount", 2: "FollowingCount", 3: "MutualFollowingCount"}

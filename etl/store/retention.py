@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.errors import Stopped
-from etl.schema import (
+from etl.store.schema import (
     follow_edge_events,
     sync_checkpoints,
     sync_runs,

@@ -31,8 +31,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateTable
 
 from etl.holds import Hold, Thresholds, decide
-from etl.rows import Key, ListPart
-from etl.schema import (
+from etl.store.rows import Key, ListPart
+from etl.store.schema import (
     ProfileSequence,
     Timestamp,
     follow_edges,
@@ -41,7 +41,7 @@ from etl.schema import (
     sqlite_sequence,
     sync_checkpoints,
 )
-from etl.transform import (
+from etl.tencent.transform import (
     CONFLICT,
     PROFILE_ROW,
     UNSTORABLE,
@@ -129,7 +129,7 @@ stage_profiles = _temporary(
     key=("user_id", "profile_sequence"),
 )
 _STAGES = (stage_edges, stage_lists, stage_profiles)
-_STAGED_MARK = "etl.load.staged"  # in the DBAPI connection's info: its staging tables exist
+_STAGED_MARK = "etl.store.load.staged"  # in the DBAPI connection's info: its staging tables exist
 
 
 def _forget_stages(conn: sa.Connection) -> None:

@@ -28,7 +28,7 @@ from etl.sync import Progress
 Mode = Literal["auto", "live", "lines", "off"]
 OnProgress = Callable[[Progress], None]
 
-log = logging.getLogger("etl.progress")
+log = logging.getLogger("etl.cli.progress")
 
 
 def progress_mode(verbosity: int, log_format: LogFormat) -> Mode:

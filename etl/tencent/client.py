@@ -36,7 +36,6 @@ from tenacity import (
     stop_after_delay,
 )
 
-from etl import transform
 from etl.config import ApiSettings, RetryPolicy
 from etl.errors import (
     AccountNotFound,
@@ -48,7 +47,8 @@ from etl.errors import (
     Stopped,
     TransientApiError,
 )
-from etl.usersig import UserSigSource
+from etl.tencent import transform
+from etl.tencent.usersig import UserSigSource
 
 log = logging.getLogger(__name__)
 

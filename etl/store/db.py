@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from etl.errors import DatabaseError, Stopped
-from etl.schema import SCHEMA_REVISION
+from etl.store.schema import SCHEMA_REVISION
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -31,7 +31,7 @@ T = TypeVar("T")
 # The Alembic scripts: etl/_migrations inside an installed wheel, which is the top-level
 # migrations/ of a checkout mapped in by pyproject.toml (the checkout, an editable install and
 # the `alembic` command use that one directly).
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # etl/
 INSTALLED_MIGRATIONS = _PACKAGE / "_migrations"
 CHECKOUT_MIGRATIONS = _PACKAGE.parent / "migrations"
 RECONNECT_SECONDS = 180.0  # how long a run waits for a lost database (DATABASE_RETRY_SECONDS)

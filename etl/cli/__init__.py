@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeAlias
 
-from etl import __version__, db
-from etl.commands import (
+from etl import __version__
+from etl.cli.commands import (
     cmd_demo,
     cmd_migrate,
     cmd_prune,
@@ -33,9 +33,10 @@ from etl.commands import (
 from etl.config import Pushgateway, is_rate, pushgateway
 from etl.console import CONTEXT, error, say, setup_logging
 from etl.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError, UsageError
-from etl.prune import DEFAULT_KEEP_RUNS
+from etl.store import db
+from etl.store.retention import DEFAULT_KEEP_RUNS
 from etl.sync import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
-from etl.usersig import DEFAULT_EXPIRE
+from etl.tencent.usersig import DEFAULT_EXPIRE
 
 TYPE_ALIASES = {"fans": 1, "follows": 2, "mutual": 3, "1": 1, "2": 2, "3": 3}
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import load
-from etl.schema import sync_checkpoints, sync_run_counters, sync_runs
+from etl.store import load
+from etl.store.schema import sync_checkpoints, sync_run_counters, sync_runs
 
 STATUSES = ("pending", "running", "done", "skipped", "failed", "held")
 # Statuses whose lists are still open while failures < MAX_FAILURES: a failed list is tried
