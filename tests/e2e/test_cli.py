@@ -26,6 +26,7 @@ from etl.store import db
 from etl.tencent import usersig
 from etl.tencent.info import INFO_BATCH
 from tests.conftest import (
+    TYPES,
     expected_profiles,
     minimum_requests,
     nonempty,
@@ -33,7 +34,6 @@ from tests.conftest import (
     stored_profiles,
 )
 
-TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
 # UserSigs use the base64 alphabet with + / = mapped to * - _ (see etl.usersig).
 USERSIG_LIKE = re.compile(r"[A-Za-z0-9*_-]{40,}")
@@ -214,7 +214,7 @@ def test_sync_killed_three_times_resumes_to_the_exact_result(
     migrate(env, tmp_path)
     accounts = write_accounts(tmp_path / "accounts.txt", graph.accounts)
     concurrency = 2
-    args = ("--accounts", str(accounts), "--page-size", "5", "--rate", "5000")
+    args: tuple[str, ...] = ("--accounts", str(accounts), "--page-size", "5", "--rate", "5000")
     args += ("--concurrency", str(concurrency))
     truth = graph.truth(graph.accounts, TYPES)
     minimum = minimum_requests(truth, graph.accounts, 5)

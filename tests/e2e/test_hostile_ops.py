@@ -23,7 +23,7 @@ from sqlalchemy.engine import URL, make_url
 
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
-from tests.conftest import PG_SERVER, minimum_requests, nonempty, stored_lists
+from tests.conftest import PG_SERVER, TYPES, minimum_requests, nonempty, stored_lists
 from tests.e2e.conftest import CliProcess, shifted
 from tests.e2e.test_cli import (
     assert_one_error_line,
@@ -37,7 +37,6 @@ from tests.e2e.test_cli import (
 
 pytestmark = pytest.mark.slow
 
-TYPES = (1, 2, 3)
 PAGE = 5
 Start = Callable[..., SandboxServer]
 Spawn = Callable[..., CliProcess]

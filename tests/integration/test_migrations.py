@@ -66,7 +66,7 @@ def test_no_drift_between_models_and_migrations(engine: sa.Engine) -> None:
 
 def test_current_profiles_picks_the_highest_sequence(engine: sa.Engine) -> None:
     """The view shows, per user, the snapshot with the highest profile_sequence."""
-    rows = [
+    rows: list[dict[str, object]] = [
         {"user_id": "u", "profile_sequence": seq, "nick": f"n{seq}", "tags": {}}
         for seq in (3, 10, 7)
     ]
