@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -290,6 +291,14 @@ def run(
     """A sync of ``accounts`` against ``server`` with a fresh client (see sync_with)."""
     with make_client(api_settings(server)) as client:
         return sync_with(engine, client, accounts, **request)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def as_epoch(value: datetime | None) -> int | None:

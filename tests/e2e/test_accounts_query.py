@@ -13,7 +13,7 @@ from etl.config import database_url
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
 from tests.conftest import TYPES, nonempty, stored_lists
-from tests.e2e.test_cli import assert_one_error_line, cli_env, etl, migrate
+from tests.e2e.conftest import assert_one_error_line, cli_env, etl, migrate
 
 pytestmark = pytest.mark.slow
 Start = Callable[..., SandboxServer]

@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
 from tests.conftest import TYPES, minimum_requests, nonempty, stored_lists
-from tests.e2e.test_cli import (
+from tests.e2e.conftest import (
     assert_one_error_line,
     cli_env,
     etl,

@@ -14,8 +14,7 @@ import sqlalchemy as sa
 from etl.errors import TransientApiError
 from etl.sandbox import Graph, SandboxServer
 from etl.tencent.usersig import UserSigSource
-from tests.conftest import api_settings, make_client, sync_with
-from tests.e2e.test_metrics import free_port
+from tests.conftest import api_settings, free_port, make_client, sync_with
 
 Start = Callable[..., SandboxServer]
 
