@@ -14,28 +14,21 @@ from etl.config import RetryPolicy
 from etl.errors import MalformedAnswer, TransientApiError
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer
 from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
-from etl.sync import SyncReport, SyncRequest, sync
 from etl.tencent import client as client_module
 from etl.tencent.client import parse_json
 from etl.tencent.transform import key_problem
 from tests.conftest import (
+    TYPES,
     api_settings,
     make_client,
     minimum_requests,
     nonempty,
+    run,
     stored_lists,
     stored_profiles,
 )
 
-TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
-
-
-def run(engine: sa.Engine, server: SandboxServer, accounts: list[str], **kw: Any) -> SyncReport:
-    """One sync of ``accounts`` against ``server`` with small pages (lists span several)."""
-    with make_client(api_settings(server)) as client:
-        request = SyncRequest(job="hostile", accounts=accounts, page_size=7, **kw)
-        return sync(engine, client, request)
 
 
 def storable(truth: dict[tuple[str, int], dict[str, int]]) -> dict[tuple[str, int], dict[str, int]]:
@@ -89,7 +82,7 @@ def test_hostile_profiles_and_ids_stop_nothing_and_a_second_sync_changes_nothing
     assert hostile, "no hostile profile was listed: the test would prove nothing"
     profiles = stored_profiles(engine)
     with engine.connect() as conn:
-        raw = dict(
+        raw: dict[str, str] = dict(
             conn.execute(
                 sa.text(
                     "SELECT user_id, tags_raw FROM profile_snapshots WHERE tags_raw IS NOT NULL"

@@ -363,8 +363,8 @@ def test_any_answer_is_stored_as_documented(engine: sa.Engine, answers: list[Any
             assert row.tags_raw is None
     assert stored_quarantine(engine) == expected_quarantine
     kinds = [kind for _, kind, _, _ in expected_quarantine]
-    for kind in sorted(set(kinds)):
-        event(f"an item quarantined as {kind}")
+    for quarantined_as in sorted(set(kinds)):
+        event(f"an item quarantined as {quarantined_as}")
     if any(row.tags_raw for row in profiles.values()):
         event("a profile kept raw")
     if any(seq > 2**63 - 1 for _, seq in profiles):

@@ -99,7 +99,8 @@ def test_a_batch_of_an_abandoned_run_writes_nothing_and_stops_the_crawl(
     run_id = open_run(engine, "job", [LIST, ("b", 1)])
     me = register(engine)
     claims = claim_all(engine, run_id, me.id)
-    lane = writer(engine, run_id, me.id, closed := [])
+    closed: list[Ended] = []
+    lane = writer(engine, run_id, me.id, closed)
     lane._commit([page(claims[LIST], ["x"], "p2")])
     abandon(engine, run_id)
     ending = Ended(claims[("b", 1)], Outcome.MISSING)
@@ -148,12 +149,15 @@ def test_abandoning_a_run_waits_for_its_batch_in_flight(pg_engine: sa.Engine) ->
     me = register(pg_engine)
     claim_all(pg_engine, run_id, me.id)
     abandoned = threading.Event()
+
+    def abandon_and_say_so() -> None:
+        if abandon(pg_engine, run_id):
+            abandoned.set()
+
     with pg_engine.connect() as batch:
         with batch.begin():
             assert leases.hold(batch, run_id, me.id, [LIST]) == {LIST}
-            thread = threading.Thread(
-                target=lambda: abandon(pg_engine, run_id) and abandoned.set(), daemon=True
-            )
+            thread = threading.Thread(target=abandon_and_say_so, daemon=True)
             thread.start()
             assert not abandoned.wait(0.5), "the abandon did not wait for the batch"
         thread.join(timeout=10)
