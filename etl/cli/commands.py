@@ -38,7 +38,7 @@ from etl.metrics import Metrics
 from etl.store import db
 from etl.store.schema import sync_runs
 from etl.sync import Progress, SyncReport
-from etl.tencent.transform import TYPE_NAMES
+from etl.tencent.page import TYPE_NAMES
 from etl.tencent.usersig import generate
 
 log = logging.getLogger(__name__)

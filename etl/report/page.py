@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from etl import __version__
 from etl.report import charts
 from etl.store.schema import follow_edge_events, follow_edges, profile_snapshots, sync_runs
-from etl.tencent.transform import TYPE_NAMES
+from etl.tencent.page import TYPE_NAMES
 
 RUNS_CHARTED = 30  # runs in the per-run charts
 RUNS_LISTED = 10  # runs in the table

@@ -47,7 +47,7 @@ from etl.errors import (
     Stopped,
     TransientApiError,
 )
-from etl.tencent import transform
+from etl.tencent.page import Page, parse_page
 from etl.tencent.usersig import UserSigSource
 
 log = logging.getLogger(__name__)
@@ -430,7 +430,7 @@ class FollowClient:
         self._stop = stop or self._own_stop
         self._pacer.interrupt_on(self._stop)
 
-    def follow_get(self, account: str, follow_type: int, cursor: str, want: int) -> transform.Page:
+    def follow_get(self, account: str, follow_type: int, cursor: str, want: int) -> Page:
         """One page of a follow list; an answer that is not a page is retried like 30006."""
         body = {
             "From_Account": account,
@@ -439,7 +439,7 @@ class FollowClient:
             "WantNum": want,
         }
         label = f"follow_get {account}/{follow_type}"
-        return self._call(FOLLOW_GET, body, label, transform.parse_page)
+        return self._call(FOLLOW_GET, body, label, parse_page)
 
     def follow_get_info(
         self, accounts: list[str], *, from_account: str | None = None

@@ -17,7 +17,7 @@ from etl.crawl.writer import Writer
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases
 from etl.sync import SyncReport, SyncRequest, sync
-from etl.tencent.transform import Page
+from etl.tencent.page import Page
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]

@@ -17,7 +17,7 @@ from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
 from etl.sync import SyncReport, SyncRequest, sync
 from etl.tencent import client as client_module
 from etl.tencent.client import parse_json
-from etl.tencent.transform import key_problem
+from etl.tencent.text import key_problem
 from tests.conftest import (
     api_settings,
     make_client,

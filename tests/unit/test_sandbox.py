@@ -24,7 +24,7 @@ from etl.sandbox.graph import TIME_END, TIME_START
 from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
 from etl.tencent import usersig
 from etl.tencent.client import parse_json
-from etl.tencent.transform import parse_page
+from etl.tencent.page import parse_page
 
 NOW = 1_750_000_000
 CONFIG = SandboxConfig()
