@@ -32,7 +32,7 @@ from etl.config import Pushgateway
 from etl.store import db, runs
 from etl.store.schema import sync_runs
 from etl.sync import Progress
-from etl.tencent.client import RATE_LIMIT_CODES
+from etl.tencent.codes import RATE_LIMIT_CODES
 
 log = logging.getLogger(__name__)
 
