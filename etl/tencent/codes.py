@@ -25,7 +25,7 @@ from etl.tencent.exact_json import parse_json
 RETRY_CODES = frozenset({30006, 30007, 60008, 60014})
 RATE_LIMIT_CODES = frozenset({60007, 60011, 60018, 60019})
 USERSIG_EXPIRED = 70001
-NOT_FOUND = 30003
+NOT_FOUND = 30003  # the account does not exist (also a follow_get_info ResultCode)
 REJECTED = 30001
 MESSAGES: dict[int, str] = {
     30001: "request parameter error",
