@@ -18,7 +18,7 @@ from etl.crawl.writer import Writer
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases
 from etl.sync import SyncRequest, sync
-from etl.tencent.transform import Page
+from etl.tencent.page import Page
 from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists
 from tests.conftest import run as sync_against
 

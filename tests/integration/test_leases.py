@@ -10,11 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from etl.crawl import EFFECTS, Outcome
+from etl.crawl.known import KnownProfiles
 from etl.crawl.messages import Claim, Ended, Fetched, Tally
+from etl.crawl.transform import page_rows
 from etl.crawl.writer import Writer
 from etl.store import leases, runs, workers
 from etl.store.schema import sync_checkpoints, sync_workers
-from etl.tencent import transform
+from etl.tencent.page import Page
 from tests.conftest import stored_lists
 
 JOB = "leases"
@@ -72,7 +74,7 @@ def writer(engine: sa.Engine, run_id: int, owner: str, closed: list[Ended]) -> W
         owner,
         clock=lambda: datetime.now(UTC),
         queue_size=10,
-        known=transform.KnownProfiles(),
+        known=KnownProfiles(),
         tally=Tally(),
         on_batch=lambda tally: None,
         on_closed=closed.append,
@@ -85,7 +87,7 @@ def writer(engine: sa.Engine, run_id: int, owner: str, closed: list[Ended]) -> W
 def page(claim: Claim, accounts: list[str], cursor: str) -> Fetched:
     """A parsed page of ``claim``'s list listing ``accounts``."""
     items = [{"To_Account": account, "FollowTime": 1_700_000_000} for account in accounts]
-    rows = transform.page_rows(transform.Page(items, cursor), transform.KnownProfiles())
+    rows = page_rows(Page(items, cursor), KnownProfiles())
     return Fetched(claim, rows, cursor, restarted=False)
 
 

@@ -15,13 +15,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from etl import sync, verify
+from etl.crawl.known import KnownProfiles
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome
+from etl.crawl.transform import page_rows
 from etl.errors import RunIncomplete
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases, load, runs, workers
 from etl.store.rows import ListPart
-from etl.tencent import transform
+from etl.tencent.page import Page
 from tests.conftest import api_settings, make_client, stored_lists
 from tests.integration.test_changes import Start, diff, events
 from tests.integration.test_leases import checkpoint_row, edges_of, page, register, writer
@@ -416,7 +418,7 @@ def test_two_crawls_of_a_changing_list_record_no_false_event(
 def listing(claim: Claim, items: dict[str, int]) -> Fetched:
     """The whole list as one page, with the graph's own follow times."""
     rows = [{"To_Account": to, "FollowTime": when} for to, when in items.items()]
-    parsed = transform.page_rows(transform.Page(rows, ""), transform.KnownProfiles())
+    parsed = page_rows(Page(rows, ""), KnownProfiles())
     return Fetched(claim, parsed, "", restarted=False)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl.report.page import CHART_IDS, ReportData, collect, render
+from etl.report import CHART_IDS, ReportData, collect, render
 from etl.sandbox import Graph, SandboxServer
 from etl.store.schema import follow_edge_events, profile_snapshots, sync_runs
 from etl.sync import SyncRequest, sync

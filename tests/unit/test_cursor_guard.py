@@ -22,7 +22,7 @@ from etl.crawl.extract import Step
 from etl.errors import CursorLoop, RequestRejected
 from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.tencent.client import FollowClient
-from etl.tencent.transform import Page
+from etl.tencent.page import Page
 from tests.conftest import sandbox_client
 
 NOW = 1_750_000_000.0

@@ -14,7 +14,7 @@ from etl.errors import CursorLoop, RequestRejected
 from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
 from etl.sandbox.hostile import HOSTILE_IDS
 from etl.tencent.client import FollowClient
-from etl.tencent.transform import Page
+from etl.tencent.page import Page
 from tests.conftest import sandbox_client
 
 NOW = 1_750_000_000.0

@@ -23,8 +23,8 @@ from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS, MALFORMED_KINDS
 from etl.sandbox.graph import TIME_END, TIME_START
 from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
 from etl.tencent import usersig
-from etl.tencent.client import parse_json
-from etl.tencent.transform import parse_page
+from etl.tencent.exact_json import parse_json
+from etl.tencent.page import parse_page
 
 NOW = 1_750_000_000
 CONFIG = SandboxConfig()

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from etl.errors import TransientApiError
-from etl.tencent.client import FollowClient, SigningTransport
+from etl.tencent.client import FollowClient
+from etl.tencent.signing import SigningTransport
 from etl.tencent.usersig import UserSigSource
 from tests.unit.test_client import client_on, settings
 
