@@ -29,9 +29,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
 from etl.config import Pushgateway
+from etl.results import Progress
 from etl.store import db, runs
 from etl.store.schema import sync_runs
-from etl.sync import Progress
 from etl.tencent.client import RATE_LIMIT_CODES
 
 log = logging.getLogger(__name__)

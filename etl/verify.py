@@ -27,18 +27,18 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import groupby, islice
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.errors import EtlError, RunIncomplete, Stopped, VerifyMismatch
+from etl.errors import Stopped
+from etl.results import Mismatch, RepairReport, SyncRequest, VerifyReport
 from etl.store import runs
 from etl.store.schema import follow_edges, sync_checkpoints, verify_mismatches
-from etl.sync import SyncReport, SyncRequest, sync
+from etl.sync import sync
 from etl.tencent.client import FollowClient
 from etl.tencent.info import INFO_BATCH, Answer, ask
 from etl.tencent.transform import TYPE_NAMES
@@ -59,142 +59,6 @@ Lists = Iterable[tuple[str, tuple[int, ...]]]  # (account, follow types to compa
 def repair_job(job: str) -> str:
     """The job name repair runs belong to, so they never resume or replace the job's own run."""
     return f"{job}:repair"
-
-
-@dataclass(frozen=True, slots=True)
-class Mismatch:
-    """One list whose stored size differs from the API's count."""
-
-    account: str
-    follow_type: int
-    stored: int
-    api: int
-    missing: bool = False  # the API says the account does not exist (so its count is 0)
-
-    def describe(self) -> str:
-        """``user_1 fans: stored 12, API 13``."""
-        gone = " (the account does not exist)" if self.missing else ""
-        kind = TYPE_NAMES.get(self.follow_type, str(self.follow_type))
-        return f"{self.account} {kind}: stored {self.stored}, API {self.api}{gone}"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class VerifyReport:
-    """What a verification compared and found: counts, and the first SHOWN of each kind (every
-    disagreeing list is in verify_mismatches, under ``run_id`` and ``verified_at``)."""
-
-    job: str
-    run_id: int
-    run_status: str
-    accounts: int = 0  # accounts the API gave counts for (or said do not exist)
-    lists: int = 0  # (account, follow type) lists compared
-    lists_not_checked: int = 0  # lists of the run not crawled to their end in it
-    mismatches: list[Mismatch] = field(default_factory=list)  # the first SHOWN
-    missing_accounts: list[str] = field(default_factory=list)  # the first SHOWN
-    unchecked: list[tuple[str, str]] = field(default_factory=list)  # the first SHOWN
-    disagree: int = 0  # lists that disagree
-    disagreeing_accounts: int = 0  # accounts with a list that disagrees
-    missing: int = 0  # accounts the API says do not exist
-    without_counts: int = 0  # accounts follow_get_info gave no counts for
-    requests: int = 0
-    retries: int = 0
-    seconds: float = 0.0
-    verified_at: datetime = field(default_factory=_utcnow)  # the key of its stored mismatches
-
-    def problem(self) -> EtlError | None:
-        """Why this verification is not clean (exit 9, or 6 without counts), or None."""
-        if self.disagree:
-            return VerifyMismatch(
-                f"{self.disagree} lists of {self.disagreeing_accounts} accounts disagree "
-                "with the API's counts"
-            )
-        if self.without_counts:
-            return RunIncomplete(
-                f"follow_get_info gave no counts for {self.without_counts} accounts; "
-                "run `verify` again"
-            )
-        return None
-
-    def document(self) -> dict[str, Any]:
-        """The JSON-ready form (``verify --json``)."""
-        return {
-            "job": self.job,
-            "run_id": self.run_id,
-            "run_status": self.run_status,
-            "accounts": self.accounts,
-            "lists": self.lists,
-            "agree": self.lists - self.disagree,
-            "disagree": self.disagree,
-            "missing": self.missing,
-            "without_counts": self.without_counts,
-            "lists_not_checked": self.lists_not_checked,
-            "mismatches": [
-                {
-                    "account": m.account,
-                    "follow_type": m.follow_type,
-                    "stored": m.stored,
-                    "api": m.api,
-                    "missing": m.missing,
-                }
-                for m in self.mismatches
-            ],
-            "missing_accounts": self.missing_accounts,
-            "unchecked": [{"account": a, "error": why} for a, why in self.unchecked],
-            "requests": self.requests,
-            "retries": self.retries,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass
-class RepairReport:
-    """The re-crawls of a repair and the verification of the repaired lists after them."""
-
-    job: str
-    syncs: list[SyncReport]
-    after: VerifyReport
-
-
-@dataclass(frozen=True)
-class Verification:
-    """What ``verify`` found, and what ``--repair`` did about it (None: no repair)."""
-
-    report: VerifyReport
-    repaired: RepairReport | None = None
-
-    @property
-    def final(self) -> VerifyReport:
-        """The last word: the re-check after a repair, else the verification itself."""
-        return self.repaired.after if self.repaired else self.report
-
-    def problem(self) -> EtlError | None:
-        """VerifyMismatch while lists still disagree, RunIncomplete for accounts without
-        counts, or None."""
-        return self.final.problem()
-
-    def document(self) -> dict[str, Any]:
-        """``verify --json``: the verification, and the repair runs and re-check if any."""
-        doc: dict[str, Any] = {"verify": self.report.document(), "repair": None}
-        if self.repaired:
-            doc["repair"] = {
-                "job": self.repaired.job,
-                "runs": [
-                    {
-                        "run_id": run.run_id,
-                        "lists": run.lists,
-                        "requests": run.requests,
-                        "edges_removed": run.edges_removed,
-                        "finished": run.finished,
-                    }
-                    for run in self.repaired.syncs
-                ],
-                "after": self.repaired.after.document(),
-            }
-        return doc
 
 
 def verify(

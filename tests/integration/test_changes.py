@@ -14,9 +14,10 @@ import sqlalchemy as sa
 from etl.crawl import coordinator
 from etl.crawl.messages import Ended
 from etl.crawl.writer import Writer
+from etl.results import SyncReport, SyncRequest
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases
-from etl.sync import SyncReport, SyncRequest, sync
+from etl.sync import sync
 from etl.tencent.transform import Page
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 

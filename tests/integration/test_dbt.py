@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from etl.results import SyncReport, SyncRequest
 from etl.sandbox import Graph, SandboxServer
-from etl.sync import SyncReport, SyncRequest, sync
+from etl.sync import sync
 from tests.conftest import IN_CI, api_settings, make_client
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

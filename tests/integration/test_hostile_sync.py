@@ -12,9 +12,10 @@ import sqlalchemy as sa
 
 from etl.config import RetryPolicy
 from etl.errors import MalformedAnswer, TransientApiError
+from etl.results import SyncReport, SyncRequest
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer
 from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
-from etl.sync import SyncReport, SyncRequest, sync
+from etl.sync import sync
 from etl.tencent import client as client_module
 from etl.tencent.client import parse_json
 from etl.tencent.transform import key_problem

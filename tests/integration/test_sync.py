@@ -11,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from etl.errors import FatalApiError, RunIncomplete
+from etl.results import SyncRequest
 from etl.sandbox import Graph, SandboxServer
-from etl.sync import SyncRequest, sync
+from etl.sync import sync
 from etl.tencent.client import FollowClient
 from tests.conftest import (
     api_settings,
