@@ -28,16 +28,16 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from itertools import groupby, islice
-from typing import TypeVar
+from itertools import groupby
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from etl.accounts import batched
 from etl.errors import Stopped
 from etl.results import Mismatch, RepairReport, SyncRequest, VerifyReport
-from etl.store import runs
-from etl.store.schema import follow_edges, sync_checkpoints, verify_mismatches
+from etl.store import mismatches, runs
+from etl.store.schema import follow_edges, sync_checkpoints
 from etl.sync import sync
 from etl.tencent.client import FollowClient
 from etl.tencent.info import INFO_BATCH, Answer, ask
@@ -51,8 +51,6 @@ CHECKED = ("done", "skipped")  # lists a run crawled to their end: their store c
 SHOWN = 20  # disagreeing lists, missing accounts, accounts without counts kept in a report
 
 ck = sync_checkpoints.c
-vm = verify_mismatches.c
-T = TypeVar("T")
 Lists = Iterable[tuple[str, tuple[int, ...]]]  # (account, follow types to compare)
 
 
@@ -104,27 +102,18 @@ def disagreeing(engine: Engine, report: VerifyReport) -> Iterator[tuple[str, tup
     types: tuple[int, ...] = ()
     while True:
         with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(vm.account, vm.follow_type)
-                .where(
-                    vm.run_id == report.run_id,
-                    vm.verified_at == report.verified_at,
-                    sa.tuple_(vm.account, vm.follow_type) > sa.tuple_(*after),
-                )
-                .order_by(vm.account, vm.follow_type)
-                .limit(CHUNK * 3)
-            ).all()
-        for row in rows:
-            if row.account != account:
+            rows = mismatches.after(conn, report.run_id, report.verified_at, after, CHUNK * 3)
+        for row_account, follow_type in rows:
+            if row_account != account:
                 if account is not None:
                     yield account, types
-                account, types = row.account, ()
-            types = (*types, int(row.follow_type))
+                account, types = row_account, ()
+            types = (*types, follow_type)
         if not rows:
             if account is not None:
                 yield account, types
             return
-        after = (rows[-1].account, int(rows[-1].follow_type))
+        after = rows[-1]
 
 
 def repair(
@@ -178,10 +167,10 @@ def _compare_all(
     started = last_log = time.monotonic()
     calls, retries = client.calls, client.retries
     try:
-        for chunk in _batched(lists, CHUNK):
+        for chunk in batched(lists, CHUNK):
             stored = _stored_counts(engine, [account for account, _ in chunk])
             found: list[Mismatch] = []
-            for batch in _batched(chunk, INFO_BATCH):
+            for batch in batched(chunk, INFO_BATCH):
                 if stop is not None and stop.is_set():
                     raise Stopped("verify: stop requested")
                 answers = ask(client, [account for account, _ in batch])
@@ -235,40 +224,17 @@ def _compare(
 
 def _store(engine: Engine, report: VerifyReport, found: list[Mismatch]) -> None:
     """Keep a chunk's mismatches in verify_mismatches (one transaction)."""
-    if not found:
-        return
-    rows = [
-        {
-            "run_id": report.run_id,
-            "verified_at": report.verified_at,
-            "account": m.account,
-            "follow_type": m.follow_type,
-            "stored": m.stored,
-            "api": m.api,
-            "missing": m.missing,
-        }
-        for m in found
-    ]
-    with engine.begin() as conn:
-        conn.execute(sa.insert(verify_mismatches), rows)
+    if found:
+        with engine.begin() as conn:
+            mismatches.add(conn, report.run_id, report.verified_at, found)
 
 
 def _forget(engine: Engine, run_id: int, before: datetime) -> None:
     """Delete the stored mismatches of the run's verifications before ``before``, a chunk per
     transaction."""
     while True:
-        some = (
-            sa.select(vm.account, vm.follow_type, vm.verified_at)
-            .where(vm.run_id == run_id, vm.verified_at < before)
-            .limit(CHUNK * 10)
-        )
         with engine.begin() as conn:
-            n = conn.execute(
-                sa.delete(verify_mismatches).where(
-                    vm.run_id == run_id,
-                    sa.tuple_(vm.account, vm.follow_type, vm.verified_at).in_(some),
-                )
-            ).rowcount
+            n = mismatches.forget(conn, run_id, before, CHUNK * 10)
         if n < CHUNK * 10:
             return
 
@@ -315,12 +281,6 @@ def _stored_counts(engine: Engine, accounts: list[str]) -> dict[str, dict[int, i
     for account, follow_type, count in rows:
         result.setdefault(account, {})[int(follow_type)] = int(count)
     return result
-
-
-def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 def _names(types: tuple[int, ...]) -> str:

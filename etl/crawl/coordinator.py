@@ -87,7 +87,7 @@ class Crawl:
         writer: type[Writer] = Writer,
     ) -> None:
         self.engine, self.me, self.run_id, self.clock = engine, me, run_id, clock
-        self.listed = listed  # no list is still to be added to the run (etl.startup)
+        self.listed = listed  # no list is still to be added to the run (etl.crawl.lister)
         self.concurrency, self.db_seconds = concurrency, db_seconds
         self.stop = stop  # set by a signal, a fatal error, or an API that keeps failing
         self.abort = threading.Event()  # a writer is gone: everything ends now

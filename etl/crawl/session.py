@@ -1,5 +1,5 @@
 """One process's crawl of a run, around etl.crawl's Crawl: the run's calls-per-second budget
-shared through the heartbeat (``Share``), progress snapshots, the sync's lister alongside, a
+shared through the heartbeat, progress snapshots, the sync's lister alongside, a
 stop request relayed to the crawl and to every wait of the client, and at the end the run's
 counters stored (closing the run if nothing is left) and the report filled in.
 """
@@ -116,7 +116,7 @@ class Session:
         me = self.heartbeat.me
         with engine.begin() as conn:
             peers = workers.attach(conn, me, report.run_id)
-        share = Share(client, plan.rate)
+        share = _Share(client, plan.rate)
         share(peers)
         listed: Callable[[], bool]
         if lister is not None:
@@ -202,7 +202,7 @@ def _relay(source: threading.Event, target: threading.Event) -> None:
             return
 
 
-class Share:
+class _Share:
     """Sets the client's pace to the run's budget divided among its live processes."""
 
     def __init__(self, client: FollowClient, rate: float) -> None:
