@@ -55,9 +55,7 @@ def sync(
     writer lanes (etl.crawl.writer; a test passes one that watches them).
     """
     stop = stop or threading.Event()
-    with engine.connect() as conn:
-        db_clock = workers.DbClock(conn)
-    clock = clock or db_clock
+    db_clock, clock = _clocks(engine, clock)
     with present(engine, request.job, "sync", db_clock, stop=stop, wait=request.wait) as heartbeat:
         rate = request.rate or client.pacer.rate
         run_id, resumed = _open_run(engine, request, _options(request, rate), clock)
@@ -66,14 +64,14 @@ def sync(
             log.info("resuming run %d of job %r", run_id, request.job)
         report = SyncReport(run_id=run_id, job=request.job, resumed=resumed)
         plan = Plan(
-            rate,
-            request.page_size,
-            request.concurrency,
-            request.db_seconds,
-            request.holds,
-            clock,
-            on_progress,
-            writer,
+            rate=rate,
+            page_size=request.page_size,
+            concurrency=request.concurrency,
+            db_seconds=request.db_seconds,
+            holds=request.holds,
+            clock=clock,
+            on_progress=on_progress,
+            writer=writer,
         )
         lists = ((account, t) for account in request.accounts for t in request.types)
 
@@ -94,6 +92,16 @@ def sync(
         if request.keep_runs > 0 and report.problem() is None and not report.interrupted:
             _prune(engine, request.job, request.keep_runs, clock, stop)
         return report
+
+
+def _clocks(
+    engine: Engine, clock: Callable[[], datetime] | None
+) -> tuple[workers.DbClock, Callable[[], datetime]]:
+    """The database's clock (estimated here, re-measured at every heartbeat), and the clock
+    rows are stamped with: ``clock``, or that one."""
+    with engine.connect() as conn:
+        db_clock = workers.DbClock(conn)
+    return db_clock, clock or db_clock
 
 
 def _options(request: SyncRequest, rate: float) -> dict[str, object]:
@@ -150,25 +158,23 @@ def work(
     if run is None:
         return None
     on_run(run.id)
-    with engine.connect() as conn:
-        db_clock = workers.DbClock(conn)
-    clock = clock or db_clock
+    db_clock, clock = _clocks(engine, clock)
     with present(engine, job, "worker", db_clock, stop=stop) as heartbeat:
         peers = _join(engine, heartbeat.me, run.id, stop)
         report = SyncReport(run_id=run.id, job=job, resumed=True, worker=True)
         log.info("worker joining run %d of job %r (%d processes on it)", run.id, job, peers)
         options = run.options
         plan = Plan(
-            float(options.get("rate") or client.pacer.rate),
-            int(options.get("page_size", 1000)),
-            stored_concurrency(options),
-            db_seconds,
-            holds.Thresholds(
+            rate=float(options.get("rate") or client.pacer.rate),
+            page_size=int(options.get("page_size", 1000)),
+            concurrency=stored_concurrency(options),
+            db_seconds=db_seconds,
+            holds=holds.Thresholds(
                 int(options.get("hold_min_edges", holds.DEFAULT_MIN_EDGES)),
                 float(options.get("hold_share", holds.DEFAULT_SHARE)),
             ),
-            clock,
-            on_progress,
+            clock=clock,
+            on_progress=on_progress,
         )
         Session(engine, client, heartbeat, plan, report).run(stop)
         return report
