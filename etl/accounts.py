@@ -26,9 +26,10 @@ import sys
 import tempfile
 import threading
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
-from typing import IO, TextIO
+from typing import IO, TextIO, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -226,3 +227,14 @@ def check_account(account: str, where: str) -> None:
     problem = _problem(account)
     if problem is not None:
         raise UsageError(f"{where}: not a UserID ({problem}): {account[:40]!a}")
+
+
+T = TypeVar("T")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter), read lazily: a stream of a
+    million accounts or lists is held a chunk at a time (itertools.batched needs Python 3.12)."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch

@@ -59,13 +59,19 @@ from etl.errors import (
     UsageError,
     VerifyMismatch,
 )
+from etl.results import (
+    DEFAULT_CONCURRENCY,
+    Progress,
+    SyncReport,
+    SyncRequest,
+    Verification,
+    check_concurrency,
+)
 from etl.store import db, runs, workers
 from etl.store import retention as pruning
 from etl.store import status as statuses
 from etl.store.retention import DEFAULT_KEEP_RUNS, Pruned
-from etl.sync import Progress, SyncReport, SyncRequest
 from etl.tencent.client import FollowClient
-from etl.verify import Verification
 
 __all__ = [
     "ConfigError",
@@ -162,7 +168,7 @@ def sync(
     page_size: int = 1000,
     restart: bool = False,
     rate: float | None = None,
-    concurrency: int = syncing.DEFAULT_CONCURRENCY,
+    concurrency: int = DEFAULT_CONCURRENCY,
     wait: bool = False,
     keep_runs: int = DEFAULT_KEEP_RUNS,
     hold_min_edges: int | None = None,
@@ -439,7 +445,7 @@ def _check_options(
         raise UsageError(f"page_size must be 1..1000, got {page_size}")
     if rate is not None and not is_rate(rate):
         raise UsageError(f"rate must be a positive number of calls per second, got {rate}")
-    syncing.check_concurrency(concurrency)
+    check_concurrency(concurrency)
     chosen = tuple(types)
     if not chosen or any(t not in (1, 2, 3) for t in chosen) or len(set(chosen)) != len(chosen):
         raise UsageError(f"types must be distinct follow types among 1, 2, 3, got {chosen}")

@@ -30,9 +30,9 @@ from sqlalchemy.engine import Engine
 
 from etl.config import Pushgateway
 from etl.pushgateway import PUSH_TIMEOUT, Handler, Pusher
+from etl.results import Progress
 from etl.store import db, runs
 from etl.store.schema import sync_runs
-from etl.sync import Progress
 from etl.tencent.codes import RATE_LIMIT_CODES
 
 log = logging.getLogger(__name__)

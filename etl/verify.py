@@ -27,18 +27,18 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from itertools import groupby, islice
-from typing import Any, TypeVar
+from datetime import datetime
+from itertools import groupby
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.errors import EtlError, RunIncomplete, Stopped, VerifyMismatch
-from etl.store import runs
-from etl.store.schema import follow_edges, sync_checkpoints, verify_mismatches
-from etl.sync import SyncReport, SyncRequest, sync
+from etl.accounts import batched
+from etl.errors import Stopped
+from etl.results import Mismatch, RepairReport, SyncRequest, VerifyReport
+from etl.store import mismatches, runs
+from etl.store.schema import follow_edges, sync_checkpoints
+from etl.sync import sync
 from etl.tencent.client import FollowClient
 from etl.tencent.info import INFO_BATCH, Answer, ask
 from etl.tencent.page import TYPE_NAMES
@@ -51,150 +51,12 @@ CHECKED = ("done", "skipped")  # lists a run crawled to their end: their store c
 SHOWN = 20  # disagreeing lists, missing accounts, accounts without counts kept in a report
 
 ck = sync_checkpoints.c
-vm = verify_mismatches.c
-T = TypeVar("T")
 Lists = Iterable[tuple[str, tuple[int, ...]]]  # (account, follow types to compare)
 
 
 def repair_job(job: str) -> str:
     """The job name repair runs belong to, so they never resume or replace the job's own run."""
     return f"{job}:repair"
-
-
-@dataclass(frozen=True, slots=True)
-class Mismatch:
-    """One list whose stored size differs from the API's count."""
-
-    account: str
-    follow_type: int
-    stored: int
-    api: int
-    missing: bool = False  # the API says the account does not exist (so its count is 0)
-
-    def describe(self) -> str:
-        """``user_1 fans: stored 12, API 13``."""
-        gone = " (the account does not exist)" if self.missing else ""
-        kind = TYPE_NAMES.get(self.follow_type, str(self.follow_type))
-        return f"{self.account} {kind}: stored {self.stored}, API {self.api}{gone}"
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass
-class VerifyReport:
-    """What a verification compared and found: counts, and the first SHOWN of each kind (every
-    disagreeing list is in verify_mismatches, under ``run_id`` and ``verified_at``)."""
-
-    job: str
-    run_id: int
-    run_status: str
-    accounts: int = 0  # accounts the API gave counts for (or said do not exist)
-    lists: int = 0  # (account, follow type) lists compared
-    lists_not_checked: int = 0  # lists of the run not crawled to their end in it
-    mismatches: list[Mismatch] = field(default_factory=list)  # the first SHOWN
-    missing_accounts: list[str] = field(default_factory=list)  # the first SHOWN
-    unchecked: list[tuple[str, str]] = field(default_factory=list)  # the first SHOWN
-    disagree: int = 0  # lists that disagree
-    disagreeing_accounts: int = 0  # accounts with a list that disagrees
-    missing: int = 0  # accounts the API says do not exist
-    without_counts: int = 0  # accounts follow_get_info gave no counts for
-    requests: int = 0
-    retries: int = 0
-    seconds: float = 0.0
-    verified_at: datetime = field(default_factory=_utcnow)  # the key of its stored mismatches
-
-    def problem(self) -> EtlError | None:
-        """Why this verification is not clean (exit 9, or 6 without counts), or None."""
-        if self.disagree:
-            return VerifyMismatch(
-                f"{self.disagree} lists of {self.disagreeing_accounts} accounts disagree "
-                "with the API's counts"
-            )
-        if self.without_counts:
-            return RunIncomplete(
-                f"follow_get_info gave no counts for {self.without_counts} accounts; "
-                "run `verify` again"
-            )
-        return None
-
-    def document(self) -> dict[str, Any]:
-        """The JSON-ready form (``verify --json``)."""
-        return {
-            "job": self.job,
-            "run_id": self.run_id,
-            "run_status": self.run_status,
-            "accounts": self.accounts,
-            "lists": self.lists,
-            "agree": self.lists - self.disagree,
-            "disagree": self.disagree,
-            "missing": self.missing,
-            "without_counts": self.without_counts,
-            "lists_not_checked": self.lists_not_checked,
-            "mismatches": [
-                {
-                    "account": m.account,
-                    "follow_type": m.follow_type,
-                    "stored": m.stored,
-                    "api": m.api,
-                    "missing": m.missing,
-                }
-                for m in self.mismatches
-            ],
-            "missing_accounts": self.missing_accounts,
-            "unchecked": [{"account": a, "error": why} for a, why in self.unchecked],
-            "requests": self.requests,
-            "retries": self.retries,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-@dataclass
-class RepairReport:
-    """The re-crawls of a repair and the verification of the repaired lists after them."""
-
-    job: str
-    syncs: list[SyncReport]
-    after: VerifyReport
-
-
-@dataclass(frozen=True)
-class Verification:
-    """What ``verify`` found, and what ``--repair`` did about it (None: no repair)."""
-
-    report: VerifyReport
-    repaired: RepairReport | None = None
-
-    @property
-    def final(self) -> VerifyReport:
-        """The last word: the re-check after a repair, else the verification itself."""
-        return self.repaired.after if self.repaired else self.report
-
-    def problem(self) -> EtlError | None:
-        """VerifyMismatch while lists still disagree, RunIncomplete for accounts without
-        counts, or None."""
-        return self.final.problem()
-
-    def document(self) -> dict[str, Any]:
-        """``verify --json``: the verification, and the repair runs and re-check if any."""
-        doc: dict[str, Any] = {"verify": self.report.document(), "repair": None}
-        if self.repaired:
-            doc["repair"] = {
-                "job": self.repaired.job,
-                "runs": [
-                    {
-                        "run_id": run.run_id,
-                        "lists": run.lists,
-                        "requests": run.requests,
-                        "edges_removed": run.edges_removed,
-                        "finished": run.finished,
-                    }
-                    for run in self.repaired.syncs
-                ],
-                "after": self.repaired.after.document(),
-            }
-        return doc
 
 
 def verify(
@@ -240,27 +102,18 @@ def disagreeing(engine: Engine, report: VerifyReport) -> Iterator[tuple[str, tup
     types: tuple[int, ...] = ()
     while True:
         with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(vm.account, vm.follow_type)
-                .where(
-                    vm.run_id == report.run_id,
-                    vm.verified_at == report.verified_at,
-                    sa.tuple_(vm.account, vm.follow_type) > sa.tuple_(*after),
-                )
-                .order_by(vm.account, vm.follow_type)
-                .limit(CHUNK * 3)
-            ).all()
-        for row in rows:
-            if row.account != account:
+            rows = mismatches.after(conn, report.run_id, report.verified_at, after, CHUNK * 3)
+        for row_account, follow_type in rows:
+            if row_account != account:
                 if account is not None:
                     yield account, types
-                account, types = row.account, ()
-            types = (*types, int(row.follow_type))
+                account, types = row_account, ()
+            types = (*types, follow_type)
         if not rows:
             if account is not None:
                 yield account, types
             return
-        after = (rows[-1].account, int(rows[-1].follow_type))
+        after = rows[-1]
 
 
 def repair(
@@ -314,10 +167,10 @@ def _compare_all(
     started = last_log = time.monotonic()
     calls, retries = client.calls, client.retries
     try:
-        for chunk in _batched(lists, CHUNK):
+        for chunk in batched(lists, CHUNK):
             stored = _stored_counts(engine, [account for account, _ in chunk])
             found: list[Mismatch] = []
-            for batch in _batched(chunk, INFO_BATCH):
+            for batch in batched(chunk, INFO_BATCH):
                 if stop is not None and stop.is_set():
                     raise Stopped("verify: stop requested")
                 answers = ask(client, [account for account, _ in batch])
@@ -371,40 +224,17 @@ def _compare(
 
 def _store(engine: Engine, report: VerifyReport, found: list[Mismatch]) -> None:
     """Keep a chunk's mismatches in verify_mismatches (one transaction)."""
-    if not found:
-        return
-    rows = [
-        {
-            "run_id": report.run_id,
-            "verified_at": report.verified_at,
-            "account": m.account,
-            "follow_type": m.follow_type,
-            "stored": m.stored,
-            "api": m.api,
-            "missing": m.missing,
-        }
-        for m in found
-    ]
-    with engine.begin() as conn:
-        conn.execute(sa.insert(verify_mismatches), rows)
+    if found:
+        with engine.begin() as conn:
+            mismatches.add(conn, report.run_id, report.verified_at, found)
 
 
 def _forget(engine: Engine, run_id: int, before: datetime) -> None:
     """Delete the stored mismatches of the run's verifications before ``before``, a chunk per
     transaction."""
     while True:
-        some = (
-            sa.select(vm.account, vm.follow_type, vm.verified_at)
-            .where(vm.run_id == run_id, vm.verified_at < before)
-            .limit(CHUNK * 10)
-        )
         with engine.begin() as conn:
-            n = conn.execute(
-                sa.delete(verify_mismatches).where(
-                    vm.run_id == run_id,
-                    sa.tuple_(vm.account, vm.follow_type, vm.verified_at).in_(some),
-                )
-            ).rowcount
+            n = mismatches.forget(conn, run_id, before, CHUNK * 10)
         if n < CHUNK * 10:
             return
 
@@ -451,12 +281,6 @@ def _stored_counts(engine: Engine, accounts: list[str]) -> dict[str, dict[int, i
     for account, follow_type, count in rows:
         result.setdefault(account, {})[int(follow_type)] = int(count)
     return result
-
-
-def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
 
 
 def _names(types: tuple[int, ...]) -> str:

@@ -23,10 +23,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from etl.config import ApiSettings, RetryPolicy, Secret, database_url
+from etl.results import SyncReport, SyncRequest
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer, serve_in_thread
 from etl.store import db
 from etl.store.schema import profile_snapshots
-from etl.sync import SyncReport, SyncRequest, sync
+from etl.sync import sync
 from etl.tencent.client import FollowClient
 from etl.tencent.info import INFO_BATCH
 

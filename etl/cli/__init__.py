@@ -33,9 +33,9 @@ from etl.cli.commands import (
 from etl.config import Pushgateway, is_rate, pushgateway
 from etl.console import CONTEXT, error, say, setup_logging
 from etl.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError, UsageError
+from etl.results import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from etl.store import db
 from etl.store.retention import DEFAULT_KEEP_RUNS
-from etl.sync import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from etl.tencent.usersig import DEFAULT_EXPIRE
 
 TYPE_ALIASES = {"fans": 1, "follows": 2, "mutual": 3, "1": 1, "2": 2, "3": 3}

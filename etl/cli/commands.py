@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl import api, verify
+from etl import api
 from etl.cli.progress import progress_mode, progress_reporter
 from etl.config import Secret, Settings
 from etl.console import CONTEXT, error, say
@@ -35,9 +35,9 @@ from etl.errors import (
     VerifyMismatch,
 )
 from etl.metrics import Metrics
+from etl.results import Progress, RepairReport, SyncReport, Verification, VerifyReport
 from etl.store import db
 from etl.store.schema import sync_runs
-from etl.sync import Progress, SyncReport
 from etl.tencent.page import TYPE_NAMES
 from etl.tencent.usersig import generate
 
@@ -391,7 +391,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         with _graceful() as stop:
             result = api.verify(args.job, repair=args.repair, settings=_settings(), stop=stop)
     except (VerifyMismatch, RunIncomplete) as exc:
-        if isinstance(exc.result, verify.Verification):
+        if isinstance(exc.result, Verification):
             _print_verification(exc.result, args.json)
             if exc.result.final.disagree and not args.repair:
                 raise VerifyMismatch(f"{exc}; `verify --repair` re-crawls them") from exc
@@ -400,7 +400,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_verification(result: verify.Verification, as_json: bool) -> None:
+def _print_verification(result: Verification, as_json: bool) -> None:
     if as_json:
         say(json.dumps(result.document(), indent=2, ensure_ascii=False))
         return
@@ -410,7 +410,7 @@ def _print_verification(result: verify.Verification, as_json: bool) -> None:
         _print_verify(result.final, "re-verified the repaired lists of")
 
 
-def _print_verify(report: verify.VerifyReport, what: str) -> None:
+def _print_verify(report: VerifyReport, what: str) -> None:
     """The summary line of a verification, then what disagrees (capped)."""
     bad = report.disagree
     extra = ""
@@ -444,7 +444,7 @@ def _print_verify(report: verify.VerifyReport, what: str) -> None:
             say(f"{label}: {', '.join(shown_names)}" + (f" and {more} more" if more > 0 else ""))
 
 
-def _print_repair(repaired: verify.RepairReport) -> None:
+def _print_repair(repaired: RepairReport) -> None:
     """One line for the repair's runs (one per set of disagreeing follow types)."""
     runs = repaired.syncs
     ids = [run.run_id for run in runs]

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from etl.console import LogFormat, logs_through
-from etl.sync import Progress
+from etl.results import Progress
 
 Mode = Literal["auto", "live", "lines", "off"]
 OnProgress = Callable[[Progress], None]

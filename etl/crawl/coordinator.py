@@ -65,7 +65,9 @@ def fewer_collections() -> Iterator[None]:
 
 
 class Crawl:
-    """Crawl the open lists of one run with ``concurrency`` fetchers until none is left."""
+    """Crawl the open lists of one run with ``concurrency`` fetchers until none is left.
+
+    ``writer`` is the class of its writer lanes (a test passes one that watches them)."""
 
     def __init__(
         self,
@@ -82,9 +84,10 @@ class Crawl:
         db_seconds: float = db.RECONNECT_SECONDS,
         thresholds: holds.Thresholds | None = None,
         listed: Callable[[], bool] = lambda: True,
+        writer: type[Writer] = Writer,
     ) -> None:
         self.engine, self.me, self.run_id, self.clock = engine, me, run_id, clock
-        self.listed = listed  # no list is still to be added to the run (etl.startup)
+        self.listed = listed  # no list is still to be added to the run (etl.crawl.lister)
         self.concurrency, self.db_seconds = concurrency, db_seconds
         self.stop = stop  # set by a signal, a fatal error, or an API that keeps failing
         self.abort = threading.Event()  # a writer is gone: everything ends now
@@ -99,7 +102,7 @@ class Crawl:
         size = max(2, concurrency * 4 // lanes)  # 4 queued pages per fetcher in all
         known = KnownProfiles()  # profile versions stored: fetchers skip them
         self.writers = [
-            Writer(
+            writer(
                 i,
                 engine,
                 run_id,

@@ -12,20 +12,20 @@ stop cut short is not written. A stop or a crash keeps the chunks committed: the
 indexed read per chunk, no write) and goes on from there.
 
 The crawl does not end before the lister is done (etl.crawl.coordinator's ``listed``), and a
-run is not closed as done before it is marked listed (etl.sync).
+run is not closed as done before it is marked listed (etl.crawl.session).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from itertools import islice
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from etl.accounts import batched
 from etl.errors import Stopped
 from etl.store import db, runs
 from etl.store.rows import Key
@@ -80,7 +80,7 @@ class Lister:
     def _run(self) -> None:
         asker = sizes.Asker(self.client, self.concurrency, self.stop)
         try:
-            for part in _batched(self.lists, self.chunk):
+            for part in batched(self.lists, self.chunk):
                 if self.stop.is_set():
                     return
                 self._add(part, asker)
@@ -143,9 +143,3 @@ class Lister:
             stop=self.stop,
             seconds=self.db_seconds,
         )
-
-
-def _batched(items: Iterable[Key], size: int) -> Iterator[list[Key]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch

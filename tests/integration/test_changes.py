@@ -6,27 +6,33 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from etl.crawl import coordinator
 from etl.crawl.messages import Ended
 from etl.crawl.writer import Writer
+from etl.results import SyncReport, SyncRequest
 from etl.sandbox import Graph, SandboxServer
-from etl.store import leases
-from etl.sync import SyncRequest, sync
+from etl.sync import sync
 from etl.tencent.page import Page
 from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists
-from tests.conftest import run as sync_against
 
 Start = Callable[..., SandboxServer]
 
 
-# One job throughout, in whole pages unless a test asks for small ones.
-run = partial(sync_against, job="nightly", page_size=SyncRequest.page_size)
+def run(
+    engine: sa.Engine,
+    server: SandboxServer,
+    accounts: list[str],
+    writer: type[Writer] = Writer,
+    **kw: Any,
+) -> SyncReport:
+    """A sync of ``accounts`` against ``server`` with a fresh client (and ``writer`` lanes)."""
+    with make_client(api_settings(server)) as client:
+        request = SyncRequest(job="nightly", accounts=accounts, **kw)
+        return sync(engine, client, request, writer=writer)
 
 
 def events(engine: sa.Engine, run_id: int) -> set[tuple[str, int, str, str]]:
@@ -152,19 +158,18 @@ def test_an_unchanged_resync_rewrites_no_row(pg_engine: sa.Engine, running_sandb
 
 @pytest.mark.parametrize("report_delay", [0.0, 1.0], ids=["prompt", "slow-report"])
 def test_a_lost_seen_set_recrawls_the_list_instead_of_removing(
-    engine: sa.Engine, running_sandbox: Start, monkeypatch: pytest.MonkeyPatch, report_delay: float
+    engine: sa.Engine, running_sandbox: Start, report_delay: float
 ) -> None:
     """If sync_seen loses a list's rows mid-crawl (an UNLOGGED table after a server crash), the
     list is crawled again from the start and no edge is wrongly marked removed.
 
     "slow-report": the writer reports the sent-back list's ending to the coordinator only after
     the coordinator has claimed the list again (a busy machine); the new claim must still run."""
-    if report_delay:
-        slow_to_report(monkeypatch, report_delay)
+    writer = slow_to_report(report_delay) if report_delay else Writer
     graph = Graph(users=80, seed=24)
     server = running_sandbox(graph)
     accounts = graph.accounts
-    run(engine, server, accounts)  # baseline
+    run(engine, server, accounts, writer)  # baseline
     # Second run, stopped after a few pages, then the "crash" empties sync_seen.
     stop = threading.Event()
     calls = {"n": 0}
@@ -180,27 +185,22 @@ def test_a_lost_seen_set_recrawls_the_list_instead_of_removing(
             return page
 
         client.follow_get = follow_get  # type: ignore[method-assign]
-        report = sync(engine, client, request, stop=stop)
+        report = sync(engine, client, request, stop=stop, writer=writer)
     assert report.interrupted
     assert not report.finished
     with engine.begin() as conn:
         seen = conn.execute(sa.text("SELECT count(*) FROM sync_seen")).scalar_one()
         assert seen > 0, "no list was mid-crawl: the test would prove nothing"
         conn.execute(sa.text("DELETE FROM sync_seen"))
-    final = run(engine, server, accounts, page_size=3)
+    final = run(engine, server, accounts, writer, page_size=3)
     assert final.problem() is None
     assert final.edges_removed == 0
     assert stored_lists(engine) == nonempty(graph.truth(accounts, TYPES))
 
 
-def slow_to_report(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
-    """Writers hold back the Ended of a list sent back to its start by ``delay`` seconds."""
+def slow_to_report(delay: float) -> type[Writer]:
+    """Writers that hold back the Ended of a list sent back to its start by ``delay`` seconds."""
     sent_back: set[tuple[str, int]] = set()
-    recrawl = leases.recrawl
-
-    def recording(conn: sa.Connection, run_id: int, keys: Any, now: Any) -> None:
-        sent_back.update(keys)
-        recrawl(conn, run_id, keys, now)
 
     class SlowToReport(Writer):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -215,8 +215,12 @@ def slow_to_report(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
 
             self.on_closed = slowly
 
-    monkeypatch.setattr(leases, "recrawl", recording)
-    monkeypatch.setattr(coordinator, "Writer", SlowToReport)
+        def _write(self, conn: sa.Connection, batch: list[Any]) -> Any:
+            result = super()._write(conn, batch)
+            sent_back.update(result.written.recrawl)  # the lists leases.recrawl sent back
+            return result
+
+    return SlowToReport
 
 
 def test_awkward_account_ids_are_stored_exactly(engine: sa.Engine) -> None:

@@ -16,11 +16,12 @@ from hypothesis import strategies as st
 
 from etl import holds
 from etl.config import RetryPolicy
+from etl.results import SyncRequest
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases, runs
 from etl.store.rows import ListPart
 from etl.store.schema import sync_checkpoints
-from etl.sync import SyncRequest, sync
+from etl.sync import sync
 from tests.conftest import api_settings, make_client, sync_with
 from tests.integration.test_sync import interrupted_client
 

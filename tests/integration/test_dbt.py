@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from etl.results import SyncReport
 from etl.sandbox import Graph, SandboxServer
-from etl.sync import SyncReport
 from tests.conftest import IN_CI, run
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]

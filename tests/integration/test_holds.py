@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from etl import metrics
 from etl.errors import RunIncomplete
 from etl.holds import Thresholds
+from etl.results import SyncReport
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases, runs, status
 from etl.store.load import Loader
 from etl.store.rows import ListPart
 from etl.store.schema import sync_checkpoints
-from etl.sync import SyncReport
 from tests.conftest import TYPES, nonempty, stored_lists
 from tests.integration.test_changes import diff, events, run
 from tests.integration.test_counters import assert_counted

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from etl import sync, verify
+from etl import results, sync, verify
 from etl.crawl.known import KnownProfiles
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome
@@ -179,7 +179,7 @@ def test_a_worker_of_a_run_sync_restart_abandoned_stops_within_seconds(
     with pg_engine.begin() as conn:
         old = runs.start_run(conn, job, {"rate": 4, "page_size": 5, "concurrency": 2}, _now())
         runs.add_lists(conn, old, [(a, t) for a in graph.accounts for t in (1, 2, 3)], _now())
-    reports: list[sync.SyncReport | None] = []
+    reports: list[results.SyncReport | None] = []
     ended = threading.Event()
 
     def worker() -> None:
@@ -194,7 +194,7 @@ def test_a_worker_of_a_run_sync_restart_abandoned_stops_within_seconds(
         time.sleep(0.1)
     restarted = time.monotonic()
     with make_client(api_settings(server)) as client:
-        request = sync.SyncRequest(job=job, accounts=graph.accounts[:2], restart=True)
+        request = results.SyncRequest(job=job, accounts=graph.accounts[:2], restart=True)
         new = sync.sync(pg_engine, client, request)
     assert ended.wait(timeout=8), "the worker went on crawling the abandoned run"
     took = time.monotonic() - restarted  # from the start of `sync --restart`
@@ -214,7 +214,7 @@ def test_only_a_worker_ends_clean_when_its_run_was_abandoned(worker: bool) -> No
     """A worker whose run was abandoned has done nothing wrong (exit 0); a `sync` whose run
     was abandoned under it did not do what it was asked (exit 6)."""
     lists = {"open": 3, "total": 5, "done": 2, "skipped": 0, "failed": 0}
-    report = sync.SyncReport(
+    report = results.SyncReport(
         run_id=1, job="j", resumed=True, lists=lists, closed_by_other="abandoned", worker=worker
     )
     problem = report.problem()
@@ -434,7 +434,7 @@ def test_verify_repair_beside_an_unfinished_sync_records_no_false_event(
     accounts, types = graph.accounts, (1, 2, 3)
     before = graph.truth(accounts, types)
     with make_client(api_settings(server)) as client:
-        first = sync.sync(engine, client, sync.SyncRequest(job="nightly", accounts=accounts))
+        first = sync.sync(engine, client, results.SyncRequest(job="nightly", accounts=accounts))
         assert first.problem() is None
         graph.mutate(1, unfollow=0.1, follow=0.1)
         after = graph.truth(accounts, types)

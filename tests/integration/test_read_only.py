@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from etl.results import SyncRequest
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
-from etl.sync import SyncRequest, sync
+from etl.sync import sync
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
 pytestmark = pytest.mark.postgres

@@ -17,9 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from etl.report import CHART_IDS, ReportData, collect, render
+from etl.results import SyncRequest
 from etl.sandbox import Graph, SandboxServer
 from etl.store.schema import follow_edge_events, profile_snapshots, sync_runs
-from etl.sync import SyncRequest, sync
+from etl.sync import sync
 from tests.conftest import IN_CI, TYPES, api_settings, expected_profiles, make_client
 
 Start = Callable[..., SandboxServer]

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 import httpx
 import sqlalchemy as sa
 
+from etl.results import SyncRequest
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases, runs, workers
-from etl.sync import SyncRequest, sync
+from etl.sync import sync
 from etl.tencent import sizes as sizes_module
 from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists
 

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 
 from etl.config import database_url
 from etl.errors import JobBusy, Stopped
+from etl.results import SyncRequest
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db, workers
 from etl.store.schema import sync_workers
-from etl.sync import SyncRequest, sync
+from etl.sync import sync
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]

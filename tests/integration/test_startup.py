@@ -14,9 +14,10 @@ import sqlalchemy as sa
 from etl.crawl.lister import Lister
 from etl.crawl.messages import EXAMPLES, Sample
 from etl.errors import UsageError
+from etl.results import SyncReport, SyncRequest
 from etl.sandbox import Graph, SandboxServer
 from etl.store import runs, workers
-from etl.sync import SyncReport, SyncRequest, sync, work
+from etl.sync import sync, work
 from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]

@@ -10,13 +10,14 @@ import httpx
 import sqlalchemy as sa
 
 from etl.errors import RunIncomplete, VerifyMismatch
+from etl.results import Mismatch, SyncRequest, VerifyReport
 from etl.sandbox import Graph, SandboxServer
 from etl.store import runs
 from etl.store.schema import follow_edges, sync_checkpoints, verify_mismatches
-from etl.sync import SyncRequest, sync
+from etl.sync import sync
 from etl.tencent.client import FollowClient
 from etl.tencent.info import INFO_BATCH
-from etl.verify import SHOWN, Mismatch, VerifyReport, repair, repair_job, verify
+from etl.verify import SHOWN, repair, repair_job, verify
 from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]

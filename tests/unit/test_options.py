@@ -12,7 +12,8 @@ from etl import api
 from etl.cli import build_parser
 from etl.config import load_settings
 from etl.errors import ConfigError, UsageError
-from etl.sync import MAX_CONCURRENCY, SyncRequest, stored_concurrency
+from etl.results import MAX_CONCURRENCY, SyncRequest
+from etl.sync import stored_concurrency
 
 NOT_RATES = ["0", "-1", "nan", "inf", "-inf", "1e-400", "fast", ""]
 

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from etl.cli.progress import clock_time, describe, progress_mode, progress_reporter
 from etl.console import setup_logging
-from etl.sync import Progress
+from etl.results import Progress
 
 SAMPLE = Progress(
     run_id=3,
