@@ -29,7 +29,8 @@ import traceback
 from collections.abc import Callable, Iterator
 from urllib.parse import unquote_plus, urlsplit
 
-from etl.sandbox.app import TRICKLE_PIECES, Sandbox, SandboxResponse
+from etl.sandbox.app import Sandbox
+from etl.sandbox.response import TRICKLE_PIECES, SandboxResponse
 
 _IDLE_TIMEOUT = 60.0  # drop idle keep-alive connections; well above httpx's 5 s pool expiry
 _MAX_HEAD = 65536  # request line and headers; a UserSig is a few hundred bytes
