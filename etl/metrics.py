@@ -1,6 +1,7 @@
 """Prometheus metrics of a ``sync`` or ``worker`` process, where monitoring already looks: a
 textfile for node_exporter's textfile collector (written with an atomic rename) and/or pushes
-to a Pushgateway, every few seconds and once at exit.
+to a Pushgateway (etl.pushgateway, the one HTTP client besides etl.tencent), every few
+seconds and once at exit.
 
 The figures come from the progress snapshots a sync hands its caller (this process's calls by
 answer code, pages, items, changes) and from the database (the run's lists by status, the
@@ -10,34 +11,33 @@ write or push is logged and tried again at the next refresh.
 
 from __future__ import annotations
 
-import http.client
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, push_to_gateway, write_to_textfile
+from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import basic_auth_handler, default_handler
+from prometheus_client.exposition import default_handler
 from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 
 from etl.config import Pushgateway
+from etl.pushgateway import PUSH_TIMEOUT, Handler, Pusher
 from etl.store import db, runs
 from etl.store.schema import sync_runs
 from etl.sync import Progress
-from etl.tencent.client import RATE_LIMIT_CODES
+from etl.tencent.codes import RATE_LIMIT_CODES
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EVERY = 15.0  # seconds between refreshes: node_exporter and Prometheus scrape at 15 s
-PUSH_TIMEOUT = 5.0
 
 
 class Metrics:
@@ -51,10 +51,14 @@ class Metrics:
         textfile: Path | None = None,
         pushgateway: Pushgateway | None = None,
         every: float = DEFAULT_EVERY,
+        push_handler: Handler = default_handler,
     ) -> None:
         self.engine, self.job = engine, job
         self.textfile, self.pushgateway, self.every = textfile, pushgateway, every
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self.pusher = None
+        if pushgateway is not None:
+            self.pusher = Pusher(pushgateway, job, self.instance, handler=push_handler)
         self.registry = CollectorRegistry()
         self.registry.register(_Collector(self))
         self.progress: Progress | None = None
@@ -93,22 +97,8 @@ class Metrics:
                 write_to_textfile(str(self.textfile), self.registry)
             except OSError as exc:
                 log.warning("metrics: cannot write %s: %s", self.textfile, exc)
-        if self.pushgateway is not None:
-            try:
-                push_to_gateway(
-                    self.pushgateway.url,
-                    job=self.job,
-                    registry=self.registry,
-                    grouping_key={"instance": self.instance},
-                    timeout=PUSH_TIMEOUT,
-                    handler=_handler(self.pushgateway),
-                )
-            # URLError, a refused connection, a timeout; a peer that speaks no HTTP (BadStatusLine).
-            except (OSError, http.client.HTTPException) as exc:
-                # The URL without credentials; urllib's errors name no URL ("HTTP Error 401").
-                log.warning(
-                    "metrics: cannot push to the Pushgateway at %s: %s", self.pushgateway.url, exc
-                )
+        if self.pusher is not None:
+            self.pusher.push(self.registry)  # a failure is logged, not raised
 
     def _read_database(self) -> None:
         progress = self.progress
@@ -132,20 +122,6 @@ class Metrics:
             self.last_success = finished.timestamp()
 
 
-def _handler(gateway: Pushgateway) -> Callable[..., Callable[[], None]]:
-    """prometheus_client's push, with basic auth when the gateway has credentials."""
-    if gateway.username is None or gateway.password is None:
-        return default_handler
-    username, password = gateway.username, gateway.password
-
-    def handler(
-        url: str, method: str, timeout: float | None, headers: list[tuple[str, str]], data: bytes
-    ) -> Callable[[], None]:
-        return basic_auth_handler(url, method, timeout, headers, data, username, password.reveal())
-
-    return handler
-
-
 class _Collector(Collector):
     """The metric families of a Metrics' latest figures."""
 
@@ -156,82 +132,7 @@ class _Collector(Collector):
         m, p = self.metrics, self.metrics.progress
         labels, values = ["job"], [m.job]
         if p is not None:
-            calls = CounterMetricFamily(
-                "follow_etl_api_answers",
-                "follow API answers received by this process, by code (0 is OK; http_NNN, "
-                "timeout, network, malformed otherwise)",
-                labels=[*labels, "code"],
-            )
-            for code, count in sorted(p.answers.items()):
-                calls.add_metric([*values, code], count)
-            yield calls
-            limited = sum(
-                n
-                for code, n in p.answers.items()
-                if code == "http_429" or (code.isdigit() and int(code) in RATE_LIMIT_CODES)
-            )
-            yield from (
-                _counter("follow_etl_api_calls", "follow API calls made", labels, values, p.calls),
-                _counter("follow_etl_retries", "calls retried", labels, values, p.retries),
-                _counter("follow_etl_rate_limited", "rate-limit answers", labels, values, limited),
-                _counter(
-                    "follow_etl_malformed_answers",
-                    '"OK" answers that were not a page',
-                    labels,
-                    values,
-                    p.malformed,
-                ),
-                _counter("follow_etl_pages", "pages stored", labels, values, p.pages),
-                _counter("follow_etl_items", "items stored", labels, values, p.items),
-                _counter(
-                    "follow_etl_edges_added",
-                    "edges that appeared in lists with a baseline",
-                    labels,
-                    values,
-                    p.edges_added,
-                ),
-                _counter(
-                    "follow_etl_edges_removed",
-                    "edges marked removed",
-                    labels,
-                    values,
-                    p.edges_removed,
-                ),
-                _counter(
-                    "follow_etl_profile_versions_stored",
-                    "profile versions stored for the first time",
-                    labels,
-                    values,
-                    p.profiles,
-                ),
-                _counter(
-                    "follow_etl_quarantined_items",
-                    "items that could not be stored, kept in quarantined_items",
-                    labels,
-                    values,
-                    p.quarantined,
-                ),
-                _counter(
-                    "follow_etl_profile_conflicts",
-                    "profile versions seen again with other content",
-                    labels,
-                    values,
-                    p.conflicts,
-                ),
-                _gauge(
-                    "follow_etl_run_id", "the run this process works on", labels, values, p.run_id
-                ),
-                _gauge(
-                    "follow_etl_run_duration_seconds",
-                    "seconds this process has worked on the run",
-                    labels,
-                    values,
-                    p.elapsed,
-                ),
-                _gauge(
-                    "follow_etl_workers", "live processes on the run", labels, values, p.workers
-                ),
-            )
+            yield from _progress_families(p, labels, values)
         if m.lists:
             lists = GaugeMetricFamily(
                 "follow_etl_lists", "the run's lists by status", labels=[*labels, "status"]
@@ -257,6 +158,82 @@ class _Collector(Collector):
         if m.exit_code is not None:
             yield _gauge("follow_etl_exit_code", "the process's exit code (0: done)", labels,
                          values, m.exit_code)  # fmt: skip
+
+
+def _progress_families(p: Progress, labels: list[str], values: list[str]) -> Iterator[Metric]:
+    """The families read from a sync's progress snapshot: answers, calls, rows, the run."""
+    calls = CounterMetricFamily(
+        "follow_etl_api_answers",
+        "follow API answers received by this process, by code (0 is OK; http_NNN, "
+        "timeout, network, malformed otherwise)",
+        labels=[*labels, "code"],
+    )
+    for code, count in sorted(p.answers.items()):
+        calls.add_metric([*values, code], count)
+    yield calls
+    limited = sum(
+        n
+        for code, n in p.answers.items()
+        if code == "http_429" or (code.isdigit() and int(code) in RATE_LIMIT_CODES)
+    )
+    yield from (
+        _counter("follow_etl_api_calls", "follow API calls made", labels, values, p.calls),
+        _counter("follow_etl_retries", "calls retried", labels, values, p.retries),
+        _counter("follow_etl_rate_limited", "rate-limit answers", labels, values, limited),
+        _counter(
+            "follow_etl_malformed_answers",
+            '"OK" answers that were not a page',
+            labels,
+            values,
+            p.malformed,
+        ),
+        _counter("follow_etl_pages", "pages stored", labels, values, p.pages),
+        _counter("follow_etl_items", "items stored", labels, values, p.items),
+        _counter(
+            "follow_etl_edges_added",
+            "edges that appeared in lists with a baseline",
+            labels,
+            values,
+            p.edges_added,
+        ),
+        _counter(
+            "follow_etl_edges_removed",
+            "edges marked removed",
+            labels,
+            values,
+            p.edges_removed,
+        ),
+        _counter(
+            "follow_etl_profile_versions_stored",
+            "profile versions stored for the first time",
+            labels,
+            values,
+            p.profiles,
+        ),
+        _counter(
+            "follow_etl_quarantined_items",
+            "items that could not be stored, kept in quarantined_items",
+            labels,
+            values,
+            p.quarantined,
+        ),
+        _counter(
+            "follow_etl_profile_conflicts",
+            "profile versions seen again with other content",
+            labels,
+            values,
+            p.conflicts,
+        ),
+        _gauge("follow_etl_run_id", "the run this process works on", labels, values, p.run_id),
+        _gauge(
+            "follow_etl_run_duration_seconds",
+            "seconds this process has worked on the run",
+            labels,
+            values,
+            p.elapsed,
+        ),
+        _gauge("follow_etl_workers", "live processes on the run", labels, values, p.workers),
+    )
 
 
 def _counter(name: str, doc: str, labels: list[str], values: list[str], value: float) -> Metric:

@@ -41,7 +41,7 @@ from etl.store.schema import follow_edges, sync_checkpoints, verify_mismatches
 from etl.sync import SyncReport, SyncRequest, sync
 from etl.tencent.client import FollowClient
 from etl.tencent.info import INFO_BATCH, Answer, ask
-from etl.tencent.transform import TYPE_NAMES
+from etl.tencent.page import TYPE_NAMES
 
 log = logging.getLogger(__name__)
 

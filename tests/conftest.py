@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import uuid
@@ -25,12 +26,15 @@ from etl.config import ApiSettings, RetryPolicy, Secret, database_url
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer, serve_in_thread
 from etl.store import db
 from etl.store.schema import profile_snapshots
+from etl.sync import SyncReport, SyncRequest, sync
 from etl.tencent.client import FollowClient
 from etl.tencent.info import INFO_BATCH
 
 PG_SERVER = os.environ.get("FOLLOW_ETL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 NO_WAIT = RetryPolicy(attempts=8, max_seconds=60, initial_wait=0.0, max_wait=0.0)
+TYPES = (1, 2, 3)  # every follow type: fans, follows, mutual (what a sync crawls by default)
+IN_PROCESS_URL = "https://sandbox.test"  # the base URL of a sandbox answering in process
 
 # ---- test tiers ---------------------------------------------------------------------------
 # The folder a test lives in is its tier marker: `pytest -m unit` (make test-fast), `-m
@@ -102,7 +106,7 @@ def _starts_something(item: pytest.Item) -> bool:
     """True when the test's fixtures or its code start a server or a subprocess."""
     if SPAWNING_FIXTURES.intersection(getattr(item, "fixturenames", ())):
         return True
-    function = getattr(item, "function", None)
+    function: object = getattr(item, "function", None)
     while hasattr(function, "hypothesis"):  # @given wraps the test
         function = function.hypothesis.inner_test
     return isinstance(function, FunctionType) and _code_starts_something(function)
@@ -217,13 +221,13 @@ def running_sandbox() -> Iterator[Callable[..., SandboxServer]]:
         manager.__exit__(None, None, None)
 
 
-def api_settings(server: SandboxServer, **overrides: Any) -> ApiSettings:
-    """API settings pointing at a sandbox server, fast retries, generous rate."""
-    config = server.sandbox.config
+def sandbox_settings(config: SandboxConfig, url: str, **overrides: Any) -> ApiSettings:
+    """API settings for a sandbox with ``config`` at ``url``: its app, admin and secret key,
+    retries without waits, a generous rate; ``overrides`` replace any of them."""
     values: dict[str, Any] = {
         "sdkappid": config.sdkappid,
         "admin": config.admin,
-        "base_urls": (server.url,),
+        "base_urls": (url,),
         "secret_key": Secret(config.secret_key),
         "usersig": None,
         "rate": 5000.0,
@@ -234,6 +238,11 @@ def api_settings(server: SandboxServer, **overrides: Any) -> ApiSettings:
     return ApiSettings(**values)
 
 
+def api_settings(server: SandboxServer, **overrides: Any) -> ApiSettings:
+    """API settings pointing at a sandbox server (see sandbox_settings)."""
+    return sandbox_settings(server.sandbox.config, server.url, **overrides)
+
+
 def make_client(
     api: ApiSettings,
     clock: Callable[[], float] | None = None,
@@ -242,6 +251,54 @@ def make_client(
     """A client for ``api`` whose UserSig is derived from its secret key; ``transport``, if
     given, stands between it and the sandbox."""
     return FollowClient.from_settings(api, clock=clock or time.time, transport=transport)
+
+
+def sandbox_client(
+    sandbox: Sandbox,
+    *,
+    clock: Callable[[], float] = time.time,
+    url: str | None = None,
+    **overrides: Any,
+) -> FollowClient:
+    """A client of ``sandbox`` over its in-process transport (or of the server at ``url``),
+    its UserSig signed at ``clock`` (the sandbox's own, so it is never early or expired), no
+    pacing; ``overrides`` replace settings (see sandbox_settings)."""
+    api = sandbox_settings(
+        sandbox.config, url or IN_PROCESS_URL, **{"rate": 100_000.0, **overrides}
+    )
+    return make_client(api, clock, None if url else sandbox.transport())
+
+
+def sync_with(
+    engine: sa.Engine,
+    client: FollowClient,
+    accounts: list[str],
+    *,
+    job: str = "test",
+    page_size: int = 7,
+    **request: Any,
+) -> SyncReport:
+    """Sync ``accounts`` with ``client``, in small pages so lists span several; ``request``
+    holds any other SyncRequest field."""
+    return sync(
+        engine, client, SyncRequest(job=job, accounts=accounts, page_size=page_size, **request)
+    )
+
+
+def run(
+    engine: sa.Engine, server: SandboxServer, accounts: list[str], **request: Any
+) -> SyncReport:
+    """A sync of ``accounts`` against ``server`` with a fresh client (see sync_with)."""
+    with make_client(api_settings(server)) as client:
+        return sync_with(engine, client, accounts, **request)
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def as_epoch(value: datetime | None) -> int | None:
@@ -286,7 +343,7 @@ def expected_profiles(
     for items in truth.values():
         for user in items:
             seq, tags = graph.profile(user)
-            result[(user, seq)] = {tag["Tag"]: tag["Value"] for tag in tags}
+            result[(user, seq)] = {str(tag["Tag"]): tag["Value"] for tag in tags}
     return result
 
 
@@ -299,7 +356,7 @@ def minimum_requests(
     truth: dict[tuple[str, int], dict[str, int]],
     accounts: list[str],
     page_size: int,
-    types: tuple[int, ...] = (1, 2, 3),
+    types: tuple[int, ...] = TYPES,
 ) -> int:
     """Requests a perfect crawl needs: one per page, at least one per list, and the
     follow_get_info calls that size lists never crawled before (etl.sizes: 20 accounts each).

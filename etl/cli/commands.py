@@ -38,7 +38,7 @@ from etl.metrics import Metrics
 from etl.store import db
 from etl.store.schema import sync_runs
 from etl.sync import Progress, SyncReport
-from etl.tencent.transform import TYPE_NAMES
+from etl.tencent.page import TYPE_NAMES
 from etl.tencent.usersig import generate
 
 log = logging.getLogger(__name__)
@@ -474,7 +474,7 @@ def _report_path(raw: str) -> Path:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the HTML report (headline numbers, charts, latest runs) to --out."""
-    from etl.report import page as report
+    from etl import report
 
     out = _report_path(args.out)
     engine = _engine(_settings())
@@ -612,7 +612,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _print_summary(engine: sa.Engine, run_id: int, seconds: float) -> None:
     """The demo's last lines: what the store holds now, and what this run changed."""
-    from etl.report import page as report
+    from etl import report
 
     with engine.connect() as conn:
         store = report.store_summary(conn, run_id)

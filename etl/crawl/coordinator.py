@@ -24,13 +24,13 @@ from sqlalchemy.engine import Engine
 
 from etl import holds
 from etl.crawl.fetcher import Fetchers
+from etl.crawl.known import KnownProfiles
 from etl.crawl.messages import Claim, Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS
 from etl.crawl.writer import BATCH_WAIT, Writer
 from etl.errors import Stopped
 from etl.store import db, leases, workers
 from etl.store.rows import Key
-from etl.tencent import transform
 from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Crawl:
         # order. SQLite has one writer at a time anyway.
         lanes = WRITERS if engine.dialect.name == "postgresql" else 1
         size = max(2, concurrency * 4 // lanes)  # 4 queued pages per fetcher in all
-        known = transform.KnownProfiles()  # profile versions stored: fetchers skip them
+        known = KnownProfiles()  # profile versions stored: fetchers skip them
         self.writers = [
             Writer(
                 i,

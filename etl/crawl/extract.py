@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from etl.errors import CursorLoop, RequestRejected
-from etl.tencent.transform import Page
+from etl.tencent.page import Page
 
 log = logging.getLogger(__name__)
 

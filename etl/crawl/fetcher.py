@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 from etl.crawl import extract
+from etl.crawl.known import KnownProfiles
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome, outcome_of
+from etl.crawl.transform import page_rows
 from etl.errors import FatalApiError, Stopped, TransientApiError
-from etl.tencent import info, transform
+from etl.tencent import info
 from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ class Fetchers:
         self,
         client: FollowClient,
         page_size: int,
-        known: transform.KnownProfiles,
+        known: KnownProfiles,
         put: Callable[[Fetched | Ended], None],
         stop: threading.Event,
         clock: Callable[[], datetime] | None = None,
@@ -80,7 +82,7 @@ class Fetchers:
                 step = self._next(steps)
                 if step is None:
                     return Ended(claim, Outcome.COMPLETE)
-                rows = transform.page_rows(step.page, self.known)
+                rows = page_rows(step.page, self.known)
                 if step.last and task.confirming:
                     claim.info = self._ask(task.account)
                 started = before if step.restarted else None

@@ -10,7 +10,8 @@ from datetime import datetime
 from etl.crawl.outcome import Outcome
 from etl.store.leases import ListState
 from etl.store.rows import Key
-from etl.tencent import info, transform
+from etl.tencent import info
+from etl.tencent.rows import PageRows
 
 
 @dataclass
@@ -33,7 +34,7 @@ class Fetched:
     """One page of a list, parsed."""
 
     claim: Claim
-    rows: transform.PageRows
+    rows: PageRows
     next_cursor: str
     restarted: bool
     # A restarted list's new start: the crawl's clock just before the calls that restarted it

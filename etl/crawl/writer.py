@@ -32,12 +32,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl import holds
+from etl.crawl.known import KnownProfiles
 from etl.crawl.messages import Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS, Outcome
 from etl.errors import Stopped
 from etl.store import db, leases, load
 from etl.store.rows import Key, ListPart
-from etl.tencent import transform
+from etl.tencent.page import TYPE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Writer(threading.Thread):
         *,
         clock: Callable[[], datetime],
         queue_size: int,
-        known: transform.KnownProfiles,
+        known: KnownProfiles,
         tally: Tally,
         on_batch: Callable[[Tally], None],
         on_closed: Callable[[Ended], None],
@@ -271,11 +272,11 @@ class Writer(threading.Thread):
                     self._count_ending(end)
             self.on_batch(tally)
         for hold in holding.values():
-            log.warning("%s/%s: %s", hold.key[0], transform.TYPE_NAMES[hold.key[1]], hold.message())
+            log.warning("%s/%s: %s", hold.key[0], TYPE_NAMES[hold.key[1]], hold.message())
 
     def _count_ending(self, end: Ended) -> None:
         tally, task = self.tally, end.claim.task
-        label = f"{task.account}/{transform.TYPE_NAMES[task.follow_type]}"
+        label = f"{task.account}/{TYPE_NAMES[task.follow_type]}"
         if end.outcome is Outcome.MISSING:
             tally.settled += 1
             tally.missing.add(task.account, distinct=True)  # the account's other lists too

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,18 +41,11 @@ from etl.store.schema import (
     sqlite_sequence,
     sync_checkpoints,
 )
-from etl.tencent.transform import (
-    CONFLICT,
-    PROFILE_ROW,
-    UNSTORABLE,
-    KnownProfiles,
-    PageRows,
-    Profile,
-    ProfileKey,
-    ProfileRow,
-    Quarantined,
-    conflict,
-)
+from etl.tencent.profile import PROFILE_ROW, ProfileKey, ProfileRow
+from etl.tencent.rows import CONFLICT, UNSTORABLE, PageRows, Profile, Quarantined, conflict
+
+if TYPE_CHECKING:  # a type only: etl.crawl imports this module
+    from etl.crawl.known import KnownProfiles
 
 log = logging.getLogger(__name__)
 _SQLITE = sqlite.dialect()

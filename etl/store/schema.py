@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from etl.tencent.transform import STANDARD_TAGS
+from etl.tencent.profile import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
 SCHEMA_REVISION = "0009"

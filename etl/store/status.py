@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from etl.store import runs, workers
 from etl.store.schema import quarantined_items, sync_checkpoints
-from etl.tencent.transform import CONFLICT, UNSTORABLE
+from etl.tencent.rows import CONFLICT, UNSTORABLE
 
 ck = sync_checkpoints.c
 

@@ -1,8 +1,8 @@
 """follow_get_info answers: an account's fans, follows and mutual counts, 20 accounts a call.
 
-Used by ``verify`` (stored lists against the API's counts) and ``etl.sizes`` (how big a list
-never crawled before is). Every account asked gets an :class:`Answer`: counts, missing, or an
-error; a refused batch is asked one account at a time.
+Used by ``verify`` (stored lists against the API's counts), the fetchers (a list's counts at its
+end) and etl.tencent.sizes (how big a list never crawled before is). Every account asked gets an
+:class:`Answer`: counts, missing, or an error; a refused batch is asked one account at a time.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 
 from etl.errors import AccountNotFound, RequestRejected
 from etl.tencent.client import FollowClient
+from etl.tencent.codes import NOT_FOUND
 
 INFO_BATCH = 20  # To_Account per follow_get_info call: the reference's maximum
 API_FIELDS = {1: "FollowerCount", 2: "FollowingCount", 3: "MutualFollowingCount"}
-NOT_FOUND = 30003
 
 
 @dataclass(frozen=True, slots=True)

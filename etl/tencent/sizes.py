@@ -1,13 +1,13 @@
 """How big each list of a run is expected to be, so that claims take the biggest first.
 
-A list's size is what its last complete crawl found (``follow_lists.items``, written by the
-loader when a list ends). A list never crawled to its end has no such figure: its account's
-three counts come from ``follow_get_info`` (20 accounts a call, about one call per 60 lists,
-paced by the run's budget). A list whose size is known neither way keeps 0 and is claimed
-after the others. Sizes only order the work: a wrong one costs time at the end of the night,
-never a row.
+A list's size is what its last complete crawl found (``follow_lists.items``, written by the loader
+when a list ends; ``from_history`` reads it, the one database read here). A list never crawled to
+its end has no such figure: its account's three counts come from ``follow_get_info`` (20 accounts a
+call, about one call per 60 lists, paced by the run's budget). A list whose size is known neither
+way keeps 0 and is claimed after the others. Sizes only order the work: a wrong one costs time at
+the end of the night, never a row.
 
-Lists are sized as they are added to their run (etl.startup), a chunk at a time, before the
+Lists are sized as they are added to their run (etl.crawl.lister), a chunk at a time, before the
 chunk is committed: a list is never claimable without its size, and memory holds one chunk.
 """
 

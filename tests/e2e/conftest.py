@@ -1,9 +1,11 @@
-"""Fixtures of the hostile end-to-end tests: CLI processes that are reaped whatever happens, a
-wall-clock shim compiled for the session, and a PostgreSQL server the test may restart (which is
-back up before the test ends)."""
+"""Fixtures and helpers of the end-to-end tests: CLI processes that are reaped whatever happens,
+a wall-clock shim compiled for the session, a PostgreSQL server the test may restart (which is
+back up before the test ends), and running ``python -m etl`` against a sandbox and a database
+(``cli_env``, ``etl``, ``migrate``, ``status_json``, ...)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,12 +15,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from etl.sandbox import SandboxServer
 from tests.conftest import IN_CI, PG_SERVER
 
 CLOCKSHIFT_SOURCE = Path(__file__).with_name("clockshift.c")
@@ -206,3 +210,97 @@ def pg_restart(pg_server: sa.Engine, pg_url: URL) -> Iterator[Callable[[], None]
             cluster.ctl("start")
         assert cluster.wait_until_answering(60), "PostgreSQL did not come back"
         pg_server.dispose()  # its pooled connections died with the old server
+
+
+# ---- running the CLI -------------------------------------------------------------------
+
+
+def cli_env(
+    database: URL | str, server: SandboxServer | None = None, **extra: str | None
+) -> dict[str, str]:
+    """The process environment minus any DATABASE_URL/IM_*, plus the database, the sandbox's
+    credentials, no retry wait and ``extra`` (None removes a variable)."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("IM_")}
+    if isinstance(database, URL):
+        database = database.render_as_string(hide_password=False)
+    env["DATABASE_URL"] = database
+    if server is not None:
+        config = server.sandbox.config
+        env.update(
+            IM_BASE_URL=server.url,
+            IM_SDKAPPID=str(config.sdkappid),
+            IM_ADMIN=config.admin,
+            IM_SECRET_KEY=config.secret_key,
+        )
+    env["IM_RETRY_WAIT"] = "0"
+    for name, value in extra.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
+
+
+def etl(
+    env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m etl ARGS`` to its end and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "etl", *args],
+        env=env,
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def migrate(env: dict[str, str], cwd: Path) -> None:
+    """``python -m etl migrate``, which must succeed."""
+    result = etl(env, cwd, "migrate")
+    assert result.returncode == 0, result.stderr
+
+
+def status_json(env: dict[str, str], cwd: Path, job: str = "default") -> dict[str, Any]:
+    """The parsed ``status --json`` document of ``job``."""
+    result = etl(env, cwd, "status", "--job", job, "--json")
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def write_accounts(path: Path, accounts: list[str]) -> Path:
+    """An accounts file, one UserID per line."""
+    path.write_text("".join(f"{a}\n" for a in accounts), encoding="utf-8")
+    return path
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The failed command said why in exactly one line on stderr, with no traceback."""
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def requests_seen(server: SandboxServer) -> int:
+    """API requests the sandbox has answered so far."""
+    count = server.sandbox.stats()["requests"]
+    assert isinstance(count, int)
+    return count
+
+
+def wait_for_requests(
+    server: SandboxServer, proc: subprocess.Popen[bytes], count: int, timeout: float = 60
+) -> float:
+    """Wait until the sandbox has answered ``count`` requests; return the seconds waited."""
+    started = time.monotonic()
+    while requests_seen(server) < count:
+        if proc.poll() is not None:
+            pytest.fail(f"sync ended (exit {proc.returncode}) before request {count}")
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"the sandbox did not see request {count} within {timeout} s")
+        time.sleep(0.003)
+    return time.monotonic() - started

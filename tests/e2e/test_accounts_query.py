@@ -12,12 +12,11 @@ from sqlalchemy.engine import URL
 from etl.config import database_url
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
-from tests.conftest import nonempty, stored_lists
-from tests.e2e.test_cli import assert_one_error_line, cli_env, etl, migrate
+from tests.conftest import TYPES, nonempty, stored_lists
+from tests.e2e.conftest import assert_one_error_line, cli_env, etl, migrate
 
 pytestmark = pytest.mark.slow
 Start = Callable[..., SandboxServer]
-TYPES = (1, 2, 3)
 
 
 def app_users(url: URL | str, accounts: list[str]) -> None:

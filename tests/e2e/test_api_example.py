@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
 from tests.conftest import nonempty, stored_lists
-from tests.e2e.test_cli import cli_env, write_accounts
+from tests.e2e.conftest import cli_env, write_accounts
 
 pytestmark = pytest.mark.slow
 Start = Callable[..., SandboxServer]

@@ -3,8 +3,6 @@ and each supported database, read back with SQL."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import subprocess
@@ -13,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -26,111 +23,30 @@ from etl.store import db
 from etl.tencent import usersig
 from etl.tencent.info import INFO_BATCH
 from tests.conftest import (
+    TYPES,
     expected_profiles,
     minimum_requests,
     nonempty,
     stored_lists,
     stored_profiles,
 )
+from tests.e2e.conftest import (
+    assert_one_error_line,
+    cli_env,
+    etl,
+    migrate,
+    requests_seen,
+    status_json,
+    wait_for_requests,
+    write_accounts,
+)
 
-TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
 # UserSigs use the base64 alphabet with + / = mapped to * - _ (see etl.usersig).
 USERSIG_LIKE = re.compile(r"[A-Za-z0-9*_-]{40,}")
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def cli_env(
-    database: URL | str, server: SandboxServer | None = None, **extra: str | None
-) -> dict[str, str]:
-    """The process environment minus any DATABASE_URL/IM_*, plus the database, the sandbox's
-    credentials, no retry wait and ``extra`` (None removes a variable)."""
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("IM_")}
-    if isinstance(database, URL):
-        database = database.render_as_string(hide_password=False)
-    env["DATABASE_URL"] = database
-    if server is not None:
-        config = server.sandbox.config
-        env.update(
-            IM_BASE_URL=server.url,
-            IM_SDKAPPID=str(config.sdkappid),
-            IM_ADMIN=config.admin,
-            IM_SECRET_KEY=config.secret_key,
-        )
-    env["IM_RETRY_WAIT"] = "0"
-    for name, value in extra.items():
-        if value is None:
-            env.pop(name, None)
-        else:
-            env[name] = value
-    return env
-
-
-def etl(
-    env: dict[str, str], cwd: Path, *args: str, stdin: str | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m etl ARGS`` to its end and capture its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "etl", *args],
-        env=env,
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def migrate(env: dict[str, str], cwd: Path) -> None:
-    """``python -m etl migrate``, which must succeed."""
-    result = etl(env, cwd, "migrate")
-    assert result.returncode == 0, result.stderr
-
-
-def status_json(env: dict[str, str], cwd: Path, job: str = "default") -> dict[str, Any]:
-    """The parsed ``status --json`` document of ``job``."""
-    result = etl(env, cwd, "status", "--job", job, "--json")
-    assert result.returncode == 0, result.stderr
-    doc: dict[str, Any] = json.loads(result.stdout)
-    return doc
-
-
-def write_accounts(path: Path, accounts: list[str]) -> Path:
-    """An accounts file, one UserID per line."""
-    path.write_text("".join(f"{a}\n" for a in accounts), encoding="utf-8")
-    return path
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The failed command said why in exactly one line on stderr, with no traceback."""
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
-
-
-def requests_seen(server: SandboxServer) -> int:
-    """API requests the sandbox has answered so far."""
-    count = server.sandbox.stats()["requests"]
-    assert isinstance(count, int)
-    return count
-
-
-def wait_for_requests(
-    server: SandboxServer, proc: subprocess.Popen[bytes], count: int, timeout: float = 60
-) -> float:
-    """Wait until the sandbox has answered ``count`` requests; return the seconds waited."""
-    started = time.monotonic()
-    while requests_seen(server) < count:
-        if proc.poll() is not None:
-            pytest.fail(f"sync ended (exit {proc.returncode}) before request {count}")
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"the sandbox did not see request {count} within {timeout} s")
-        time.sleep(0.003)
-    return time.monotonic() - started
 
 
 def decodes_as_usersig(token: str) -> bool:
@@ -214,7 +130,7 @@ def test_sync_killed_three_times_resumes_to_the_exact_result(
     migrate(env, tmp_path)
     accounts = write_accounts(tmp_path / "accounts.txt", graph.accounts)
     concurrency = 2
-    args = ("--accounts", str(accounts), "--page-size", "5", "--rate", "5000")
+    args: tuple[str, ...] = ("--accounts", str(accounts), "--page-size", "5", "--rate", "5000")
     args += ("--concurrency", str(concurrency))
     truth = graph.truth(graph.accounts, TYPES)
     minimum = minimum_requests(truth, graph.accounts, 5)

@@ -10,7 +10,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 
 from etl.sandbox import Graph, SandboxServer
-from tests.e2e.test_cli import assert_one_error_line, cli_env, etl, migrate, write_accounts
+from tests.e2e.conftest import assert_one_error_line, cli_env, etl, migrate, write_accounts
 from tests.integration.test_holds import BIG, SEED
 
 Start = Callable[..., SandboxServer]

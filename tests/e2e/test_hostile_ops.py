@@ -23,21 +23,21 @@ from sqlalchemy.engine import URL, make_url
 
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
-from tests.conftest import PG_SERVER, minimum_requests, nonempty, stored_lists
-from tests.e2e.conftest import CliProcess, shifted
-from tests.e2e.test_cli import (
+from tests.conftest import PG_SERVER, TYPES, minimum_requests, nonempty, stored_lists
+from tests.e2e.conftest import (
+    CliProcess,
     assert_one_error_line,
     cli_env,
     etl,
     migrate,
     requests_seen,
+    shifted,
     status_json,
     write_accounts,
 )
 
 pytestmark = pytest.mark.slow
 
-TYPES = (1, 2, 3)
 PAGE = 5
 Start = Callable[..., SandboxServer]
 Spawn = Callable[..., CliProcess]

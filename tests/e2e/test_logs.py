@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from etl.sandbox import Graph, SandboxServer
-from tests.e2e.test_cli import cli_env, etl, migrate, wait_for_requests, write_accounts
+from tests.e2e.conftest import cli_env, etl, migrate, wait_for_requests, write_accounts
 
 pytestmark = pytest.mark.slow
 Start = Callable[..., SandboxServer]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,8 +23,8 @@ from sqlalchemy.engine import URL
 
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
-from tests.conftest import IN_CI
-from tests.e2e.test_cli import cli_env, etl, migrate, requests_seen, write_accounts
+from tests.conftest import IN_CI, free_port
+from tests.e2e.conftest import cli_env, etl, migrate, requests_seen, write_accounts
 
 pytestmark = pytest.mark.slow
 Start = Callable[..., SandboxServer]
@@ -102,14 +101,6 @@ def test_metrics_file_is_written_while_running_and_at_exit(
     engine.dispose()
     assert versions > 0
     assert value(found, "follow_etl_profile_versions_stored_total", job="nightly") == versions
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from sqlalchemy.engine import URL
 
 from etl.sandbox import Graph
 from etl.store import db, runs
-from tests.e2e.test_cli import cli_env, migrate, status_json, wait_for_requests, write_accounts
+from tests.e2e.conftest import cli_env, migrate, status_json, wait_for_requests, write_accounts
 from tests.e2e.test_operate import Start, finish, start
 
 

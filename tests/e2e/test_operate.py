@@ -17,8 +17,8 @@ from sqlalchemy.engine import URL
 
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
-from tests.conftest import minimum_requests, nonempty, stored_lists
-from tests.e2e.test_cli import (
+from tests.conftest import TYPES, minimum_requests, nonempty, stored_lists
+from tests.e2e.conftest import (
     assert_one_error_line,
     cli_env,
     etl,
@@ -29,7 +29,6 @@ from tests.e2e.test_cli import (
     write_accounts,
 )
 
-TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
 
 
@@ -52,7 +51,7 @@ def finish(proc: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> in
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        pytest.fail(f"{proc.args} did not finish: {log.read_text()[-2000:]}")
+        pytest.fail(f"{proc.args!r} did not finish: {log.read_text()[-2000:]}")
 
 
 def engine_for(db_url: URL) -> sa.Engine:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_cli import assert_one_error_line, cli_env, etl, migrate
+from tests.e2e.conftest import assert_one_error_line, cli_env, etl, migrate
 
 
 @pytest.mark.parametrize(

@@ -11,12 +11,11 @@ from sqlalchemy.engine import URL
 
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
-from tests.conftest import nonempty, stored_lists
-from tests.e2e.test_cli import assert_one_error_line, cli_env, etl, status_json, write_accounts
+from tests.conftest import TYPES, nonempty, stored_lists
+from tests.e2e.conftest import assert_one_error_line, cli_env, etl, status_json, write_accounts
 
 pytestmark = pytest.mark.slow
 Start = Callable[..., SandboxServer]
-TYPES = (1, 2, 3)
 
 
 @pytest.mark.postgres

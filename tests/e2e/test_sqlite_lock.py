@@ -16,8 +16,14 @@ from etl.config import database_url
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db, workers
 from tests.conftest import nonempty, stored_lists
-from tests.e2e.conftest import CliProcess
-from tests.e2e.test_cli import assert_one_error_line, cli_env, etl, migrate, write_accounts
+from tests.e2e.conftest import (
+    CliProcess,
+    assert_one_error_line,
+    cli_env,
+    etl,
+    migrate,
+    write_accounts,
+)
 from tests.e2e.test_hostile_ops import sync_args, wait_until
 
 pytestmark = pytest.mark.slow

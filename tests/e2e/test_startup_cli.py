@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
-from tests.e2e.test_cli import cli_env, migrate, write_accounts
+from tests.e2e.conftest import cli_env, migrate, write_accounts
 from tests.e2e.test_operate import engine_for, finish, start
 
 Start = Callable[..., SandboxServer]

@@ -14,15 +14,8 @@ from etl.config import database_url
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db
 from etl.store.schema import follow_edges
-from tests.e2e.test_cli import (
-    USERSIG_LIKE,
-    assert_one_error_line,
-    cli_env,
-    decodes_as_usersig,
-    etl,
-    migrate,
-    write_accounts,
-)
+from tests.e2e.conftest import assert_one_error_line, cli_env, etl, migrate, write_accounts
+from tests.e2e.test_cli import USERSIG_LIKE, decodes_as_usersig
 
 Start = Callable[..., SandboxServer]
 pytestmark = pytest.mark.slow

@@ -136,7 +136,11 @@ def test_installed_cli_migrates_demos_and_syncs_outside_the_checkout(
     cwd, env = outside
     python = str(built.venv / "bin" / "python")
     where = subprocess.run(
-        [python, "-c", "import etl, etl.db; print(etl.__file__); print(etl.db.migrations_dir())"],
+        [
+            python,
+            "-c",
+            "import etl, etl.store.db; print(etl.__file__); print(etl.store.db.migrations_dir())",
+        ],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert where.returncode == 0, where.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,18 +17,16 @@ from etl.crawl.messages import Ended
 from etl.crawl.writer import Writer
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases
-from etl.sync import SyncReport, SyncRequest, sync
-from etl.tencent.transform import Page
-from tests.conftest import api_settings, make_client, nonempty, stored_lists
+from etl.sync import SyncRequest, sync
+from etl.tencent.page import Page
+from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists
+from tests.conftest import run as sync_against
 
 Start = Callable[..., SandboxServer]
-TYPES = (1, 2, 3)
 
 
-def run(engine: sa.Engine, server: SandboxServer, accounts: list[str], **kw: Any) -> SyncReport:
-    """A sync of ``accounts`` against ``server`` with a fresh client."""
-    with make_client(api_settings(server)) as client:
-        return sync(engine, client, SyncRequest(job="nightly", accounts=accounts, **kw))
+# One job throughout, in whole pages unless a test asks for small ones.
+run = partial(sync_against, job="nightly", page_size=SyncRequest.page_size)
 
 
 def events(engine: sa.Engine, run_id: int) -> set[tuple[str, int, str, str]]:
@@ -224,7 +223,8 @@ def test_awkward_account_ids_are_stored_exactly(engine: sa.Engine) -> None:
     """UserIDs with tabs, backslashes, line breaks or quotes survive the staging (COPY) path."""
     from datetime import UTC, datetime
 
-    from etl.store.load import ListPart, Loader
+    from etl.store.load import Loader
+    from etl.store.rows import ListPart
 
     odd = ["tab\there", "back\\slash", "line\nbreak", "cr\rx", "quote'\"", "N\\N", "plain"]
     part = ListPart("acc\\\t1", 1, edges=dict.fromkeys(odd, 1_700_000_000), pages=1, complete=True)

@@ -21,8 +21,8 @@ from etl.store import leases, runs
 from etl.store.rows import ListPart
 from etl.store.schema import sync_checkpoints
 from etl.sync import SyncRequest, sync
-from tests.conftest import api_settings, make_client
-from tests.integration.test_sync import interrupted_client, run
+from tests.conftest import api_settings, make_client, sync_with
+from tests.integration.test_sync import interrupted_client
 
 Start = Callable[..., SandboxServer]
 ck = sync_checkpoints.c
@@ -55,7 +55,7 @@ def test_counters_follow_syncs_with_failures_skips_restarts_and_recrawls(
             interrupted_client(server, calls, mid_list=True) as client,
             pytest.raises(KeyboardInterrupt),
         ):
-            run(engine, client, graph.accounts)
+            sync_with(engine, client, graph.accounts)
         assert_counted(engine, 1)
     # Stale cursors restart their lists: their pages and items start again.
     with engine.begin() as conn:
@@ -69,14 +69,14 @@ def test_counters_follow_syncs_with_failures_skips_restarts_and_recrawls(
     # The resumed run gets new lists too: "" is rejected (30001, given up), one account missing.
     accounts = ["", *graph.accounts, "nobody_at_all"]
     with make_client(api_settings(server)) as client:
-        report = run(engine, client, accounts)
+        report = sync_with(engine, client, accounts)
     assert report.finished
     assert report.lists["failed"] == 3
     assert report.lists["skipped"] == 3
     for run_id in every_run(engine):
         assert_counted(engine, run_id)
     with engine.connect() as conn:
-        restarts = conn.execute(sa.text("SELECT sum(restarts) FROM sync_checkpoints")).scalar()
+        restarts = conn.execute(sa.text("SELECT sum(restarts) FROM sync_checkpoints")).scalar_one()
     assert restarts >= stale
 
 
@@ -90,7 +90,7 @@ def test_counters_follow_lists_that_fail_until_given_up(
     opened = []
     with make_client(api_settings(server, retry=retry)) as client:
         for _ in range(runs.MAX_FAILURES):
-            report = run(engine, client, graph.accounts[:2], types=(1,))
+            report = sync_with(engine, client, graph.accounts[:2], types=(1,))
             assert_counted(engine, report.run_id)
             opened.append(report.lists["open"])
     assert opened[0] > 0
@@ -105,7 +105,7 @@ def test_a_restarted_run_keeps_the_counters_of_the_abandoned_one(
     graph = Graph(users=30, seed=9)
     server = running_sandbox(graph)
     with interrupted_client(server, 10) as client, pytest.raises(KeyboardInterrupt):
-        run(engine, client, graph.accounts)
+        sync_with(engine, client, graph.accounts)
     with make_client(api_settings(server)) as client:
         report = sync(
             engine,
@@ -231,6 +231,6 @@ def test_concurrent_batches_never_share_a_counter_row(pg_engine: sa.Engine) -> N
     with pg_engine.connect() as conn:
         shards = conn.execute(
             sa.text("SELECT count(*) FROM sync_run_counters WHERE run_id = :id"), {"id": run_id}
-        ).scalar()
+        ).scalar_one()
     assert shards >= 2
     assert_counted(pg_engine, run_id)

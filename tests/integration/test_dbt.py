@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from etl.sandbox import Graph, SandboxServer
-from etl.sync import SyncReport, SyncRequest, sync
-from tests.conftest import IN_CI, api_settings, make_client
+from etl.sync import SyncReport
+from tests.conftest import IN_CI, run
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -23,7 +23,6 @@ PROJECT = ROOT / "dbt"
 # dbt lives in its own venv (the `dbt` extra in pyproject.toml says why); FOLLOW_ETL_DBT
 # points elsewhere.
 DBT = Path(os.environ.get("FOLLOW_ETL_DBT") or ROOT / ".venv-dbt" / "bin" / "dbt")
-TYPES = (1, 2, 3)
 SCHEMA = "analytics"
 TIMEOUT = 300  # seconds per dbt command; a build of this project takes a few
 Start = Callable[..., SandboxServer]
@@ -42,8 +41,7 @@ def dbt() -> Path:
 
 def run_sync(engine: sa.Engine, server: SandboxServer, accounts: list[str]) -> SyncReport:
     """One complete sync of ``accounts`` against ``server``."""
-    with make_client(api_settings(server)) as client:
-        report = sync(engine, client, SyncRequest(job="nightly", accounts=accounts, page_size=7))
+    report = run(engine, server, accounts, job="nightly")
     assert report.problem() is None
     return report
 
@@ -109,7 +107,7 @@ def test_dbt_build_passes_on_a_synced_database(
         "stg_daily_follow_changes": "daily_follow_changes",
     }
     with pg_engine.connect() as conn:
-        kinds = dict(
+        kinds: dict[str, str] = dict(
             conn.execute(
                 sa.text(
                     "SELECT table_name, table_type FROM information_schema.tables "

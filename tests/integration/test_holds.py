@@ -24,8 +24,8 @@ from etl.store.load import Loader
 from etl.store.rows import ListPart
 from etl.store.schema import sync_checkpoints
 from etl.sync import SyncReport
-from tests.conftest import nonempty, stored_lists
-from tests.integration.test_changes import TYPES, diff, events, run
+from tests.conftest import TYPES, nonempty, stored_lists
+from tests.integration.test_changes import diff, events, run
 from tests.integration.test_counters import assert_counted
 
 Start = Callable[..., SandboxServer]

@@ -14,28 +14,21 @@ from etl.config import RetryPolicy
 from etl.errors import MalformedAnswer, TransientApiError
 from etl.sandbox import Graph, Sandbox, SandboxConfig, SandboxServer
 from etl.sandbox.hostile import HOSTILE_IDS, BigNumber
-from etl.sync import SyncReport, SyncRequest, sync
-from etl.tencent import client as client_module
-from etl.tencent.client import parse_json
-from etl.tencent.transform import key_problem
+from etl.tencent.client import FollowClient
+from etl.tencent.exact_json import parse_json
+from etl.tencent.text import key_problem
 from tests.conftest import (
+    TYPES,
     api_settings,
     make_client,
     minimum_requests,
     nonempty,
+    run,
     stored_lists,
     stored_profiles,
 )
 
-TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
-
-
-def run(engine: sa.Engine, server: SandboxServer, accounts: list[str], **kw: Any) -> SyncReport:
-    """One sync of ``accounts`` against ``server`` with small pages (lists span several)."""
-    with make_client(api_settings(server)) as client:
-        request = SyncRequest(job="hostile", accounts=accounts, page_size=7, **kw)
-        return sync(engine, client, request)
 
 
 def storable(truth: dict[tuple[str, int], dict[str, int]]) -> dict[tuple[str, int], dict[str, int]]:
@@ -89,7 +82,7 @@ def test_hostile_profiles_and_ids_stop_nothing_and_a_second_sync_changes_nothing
     assert hostile, "no hostile profile was listed: the test would prove nothing"
     profiles = stored_profiles(engine)
     with engine.connect() as conn:
-        raw = dict(
+        raw: dict[str, str] = dict(
             conn.execute(
                 sa.text(
                     "SELECT user_id, tags_raw FROM profile_snapshots WHERE tags_raw IS NOT NULL"
@@ -196,20 +189,19 @@ def test_an_answer_trickled_past_the_timeout_is_cut_off(running_sandbox: Start) 
 
 
 def test_an_answer_past_the_size_cap_is_malformed_and_never_held_whole(
-    running_sandbox: Start, monkeypatch: pytest.MonkeyPatch
+    running_sandbox: Start,
 ) -> None:
-    """MAX_ANSWER_BYTES bounds what one answer may cost in memory: past it the answer is a
+    """max_answer_bytes bounds what one answer may cost in memory: past it the answer is a
     malformed one (retried, counted), whether the length is announced or not."""
     graph = Graph(users=30, seed=92)
     account = max(graph.accounts, key=lambda a: len(graph.truth([a], (1,))))
     retry = RetryPolicy(attempts=1, max_seconds=60, initial_wait=0, max_wait=0)
-    monkeypatch.setattr(client_module, "MAX_ANSWER_BYTES", 2_000)
     server = running_sandbox(graph)  # announces Content-Length
     # In process, a trickled answer comes without a length: the cap counts what arrives.
     unannounced = Sandbox(graph, SandboxConfig(faults=1.0, fault_kinds=("trickle",), slow_ms=200))
     api = api_settings(server, retry=retry)
-    for client in (make_client(api), make_client(api, transport=unannounced.transport())):
-        with client:
+    for transport in (None, unannounced.transport()):
+        with FollowClient.from_settings(api, transport=transport, max_answer_bytes=2_000) as client:
             with pytest.raises(MalformedAnswer, match="larger than 2,000 bytes"):
                 client.follow_get(account, 1, "", 1000)
             assert client.malformed == 1

@@ -17,20 +17,17 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from etl.crawl.known import KnownProfiles
+from etl.crawl.transform import page_rows
 from etl.errors import MalformedAnswer
 from etl.store import db
 from etl.store.load import Loader, Written
 from etl.store.rows import Key, ListPart
 from etl.store.schema import SCHEMA_REVISION, decode_sequence, profile_snapshots, quarantined_items
 from etl.store.status import quarantine_summary
-from etl.tencent.transform import (
-    MAX_NESTING,
-    STANDARD_TAGS,
-    KnownProfiles,
-    PageRows,
-    page_rows,
-    parse_page,
-)
+from etl.tencent.page import parse_page
+from etl.tencent.profile import MAX_NESTING, STANDARD_TAGS
+from etl.tencent.rows import PageRows
 
 RUN = 1
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
@@ -363,8 +360,8 @@ def test_any_answer_is_stored_as_documented(engine: sa.Engine, answers: list[Any
             assert row.tags_raw is None
     assert stored_quarantine(engine) == expected_quarantine
     kinds = [kind for _, kind, _, _ in expected_quarantine]
-    for kind in sorted(set(kinds)):
-        event(f"an item quarantined as {kind}")
+    for quarantined_as in sorted(set(kinds)):
+        event(f"an item quarantined as {quarantined_as}")
     if any(row.tags_raw for row in profiles.values()):
         event("a profile kept raw")
     if any(seq > 2**63 - 1 for _, seq in profiles):

@@ -15,13 +15,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from etl import sync, verify
+from etl.crawl.known import KnownProfiles
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome
+from etl.crawl.transform import page_rows
 from etl.errors import RunIncomplete
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases, load, runs, workers
 from etl.store.rows import ListPart
-from etl.tencent import transform
+from etl.tencent.page import Page
 from tests.conftest import api_settings, make_client, stored_lists
 from tests.integration.test_changes import Start, diff, events
 from tests.integration.test_leases import checkpoint_row, edges_of, page, register, writer
@@ -99,7 +101,8 @@ def test_a_batch_of_an_abandoned_run_writes_nothing_and_stops_the_crawl(
     run_id = open_run(engine, "job", [LIST, ("b", 1)])
     me = register(engine)
     claims = claim_all(engine, run_id, me.id)
-    lane = writer(engine, run_id, me.id, closed := [])
+    closed: list[Ended] = []
+    lane = writer(engine, run_id, me.id, closed)
     lane._commit([page(claims[LIST], ["x"], "p2")])
     abandon(engine, run_id)
     ending = Ended(claims[("b", 1)], Outcome.MISSING)
@@ -148,12 +151,15 @@ def test_abandoning_a_run_waits_for_its_batch_in_flight(pg_engine: sa.Engine) ->
     me = register(pg_engine)
     claim_all(pg_engine, run_id, me.id)
     abandoned = threading.Event()
+
+    def abandon_and_say_so() -> None:
+        if abandon(pg_engine, run_id):
+            abandoned.set()
+
     with pg_engine.connect() as batch:
         with batch.begin():
             assert leases.hold(batch, run_id, me.id, [LIST]) == {LIST}
-            thread = threading.Thread(
-                target=lambda: abandon(pg_engine, run_id) and abandoned.set(), daemon=True
-            )
+            thread = threading.Thread(target=abandon_and_say_so, daemon=True)
             thread.start()
             assert not abandoned.wait(0.5), "the abandon did not wait for the batch"
         thread.join(timeout=10)
@@ -412,7 +418,7 @@ def test_two_crawls_of_a_changing_list_record_no_false_event(
 def listing(claim: Claim, items: dict[str, int]) -> Fetched:
     """The whole list as one page, with the graph's own follow times."""
     rows = [{"To_Account": to, "FollowTime": when} for to, when in items.items()]
-    parsed = transform.page_rows(transform.Page(rows, ""), transform.KnownProfiles())
+    parsed = page_rows(Page(rows, ""), KnownProfiles())
     return Fetched(claim, parsed, "", restarted=False)
 
 

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from etl.sandbox import Graph, SandboxServer
 from etl.store import retention as prune
 from etl.store import runs
-from tests.conftest import api_settings, make_client, nonempty, stored_lists
-from tests.integration.test_sync import TYPES, interrupted_client, run
+from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists, sync_with
+from tests.integration.test_sync import interrupted_client
 
 Start = Callable[..., SandboxServer]
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -94,15 +94,15 @@ def test_a_sync_after_prune_resumes_and_sync_prunes_by_itself(
     server = running_sandbox(graph)
     with make_client(api_settings(server)) as client:
         for _ in range(3):
-            assert run(engine, client, graph.accounts, keep_runs=0).problem() is None
+            assert sync_with(engine, client, graph.accounts, keep_runs=0).problem() is None
     assert sorted(rows_by_run(engine, "sync_checkpoints")) == [1, 2, 3]
     with interrupted_client(server, 20, mid_list=True) as client, pytest.raises(KeyboardInterrupt):
-        run(engine, client, graph.accounts)
+        sync_with(engine, client, graph.accounts)
     done = prune.prune(engine, "test", 1, NOW)
     assert done.runs == [1, 2, 3]
     assert sorted(rows_by_run(engine, "sync_checkpoints")) == [4]
     with make_client(api_settings(server)) as client:
-        report = run(engine, client, graph.accounts, keep_runs=2)
+        report = sync_with(engine, client, graph.accounts, keep_runs=2)
         assert report.resumed
         assert report.run_id == 4
         assert report.problem() is None
@@ -110,7 +110,7 @@ def test_a_sync_after_prune_resumes_and_sync_prunes_by_itself(
         with engine.connect() as conn:
             assert runs.counts(conn, 4) == runs.recount(conn, 4)
         for expected in ([4, 5], [5, 6]):
-            assert run(engine, client, graph.accounts, keep_runs=2).problem() is None
+            assert sync_with(engine, client, graph.accounts, keep_runs=2).problem() is None
             assert sorted(rows_by_run(engine, "sync_checkpoints")) == expected
     with engine.connect() as conn:
         totals = conn.execute(sa.text("SELECT id, lists_done FROM sync_runs ORDER BY id")).all()

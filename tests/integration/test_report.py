@@ -16,14 +16,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl.report.page import CHART_IDS, ReportData, collect, render
+from etl.report import CHART_IDS, ReportData, collect, render
 from etl.sandbox import Graph, SandboxServer
 from etl.store.schema import follow_edge_events, profile_snapshots, sync_runs
 from etl.sync import SyncRequest, sync
-from tests.conftest import IN_CI, api_settings, expected_profiles, make_client
+from tests.conftest import IN_CI, TYPES, api_settings, expected_profiles, make_client
 
 Start = Callable[..., SandboxServer]
-TYPES = (1, 2, 3)
 
 
 def report_of(engine: sa.Engine, **kw: Any) -> tuple[ReportData, str]:

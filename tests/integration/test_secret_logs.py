@@ -14,9 +14,7 @@ import sqlalchemy as sa
 from etl.errors import TransientApiError
 from etl.sandbox import Graph, SandboxServer
 from etl.tencent.usersig import UserSigSource
-from tests.conftest import api_settings, make_client
-from tests.e2e.test_metrics import free_port
-from tests.integration.test_sync import run
+from tests.conftest import api_settings, free_port, make_client, sync_with
 
 Start = Callable[..., SandboxServer]
 
@@ -75,7 +73,7 @@ def test_a_sync_logged_at_debug_shows_no_secret(
     server = running_sandbox(graph)
     now = time.time()
     with make_client(api_settings(server), clock=lambda: now) as client:
-        report = run(engine, client, graph.accounts)
+        report = sync_with(engine, client, graph.accounts)
     assert report.finished
     assert sum("HTTP Request: POST" in line for line in host_logs.lines) >= report.requests
     assert any(line.startswith("httpcore") for line in host_logs.lines)

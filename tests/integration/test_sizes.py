@@ -14,10 +14,9 @@ from etl.sandbox import Graph, SandboxServer
 from etl.store import leases, runs, workers
 from etl.sync import SyncRequest, sync
 from etl.tencent import sizes as sizes_module
-from tests.conftest import api_settings, make_client, nonempty, stored_lists
+from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]
-TYPES = (1, 2, 3)
 
 
 def expected(engine: sa.Engine, run_id: int) -> dict[tuple[str, int], int]:
@@ -36,6 +35,7 @@ def expected(engine: sa.Engine, run_id: int) -> dict[tuple[str, int], int]:
 def info_calls_of(server: SandboxServer) -> int:
     """follow_get_info calls the sandbox answered."""
     routes = server.sandbox.stats()["by_route"]
+    assert isinstance(routes, dict)
     return sum(n for route, n in routes.items() if route.endswith("follow_get_info"))
 
 

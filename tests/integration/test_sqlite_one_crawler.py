@@ -16,6 +16,7 @@ from etl.config import database_url
 from etl.errors import JobBusy, Stopped
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db, workers
+from etl.store.schema import sync_workers
 from etl.sync import SyncRequest, sync
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
 
@@ -38,7 +39,7 @@ def test_a_holder_whose_heartbeat_looks_dead_keeps_the_job(
 
     def meanwhile(run_id: int) -> None:
         with second.begin() as conn:
-            conn.execute(sa.update(workers.sync_workers).values(expires_at=workers.db_now(conn)))
+            conn.execute(sa.update(sync_workers).values(expires_at=workers.db_now(conn)))
         with make_client(api_settings(server)) as client:
             with pytest.raises(JobBusy, match=f"pid {os.getpid()} on") as busy:
                 sync(second, client, SyncRequest(job="j", accounts=["x"]))
@@ -48,7 +49,7 @@ def test_a_holder_whose_heartbeat_looks_dead_keeps_the_job(
             with pytest.raises(Stopped):
                 sync(second, client, SyncRequest(job="j", accounts=["x"], wait=True), stop=stop)
         with second.connect() as conn:
-            seen["rows"] = conn.execute(sa.select(workers.sync_workers.c.pid)).scalars().all()
+            seen["rows"] = conn.execute(sa.select(sync_workers.c.pid)).scalars().all()
 
     try:
         with make_client(api_settings(server)) as client:

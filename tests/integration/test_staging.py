@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from etl.store.load import ListPart, Loader
+from etl.store.load import Loader
+from etl.store.rows import ListPart
 from tests.conftest import stored_lists
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -17,10 +17,9 @@ from etl.errors import UsageError
 from etl.sandbox import Graph, SandboxServer
 from etl.store import runs, workers
 from etl.sync import SyncReport, SyncRequest, sync, work
-from tests.conftest import api_settings, make_client, nonempty, stored_lists
+from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists
 
 Start = Callable[..., SandboxServer]
-TYPES = (1, 2, 3)
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
 
 

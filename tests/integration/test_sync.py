@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -12,9 +11,9 @@ import sqlalchemy as sa
 
 from etl.errors import FatalApiError, RunIncomplete
 from etl.sandbox import Graph, SandboxServer
-from etl.sync import SyncRequest, sync
 from etl.tencent.client import FollowClient
 from tests.conftest import (
+    TYPES,
     api_settings,
     expected_profiles,
     make_client,
@@ -22,18 +21,10 @@ from tests.conftest import (
     nonempty,
     stored_lists,
     stored_profiles,
+    sync_with,
 )
 
-TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
-
-
-def run(engine: sa.Engine, client: FollowClient, accounts: list[str], **kw: Any) -> Any:
-    """Sync ``accounts`` with small pages so lists span several."""
-    request = SyncRequest(
-        job=kw.pop("job", "test"), accounts=accounts, page_size=kw.pop("page_size", 7), **kw
-    )
-    return sync(engine, client, request)
 
 
 def test_full_sync_equals_ground_truth(engine: sa.Engine, running_sandbox: Start) -> None:
@@ -41,7 +32,7 @@ def test_full_sync_equals_ground_truth(engine: sa.Engine, running_sandbox: Start
     graph = Graph(users=120, seed=3)
     server = running_sandbox(graph)
     with make_client(api_settings(server)) as client:
-        report = run(engine, client, graph.accounts)
+        report = sync_with(engine, client, graph.accounts)
     truth = graph.truth(graph.accounts, TYPES)
     assert stored_lists(engine) == nonempty(truth)
     assert stored_profiles(engine) == expected_profiles(graph, truth)
@@ -55,7 +46,7 @@ def test_transient_faults_leave_the_result_exact(engine: sa.Engine, running_sand
     graph = Graph(users=80, seed=5)
     server = running_sandbox(graph, faults=0.1, slow_ms=1200, fault_seed=7)
     with make_client(api_settings(server, timeout=0.5)) as client:
-        report = run(engine, client, graph.accounts)
+        report = sync_with(engine, client, graph.accounts)
     truth = graph.truth(graph.accounts, TYPES)
     assert stored_lists(engine) == nonempty(truth)
     assert stored_profiles(engine) == expected_profiles(graph, truth)
@@ -72,14 +63,14 @@ def test_second_run_records_what_changed(engine: sa.Engine, running_sandbox: Sta
     server = running_sandbox(graph)
     accounts = graph.accounts
     with make_client(api_settings(server)) as client:
-        run(engine, client, accounts)
+        sync_with(engine, client, accounts)
         before = graph.truth(accounts, TYPES)
         profiles_before = expected_profiles(graph, before)
         summary = graph.mutate(seed=1, delete=2)
         assert summary["unfollowed"]
         assert summary["followed"]
         assert summary["profiles_changed"]
-        report = run(engine, client, accounts)
+        report = sync_with(engine, client, accounts)
     after = graph.truth(accounts, TYPES)
     assert stored_lists(engine) == nonempty(after)
     assert stored_profiles(engine) == {**profiles_before, **expected_profiles(graph, after)}
@@ -109,10 +100,10 @@ def test_an_edge_that_comes_back_is_listed_again(engine: sa.Engine, running_sand
     graph = Graph(users=60, seed=2)
     server = running_sandbox(graph)
     with make_client(api_settings(server)) as client:
-        run(engine, client, graph.accounts)
+        sync_with(engine, client, graph.accounts)
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE follow_edges SET removed_at = first_seen_at"))
-        run(engine, client, graph.accounts)
+        sync_with(engine, client, graph.accounts)
     assert stored_lists(engine) == nonempty(graph.truth(graph.accounts, TYPES))
 
 
@@ -121,11 +112,11 @@ def test_unchanged_resync_rewrites_nothing(engine: sa.Engine, running_sandbox: S
     graph = Graph(users=60, seed=4)
     server = running_sandbox(graph)
     with make_client(api_settings(server)) as client:
-        run(engine, client, graph.accounts)
+        sync_with(engine, client, graph.accounts)
         with engine.connect() as conn:
             before = conn.execute(sa.text("SELECT * FROM follow_edges ORDER BY 1, 2, 3")).all()
             snapshots = conn.execute(sa.text("SELECT count(*) FROM profile_snapshots")).scalar()
-        report = run(engine, client, graph.accounts)
+        report = sync_with(engine, client, graph.accounts)
         with engine.connect() as conn:
             after = conn.execute(sa.text("SELECT * FROM follow_edges ORDER BY 1, 2, 3")).all()
             assert conn.execute(sa.text("SELECT count(*) FROM profile_snapshots")).scalar() == (
@@ -171,9 +162,9 @@ def test_interrupted_run_resumes_from_its_cursors(
             interrupted_client(server, calls, mid_list) as client,
             pytest.raises(KeyboardInterrupt),
         ):
-            run(engine, client, graph.accounts)
+            sync_with(engine, client, graph.accounts)
     with make_client(api_settings(server)) as client:
-        report = run(engine, client, graph.accounts)
+        report = sync_with(engine, client, graph.accounts)
     truth = graph.truth(graph.accounts, TYPES)
     assert report.resumed
     assert report.run_id == 1
@@ -187,14 +178,14 @@ def test_stale_cursor_restarts_the_list(engine: sa.Engine, running_sandbox: Star
     graph = Graph(users=80, seed=8)
     server = running_sandbox(graph)
     with interrupted_client(server, 30, mid_list=True) as client, pytest.raises(KeyboardInterrupt):
-        run(engine, client, graph.accounts)
+        sync_with(engine, client, graph.accounts)
     with engine.begin() as conn:
         stale = conn.execute(
             sa.text("UPDATE sync_checkpoints SET cursor = 'not-a-cursor' WHERE cursor <> ''")
         ).rowcount
     assert stale >= 1
     with make_client(api_settings(server)) as client:
-        run(engine, client, graph.accounts)
+        sync_with(engine, client, graph.accounts)
     assert stored_lists(engine) == nonempty(graph.truth(graph.accounts, TYPES))
     with engine.connect() as conn:
         restarts = conn.execute(sa.text("SELECT sum(restarts) FROM sync_checkpoints")).scalar()
@@ -208,9 +199,9 @@ def test_restart_abandons_the_unfinished_run(engine: sa.Engine, running_sandbox:
     graph = Graph(users=40, seed=9)
     server = running_sandbox(graph)
     with interrupted_client(server, 10) as client, pytest.raises(KeyboardInterrupt):
-        run(engine, client, graph.accounts)
+        sync_with(engine, client, graph.accounts)
     with make_client(api_settings(server)) as client:
-        report = run(engine, client, graph.accounts, restart=True)
+        report = sync_with(engine, client, graph.accounts, restart=True)
     assert report.run_id == 2
     assert not report.resumed
     with engine.connect() as conn:
@@ -231,7 +222,7 @@ def test_wrong_credentials_stop_the_run_and_keep_it(
         make_client(api_settings(server, secret_key=Secret("wrong"))) as client,
         pytest.raises(FatalApiError, match="70009"),
     ):
-        run(engine, client, graph.accounts)
+        sync_with(engine, client, graph.accounts)
     # One follow_get_info call (sizing the lists: etl.sizes), then the crawl's first call,
     # alone: a wrong key costs two requests, not one per list.
     assert server.sandbox.stats()["requests"] == 2
@@ -249,7 +240,7 @@ def test_wrong_credentials_stop_the_run_and_keep_it(
     assert first.failures == 0
     assert "70009" in first.last_error
     with make_client(api_settings(server)) as client:
-        report = run(engine, client, graph.accounts)
+        report = sync_with(engine, client, graph.accounts)
     assert report.resumed
     assert report.problem() is None
 
@@ -262,12 +253,14 @@ def test_an_api_that_keeps_failing_stops_the_run(engine: sa.Engine, running_sand
     server = running_sandbox(graph, faults=1.0, fault_kinds=("30006",))
     retry = RetryPolicy(attempts=2, max_seconds=5, initial_wait=0, max_wait=0)
     with make_client(api_settings(server, retry=retry)) as client:
-        report = run(engine, client, graph.accounts)
+        report = sync_with(engine, client, graph.accounts)
     assert not report.finished
     assert isinstance(report.problem(), RunIncomplete)
     # 3 lists x 2 attempts, then stop; until a call succeeds one list is tried at a time, and a
     # fourth may be under way when the third fails.
-    assert 6 <= server.sandbox.stats()["requests"] <= 8
+    requests = server.sandbox.stats()["requests"]
+    assert isinstance(requests, int)
+    assert 6 <= requests <= 8
     with engine.connect() as conn:
         failed = conn.execute(
             sa.text("SELECT count(*) FROM sync_checkpoints WHERE status = 'failed'")
@@ -284,7 +277,7 @@ def test_a_list_that_keeps_failing_is_given_up(engine: sa.Engine, running_sandbo
     retry = RetryPolicy(attempts=1, max_seconds=5, initial_wait=0, max_wait=0)
     account = graph.accounts[0]
     with make_client(api_settings(server, retry=retry)) as client:
-        reports = [run(engine, client, [account], types=(1,)) for _ in range(4)]
+        reports = [sync_with(engine, client, [account], types=(1,)) for _ in range(4)]
     assert [r.run_id for r in reports] == [1, 1, 1, 2]
     assert [r.finished for r in reports] == [False, False, True, False]
     assert "given up" in str(reports[2].problem())
@@ -296,10 +289,10 @@ def test_a_rejected_list_is_given_up_at_once(engine: sa.Engine, running_sandbox:
     server = running_sandbox(graph)
     accounts = ["", *graph.accounts]  # the CLI refuses it; the service answers 30001
     with make_client(api_settings(server)) as client:
-        report = run(engine, client, accounts)
+        report = sync_with(engine, client, accounts)
     assert report.finished
     assert report.lists["failed"] == 3
     assert "given up" in str(report.problem())
     assert stored_lists(engine) == nonempty(graph.truth(graph.accounts, TYPES))
     with make_client(api_settings(server)) as client:
-        assert run(engine, client, graph.accounts).problem() is None
+        assert sync_with(engine, client, graph.accounts).problem() is None

@@ -25,8 +25,7 @@ from etl.config import database_url, load_settings
 from etl.console import setup_logging
 from etl.errors import ConfigError
 from etl.store import db
-from tests.conftest import PG_SERVER
-from tests.e2e.test_metrics import free_port
+from tests.conftest import PG_SERVER, free_port
 
 # Printable characters from the whole of Unicode, with URL punctuation (@ : / % # ? and space)
 # drawn often enough that most examples hold some.

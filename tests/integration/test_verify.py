@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -16,11 +15,10 @@ from etl.store import runs
 from etl.store.schema import follow_edges, sync_checkpoints, verify_mismatches
 from etl.sync import SyncRequest, sync
 from etl.tencent.client import FollowClient
-from etl.tencent.usersig import UserSigSource
-from etl.verify import INFO_BATCH, SHOWN, Mismatch, VerifyReport, repair, repair_job, verify
-from tests.conftest import api_settings, make_client, nonempty, stored_lists
+from etl.tencent.info import INFO_BATCH
+from etl.verify import SHOWN, Mismatch, VerifyReport, repair, repair_job, verify
+from tests.conftest import TYPES, api_settings, make_client, nonempty, stored_lists
 
-TYPES = (1, 2, 3)
 Start = Callable[..., SandboxServer]
 NOW = datetime(2026, 1, 2, tzinfo=UTC)
 
@@ -310,11 +308,7 @@ def test_an_account_without_counts_is_not_a_disagreement(
 
     with make_client(api_settings(server)) as client:
         crawl(engine, client, graph.accounts)
-    api = api_settings(server)
-    source = UserSigSource(
-        sdkappid=api.sdkappid, identifier=api.admin, secret_key="unused", clock=time.time
-    )
-    with FollowClient(api, source, transport=httpx.MockTransport(answer)) as client:
+    with make_client(api_settings(server), transport=httpx.MockTransport(answer)) as client:
         report = checked(engine, client)
     assert report.unchecked == [(graph.accounts[0], "follow_get_info: busy (30006)")]
     assert report.mismatches == []

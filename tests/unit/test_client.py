@@ -25,8 +25,10 @@ from etl.errors import (
 )
 from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.sandbox.faults import MALFORMED_KINDS
-from etl.tencent.client import FollowClient, Pacer, parse_json
-from etl.tencent.transform import Page
+from etl.tencent.client import FollowClient
+from etl.tencent.exact_json import parse_json
+from etl.tencent.pacer import Pacer
+from etl.tencent.page import Page
 from etl.tencent.usersig import UserSigSource
 
 OK = {"FollowItem": [], "NextCursor": "", "ActionStatus": "OK", "ErrorCode": 0}

@@ -16,14 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from etl.config import ApiSettings, RetryPolicy
+from etl.config import RetryPolicy
 from etl.crawl import extract
 from etl.crawl.extract import Step
 from etl.errors import CursorLoop, RequestRejected
 from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.tencent.client import FollowClient
-from etl.tencent.transform import Page
-from etl.tencent.usersig import UserSigSource
+from etl.tencent.page import Page
+from tests.conftest import sandbox_client
 
 NOW = 1_750_000_000.0
 GRAPH = Graph(400, seed=5)  # built once: hypothesis examples share it (nothing mutates it)
@@ -36,24 +36,8 @@ NORMAL = max(
 
 def client_of(sandbox: Sandbox) -> FollowClient:
     """A client of ``sandbox`` over its in-process transport: no retry waits, no pacing."""
-    config = sandbox.config
-    api = ApiSettings(
-        sdkappid=config.sdkappid,
-        admin=config.admin,
-        base_urls=("https://sandbox.test",),
-        secret_key=None,
-        usersig=None,
-        rate=100_000,
-        timeout=5,
-        retry=RetryPolicy(attempts=4, max_seconds=30, initial_wait=0, max_wait=0),
-    )
-    source = UserSigSource(
-        sdkappid=config.sdkappid,
-        identifier=config.admin,
-        secret_key=config.secret_key,
-        clock=lambda: int(NOW),
-    )
-    return FollowClient(api, source, transport=sandbox.transport())
+    retry = RetryPolicy(attempts=4, max_seconds=30, initial_wait=0, max_wait=0)
+    return sandbox_client(sandbox, clock=lambda: NOW, retry=retry)
 
 
 def looping(clock: Callable[[], float] = lambda: NOW) -> Sandbox:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from etl import cli, errors
-from etl.errors import EXIT_CODES, EtlError, Interrupted
+from etl.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError, Interrupted
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -31,7 +31,7 @@ def help_paragraph(text: str) -> str:
 
 
 def subclasses(cls: type[EtlError]) -> list[type[EtlError]]:
-    found = []
+    found: list[type[EtlError]] = []
     for sub in cls.__subclasses__():
         found += [sub, *subclasses(sub)]
     return found
@@ -83,14 +83,15 @@ def test_every_error_class_exits_with_a_code_of_the_table() -> None:
     """No EtlError subclass ends the process with a code the table does not explain, and each
     code of a class is the one the table gives that class (or inherits, for ApiError's)."""
     named = {entry.error for entry in EXIT_CODES.values()}
-    for cls in [EtlError, *subclasses(EtlError)]:
+    classes: list[type[EtlError]] = [EtlError, *subclasses(EtlError)]
+    for cls in classes:
         assert cls.exit_code in EXIT_CODES, cls
         if cls in named and cls is not Interrupted:
             assert EXIT_CODES[cls.exit_code].error is cls, cls
-    assert cli.EXIT_INTERNAL in EXIT_CODES
-    assert EXIT_CODES[cli.EXIT_INTERNAL].error is None
-    assert EXIT_CODES[cli.EXIT_INTERRUPTED].error is Interrupted
-    assert cli.EXIT_INTERRUPTED == 128 + signal.SIGINT
+    assert EXIT_INTERNAL in EXIT_CODES
+    assert EXIT_CODES[EXIT_INTERNAL].error is None
+    assert EXIT_CODES[EXIT_INTERRUPTED].error is Interrupted
+    assert EXIT_INTERRUPTED == 128 + signal.SIGINT
 
 
 def test_the_errors_docstring_agrees() -> None:

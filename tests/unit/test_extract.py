@@ -8,15 +8,14 @@ from collections.abc import Mapping
 
 import pytest
 
-from etl.config import ApiSettings, RetryPolicy
 from etl.crawl import extract
 from etl.crawl.extract import Step
 from etl.errors import CursorLoop, RequestRejected
 from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
 from etl.sandbox.hostile import HOSTILE_IDS
 from etl.tencent.client import FollowClient
-from etl.tencent.transform import Page
-from etl.tencent.usersig import UserSigSource
+from etl.tencent.page import Page
+from tests.conftest import sandbox_client
 
 NOW = 1_750_000_000.0
 
@@ -185,24 +184,7 @@ def test_a_list_longer_than_max_pages_ends() -> None:
 
 def client_for(sandbox: Sandbox, url: str | None = None) -> FollowClient:
     """A client of the sandbox app, at ``url`` or over its in-process transport."""
-    config = sandbox.config
-    api = ApiSettings(
-        sdkappid=config.sdkappid,
-        admin=config.admin,
-        base_urls=(url or "https://sandbox.test",),
-        secret_key=None,
-        usersig=None,
-        rate=100_000,
-        timeout=5,
-        retry=RetryPolicy(attempts=8, max_seconds=30, initial_wait=0, max_wait=0),
-    )
-    source = UserSigSource(
-        sdkappid=config.sdkappid,
-        identifier=config.admin,
-        secret_key=config.secret_key,
-        clock=lambda: int(NOW),
-    )
-    return FollowClient(api, source, transport=None if url else sandbox.transport())
+    return sandbox_client(sandbox, clock=lambda: NOW, url=url)
 
 
 @pytest.fixture(scope="module")

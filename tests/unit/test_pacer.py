@@ -1,4 +1,4 @@
-"""``etl.client.Pacer`` at rates below one call per second: the target is kept exactly, and a
+"""``etl.tencent.pacer.Pacer`` at rates below one call per second: the target is kept exactly, and a
 600xx slow-down never makes calls come faster than it (nor slower than it needs)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from etl.tencent.client import Pacer
+from etl.tencent.pacer import Pacer
 from tests.unit.test_client import fake_time
 
 

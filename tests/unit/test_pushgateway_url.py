@@ -18,7 +18,7 @@ from prometheus_client import exposition
 from etl import metrics
 from etl.cli import build_parser
 from etl.config import pushgateway
-from etl.metrics import _handler
+from etl.pushgateway import authenticated
 
 REFUSED = (
     "not a Pushgateway URL: write it as http(s)://[user:password@]host[:port][/path], "
@@ -112,22 +112,40 @@ def test_a_bad_url_is_a_usage_error_of_one_line_without_the_password(
     assert "Zk9v" not in err
 
 
-def test_the_push_carries_basic_auth_only_with_credentials(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_the_push_carries_basic_auth_only_with_credentials() -> None:
     """A gateway with a user gets the decoded credentials as basic auth; one without, the
     plain push."""
-    sent: list[list[tuple[str, str]]] = []
+    sent: list[object] = []
 
     def capture(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
                 data: bytes) -> Callable[[], None]:  # fmt: skip
         return lambda: sent.append(headers)
 
-    monkeypatch.setattr(exposition, "default_handler", capture)
-    _handler(pushgateway("https://ops:p%40ss@gateway"))("u", "PUT", 1.0, [], b"")()
+    authenticated(pushgateway("https://ops:p%40ss@gateway"), capture)("u", "PUT", 1.0, [], b"")()
     token = base64.b64encode(b"ops:p@ss").decode()
     assert sent == [[("Authorization", f"Basic {token}".encode())]]
-    assert _handler(pushgateway("https://gateway")) is metrics.default_handler
+    assert authenticated(pushgateway("https://gateway")) is exposition.default_handler
+    assert authenticated(pushgateway("https://gateway"), capture) is capture
+
+
+def test_metrics_push_through_the_handler_they_are_given() -> None:
+    """A Metrics' refresh pushes its figures through the injected handler, to the job's URL on
+    the gateway, with the gateway's credentials as basic auth."""
+    sent: list[tuple[str, str, list[tuple[str, str]], bytes]] = []
+
+    def capture(url: str, method: str, timeout: float | None, headers: list[tuple[str, str]],
+                data: bytes) -> Callable[[], None]:  # fmt: skip
+        return lambda: sent.append((url, method, headers, data))
+
+    gateway = pushgateway("https://ops:p%40ss@gateway")
+    engine = sa.create_engine("sqlite://")
+    metrics.Metrics(engine, "nightly", pushgateway=gateway, push_handler=capture).refresh()
+    ((url, method, headers, data),) = sent
+    assert url.startswith("https://gateway/metrics/job/nightly/instance/")
+    assert method == "PUT"
+    seen: list[object] = list(headers)  # prometheus_client sends the value as bytes
+    assert ("Authorization", f"Basic {base64.b64encode(b'ops:p@ss').decode()}".encode()) in seen
+    assert b"follow_etl_last_refresh_timestamp_seconds" in data
 
 
 def test_a_peer_that_speaks_no_http_costs_a_warning(caplog: pytest.LogCaptureFixture) -> None:

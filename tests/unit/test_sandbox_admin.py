@@ -11,7 +11,7 @@ import pytest
 from etl.sandbox import Graph, Sandbox
 from etl.sandbox.admin import list_digest
 from etl.sandbox.hostile import HOSTILE_IDS
-from etl.tencent.client import parse_json
+from etl.tencent.exact_json import parse_json
 from tests.unit.sandbox_helpers import (
     CONFIG,
     FOLLOW_GET,

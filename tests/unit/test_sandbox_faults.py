@@ -9,8 +9,8 @@ import pytest
 from etl.errors import MalformedAnswer
 from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS, MALFORMED_KINDS
-from etl.tencent.client import parse_json
-from etl.tencent.transform import parse_page
+from etl.tencent.exact_json import parse_json
+from etl.tencent.page import parse_page
 from tests.unit.sandbox_helpers import CONFIG, FOLLOW_GET, FakeClock, call, most_fans, query
 
 

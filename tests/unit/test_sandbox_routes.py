@@ -9,7 +9,7 @@ import pytest
 
 from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.sandbox.hostile import HOSTILE_IDS
-from etl.tencent.client import parse_json
+from etl.tencent.exact_json import parse_json
 from tests.unit.sandbox_helpers import (
     CONFIG,
     FOLLOW_GET,

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from etl.errors import TransientApiError
-from etl.tencent.client import FollowClient, SigningTransport
+from etl.tencent.client import FollowClient
+from etl.tencent.signing import SigningTransport
 from etl.tencent.usersig import UserSigSource
 from tests.unit.test_client import client_on, settings
 
@@ -95,6 +96,7 @@ def test_a_client_with_httpx_own_transports_signs_through_every_one(
         http = client._http
         chosen = [http._transport_for_url(httpx.URL(base)) for base in api.base_urls]
         assert all(isinstance(t, SigningTransport) for t in chosen)
+        assert isinstance(chosen[0], SigningTransport)  # (narrows chosen[0] for the next line)
         assert isinstance(chosen[0].inner, httpx.HTTPTransport)
         assert chosen[0] is not chosen[1]  # the proxy's for primary.test, the pool for backup
 

@@ -10,23 +10,12 @@ from typing import Any
 
 import pytest
 
+from etl.crawl.known import KnownProfiles
+from etl.crawl.transform import page_rows
 from etl.errors import MalformedAnswer
-from etl.tencent.transform import (
-    CONFLICT,
-    ITEM_TEXT_LIMIT,
-    MAX_NESTING,
-    PROFILE_ROW,
-    UNSTORABLE,
-    KnownProfiles,
-    Page,
-    PageRows,
-    ProfileRow,
-    as_datetime,
-    conflict,
-    page_rows,
-    parse_page,
-    profile_row,
-)
+from etl.tencent.page import Page, parse_page
+from etl.tencent.profile import MAX_NESTING, PROFILE_ROW, ProfileRow, profile_row
+from etl.tencent.rows import CONFLICT, ITEM_TEXT_LIMIT, UNSTORABLE, PageRows, as_datetime, conflict
 
 U64 = 2**64 - 1
 

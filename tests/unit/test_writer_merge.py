@@ -19,7 +19,7 @@ from etl.crawl.writer import _merge
 from etl.store.leases import ListState
 from etl.store.rows import Key, ListPart
 from etl.tencent.info import Answer
-from etl.tencent.transform import PageRows
+from etl.tencent.rows import PageRows
 
 Edges = dict[str, int | None]
 Item = Fetched | Ended
