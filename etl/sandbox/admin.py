@@ -30,12 +30,35 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from etl.sandbox.graph import FOLLOW_TYPES
+from etl.sandbox.graph import FOLLOW_TYPES, Graph
 
-if TYPE_CHECKING:
-    from etl.sandbox.app import Sandbox
+
+class Controls(Protocol):
+    """What the admin routes drive: the sandbox's graph, counters, outage and injected faults."""
+
+    graph: Graph
+
+    @property
+    def outage(self) -> dict[str, int] | None:
+        """The outage in force, as ``{"status": 503}`` or ``{"code": 30006}``; None if none."""
+
+    def stats(self) -> dict[str, object]:
+        """A snapshot of the counters."""
+
+    def counts(self) -> dict[str, object]:
+        """The cheap counters."""
+
+    def reset_stats(self) -> None:
+        """Zero every counter."""
+
+    def set_outage(self, *, status: int | None = None, code: int | None = None) -> None:
+        """Start (or, with neither, end) an outage."""
+
+    def inject(self, account: str, follow_type: int, kind: str, times: int = 1) -> None:
+        """Answer the next ``times`` follow_get calls of a list with a targeted fault."""
+
 
 _PATHS = frozenset(
     f"/sandbox/{name}"
@@ -66,7 +89,7 @@ def list_digest(items: Iterable[tuple[str, int]]) -> str:
 
 
 def answer(
-    sandbox: Sandbox, method: str, path: str, query: Mapping[str, str], body: bytes
+    sandbox: Controls, method: str, path: str, query: Mapping[str, str], body: bytes
 ) -> tuple[int, object]:
     """(HTTP status, JSON-ready answer) for one admin request."""
     route = (method, path)
@@ -96,7 +119,7 @@ def answer(
     return 404, {"error": "not found", "path": path}
 
 
-def _mutate(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
+def _mutate(sandbox: Controls, body: bytes) -> tuple[int, object]:
     try:
         spec = json.loads(body or b"{}")
         if not isinstance(spec, dict) or type(spec.get("seed")) is not int:
@@ -113,7 +136,7 @@ def _mutate(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
     return 200, summary
 
 
-def _outage(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
+def _outage(sandbox: Controls, body: bytes) -> tuple[int, object]:
     try:
         spec = json.loads(body or b"{}")
         if not isinstance(spec, dict) or set(spec) - {"status", "code"}:
@@ -128,7 +151,7 @@ def _outage(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
     return 200, {"outage": sandbox.outage}
 
 
-def _inject(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
+def _inject(sandbox: Controls, body: bytes) -> tuple[int, object]:
     try:
         spec = json.loads(body or b"{}")
         if not isinstance(spec, dict) or not {"account", "type", "kind"} <= set(spec):
@@ -139,7 +162,7 @@ def _inject(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
     return 200, {"ok": True}
 
 
-def _truth(sandbox: Sandbox, query: Mapping[str, str]) -> tuple[int, object]:
+def _truth(sandbox: Controls, query: Mapping[str, str]) -> tuple[int, object]:
     account = query.get("account", "")
     follow_type = query.get("type", "")
     if follow_type not in ("1", "2", "3"):
@@ -153,7 +176,7 @@ def _truth(sandbox: Sandbox, query: Mapping[str, str]) -> tuple[int, object]:
     return 200, {"items": items, "profiles": profiles}
 
 
-def _accounts(sandbox: Sandbox, query: Mapping[str, str]) -> tuple[int, object]:
+def _accounts(sandbox: Controls, query: Mapping[str, str]) -> tuple[int, object]:
     graph = sandbox.graph
     if "top" not in query and "by" not in query:
         return 200, {"accounts": graph.accounts}
@@ -174,7 +197,7 @@ def _accounts(sandbox: Sandbox, query: Mapping[str, str]) -> tuple[int, object]:
     return 200, {"accounts": [a for _, a in sized], "counts": [-n for n, _ in sized], "by": by}
 
 
-def _truth_digest(sandbox: Sandbox, body: bytes) -> tuple[int, object]:
+def _truth_digest(sandbox: Controls, body: bytes) -> tuple[int, object]:
     try:
         spec = json.loads(body or b"{}")
         accounts = spec["accounts"] if isinstance(spec, dict) else None

@@ -11,7 +11,7 @@ from etl.cli import build_parser
 from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.sandbox.admin import list_digest
 from etl.sandbox.graph import BIG_FAN_PREFIX
-from tests.unit.test_sandbox import FakeClock, call, page_all
+from tests.unit.sandbox_helpers import FakeClock, call, page_all
 
 CONFIG = SandboxConfig()
 FOLLOW_GET_INFO = "/v4/follow/follow_get_info"

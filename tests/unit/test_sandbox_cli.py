@@ -1,0 +1,55 @@
+"""The ``sandbox`` command's flags reach the sandbox's config, and bad ones are usage errors."""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+
+import pytest
+
+from etl.cli import build_parser
+from etl.cli.commands import _sandbox_config
+from etl.sandbox import Graph, Sandbox
+from etl.sandbox.faults import DEFAULT_FAULT_KINDS
+from tests.unit.sandbox_helpers import CONFIG, FakeClock
+
+
+@pytest.fixture
+def sandbox(graph: Graph) -> Sandbox:
+    return Sandbox(graph, CONFIG, clock=FakeClock())
+
+
+@pytest.fixture(scope="module")
+def hostile() -> Graph:
+    return Graph(600, seed=3, hostile=0.02)
+
+
+def sandbox_args(*flags: str) -> argparse.Namespace:
+    return build_parser().parse_args(["sandbox", *flags])
+
+
+def test_sandbox_flags_reach_the_config() -> None:
+    """--fault-kinds, --loop-account and --hostile are parsed and wired into the config."""
+    args = sandbox_args(
+        "--faults", "0.1", "--fault-kinds", "malformed, 30006", "--hostile", "0.05",
+        "--loop-account", "user_000001", "--loop-account", "user_000002",
+    )  # fmt: skip
+    settings = SimpleNamespace(sdkappid=None, secret_key=None, admin="administrator")
+    config = _sandbox_config(settings, args)  # type: ignore[arg-type]
+    assert config.fault_kinds == ("malformed", "30006")
+    assert config.loop_accounts == ("user_000001", "user_000002")
+    assert args.hostile == 0.05
+    assert _sandbox_config(settings, sandbox_args()).fault_kinds == DEFAULT_FAULT_KINDS  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "flags", [("--fault-kinds", "30006,bogus"), ("--fault-kinds", ","), ("--hostile", "2")]
+)
+def test_bad_sandbox_flags_are_usage_errors(
+    flags: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown fault kind or a hostile share past 1 is exit 2 with the choices named."""
+    with pytest.raises(SystemExit) as caught:
+        sandbox_args(*flags)
+    assert caught.value.code == 2
+    assert f"argument {flags[0]}:" in capsys.readouterr().err
