@@ -19,9 +19,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from etl.report import build_report
 
 from etl.config import ApiSettings, RetryPolicy, Secret, database_url
+from etl.report import build_report
 from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
 from etl.store import db
 from etl.sync import SyncRequest, sync
