@@ -22,9 +22,10 @@ import sqlalchemy as sa
 
 from etl.config import ApiSettings, RetryPolicy, Secret, database_url
 from etl.report import build_report
+from etl.results import SyncRequest
 from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
 from etl.store import db
-from etl.sync import SyncRequest, sync
+from etl.sync import sync
 from etl.tencent.client import FollowClient
 from etl.tencent.usersig import UserSigSource
 
