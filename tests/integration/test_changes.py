@@ -15,7 +15,7 @@ from etl.crawl import coordinator
 from etl.crawl.messages import Ended
 from etl.crawl.writer import Writer
 from etl.sandbox import Graph, SandboxServer
-from etl.store import leases
+from etl.store import cursors
 from etl.sync import SyncReport, SyncRequest, sync
 from etl.tencent.transform import Page
 from tests.conftest import api_settings, make_client, nonempty, stored_lists
@@ -197,7 +197,7 @@ def test_a_lost_seen_set_recrawls_the_list_instead_of_removing(
 def slow_to_report(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
     """Writers hold back the Ended of a list sent back to its start by ``delay`` seconds."""
     sent_back: set[tuple[str, int]] = set()
-    recrawl = leases.recrawl
+    recrawl = cursors.recrawl
 
     def recording(conn: sa.Connection, run_id: int, keys: Any, now: Any) -> None:
         sent_back.update(keys)
@@ -216,7 +216,7 @@ def slow_to_report(monkeypatch: pytest.MonkeyPatch, delay: float) -> None:
 
             self.on_closed = slowly
 
-    monkeypatch.setattr(leases, "recrawl", recording)
+    monkeypatch.setattr(cursors, "recrawl", recording)
     monkeypatch.setattr(coordinator, "Writer", SlowToReport)
 
 
@@ -224,10 +224,13 @@ def test_awkward_account_ids_are_stored_exactly(engine: sa.Engine) -> None:
     """UserIDs with tabs, backslashes, line breaks or quotes survive the staging (COPY) path."""
     from datetime import UTC, datetime
 
-    from etl.store.load import ListPart, Loader
+    from etl.store.load import Loader
+    from etl.store.rows import ListPart, Mode
 
     odd = ["tab\there", "back\\slash", "line\nbreak", "cr\rx", "quote'\"", "N\\N", "plain"]
-    part = ListPart("acc\\\t1", 1, edges=dict.fromkeys(odd, 1_700_000_000), pages=1, complete=True)
+    part = ListPart(
+        "acc\\\t1", 1, edges=dict.fromkeys(odd, 1_700_000_000), pages=1, mode=Mode.FIRST_END
+    )
     with engine.begin() as conn:
         conn.execute(
             sa.text(

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from etl.errors import MalformedAnswer
 from etl.store import db
 from etl.store.load import Loader, Written
-from etl.store.rows import Key, ListPart
-from etl.store.schema import SCHEMA_REVISION, decode_sequence, profile_snapshots, quarantined_items
+from etl.store.rows import Key, ListPart, Mode
+from etl.store.schema import SCHEMA_REVISION, profile_snapshots, quarantined_items
 from etl.store.status import quarantine_summary
+from etl.store.types import decode_sequence
 from etl.tencent.transform import (
     MAX_NESTING,
     STANDARD_TAGS,
@@ -262,7 +263,7 @@ def write(
     """One batch: every page's edges on its list (complete), profiles and quarantined items."""
     parts: dict[Key, ListPart] = {}
     for key, rows in pages:
-        part = parts.setdefault(key, ListPart(*key, pages=0, complete=True))
+        part = parts.setdefault(key, ListPart(*key, pages=0, mode=Mode.FIRST_END))
         part.edges.update(rows.edges)
         part.pages += 1
     with engine.begin() as conn:
