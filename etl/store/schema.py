@@ -15,7 +15,7 @@ from etl.store.types import ProfileSequence
 from etl.tencent.transform import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 
 # Lists a claim may take (a held list: its confirming crawl, see etl.holds).
 OPEN_STATUSES = "status IN ('pending', 'running', 'failed', 'held')"
@@ -36,8 +36,7 @@ Timestamp = sa.DateTime(timezone=True)
 PRUNED_AT_COMMENT = "when `prune` deleted the run's checkpoints (its counters stay)"
 TAGS_RAW_COMMENT = "the exact ProfileItem (ASCII JSON) when storing it changed anything, else null"
 CONTENT_DIGEST_COMMENT = (
-    "digest of tags and tags_raw; the same version seen with another is a conflict "
-    "(null: stored before revision 0003)"
+    "digest of tags and tags_raw; the same version seen with another is a conflict"
 )
 JsonDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl.config import database_url
-from etl.store import db, workers
+from etl.store import db
 from etl.store.workers import DbClock, db_now
 
 SLACK = timedelta(seconds=5)

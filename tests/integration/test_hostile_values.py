@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -568,8 +569,11 @@ def test_a_list_not_held_stores_its_profiles_but_records_no_items(store: sa.Engi
 
 
 def test_a_version_stored_before_digests_is_compared_by_its_tags(store: sa.Engine) -> None:
-    """A row from revision 0002 has no content digest: seeing its tags again is no conflict,
-    other tags are."""
+    """A row from revision 0002 had no content digest; migration 0010 gives it the digest of
+    its tags: seeing its tags again is no conflict, other tags are."""
+    tags = {"Tag_Profile_IM_Nick": "old", "Tag_Profile_IM_Level": 3}
+    script = ScriptDirectory.from_config(db.alembic_config())
+    backfilled = script.get_revision("0010").module.digest(tags)  # type: ignore[union-attr]
     with store.begin() as conn:
         conn.execute(
             sa.insert(profile_snapshots),
@@ -578,7 +582,8 @@ def test_a_version_stored_before_digests_is_compared_by_its_tags(store: sa.Engin
                     "user_id": "b",
                     "profile_sequence": 5,
                     "nick": "old",
-                    "tags": {"Tag_Profile_IM_Nick": "old", "Tag_Profile_IM_Level": 3},
+                    "tags": tags,
+                    "content_digest": backfilled,
                     "first_seen_at": NOW,
                     "run_id": RUN,
                 }
@@ -600,7 +605,7 @@ def test_a_version_stored_before_digests_is_compared_by_its_tags(store: sa.Engin
     assert write(store, one_page(same)).conflicts == 0
     assert write(store, one_page(other)).conflicts == 1
     (row,) = stored_profiles(store).values()
-    assert (row.nick, row.content_digest) == ("old", None)
+    assert (row.nick, row.content_digest) == ("old", backfilled)
 
 
 def test_status_summarises_the_quarantine(store: sa.Engine) -> None:

@@ -48,8 +48,8 @@ ON CONFLICT DO NOTHING
 # Staged versions stored with other content. Run after the insert: a concurrent writer's row of
 # the same version is committed by then (the insert waited for it), so a second content is
 # caught whichever process stored first.
-DIFFERS = """CASE WHEN p.content_digest IS NULL THEN ({legacy_differs})
-               ELSE p.content_digest <> s.content_digest END"""
+# (Every stored version has its digest since revision 0010.)
+DIFFERS = "p.content_digest <> s.content_digest"
 _CONFLICTS = """
 SELECT s.user_id, s.profile_sequence, p.content_digest
 FROM stage_profiles s
@@ -70,14 +70,13 @@ class Dialect:
     stored_edge: ClassVar[str]  # join: a staged edge's stored twin, as e
     listed: ClassVar[str]  # the listed edges of the staged lists that end, as c
     seen_of_ending: ClassVar[str]  # their sync_seen rows, as x (etl.store.seen)
-    legacy_differs: ClassVar[str]  # a profile row stored before revision 0003 differs
     returned: ClassVar[str]  # the columns MARK returns
     shard: ClassVar[str] = "0"  # the run counters' row of this transaction (etl.store.runs)
 
     def __init__(self) -> None:
         staged = ", ".join(self.tags if c == "tags" else f"s.{c}" for c in PROFILE_ROW)
         self.profile_values = staged
-        self.profile_differs = DIFFERS.format(legacy_differs=self.legacy_differs)
+        self.profile_differs = DIFFERS
         self.insert_new_profiles = text(
             _INSERT_PROFILES.format(columns=PROFILE_COLUMNS, staged=staged)
         )
@@ -160,9 +159,8 @@ class Dialect:
     def insert_profiles(
         self, conn: sa.Connection, params: dict[str, Any]
     ) -> tuple[StoredDigests, int]:
-        """Insert the staged versions not stored yet; return the stored digest (None: a row
-        from before revision 0003) of those stored with other content, and how many versions
-        were inserted."""
+        """Insert the staged versions not stored yet; return the stored digest of those stored
+        with other content, and how many versions were inserted."""
         raise NotImplementedError
 
     def stored_conflicts(self, conn: sa.Connection) -> StoredDigests:

@@ -50,7 +50,7 @@ WITH s AS (
            p.user_id IS NOT NULL AND {differs} AS differs
     FROM stage_profiles s
     LEFT JOIN LATERAL (
-        SELECT q.user_id, q.content_digest, q.tags FROM profile_snapshots q
+        SELECT q.user_id, q.content_digest FROM profile_snapshots q
         WHERE q.user_id = s.user_id AND q.profile_sequence = s.profile_sequence
         LIMIT 1) p ON true
 ), inserted AS (
@@ -176,8 +176,6 @@ class Postgres(Dialect):
     """PostgreSQL (psycopg 3)."""
 
     name = "postgresql"
-    # Rows stored before revision 0003 have no digest: their tags are compared instead.
-    legacy_differs = "s.tags_raw IS NOT NULL OR p.tags <> CAST(s.tags AS jsonb)"
     time = "to_timestamp(s.follow_time)"
     differs = "IS DISTINCT FROM"
     tags = "CAST(s.tags AS jsonb)"

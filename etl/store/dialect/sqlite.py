@@ -37,13 +37,6 @@ class Sqlite(Dialect):
     """SQLite (pysqlite)."""
 
     name = "sqlite"
-    legacy_differs = (
-        "s.tags_raw IS NOT NULL"
-        " OR EXISTS (SELECT key, type, value FROM json_each(p.tags)"
-        " EXCEPT SELECT key, type, value FROM json_each(s.tags))"
-        " OR EXISTS (SELECT key, type, value FROM json_each(s.tags)"
-        " EXCEPT SELECT key, type, value FROM json_each(p.tags))"
-    )
     # SQLAlchemy's text form of a SQLite DateTime, so stored and staged values compare.
     time = "(datetime(s.follow_time, 'unixepoch') || '.000000')"
     differs = "IS NOT"
