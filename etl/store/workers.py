@@ -31,7 +31,7 @@ from sqlalchemy.engine import Engine
 
 from etl.errors import JobBusy
 from etl.store.dialect import dialect_of
-from etl.store.dialect.base import machine_now
+from etl.store.dialect.base import Clock, machine_now
 from etl.store.joblock import JobLock
 from etl.store.schema import sync_runs, sync_workers
 
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT = 1.0  # seconds between heartbeats
 TTL = 6.0  # a process silent this long is dead: its leases and its hold on the job go
-Clock = Callable[[], datetime]  # a machine clock: aware UTC now
 w = sync_workers.c
 
 

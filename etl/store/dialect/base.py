@@ -3,7 +3,7 @@ spell alike (with the fragments each dialect fills in)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -17,6 +17,7 @@ from etl.store.types import ProfileSequence
 from etl.tencent.transform import PROFILE_ROW, ProfileKey
 
 StoredDigests = dict[ProfileKey, str | None]
+Clock = Callable[[], datetime]  # a machine clock: aware UTC now
 Row = Any  # a result row with the columns a statement's docstring names
 
 
@@ -89,12 +90,12 @@ class Dialect:
 
     # ---- clocks ----------------------------------------------------------------------------
 
-    def now(self, local: Any = machine_now) -> sa.ColumnElement[datetime]:
+    def now(self, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
         """The database's clock inside the statement (``local``: this machine's clock, for a
         backend with no clock of its own)."""
         raise NotImplementedError
 
-    def expiry(self, seconds: float, local: Any = machine_now) -> sa.ColumnElement[datetime]:
+    def expiry(self, seconds: float, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
         """``seconds`` after ``now``."""
         raise NotImplementedError
 
@@ -219,6 +220,6 @@ class Dialect:
         raise NotImplementedError
 
 
-def expires(seconds: float, local: Any) -> sa.ColumnElement[datetime]:
+def expires(seconds: float, local: Clock) -> sa.ColumnElement[datetime]:
     """A literal time ``seconds`` after ``local()`` (a backend with no clock)."""
     return sa.literal(local() + timedelta(seconds=seconds), Timestamp)

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql
 from etl.store import seen
 from etl.store.dialect.base import (
     PROFILE_COLUMNS,
+    Clock,
     Dialect,
     Row,
     StoredDigests,
@@ -213,10 +214,10 @@ class Postgres(Dialect):
             sa.column("found", sa.Boolean),
         )
 
-    def now(self, local: Any = machine_now) -> sa.ColumnElement[datetime]:
+    def now(self, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
         return sa.func.statement_timestamp(type_=Timestamp)
 
-    def expiry(self, seconds: float, local: Any = machine_now) -> sa.ColumnElement[datetime]:
+    def expiry(self, seconds: float, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
         return self.now() + timedelta(seconds=seconds)
 
     def server_time(self, conn: sa.Connection) -> datetime | None:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from etl.store import seen
-from etl.store.dialect.base import Dialect, Row, StoredDigests, expires, machine_now, text
+from etl.store.dialect.base import Clock, Dialect, Row, StoredDigests, expires, machine_now, text
 from etl.store.rows import Key, ListPart, ListState
 from etl.store.schema import (
     MAX_FAILURES,
@@ -58,10 +58,10 @@ class Sqlite(Dialect):
             _SQLITE
         )  # type: ignore[assignment]
 
-    def now(self, local: Any = machine_now) -> sa.ColumnElement[datetime]:
+    def now(self, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
         return sa.literal(local(), Timestamp)
 
-    def expiry(self, seconds: float, local: Any = machine_now) -> sa.ColumnElement[datetime]:
+    def expiry(self, seconds: float, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
         return expires(seconds, local)
 
     def _made(self, conn: sa.Connection, table: sa.Table) -> None:
