@@ -30,7 +30,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.store import db, seen
+from etl.store import chunks, seen
 from etl.store.schema import follow_edge_events, sync_checkpoints, sync_runs, verify_mismatches
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,10 @@ def prune(
             continue
         c = sync_checkpoints.c
         keys = (c.run_id, c.account, c.follow_type)
-        done.checkpoints += db.delete_chunks(
+        done.checkpoints += chunks.delete_chunks(
             engine, sync_checkpoints, c.run_id == run_id, chunk, stop, keys
         )
-        db.delete_chunks(
+        chunks.delete_chunks(
             engine, verify_mismatches, verify_mismatches.c.run_id == run_id, chunk, stop
         )
         with engine.begin() as conn:
@@ -126,4 +126,4 @@ def prune_events(
     ``stop`` is set: the chunks deleted so far stay deleted."""
     e = follow_edge_events.c
     where = e.observed_at < before
-    return db.delete_chunks(engine, follow_edge_events, where, chunk, stop, (e.id,))
+    return chunks.delete_chunks(engine, follow_edge_events, where, chunk, stop, (e.id,))

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.store import db
+from etl.store import chunks
 from etl.store.rows import Key
 from etl.store.schema import sync_seen
 
@@ -119,4 +119,4 @@ def prune_run(
 ) -> int:
     """Delete what an ended run left in sync_seen, ``chunk`` rows per transaction (Stopped
     between chunks once ``stop`` is set); how many went."""
-    return db.delete_chunks(engine, sync_seen, sync_seen.c.run_id == run_id, chunk, stop)
+    return chunks.delete_chunks(engine, sync_seen, sync_seen.c.run_id == run_id, chunk, stop)

@@ -4,10 +4,12 @@ spell alike (with the fragments each dialect fills in)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.schema import CreateTable
 
 from etl.store import staging
@@ -87,6 +89,16 @@ class Dialect:
             sa.column("content_digest", sa.String),
         )
         self._marks: dict[tuple[str, str], sa.TextClause] = {}
+
+    # ---- engines ---------------------------------------------------------------------------
+
+    def create_engine(self, url: URL, *, schema: str | None = None) -> Engine:
+        """An engine tuned for this job on this backend (etl.store.db.make_engine)."""
+        raise NotImplementedError
+
+    def migration_connection(self, engine: Engine) -> AbstractContextManager[sa.Connection]:
+        """A connection whose one transaction holds a whole migration, DDL included."""
+        raise NotImplementedError
 
     # ---- clocks ----------------------------------------------------------------------------
 

@@ -3,12 +3,14 @@ server's clock inside every liveness statement."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL, Engine
 
 from etl.store import seen
 from etl.store.dialect.base import (
@@ -20,6 +22,7 @@ from etl.store.dialect.base import (
     machine_now,
     text,
 )
+from etl.store.dialect.postgres_session import PG_CONNECT, read_only_is_a_disconnect
 from etl.store.rows import Key, ListPart, ListState
 from etl.store.schema import (
     MAX_FAILURES,
@@ -213,6 +216,19 @@ class Postgres(Dialect):
             sa.column("stored_digest", sa.String),
             sa.column("found", sa.Boolean),
         )
+
+    def create_engine(self, url: URL, *, schema: str | None = None) -> Engine:
+        connect = dict(PG_CONNECT)
+        if schema is not None:  # a checked identifier (etl.config)
+            connect["options"] = f"{connect['options']} -c search_path={schema}"
+        engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect)
+        sa.event.listen(engine, "handle_error", read_only_is_a_disconnect)
+        return engine
+
+    @contextmanager
+    def migration_connection(self, engine: Engine) -> Iterator[sa.Connection]:
+        with engine.begin() as connection:  # PostgreSQL has transactional DDL
+            yield connection
 
     def now(self, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
         return sa.func.statement_timestamp(type_=Timestamp)

@@ -3,12 +3,14 @@ RETURNING instead of data-modifying WITH, and this machine's clock (the only one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.engine import URL, Engine
 
 from etl.store import seen
 from etl.store.dialect.base import Clock, Dialect, Row, StoredDigests, expires, machine_now, text
@@ -31,6 +33,14 @@ _REMOVED_EVENT = """INSERT INTO follow_edge_events
     (account, follow_type, to_account, event, observed_at, run_id)
 VALUES (:account, :follow_type, :to_account, 'removed', :now, :run_id)"""
 ck = sync_checkpoints.c
+
+
+def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
 
 
 class Sqlite(Dialect):
@@ -57,6 +67,29 @@ class Sqlite(Dialect):
         self._time: Callable[[datetime], Any] = Timestamp.dialect_impl(_SQLITE).bind_processor(
             _SQLITE
         )  # type: ignore[assignment]
+
+    def create_engine(self, url: URL, *, schema: str | None = None) -> Engine:
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+        sa.event.listen(engine, "connect", _pragmas)
+        return engine
+
+    @contextmanager
+    def migration_connection(self, engine: Engine) -> Iterator[sa.Connection]:
+        """pysqlite, left to itself, opens a transaction only before DML, so each CREATE or
+        ALTER would commit on its own. As in SQLAlchemy's pysqlite recipe ("Serializable
+        isolation / Savepoints / Transactional DDL"), the driver is told to stay out
+        (AUTOCOMMIT, i.e. isolation_level None) and the transaction is ours: BEGIN IMMEDIATE
+        (the writer's lock from the start: a migration writes), COMMIT at the end."""
+        with engine.connect() as plain:
+            connection = plain.execution_options(isolation_level="AUTOCOMMIT")
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                if connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+                    connection.exec_driver_sql("ROLLBACK")
+                raise
+            connection.exec_driver_sql("COMMIT")
 
     def now(self, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
         return sa.literal(local(), Timestamp)
