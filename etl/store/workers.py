@@ -263,6 +263,8 @@ class Heartbeat(threading.Thread):
 
     ``counters``, ``on_share`` and ``on_closed`` may be set once the crawl exists; until then
     the beat only keeps this process alive (while a run with many lists is being created, say).
+    ``every``: seconds between beats (None: never, the row is not renewed: for tests of a
+    holder that looks dead).
     """
 
     def __init__(
@@ -272,15 +274,18 @@ class Heartbeat(threading.Thread):
         counters: Callable[[], dict[str, int]] = dict,
         on_share: Callable[[int], None] = lambda peers: None,
         on_closed: Callable[[str], None] = lambda status: None,
+        *,
+        every: float | None = HEARTBEAT,
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
+        self.every = every
         self.engine, self.me, self.counters, self.on_share = engine, me, counters, on_share
         self.on_closed = on_closed
         self.stopped = threading.Event()
 
     def run(self) -> None:
         failing = False
-        while not self.stopped.wait(HEARTBEAT):
+        while not self.stopped.wait(self.every):
             try:
                 with self.engine.begin() as conn:
                     peers, status = beat(conn, self.me, self.counters())
