@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from etl.crawl.outcome import Outcome
-from etl.store.leases import ListState
-from etl.store.rows import Key
+from etl.store.rows import Key, ListState
 from etl.tencent import info
 from etl.tencent.rows import PageRows
 

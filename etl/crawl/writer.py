@@ -4,12 +4,12 @@ The transaction of a batch, in order (``Writer._write``, the only place it opens
 1. ``leases.hold``: which of the batch's lists this process still leases, row-locked until
    commit. Nothing is written for a list it does not hold; that list's fetcher is told to stop.
    A run no longer open (abandoned, or closed) gets nothing written at all, and the crawl stops.
-2. ``leases.advance``: the held lists' cursors, pages and items.
+2. ``cursors.advance``: the held lists' cursors, pages and items.
 3. ``Loader.write``: their edges, removals, events and quarantined items, and the batch's
    profile versions (facts about users, stored whichever list carried them). A completed
    list whose removals would be a mass removal is put on hold instead (etl.holds,
-   ``leases.put_on_hold``): none of its removals is applied.
-4. ``leases.settle``: each held list that ended, as its Outcome's Effect says (a 30003 for a
+   ``cursors.put_on_hold``): none of its removals is applied.
+4. ``cursors.settle``: each held list that ended, as its Outcome's Effect says (a 30003 for a
    list with many stored edges is held the same way until confirmed).
 A crash at any instant loses at most this batch; the upserts make replaying it harmless.
 
@@ -36,8 +36,8 @@ from etl.crawl.known import KnownProfiles
 from etl.crawl.messages import Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS, Outcome
 from etl.errors import Stopped
-from etl.store import db, leases, load
-from etl.store.rows import Key, ListPart
+from etl.store import cursors, db, edges, leases, load, seen
+from etl.store.rows import Key, ListPart, ListState, Mode
 from etl.tencent.page import TYPE_NAMES
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ class Writer(threading.Thread):
                 return self._run_closed(batch)
             parts = _merge(batch, leased)
             pages = [(i.claim.key, i.rows) for i in batch if isinstance(i, Fetched)]
-            leases.advance(conn, self.run_id, list(parts.values()), now)
+            cursors.advance(conn, self.run_id, list(parts.values()), now)
             written = self.loader.write(
                 conn, self.run_id, list(parts.values()), pages, now, known=self.known
             )
@@ -174,8 +174,8 @@ class Writer(threading.Thread):
                     "%d lists lost their removal check state: crawling them again",
                     len(written.recrawl),
                 )
-                leases.recrawl(conn, self.run_id, written.recrawl, now)
-            leases.put_on_hold(conn, self.run_id, written.held, now)
+                cursors.recrawl(conn, self.run_id, written.recrawl, now)
+            cursors.put_on_hold(conn, self.run_id, written.held, now)
             result = _Result(leased, parts, written)
             for item in batch:
                 if isinstance(item, Ended):
@@ -203,27 +203,27 @@ class Writer(threading.Thread):
         effect = EFFECTS[end.outcome]
         key = end.claim.key
         if effect.removes_all:
-            load.forget_seen(conn, self.run_id, [key])
+            seen.forget(conn, self.run_id, [key])
             answer = end.claim.info
             hold = holds.decide_missing(
                 self.thresholds,
                 key,
-                load.current_edges(conn, *key),
+                edges.current_edges(conn, *key),
                 confirming=end.claim.task.confirming,
                 missing=answer is not None and answer.missing,
                 count=None if answer is None else answer.counts.get(key[1]),
             )
             if hold is not None:
-                leases.put_on_hold(conn, self.run_id, [hold], now)
+                cursors.put_on_hold(conn, self.run_id, [hold], now)
                 result.holds.append(hold)
                 return
-            result.removed += load.mark_all_removed(
-                conn, self.run_id, *key, now, started=end.claim.task.started
-            )
+            part = result.parts.get(key)  # a restart in this batch began the crawl again
+            started = end.claim.task.started if part is None else part.started
+            result.removed += edges.mark_all_removed(conn, self.run_id, *key, now, started=started)
         error = None
         if effect.records_error:
             error = MISSING_ERROR if end.outcome is Outcome.MISSING else end.error
-        leases.settle(
+        cursors.settle(
             conn,
             self.run_id,
             key,
@@ -235,58 +235,19 @@ class Writer(threading.Thread):
 
     def _account(self, batch: list[Fetched | Ended], result: _Result) -> None:
         """Count what a committed batch did, and tell fetchers of lists taken over."""
-        leased, tally = result.leased, self.tally
         for item in batch:
             # A page of a list no longer held: another process took it over. (An ending that
             # comes after the list's last page finds the lease already given back: no news.)
-            gone = isinstance(item, Fetched) and item.claim.key not in leased
+            gone = isinstance(item, Fetched) and item.claim.key not in result.leased
             if gone and not item.claim.dropped:
                 log.warning("%s/%d: another worker took this list over", *item.claim.key)
                 item.claim.dropped = True
-        with tally.lock:
-            tally.edges_removed += result.written.edges_removed + result.removed
-            tally.events += result.written.events + result.removed
-            tally.quarantined += result.written.quarantined
-            tally.conflicts += result.written.conflicts
-            tally.profiles += result.written.profiles
-            for item in batch:
-                if isinstance(item, Fetched) and item.claim.key in leased:
-                    tally.pages += 1
-                    tally.items += len(item.rows.edges)
-            recrawled = set(result.written.recrawl)
-            holding = {h.key: h for h in (*result.written.held, *result.holds)}
-            for key, part in result.parts.items():
-                if key in recrawled or (key in holding and not holding[key].confirming):
-                    continue  # back to its start: neither settled nor holding sync_seen rows
-                if part.complete:
-                    tally.settled += 1
-                elif part.edges and not part.fresh:
-                    task = next(i.claim.task for i in reversed(batch) if i.claim.key == key)
-                    task.seen = max(task.seen, 1)  # sync_seen has rows now
-            missing_held = {h.key: h for h in result.holds}
-            for end in result.ended:
-                if end.claim.key in missing_held:
-                    # given up for this run if it was the confirming crawl; else still open
-                    tally.settled += missing_held[end.claim.key].confirming
-                elif end.claim.key in leased:
-                    self._count_ending(end)
-            self.on_batch(tally)
-        for hold in holding.values():
+        _restarted(batch, result.parts)
+        with self.tally.lock:
+            holding = _count(self.tally, batch, result)
+            self.on_batch(self.tally)
+        for hold in holding:
             log.warning("%s/%s: %s", hold.key[0], TYPE_NAMES[hold.key[1]], hold.message())
-
-    def _count_ending(self, end: Ended) -> None:
-        tally, task = self.tally, end.claim.task
-        label = f"{task.account}/{TYPE_NAMES[task.follow_type]}"
-        if end.outcome is Outcome.MISSING:
-            tally.settled += 1
-            tally.missing.add(task.account, distinct=True)  # the account's other lists too
-        elif end.outcome is Outcome.REJECTED:
-            tally.settled += 1
-            tally.failures.add(end.error)
-            log.error("%s: the service rejects this list, giving it up: %s", label, end.error)
-        elif end.outcome is Outcome.FAILED:
-            tally.failures.add(end.error)
-            log.error("%s: failed after retries, the next sync retries it: %s", label, end.error)
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -298,8 +259,69 @@ class Writer(threading.Thread):
             self._conn = None
 
 
+def _last_task(batch: list[Fetched | Ended], key: Key) -> ListState:
+    return next(i.claim.task for i in reversed(batch) if i.claim.key == key)
+
+
+def _restarted(batch: list[Fetched | Ended], parts: dict[Key, ListPart]) -> None:
+    """A committed restart reaches its list's claim: the crawl began again then, and is no
+    longer fresh (what the first attempt stored may not be listed again)."""
+    for key, part in parts.items():
+        if part.mode.restarted:
+            task = _last_task(batch, key)
+            task.started, task.fresh = part.started, False
+
+
+def _count(tally: Tally, batch: list[Fetched | Ended], result: _Result) -> list[holds.Hold]:
+    """Add a committed batch to ``tally`` (its lock held); return the holds it made."""
+    written, leased = result.written, result.leased
+    tally.edges_removed += written.edges_removed + result.removed
+    tally.events += written.events + result.removed
+    tally.quarantined += written.quarantined
+    tally.conflicts += written.conflicts
+    tally.profiles += written.profiles
+    for item in batch:
+        if isinstance(item, Fetched) and item.claim.key in leased:
+            tally.pages += 1
+            tally.items += len(item.rows.edges)
+    recrawled = set(written.recrawl)
+    holding = {h.key: h for h in (*written.held, *result.holds)}
+    for key, part in result.parts.items():
+        if key in recrawled or (key in holding and not holding[key].confirming):
+            continue  # back to its start: neither settled nor holding sync_seen rows
+        if part.mode.ends:
+            tally.settled += 1
+        elif part.edges and part.mode.keeps_seen:
+            task = _last_task(batch, key)
+            task.seen = max(task.seen, 1)  # sync_seen has rows now
+    missing_held = {h.key: h for h in result.holds}
+    for end in result.ended:
+        if end.claim.key in missing_held:
+            # given up for this run if it was the confirming crawl; else still open
+            tally.settled += missing_held[end.claim.key].confirming
+        elif end.claim.key in leased:
+            _count_ending(tally, end)
+    return list(holding.values())
+
+
+def _count_ending(tally: Tally, end: Ended) -> None:
+    task = end.claim.task
+    label = f"{task.account}/{TYPE_NAMES[task.follow_type]}"
+    if end.outcome is Outcome.MISSING:
+        tally.settled += 1
+        tally.missing.add(task.account, distinct=True)  # the account's other lists too
+    elif end.outcome is Outcome.REJECTED:
+        tally.settled += 1
+        tally.failures.add(end.error)
+        log.error("%s: the service rejects this list, giving it up: %s", label, end.error)
+    elif end.outcome is Outcome.FAILED:
+        tally.failures.add(end.error)
+        log.error("%s: failed after retries, the next sync retries it: %s", label, end.error)
+
+
 def _merge(batch: list[Fetched | Ended], leased: set[Key]) -> dict[Key, ListPart]:
-    """The batch's pages as one ListPart per leased list."""
+    """The batch's pages as one ListPart per leased list. The claims are left as they are:
+    a restart reaches its task once the batch is committed (``_restarted``)."""
     parts: dict[Key, ListPart] = {}
     for item in batch:
         if not isinstance(item, Fetched) or item.claim.key not in leased:
@@ -310,23 +332,21 @@ def _merge(batch: list[Fetched | Ended], leased: set[Key]) -> dict[Key, ListPart
             part = parts[task.key] = ListPart(
                 task.account,
                 task.follow_type,
+                mode=Mode.of(task),
                 baseline=task.baseline,
-                had_seen=task.seen > 0,
-                fresh=task.fresh,
                 started=task.started,
             )
         if item.restarted:
             part.edges.clear()
-            part.pages, part.restarted = 0, True
+            part.pages, part.mode = 0, Mode.RESTARTED
             # The crawl begins again: what the first attempt stored is now older than its
-            # start, so what the new one does not list is removed (leases.advance keeps it).
-            part.started = task.started = item.started
-            # What the first attempt stored may not be listed again: search for removals.
-            part.fresh = task.fresh = False
+            # start, so what the new one does not list is removed (cursors.advance keeps it).
+            # What the first attempt stored may not be listed again: no longer fresh.
+            part.started = item.started
         part.edges.update(item.rows.edges)
         part.pages += 1
         part.next_cursor = item.next_cursor
-        part.complete = item.next_cursor == ""
+        part.mode = part.mode.ending(item.next_cursor == "")
         part.confirming = task.confirming
         if item.claim.info is not None:  # asked as the list's crawl ended (etl.crawl.fetcher)
             part.info_count = item.claim.info.counts.get(task.follow_type)

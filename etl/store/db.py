@@ -7,16 +7,18 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from etl.errors import DatabaseError, Stopped
+from etl.store.dialect import dialect_of, for_name
+from etl.store.dialect.postgres_session import READ_ONLY_TRANSACTION
 from etl.store.schema import SCHEMA_REVISION
 
 if TYPE_CHECKING:
@@ -36,65 +38,13 @@ INSTALLED_MIGRATIONS = _PACKAGE / "_migrations"
 CHECKOUT_MIGRATIONS = _PACKAGE.parent / "migrations"
 RECONNECT_SECONDS = 180.0  # how long a run waits for a lost database (DATABASE_RETRY_SECONDS)
 
-# Set on every PostgreSQL session, so that no host that vanishes can block its peers for long:
-# - lock_timeout: a statement waits at most this long for a row lock another session holds;
-# - idle_in_transaction_session_timeout: the server ends a session whose transaction sits
-#   idle this long (follow-etl never waits inside a transaction: a batch is all statements);
-# - tcp_keepalives_*: the server probes an idle client socket after 10 s, every 5 s, and drops
-#   it after 3 unanswered probes; keepalives* and tcp_user_timeout do the same from our side.
-# - jit off: batch statements on big tables cross the JIT cost threshold and then spend more
-#   time compiling than executing (seen: 500 ms on a 200 ms insert).
-PG_SESSION = {
-    "jit": "off",
-    "lock_timeout": "30s",
-    "idle_in_transaction_session_timeout": "60s",
-    "tcp_keepalives_idle": "10",
-    "tcp_keepalives_interval": "5",
-    "tcp_keepalives_count": "3",
-}
-PG_CONNECT = {
-    "connect_timeout": 10,
-    "application_name": "follow-etl",
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 30_000,  # ms: unacknowledged data this long means the server is gone
-    "options": " ".join(f"-c {name}={value}" for name, value in PG_SESSION.items()),
-}
-
 
 def make_engine(url: URL, *, schema: str | None = None) -> Engine:
     """An engine tuned for this job: WAL and a busy timeout on SQLite; on PostgreSQL, the
-    timeouts of PG_SESSION and PG_CONNECT, and with ``schema`` a search_path of that schema
-    alone, so every table, view and alembic_version of this app lives there."""
-    if url.get_backend_name() == "sqlite":
-        engine = sa.create_engine(url, connect_args={"timeout": 30})
-
-        @sa.event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
-    connect = dict(PG_CONNECT)
-    if schema is not None:  # a checked identifier (etl.config)
-        connect["options"] = f"{connect['options']} -c search_path={schema}"
-    engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect)
-    sa.event.listen(engine, "handle_error", _read_only_is_a_disconnect)
-    return engine
-
-
-def _read_only_is_a_disconnect(context: sa.engine.ExceptionContext) -> None:
-    """A session on a read-only server (25006: a standby, or a failover in progress) stays
-    read-only: SQLAlchemy is told it is a disconnect, so the pool drops its connections and the
-    retry reconnects, reaching the new primary once there is one."""
-    orig = context.original_exception
-    if isinstance(orig, psycopg.Error) and orig.sqlstate == READ_ONLY_TRANSACTION:
-        context.is_disconnect = True
+    timeouts of its session and connection, and with ``schema`` a search_path of that schema
+    alone, so every table, view and alembic_version of this app lives there (etl.store.dialect
+    says how)."""
+    return for_name(url.get_backend_name()).create_engine(url, schema=schema)
 
 
 def create_schema(engine: Engine, schema: str) -> bool:
@@ -112,7 +62,6 @@ def create_schema(engine: Engine, schema: str) -> bool:
 # away (08, 57P01-57P03), the server is read-only for now (25006: a standby, or a failover in
 # progress), or the statement lost a race it may win next time (40001, 40P01, 55P03 lock
 # timeout).
-READ_ONLY_TRANSACTION = "25006"
 _TRANSIENT_STATES = (
     "08",
     READ_ONLY_TRANSACTION,
@@ -248,31 +197,11 @@ def alembic_config(connection: sa.Connection | None = None) -> Config:
     return config
 
 
-@contextmanager
-def migration_connection(engine: Engine) -> Iterator[sa.Connection]:
+def migration_connection(engine: Engine) -> AbstractContextManager[sa.Connection]:
     """A connection whose one transaction holds a whole migration, DDL included, so a failure
-    or a kill part-way leaves the schema at the revision it started from.
-
-    PostgreSQL has transactional DDL. pysqlite, left to itself, opens a transaction only before
-    DML, so each CREATE or ALTER on SQLite would commit on its own. As in SQLAlchemy's pysqlite
-    recipe ("Serializable isolation / Savepoints / Transactional DDL"), the driver is told to
-    stay out (AUTOCOMMIT, i.e. isolation_level None) and the transaction is ours: BEGIN
-    IMMEDIATE (the writer's lock from the start: a migration writes), COMMIT at the end.
-    """
-    if engine.dialect.name != "sqlite":
-        with engine.begin() as connection:
-            yield connection
-        return
-    with engine.connect() as plain:
-        connection = plain.execution_options(isolation_level="AUTOCOMMIT")
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield connection
-        except BaseException:
-            if connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
-                connection.exec_driver_sql("ROLLBACK")
-            raise
-        connection.exec_driver_sql("COMMIT")
+    or a kill part-way leaves the schema at the revision it started from (etl.store.dialect
+    says how on each backend)."""
+    return dialect_of(engine).migration_connection(engine)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

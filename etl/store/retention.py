@@ -8,7 +8,8 @@
   says when their checkpoints went. ``sync`` prunes its job this way after every clean finish
   (``keep_runs``, default DEFAULT_KEEP_RUNS; 0 keeps everything).
 - sync_seen rows (the removal check's working set) of a run that ended are deleted when it
-  ends (etl.runs.close_run, abandon_run); ``prune`` deletes any a run left before that.
+  ends (etl.store.runs.close_run, abandon_run); ``prune`` deletes any a run left before that
+  (etl.store.seen.prune_run).
 - quarantined_items are evidence of what could not be stored: they are kept with their run,
   pruned or not (they are few: one row per bad item and run).
 - Edges, profile versions and follow_edge_events are the data: kept for ever.
@@ -29,14 +30,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.errors import Stopped
-from etl.store.schema import (
-    follow_edge_events,
-    sync_checkpoints,
-    sync_runs,
-    sync_seen,
-    verify_mismatches,
-)
+from etl.store import chunks, seen
+from etl.store.schema import follow_edge_events, sync_checkpoints, sync_runs, verify_mismatches
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +90,17 @@ def prune(
     for run_id, status in sorted(rows):
         if status not in ENDED:
             continue  # the unfinished run: its checkpoints are the run
-        done.seen += _delete_chunks(engine, sync_seen, sync_seen.c.run_id == run_id, chunk, stop)
+        done.seen += seen.prune_run(engine, run_id, chunk=chunk, stop=stop)
         if run_id >= oldest_kept:
             continue
         c = sync_checkpoints.c
         keys = (c.run_id, c.account, c.follow_type)
-        done.checkpoints += _delete_chunks(
+        done.checkpoints += chunks.delete_chunks(
             engine, sync_checkpoints, c.run_id == run_id, chunk, stop, keys
         )
-        _delete_chunks(engine, verify_mismatches, verify_mismatches.c.run_id == run_id, chunk, stop)
+        chunks.delete_chunks(
+            engine, verify_mismatches, verify_mismatches.c.run_id == run_id, chunk, stop
+        )
         with engine.begin() as conn:
             conn.execute(sa.update(sync_runs).where(r.id == run_id).values(pruned_at=now))
         done.runs.append(run_id)
@@ -129,29 +126,4 @@ def prune_events(
     ``stop`` is set: the chunks deleted so far stay deleted."""
     e = follow_edge_events.c
     where = e.observed_at < before
-    return _delete_chunks(engine, follow_edge_events, where, chunk, stop, (e.id,))
-
-
-def _delete_chunks(
-    engine: Engine,
-    table: sa.Table,
-    where: sa.ColumnElement[bool],
-    chunk: int,
-    stop: threading.Event | None,
-    key: tuple[sa.ColumnElement[object], ...] | None = None,
-) -> int:
-    """Delete ``table``'s rows that match ``where``, ``chunk`` rows per statement and
-    transaction (by ``key``, default the primary key); how many went. Stopped (between
-    chunks) once ``stop`` is set."""
-    columns = key or tuple(table.primary_key.columns)
-    target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
-    deleted = 0
-    while True:
-        if stop is not None and stop.is_set():
-            raise Stopped(f"stopped while pruning {table.name}")
-        some = sa.select(*columns).where(where).limit(chunk)
-        with engine.begin() as conn:
-            n = max(conn.execute(sa.delete(table).where(target.in_(some))).rowcount, 0)
-        deleted += n
-        if n < chunk:
-            return deleted
+    return chunks.delete_chunks(engine, follow_edge_events, where, chunk, stop, (e.id,))

@@ -13,6 +13,7 @@ one counter row. ``counts`` sums the run's rows; ``recount`` counts the checkpoi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl.store import load
+from etl.store import seen
+from etl.store.dialect import dialect_of
+from etl.store.schema import MAX_FAILURES as MAX_FAILURES  # where callers look for it
+from etl.store.schema import is_open as is_open
 from etl.store.schema import sync_checkpoints, sync_run_counters, sync_runs
 
 STATUSES = ("pending", "running", "done", "skipped", "failed", "held")
@@ -28,7 +32,6 @@ STATUSES = ("pending", "running", "done", "skipped", "failed", "held")
 # again by the next sync; a held list gets its confirming crawl (etl.holds), and one whose
 # confirmation failed is given up for this run (failures = MAX_FAILURES).
 RETRYABLE = ("failed", "held")
-MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
 ADD_CHUNK = 5000  # lists added per statement and transaction: memory flat, a stop heard soon
 
 ck = sync_checkpoints.c  # note: ck.items is a method of the collection; use ck["items"]
@@ -193,18 +196,8 @@ def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> bool:
     it closed, and its processes stop."""
     if not _store(conn, run_id, counts(conn, run_id), {"status": "abandoned", "finished_at": now}):
         return False
-    load.forget_run_seen(conn, run_id)
+    seen.forget_run(conn, run_id)
     return True
-
-
-def is_open(failed_before: datetime | None = None) -> sa.ColumnElement[bool]:
-    """Lists a run still has to crawl: not started, half done, failed fewer than 3 times
-    (and, with ``failed_before``, before that time), or held and not yet confirmed."""
-    failed = sa.and_(ck.status == "failed", ck.failures < MAX_FAILURES)
-    if failed_before is not None:
-        failed = sa.and_(failed, ck.updated_at < failed_before)
-    held = sa.and_(ck.status == "held", ck.failures < MAX_FAILURES)
-    return sa.or_(ck.status.in_(("pending", "running")), failed, held)
 
 
 # ---- counters -------------------------------------------------------------------------------
@@ -263,8 +256,6 @@ def standings(conn: sa.Connection, run_id: int, keys: Iterable[tuple[str, int]])
     return {(r.account, r.follow_type): standing(r) for r in rows}
 
 
-# The transaction's own row: its backend runs no other transaction until this one ends.
-_SHARD = {"postgresql": "pg_backend_pid()"}
 _ADD = """
 INSERT INTO sync_run_counters (run_id, shard, {names}, moved_at)
 VALUES (:run_id, {shard}, {values}, :moved_at)
@@ -275,27 +266,24 @@ ON CONFLICT (run_id, shard) DO UPDATE SET {sums},
 """
 
 
-def _add_statement(dialect: str) -> sa.TextClause:
+@functools.cache
+def _add_statement(shard: str) -> sa.TextClause:
+    """The counters' upsert into the transaction's own row (``shard``: the dialect's)."""
     return sa.text(
         _ADD.format(
             names=", ".join(COUNTED),
-            shard=_SHARD.get(dialect, "0"),
+            shard=shard,
             values=", ".join(f":{name}" for name in COUNTED),
             sums=", ".join(f"{n} = sync_run_counters.{n} + excluded.{n}" for n in COUNTED),
         )
     ).bindparams(sa.bindparam("moved_at", type_=rc.moved_at.type))
 
 
-_ADD_STATEMENTS = {name: _add_statement(name) for name in ("postgresql", "sqlite")}
-
-
 def count_changes(conn: sa.Connection, run_id: int, changes: Changes, now: datetime | None) -> None:
     """Add ``changes`` to the run's counters in this transaction; ``now``: lists moved then."""
     if not changes and now is None:
         return
-    stmt = _ADD_STATEMENTS.get(conn.dialect.name)
-    if stmt is None:
-        stmt = _add_statement(conn.dialect.name)
+    stmt = _add_statement(dialect_of(conn).shard)
     conn.execute(stmt, {"run_id": run_id, "moved_at": now, **changes.counts})
 
 
@@ -372,7 +360,7 @@ def close_run(
     if finished:
         values.update(status="done", finished_at=now)
     if _store(conn, run_id, c, values) and finished:
-        load.forget_run_seen(conn, run_id)
+        seen.forget_run(conn, run_id)
     return c
 
 

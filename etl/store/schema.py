@@ -6,60 +6,20 @@ not compare views, and the migrations are the single schema authority.
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
 
+from etl.store.types import ProfileSequence
 from etl.tencent.profile import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 
-_SQLITE_INTEGER_MAX = 2**63 - 1
 # Lists a claim may take (a held list: its confirming crawl, see etl.holds).
 OPEN_STATUSES = "status IN ('pending', 'running', 'failed', 'held')"
-
-
-def sqlite_sequence(value: int) -> int | str:
-    """A profile_sequence as SQLite stores it: an INTEGER up to 2**63-1, above that the TEXT
-    'u' + 20 digits (non-numeric, so INTEGER affinity leaves it alone; TEXT sorts after every
-    INTEGER and fixed width sorts among itself, so MAX() still finds the newest version)."""
-    return value if value <= _SQLITE_INTEGER_MAX else f"u{value:020d}"
-
-
-class ProfileSequence(sa.types.TypeDecorator[int]):
-    """profile_sequence, exact for 0 .. 2**64-1: NUMERIC(20, 0) on PostgreSQL, and on SQLite
-    the BIGINT column with :func:`sqlite_sequence` above 2**63-1. Reads back as int."""
-
-    impl = sa.BigInteger
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
-        """NUMERIC(20, 0) on PostgreSQL; BIGINT elsewhere."""
-        if dialect.name == "postgresql":
-            return dialect.type_descriptor(sa.Numeric(20, 0))
-        return dialect.type_descriptor(sa.BigInteger())
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        """Encode values past SQLite's INTEGER range."""
-        if value is None or dialect.name == "postgresql":
-            return value
-        return sqlite_sequence(int(value))
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> int | None:
-        """Decimal (PostgreSQL) or 'u'-text (SQLite) back to int."""
-        return decode_sequence(value)
-
-
-def decode_sequence(value: Any) -> int | None:
-    """A profile_sequence as a driver returns it (int, Decimal, or SQLite's 'u'-text) as int."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return int(value[1:] if value.startswith("u") else value)
-    return int(value)  # int, or Decimal from NUMERIC
+MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
 
 
 metadata = sa.MetaData(
@@ -76,8 +36,7 @@ Timestamp = sa.DateTime(timezone=True)
 PRUNED_AT_COMMENT = "when `prune` deleted the run's checkpoints (its counters stay)"
 TAGS_RAW_COMMENT = "the exact ProfileItem (ASCII JSON) when storing it changed anything, else null"
 CONTENT_DIGEST_COMMENT = (
-    "digest of tags and tags_raw; the same version seen with another is a conflict "
-    "(null: stored before revision 0003)"
+    "digest of tags and tags_raw; the same version seen with another is a conflict"
 )
 JsonDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -114,7 +73,7 @@ profile_snapshots = sa.Table(
     metadata,
     sa.Column("user_id", sa.String, primary_key=True),
     sa.Column("profile_sequence", ProfileSequence(), primary_key=True),
-    # One column per standard tag, defined once in etl.transform.STANDARD_TAGS.
+    # One column per standard tag, defined once in etl.tencent.profile.STANDARD_TAGS.
     *(
         sa.Column(column, sa.Text if kind is str else sa.BigInteger)
         for column, kind in STANDARD_TAGS.values()
@@ -418,3 +377,14 @@ verify_mismatches = sa.Table(
         comment="the API says the account does not exist",
     ),
 )
+
+
+def is_open(failed_before: datetime | None = None) -> sa.ColumnElement[bool]:
+    """Lists a run still has to crawl: not started, half done, failed fewer than 3 times
+    (and, with ``failed_before``, before that time), or held and not yet confirmed."""
+    c = sync_checkpoints.c
+    failed = sa.and_(c.status == "failed", c.failures < MAX_FAILURES)
+    if failed_before is not None:
+        failed = sa.and_(failed, c.updated_at < failed_before)
+    held = sa.and_(c.status == "held", c.failures < MAX_FAILURES)
+    return sa.or_(c.status.in_(("pending", "running")), failed, held)

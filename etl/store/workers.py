@@ -22,7 +22,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,8 +30,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.errors import JobBusy
+from etl.store.dialect import dialect_of
+from etl.store.dialect.base import Clock, machine_now
 from etl.store.joblock import JobLock
-from etl.store.schema import Timestamp, sync_runs, sync_workers
+from etl.store.schema import sync_runs, sync_workers
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +42,14 @@ TTL = 6.0  # a process silent this long is dead: its leases and its hold on the 
 w = sync_workers.c
 
 
-def db_now(conn: sa.Connection) -> sa.ColumnElement[datetime]:
-    """The database's clock, inside the statement (SQLite: this machine's, the only one)."""
-    if conn.dialect.name == "postgresql":
-        return sa.func.statement_timestamp(type_=Timestamp)
-    return sa.literal(datetime.now(UTC), Timestamp)
+def db_now(conn: sa.Connection, *, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
+    """The database's clock, inside the statement (SQLite: ``local``, this machine's, the only
+    one)."""
+    return dialect_of(conn).now(local)
 
 
 def _expiry(conn: sa.Connection) -> sa.ColumnElement[datetime]:
-    if conn.dialect.name == "postgresql":
-        return db_now(conn) + timedelta(seconds=TTL)
-    return sa.literal(datetime.now(UTC) + timedelta(seconds=TTL), Timestamp)
+    return dialect_of(conn).expiry(TTL)
 
 
 def pid_namespace() -> str | None:
@@ -74,22 +73,23 @@ class DbClock:
     timestamps of data rows. The offset is measured at start and again at every heartbeat, so
     a clock that steps during a run is followed within a second. Liveness never uses it."""
 
-    def __init__(self, conn: sa.Connection | None = None) -> None:
+    def __init__(self, conn: sa.Connection | None = None, *, local: Clock = machine_now) -> None:
         self.offset = timedelta(0)
+        self.local = local  # this machine's clock
         if conn is not None:
             self.measure(conn)
 
     def measure(self, conn: sa.Connection) -> None:
-        """Set the offset from one round trip to the server (PostgreSQL only)."""
-        if conn.dialect.name != "postgresql":
+        """Set the offset from one round trip to the server (where it has a clock: PostgreSQL)."""
+        before = self.local()
+        server = dialect_of(conn).server_time(conn)
+        if server is None:
             return
-        before = datetime.now(UTC)
-        server: datetime = conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
-        after = datetime.now(UTC)
+        after = self.local()
         self.offset = server - (before + (after - before) / 2)
 
     def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
+        return self.local() + self.offset
 
 
 def _pid_alive(pid: int) -> bool:
@@ -119,7 +119,7 @@ def _reap(conn: sa.Connection, job: str) -> None:
 
 def live_ids(conn: sa.Connection) -> sa.Select[tuple[str]]:
     """The ids of every live process (a subquery for lease checks)."""
-    return sa.select(w.id).where(w.expires_at > db_now(conn))
+    return dialect_of(conn).live_ids()
 
 
 def holder(conn: sa.Connection, job: str) -> dict[str, Any] | None:
@@ -263,6 +263,8 @@ class Heartbeat(threading.Thread):
 
     ``counters``, ``on_share`` and ``on_closed`` may be set once the crawl exists; until then
     the beat only keeps this process alive (while a run with many lists is being created, say).
+    ``every``: seconds between beats (None: never, the row is not renewed: for tests of a
+    holder that looks dead).
     """
 
     def __init__(
@@ -272,15 +274,18 @@ class Heartbeat(threading.Thread):
         counters: Callable[[], dict[str, int]] = dict,
         on_share: Callable[[int], None] = lambda peers: None,
         on_closed: Callable[[str], None] = lambda status: None,
+        *,
+        every: float | None = HEARTBEAT,
     ) -> None:
         super().__init__(name="heartbeat", daemon=True)
+        self.every = every
         self.engine, self.me, self.counters, self.on_share = engine, me, counters, on_share
         self.on_closed = on_closed
         self.stopped = threading.Event()
 
     def run(self) -> None:
         failing = False
-        while not self.stopped.wait(HEARTBEAT):
+        while not self.stopped.wait(self.every):
             try:
                 with self.engine.begin() as conn:
                     peers, status = beat(conn, self.me, self.counters())

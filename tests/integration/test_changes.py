@@ -228,10 +228,12 @@ def test_awkward_account_ids_are_stored_exactly(engine: sa.Engine) -> None:
     from datetime import UTC, datetime
 
     from etl.store.load import Loader
-    from etl.store.rows import ListPart
+    from etl.store.rows import ListPart, Mode
 
     odd = ["tab\there", "back\\slash", "line\nbreak", "cr\rx", "quote'\"", "N\\N", "plain"]
-    part = ListPart("acc\\\t1", 1, edges=dict.fromkeys(odd, 1_700_000_000), pages=1, complete=True)
+    part = ListPart(
+        "acc\\\t1", 1, edges=dict.fromkeys(odd, 1_700_000_000), pages=1, mode=Mode.FIRST_END
+    )
     with engine.begin() as conn:
         conn.execute(
             sa.text(

@@ -18,8 +18,8 @@ from etl import holds
 from etl.config import RetryPolicy
 from etl.results import SyncRequest
 from etl.sandbox import Graph, SandboxServer
-from etl.store import leases, runs
-from etl.store.rows import ListPart
+from etl.store import cursors, runs
+from etl.store.rows import ListPart, Mode
 from etl.store.schema import sync_checkpoints
 from etl.sync import sync
 from tests.conftest import api_settings, make_client, sync_with
@@ -166,18 +166,17 @@ def apply(conn: sa.Connection, run_id: int, op: tuple[Any, ...], now: datetime) 
             edges={f"u{i}": None for i in range(items)},
             pages=pages,
             next_cursor="" if complete else "next",
-            complete=complete,
-            restarted=restarted,
+            mode=(Mode.RESTARTED if restarted else Mode.FIRST).ending(complete),
         )
-        leases.advance(conn, run_id, [part], now)
+        cursors.advance(conn, run_id, [part], now)
     elif kind == "settle":
         _, key, status, failures = op
-        leases.settle(conn, run_id, key, status=status, failures=failures, error="e", now=now)
+        cursors.settle(conn, run_id, key, status=status, failures=failures, error="e", now=now)
     elif kind == "recrawl":
-        leases.recrawl(conn, run_id, [op[1]], now)
+        cursors.recrawl(conn, run_id, [op[1]], now)
     elif kind == "hold":
         hold = holds.Hold(op[1], 30, 40, holds.LAST_PAGE, confirming=op[2])
-        leases.put_on_hold(conn, run_id, [hold], now)
+        cursors.put_on_hold(conn, run_id, [hold], now)
     else:
         more = [(f"b{i}", 1) for i in range(op[1])]
         runs.add_lists(conn, run_id, [*LISTS[:2], *more], now)
@@ -222,10 +221,10 @@ def test_concurrent_batches_never_share_a_counter_row(pg_engine: sa.Engine) -> N
     try:
         first.begin()
         first.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
-        leases.advance(first, run_id, [ListPart("a", 1, pages=1, next_cursor="n")], now)
+        cursors.advance(first, run_id, [ListPart("a", 1, pages=1, next_cursor="n")], now)
         with pg_engine.begin() as second:
             second.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
-            leases.advance(second, run_id, [ListPart("b", 1, pages=1, complete=True)], now)
+            cursors.advance(second, run_id, [ListPart("b", 1, pages=1, mode=Mode.FIRST_END)], now)
         first.commit()
     finally:
         first.close()

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl.config import database_url
-from etl.store import db, workers
+from etl.store import db
 from etl.store.workers import DbClock, db_now
 
 SLACK = timedelta(seconds=5)
@@ -41,30 +41,26 @@ def server_now(conn: sa.Connection) -> datetime:
     return aware(value)
 
 
-def selected_db_now(conn: sa.Connection) -> datetime:
-    """What ``db_now`` evaluates to in a statement."""
-    return aware(conn.execute(sa.select(db_now(conn))).scalar_one())
+def selected_db_now(conn: sa.Connection, local: Skewed | None = None) -> datetime:
+    """What ``db_now`` evaluates to in a statement (``local``: this machine's clock)."""
+    now = db_now(conn) if local is None else db_now(conn, local=local)
+    return aware(conn.execute(sa.select(now)).scalar_one())
 
 
 class Skewed:
-    """This machine's clock, off by ``skew``: stands in for ``datetime`` in etl.workers."""
+    """This machine's clock, off by ``skew``: handed to etl.store.workers as its local clock."""
 
-    skew = timedelta(0)
+    def __init__(self) -> None:
+        self.skew = timedelta(0)
 
-    @classmethod
-    def now(cls, tz: object = None) -> datetime:
-        return datetime.now(UTC) + cls.skew
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.skew
 
 
 @pytest.fixture
-def local_clock(monkeypatch: pytest.MonkeyPatch) -> type[Skewed]:
-    """Make etl.workers read a machine clock the test can step (the database's is untouched)."""
-
-    class Clock(Skewed):
-        skew = timedelta(0)
-
-    monkeypatch.setattr(workers, "datetime", Clock)
-    return Clock
+def local_clock() -> Skewed:
+    """A machine clock the test can step (the database's is untouched)."""
+    return Skewed()
 
 
 def measured(engine: sa.Engine) -> DbClock:
@@ -108,27 +104,27 @@ def test_db_clock_never_goes_back(engine: sa.Engine) -> None:
 
 
 def test_on_postgresql_db_clock_follows_the_server_not_this_machine(
-    pg_engine: sa.Engine, local_clock: type[Skewed]
+    pg_engine: sa.Engine, local_clock: Skewed
 ) -> None:
     """With this machine's clock an hour slow, a DbClock measured on a connection still tells
     the server's time (its offset is about an hour), and db_now (inside the statement) never
     reads this machine's clock at all."""
     local_clock.skew = -SKEW
     with pg_engine.connect() as conn:
-        clock = DbClock(conn)
+        clock = DbClock(conn, local=local_clock)
         assert abs(clock.offset - SKEW) <= SLACK
         truth = server_now(conn)
         assert abs(clock() - truth) <= SLACK
-        assert abs(selected_db_now(conn) - truth) <= SLACK
+        assert abs(selected_db_now(conn, local_clock) - truth) <= SLACK
 
 
 def test_on_postgresql_an_unmeasured_clock_is_this_machines_until_measured(
-    pg_engine: sa.Engine, local_clock: type[Skewed]
+    pg_engine: sa.Engine, local_clock: Skewed
 ) -> None:
     """DbClock() without a connection has no offset: it tells this machine's (here an hour
     slow) time, until ``measure`` brings it to the server's."""
     local_clock.skew = -SKEW
-    clock = DbClock()
+    clock = DbClock(local=local_clock)
     assert clock.offset == timedelta(0)
     with pg_engine.connect() as conn:
         assert abs(server_now(conn) - clock() - SKEW) <= SLACK
@@ -138,12 +134,12 @@ def test_on_postgresql_an_unmeasured_clock_is_this_machines_until_measured(
 
 
 def test_on_postgresql_measure_follows_a_clock_that_stepped(
-    pg_engine: sa.Engine, local_clock: type[Skewed]
+    pg_engine: sa.Engine, local_clock: Skewed
 ) -> None:
     """The offset is measured once and then applied: after this machine's clock steps, DbClock
     is off by the step until ``measure`` is called again, and right after it."""
     with pg_engine.connect() as conn:
-        clock = DbClock(conn)
+        clock = DbClock(conn, local=local_clock)
         assert abs(clock.offset) <= SLACK  # server and tests on one machine
         local_clock.skew = timedelta(minutes=30)
         stale = clock() - server_now(conn)
@@ -166,21 +162,19 @@ def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-def test_on_sqlite_this_machine_is_the_clock(
-    sqlite_engine: sa.Engine, local_clock: type[Skewed]
-) -> None:
+def test_on_sqlite_this_machine_is_the_clock(sqlite_engine: sa.Engine, local_clock: Skewed) -> None:
     """SQLite has no server: DbClock has no offset and measure leaves it so, and both clocks
     follow this machine's, wherever it stands."""
     engine = sqlite_engine
     local_clock.skew = -SKEW
     with engine.connect() as conn:
-        clock = DbClock(conn)
+        clock = DbClock(conn, local=local_clock)
         assert clock.offset == timedelta(0)
         clock.measure(conn)
         assert clock.offset == timedelta(0)
         expected = datetime.now(UTC) - SKEW
         assert abs(clock() - expected) <= SLACK
-        assert abs(selected_db_now(conn) - expected) <= SLACK
+        assert abs(selected_db_now(conn, local_clock) - expected) <= SLACK
 
 
 def test_db_now_is_the_time_of_the_statement(engine: sa.Engine) -> None:

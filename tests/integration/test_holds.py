@@ -22,7 +22,7 @@ from etl.results import SyncReport
 from etl.sandbox import Graph, SandboxServer
 from etl.store import leases, runs, status
 from etl.store.load import Loader
-from etl.store.rows import ListPart
+from etl.store.rows import ListPart, Mode
 from etl.store.schema import sync_checkpoints
 from tests.conftest import TYPES, nonempty, stored_lists
 from tests.integration.test_changes import diff, events, run
@@ -283,7 +283,7 @@ def test_the_loader_holds_exactly_what_the_rule_says(
     loader = Loader(engine.dialect.name, Thresholds(min_edges, share))
     with engine.begin() as conn:
         run_id = runs.start_run(conn, account, {}, now)
-        first = ListPart(account, 1, edges=dict(stored), pages=1, complete=True, fresh=True)
+        first = ListPart(account, 1, edges=dict(stored), pages=1, mode=Mode.FRESH_END)
         loader.write(conn, run_id, [first], [], now)
     listed = list(stored.items())[removed:]
     # The second crawl began after the first stored its edges (it removes only edges unchanged
@@ -302,9 +302,8 @@ def test_the_loader_holds_exactly_what_the_rule_says(
         1,
         edges=dict(listed[split:]),
         pages=1,
-        complete=True,
+        mode=Mode.SEEN_END if split > 0 else Mode.FIRST_END,
         baseline=True,
-        had_seen=split > 0,
         started=later,
     )
     with engine.begin() as conn:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -22,9 +23,10 @@ from etl.crawl.transform import page_rows
 from etl.errors import MalformedAnswer
 from etl.store import db
 from etl.store.load import Loader, Written
-from etl.store.rows import Key, ListPart
-from etl.store.schema import SCHEMA_REVISION, decode_sequence, profile_snapshots, quarantined_items
+from etl.store.rows import Key, ListPart, Mode
+from etl.store.schema import SCHEMA_REVISION, profile_snapshots, quarantined_items
 from etl.store.status import quarantine_summary
+from etl.store.types import decode_sequence
 from etl.tencent.page import parse_page
 from etl.tencent.profile import MAX_NESTING, STANDARD_TAGS
 from etl.tencent.rows import PageRows
@@ -259,7 +261,7 @@ def write(
     """One batch: every page's edges on its list (complete), profiles and quarantined items."""
     parts: dict[Key, ListPart] = {}
     for key, rows in pages:
-        part = parts.setdefault(key, ListPart(*key, pages=0, complete=True))
+        part = parts.setdefault(key, ListPart(*key, pages=0, mode=Mode.FIRST_END))
         part.edges.update(rows.edges)
         part.pages += 1
     with engine.begin() as conn:
@@ -564,8 +566,13 @@ def test_a_list_not_held_stores_its_profiles_but_records_no_items(store: sa.Engi
 
 
 def test_a_version_stored_before_digests_is_compared_by_its_tags(store: sa.Engine) -> None:
-    """A row from revision 0002 has no content digest: seeing its tags again is no conflict,
-    other tags are."""
+    """A row from revision 0002 had no content digest; migration 0010 gives it the digest of
+    its tags: seeing its tags again is no conflict, other tags are."""
+    tags = {"Tag_Profile_IM_Nick": "old", "Tag_Profile_IM_Level": 3}
+    script = ScriptDirectory.from_config(db.alembic_config())
+    revision = script.get_revision("0010")
+    assert revision is not None
+    backfilled = revision.module.digest(tags)
     with store.begin() as conn:
         conn.execute(
             sa.insert(profile_snapshots),
@@ -574,7 +581,8 @@ def test_a_version_stored_before_digests_is_compared_by_its_tags(store: sa.Engin
                     "user_id": "b",
                     "profile_sequence": 5,
                     "nick": "old",
-                    "tags": {"Tag_Profile_IM_Nick": "old", "Tag_Profile_IM_Level": 3},
+                    "tags": tags,
+                    "content_digest": backfilled,
                     "first_seen_at": NOW,
                     "run_id": RUN,
                 }
@@ -596,7 +604,7 @@ def test_a_version_stored_before_digests_is_compared_by_its_tags(store: sa.Engin
     assert write(store, one_page(same)).conflicts == 0
     assert write(store, one_page(other)).conflicts == 1
     (row,) = stored_profiles(store).values()
-    assert (row.nick, row.content_digest) == ("old", None)
+    assert (row.nick, row.content_digest) == ("old", backfilled)
 
 
 def test_status_summarises_the_quarantine(store: sa.Engine) -> None:

@@ -15,6 +15,7 @@ from etl.crawl.messages import Claim, Ended, Fetched, Tally
 from etl.crawl.transform import page_rows
 from etl.crawl.writer import Writer
 from etl.store import leases, runs, workers
+from etl.store.rows import ListState
 from etl.store.schema import sync_checkpoints, sync_workers
 from etl.tencent.page import Page
 from tests.conftest import stored_lists
@@ -143,7 +144,7 @@ def test_a_batch_writes_nothing_for_a_list_another_process_took_over(
     me, peer = register(engine), register(engine)
     lease(engine, run_id, ("a", 1), me.id)
     lease(engine, run_id, ("b", 1), peer.id)
-    mine, theirs = Claim(leases.ListState("a", 1, "")), Claim(leases.ListState("b", 1, ""))
+    mine, theirs = Claim(ListState("a", 1, "")), Claim(ListState("b", 1, ""))
     closed: list[Ended] = []
     batch: list[Fetched | Ended] = [
         page(mine, ["x", "y"], "next-a"),
@@ -166,7 +167,7 @@ def test_an_ending_of_a_list_taken_over_does_not_fail_or_empty_it(
     """A partitioned worker cannot turn another's list back into failed, nor mark it removed."""
     me, peer = register(engine), register(engine)
     lease(engine, run_id, ("a", 1), me.id)
-    claim = Claim(leases.ListState("a", 1, ""))
+    claim = Claim(ListState("a", 1, ""))
     closed: list[Ended] = []
     lane = writer(engine, run_id, me.id, closed)
     lane._commit([page(claim, ["x"], "")])  # complete: done, lease given back

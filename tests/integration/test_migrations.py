@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from types import ModuleType
+
 import sqlalchemy as sa
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from etl.store import db
-from etl.store.schema import SCHEMA_REVISION
+from etl.store.load import Loader
+from etl.store.schema import SCHEMA_REVISION, profile_snapshots
+from etl.tencent.profile import profile_row
+from etl.tencent.rows import PageRows, Profile
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 TABLES = {
     "follow_edges",
@@ -99,7 +108,7 @@ def test_0003_keeps_the_rows_of_a_0002_store(db_url: URL) -> None:
                     """'{"Tag_Profile_IM_Nick": "n"}', CURRENT_TIMESTAMP)"""
                 )
             )
-        db.upgrade(engine)
+        db.upgrade(engine, "0009")  # 0010 computes the digest (below)
         with engine.connect() as conn:
             row = conn.execute(
                 sa.text(
@@ -114,3 +123,48 @@ def test_0003_keeps_the_rows_of_a_0002_store(db_url: URL) -> None:
             ]
     finally:
         engine.dispose()
+
+
+def test_0010_gives_every_profile_version_its_digest(db_url: URL) -> None:
+    """A version stored before 0003 (no digest) gets the loader's digest of its tags, in
+    batches and past SQLite's INTEGER range: a second sighting with the same content is then
+    no conflict, and one with other content is."""
+    engine = db.make_engine(db_url)
+    item = [
+        {"Tag": "Tag_Profile_IM_Nick", "Value": "n"},
+        {"Tag": "Tag_Profile_IM_Level", "Value": 3},
+    ]
+    sequences = [*range(1, migration_0010().BATCH + 2), 2**64 - 1]  # more than one batch
+    try:
+        db.upgrade(engine, "0009")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(profile_snapshots),
+                [
+                    {"user_id": f"u{n % 3}", "profile_sequence": n, "nick": "n",
+                     "tags": {"Tag_Profile_IM_Nick": "n", "Tag_Profile_IM_Level": 3},
+                     "first_seen_at": NOW}
+                    for n in sequences
+                ],
+            )  # fmt: skip
+        db.upgrade(engine)
+        with engine.connect() as conn:
+            digests = conn.execute(sa.select(profile_snapshots.c.content_digest)).scalars().all()
+        assert digests == [profile_row("u", 1, item)[-1]] * len(sequences)
+        same = PageRows(profiles=[Profile(profile_row("u1", 1, item), {}, 0)])
+        other = PageRows(profiles=[Profile(profile_row("u1", 1, item[:1]), {}, 0)])
+        with engine.begin() as conn:
+            loader = Loader(engine.dialect.name)
+            assert loader.write(conn, 1, [], [(("u1", 1), same)], NOW).conflicts == 0
+            assert loader.write(conn, 1, [], [(("u1", 1), other)], NOW).conflicts == 1
+    finally:
+        engine.dispose()
+
+
+def migration_0010() -> ModuleType:
+    """The module of migration 0010, as alembic loaded it."""
+    script = ScriptDirectory.from_config(db.alembic_config())
+    revision = script.get_revision("0010")
+    assert revision is not None
+    module: ModuleType = revision.module
+    return module

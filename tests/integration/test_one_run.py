@@ -21,8 +21,8 @@ from etl.crawl.outcome import Outcome
 from etl.crawl.transform import page_rows
 from etl.errors import RunIncomplete
 from etl.sandbox import Graph, SandboxServer
-from etl.store import leases, load, runs, workers
-from etl.store.rows import ListPart
+from etl.store import cursors, leases, load, runs, workers
+from etl.store.rows import ListPart, Mode
 from etl.tencent.page import Page
 from tests.conftest import api_settings, make_client, stored_lists
 from tests.integration.test_changes import Start, diff, events
@@ -329,9 +329,9 @@ def test_a_removal_committed_while_an_older_crawl_writes_the_edge_stands(
     with pg_engine.connect() as conn, conn.begin():
         held = leases.hold(conn, second, me.id, [LIST])
         assert held == {LIST}
-        part = ListPart(*LIST, edges={"x": T}, pages=1, complete=True, baseline=True)
+        part = ListPart(*LIST, edges={"x": T}, pages=1, mode=Mode.FIRST_END, baseline=True)
         part.started = two[LIST].task.started
-        leases.advance(conn, second, [part], datetime.now(UTC))
+        cursors.advance(conn, second, [part], datetime.now(UTC))
         written = load.Loader("postgresql").write(conn, second, [part], [], datetime.now(UTC))
         assert written.edges_removed == 1  # z, not yet committed
         lane = writer(pg_engine, first, me.id, [])

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl.store import leases, runs, status, workers
+from etl.store import cursors, leases, runs, status, workers
 from etl.store.rows import ListPart
 from etl.tencent import sizes
 
@@ -184,7 +184,7 @@ def test_a_batch_reads_its_lists_by_key(history: sa.Engine) -> None:
     def batch(conn: sa.Connection) -> None:
         leases.hold(conn, RUN, me, keys)
         parts = [ListPart(a, t, edges={"x": None}, pages=1, next_cursor="n") for a, t in keys]
-        leases.advance(conn, RUN, parts, NOW)
+        cursors.advance(conn, RUN, parts, NOW)
 
     used = assert_index_driven(history, batch)
     assert used == {"pk_sync_checkpoints"}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from etl.store.load import Loader
-from etl.store.rows import ListPart
+from etl.store.rows import ListPart, Mode
 from tests.conftest import stored_lists
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -50,7 +50,7 @@ def test_a_new_connection_after_invalidation_gets_its_tables_again(engine: sa.En
     with engine.connect() as fresh:
         assert not fresh.connection.info, "stale staging state on a new connection"
         assert not staged(fresh)
-        part = ListPart("a", 1, edges={"b": 1_700_000_000}, pages=1, complete=True)
+        part = ListPart("a", 1, edges={"b": 1_700_000_000}, pages=1, mode=Mode.FIRST_END)
         with fresh.begin():
             loader.write(fresh, 1, [part], [], NOW)
         assert staged(fresh)
@@ -69,7 +69,7 @@ def test_a_rolled_back_creation_is_forgotten(engine: sa.Engine) -> None:
         conn.rollback()
         assert not conn.connection.info, "a rolled-back creation is still believed"
         assert staged(conn) is (conn.dialect.name == "sqlite")
-        part = ListPart("a", 1, edges={"b": 1_700_000_000}, pages=1, complete=True)
+        part = ListPart("a", 1, edges={"b": 1_700_000_000}, pages=1, mode=Mode.FIRST_END)
         with conn.begin():
             loader.write(conn, 1, [part], [], NOW)
     assert stored_lists(engine) == {("a", 1): {"b": 1_700_000_000}}

@@ -55,7 +55,7 @@ def test_a_killed_holder_frees_the_lock(tmp_path: Path) -> None:
     path = lock_path(str(tmp_path / "f.db"), "j")
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from etl.joblock import JobLock; "
+         "import sys, time; from pathlib import Path; from etl.store.joblock import JobLock; "
          f"JobLock(Path({str(path)!r}), 'j').acquire(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -8,6 +8,7 @@ whole syncs only as "stored != truth"; these tests say which rule broke.
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -16,8 +17,7 @@ from hypothesis import strategies as st
 from etl.crawl.messages import Claim, Ended, Fetched
 from etl.crawl.outcome import Outcome
 from etl.crawl.writer import _merge
-from etl.store.leases import ListState
-from etl.store.rows import Key, ListPart
+from etl.store.rows import Key, ListPart, ListState, Mode
 from etl.tencent.info import Answer
 from etl.tencent.rows import PageRows
 
@@ -25,16 +25,35 @@ Edges = dict[str, int | None]
 Item = Fetched | Ended
 
 
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
 def claim(
-    account: str = "a", follow_type: int = 1, *, seen: int = 0, baseline: bool = False
+    account: str = "a",
+    follow_type: int = 1,
+    *,
+    seen: int = 0,
+    baseline: bool = False,
+    fresh: bool = False,
+    started: datetime | None = None,
 ) -> Claim:
     """A claim of one list, as the coordinator hands it to a fetcher."""
-    return Claim(ListState(account, follow_type, cursor="", seen=seen, baseline=baseline))
+    task = ListState(
+        account, follow_type, cursor="", seen=seen, baseline=baseline, fresh=fresh, started=started
+    )
+    return Claim(task)
 
 
-def page(c: Claim, edges: Edges, next_cursor: str = "next", *, restarted: bool = False) -> Fetched:
+def page(
+    c: Claim,
+    edges: Edges,
+    next_cursor: str = "next",
+    *,
+    restarted: bool = False,
+    started: datetime | None = None,
+) -> Fetched:
     """One fetched page of ``c``'s list carrying ``edges`` (to_account -> follow_time)."""
-    return Fetched(c, PageRows(edges=list(edges.items())), next_cursor, restarted)
+    return Fetched(c, PageRows(edges=list(edges.items())), next_cursor, restarted, started)
 
 
 def ended(c: Claim, outcome: Outcome = Outcome.COMPLETE) -> Ended:
@@ -94,7 +113,7 @@ def test_a_restart_drops_the_pages_before_it() -> None:
     part = _merge(batch, {c.key})[c.key]
     assert part.edges == {"x": 3, "y": 4}
     assert part.pages == 2
-    assert part.restarted
+    assert part.mode.restarted
     assert part.next_cursor == "d2"
 
 
@@ -103,14 +122,14 @@ def test_a_restart_on_the_first_page_is_still_a_restart() -> None:
     batches' rows of the list are what the loader must then forget)."""
     c = claim()
     part = _merge([page(c, {"x": 1}, restarted=True), page(c, {"y": 2})], {c.key})[c.key]
-    assert part.restarted
+    assert part.mode.restarted
     assert part.pages == 2
     assert part.edges == {"x": 1, "y": 2}
 
 
 def test_no_restart_means_not_restarted() -> None:
     c = claim()
-    assert not _merge([page(c, {"x": 1}), page(c, {"y": 2})], {c.key})[c.key].restarted
+    assert not _merge([page(c, {"x": 1}), page(c, {"y": 2})], {c.key})[c.key].mode.restarted
 
 
 @pytest.mark.parametrize(
@@ -131,7 +150,7 @@ def test_complete_and_next_cursor_come_from_the_last_page(
     batch: list[Item] = [page(c, {f"u{n}": n}, cursor) for n, cursor in enumerate(cursors)]
     batch.append(page(other, {"v": 1}, "elsewhere" if complete else ""))
     part = _merge(batch, {c.key, other.key})[c.key]
-    assert part.complete is complete
+    assert part.mode.ends is complete
     assert part.next_cursor == cursors[-1]
 
 
@@ -141,7 +160,7 @@ def test_endings_contribute_nothing() -> None:
     assert _merge([ended(gone, Outcome.MISSING), ended(c)], {c.key, gone.key}) == {}
     with_end = _merge([page(c, {"x": 1}, ""), ended(c), ended(gone, Outcome.FAILED)], {c.key})
     assert with_end == _merge([page(c, {"x": 1}, "")], {c.key})
-    assert with_end[c.key].complete
+    assert with_end[c.key].mode.ends
 
 
 @pytest.mark.parametrize(("seen", "had_seen"), [(0, False), (1, True), (250, True)])
@@ -153,7 +172,7 @@ def test_baseline_and_had_seen_come_from_the_claim(
     c = claim(seen=seen, baseline=baseline)
     part = _merge([page(c, {"x": 1})], {c.key})[c.key]
     assert part.baseline is baseline
-    assert part.had_seen is had_seen
+    assert part.mode.had_seen is had_seen
     assert (part.account, part.follow_type) == c.key
 
 
@@ -166,23 +185,31 @@ USERS = ("u1", "u2", "u3", "u4", "u5")  # few, so pages of one list share To_Acc
 @st.composite
 def batches(draw: st.DrawFn) -> tuple[list[Item], set[Key]]:
     """A batch over a few lists (one Claim each, as in a crawl) and the set of lists held."""
-    claims = {
-        key: claim(*key, seen=draw(st.integers(0, 3)), baseline=draw(st.booleans())) for key in KEYS
-    }
-    key = st.sampled_from(KEYS)
+    times = st.none() | st.integers(0, 10).map(lambda n: T0 + timedelta(seconds=n))
+    claims = {}
+    for key in KEYS:
+        fresh = draw(st.booleans())  # a fresh crawl keeps no sync_seen rows
+        seen = 0 if fresh else draw(st.integers(0, 3))
+        claims[key] = claim(
+            *key, seen=seen, baseline=draw(st.booleans()), fresh=fresh, started=draw(times)
+        )
+    keys = st.sampled_from(KEYS)
     edges = st.dictionaries(
         st.sampled_from(USERS), st.none() | st.integers(0, 2**31 - 1), max_size=4
     )
     fetched = st.builds(
-        lambda k, e, cursor, restarted: page(claims[k], e, cursor, restarted=restarted),
-        key,
+        lambda k, e, cursor, restarted, started: page(
+            claims[k], e, cursor, restarted=restarted, started=started if restarted else None
+        ),
+        keys,
         edges,
         st.sampled_from(["", "c1", "c2", "c3"]),
         st.booleans(),
+        times,
     )
-    ending = st.builds(lambda k, o: ended(claims[k], o), key, st.sampled_from(list(Outcome)))
+    ending = st.builds(lambda k, o: ended(claims[k], o), keys, st.sampled_from(list(Outcome)))
     batch = draw(st.lists(fetched | ending, max_size=14))
-    held = draw(st.sets(key))
+    held = draw(st.sets(keys))
     return batch, held
 
 
@@ -196,16 +223,21 @@ def reference(batch: list[Item], held: set[Key]) -> dict[Key, ListPart]:
         restarts = [n for n, p in enumerate(pages) if p.restarted]
         kept = pages[restarts[-1] :] if restarts else pages
         task = pages[0].claim.task
+        if restarts:
+            mode = Mode.RESTARTED
+        elif task.fresh:
+            mode = Mode.FRESH
+        else:
+            mode = Mode.SEEN if task.seen > 0 else Mode.FIRST
         result[key] = ListPart(
             key[0],
             key[1],
             edges=dict(edge for p in kept for edge in p.rows.edges),
             pages=len(kept),
             next_cursor=pages[-1].next_cursor,
-            complete=pages[-1].next_cursor == "",
-            restarted=bool(restarts),
+            mode=mode.ending(pages[-1].next_cursor == ""),
             baseline=task.baseline,
-            had_seen=task.seen > 0,
+            started=kept[0].started if restarts else task.started,
         )
     return result
 
@@ -213,10 +245,15 @@ def reference(batch: list[Item], held: set[Key]) -> dict[Key, ListPart]:
 @settings(max_examples=300, deadline=None)
 @given(batches())
 def test_merge_matches_the_reference_model(case: tuple[list[Item], set[Key]]) -> None:
+    """Every list mode (fresh, first, seen, restarted; ending or not) against the model; the
+    batch's pages and their claims are left exactly as they were (the claims learn of a
+    restart only once the batch is committed)."""
     batch, held = case
     before = copy.deepcopy(batch)
+    tasks = {id(i.claim): copy.deepcopy(i.claim.task) for i in batch}
     assert _merge(batch, held) == reference(batch, held)
     assert batch == before  # the batch's pages are not changed by merging them
+    assert all(i.claim.task == tasks[id(i.claim)] for i in batch)  # nor their claims
 
 
 @settings(max_examples=150, deadline=None)

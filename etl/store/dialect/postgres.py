@@ -1,0 +1,372 @@
+"""PostgreSQL: COPY into the staging tables, LATERAL lookups, data-modifying WITH, and the
+server's clock inside every liveness statement."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import URL, Engine
+
+from etl.store import seen
+from etl.store.dialect.base import (
+    PROFILE_COLUMNS,
+    Clock,
+    Dialect,
+    Row,
+    StoredDigests,
+    machine_now,
+    text,
+)
+from etl.store.dialect.postgres_session import PG_CONNECT, read_only_is_a_disconnect
+from etl.store.rows import Key, ListPart, ListState
+from etl.store.schema import (
+    MAX_FAILURES,
+    OPEN_STATUSES,
+    Timestamp,
+    sync_checkpoints,
+)
+from etl.store.staging import STAGE_EDGE_COLUMNS
+from etl.store.types import ProfileSequence
+
+# Events recorded in the removal statement itself.
+_MARK_WITH_EVENTS = """WITH gone AS ({mark}), recorded AS (
+    INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, run_id)
+    SELECT account, follow_type, to_account, 'removed', :now, :run_id FROM gone
+    RETURNING 1
+)
+SELECT count(*) FROM recorded"""
+
+# The insert and the conflict check in one statement, one lookup of each staged version in
+# profile_snapshots (LATERAL ... LIMIT 1: a hash join read the whole table per batch while its
+# statistics lagged, 216 ms a batch at 150,000 versions). The last row (user_id NULL) counts the
+# versions inserted and those it meant to insert: fewer says a concurrent writer stored some of
+# them meanwhile (ON CONFLICT skipped them), and this statement cannot see those rows;
+# the shared conflicts statement can. (Counts, not an anti-join with "inserted": its estimate
+# was high enough to JIT-compile.)
+_INSERT_PROFILES = """
+WITH s AS (
+    SELECT s.*, p.content_digest AS stored_digest, p.user_id IS NOT NULL AS found,
+           p.user_id IS NOT NULL AND {differs} AS differs
+    FROM stage_profiles s
+    LEFT JOIN LATERAL (
+        SELECT q.user_id, q.content_digest FROM profile_snapshots q
+        WHERE q.user_id = s.user_id AND q.profile_sequence = s.profile_sequence
+        LIMIT 1) p ON true
+), inserted AS (
+    INSERT INTO profile_snapshots ({columns}, first_seen_at, run_id)
+    SELECT {staged}, :now, :run_id FROM s WHERE NOT s.found
+    ORDER BY s.user_id, s.profile_sequence
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT s.user_id, s.profile_sequence, s.stored_digest,
+       NULL::bigint AS inserted, NULL::bigint AS wanted
+FROM s WHERE s.differs
+UNION ALL
+SELECT NULL, NULL, NULL, (SELECT count(*) FROM inserted), (SELECT count(*) FROM s WHERE NOT s.found)
+"""
+
+# One statement: pick free lists of an open run without waiting for other claimers, lease
+# them, stamp the start of each crawl that begins at its first page, and say which have a
+# baseline. Liveness and starts by the server's clock. A checkpoint resumed from before
+# revision 0008 has no start: its run's start is earlier still, the safe side.
+# Fixed text, so psycopg prepares it once.
+# The picked rows are found once (a MATERIALIZED CTE) and updated by their ctid, which they
+# keep while locked: whatever the planner believes of a run too new for its statistics, it
+# cannot re-run the pick per row of the run (it did: 360 ms a claim beside 9 million older
+# checkpoints).
+_CLAIM = """
+WITH free AS MATERIALIZED (
+    SELECT ctid FROM sync_checkpoints
+    WHERE run_id = :run_id AND {open_statuses}
+      AND EXISTS (SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running')
+      AND ({pick})
+      AND (lease_owner IS NULL
+           OR (lease_owner <> :owner
+               AND lease_owner NOT IN (SELECT id FROM sync_workers
+                                       WHERE expires_at > statement_timestamp())))
+    ORDER BY expected_items DESC
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE sync_checkpoints c SET lease_owner = :owner,
+    crawl_started_at = CASE WHEN c.cursor = '' THEN statement_timestamp()
+        ELSE coalesce(c.crawl_started_at,
+                      (SELECT started_at FROM sync_runs WHERE id = :run_id)) END
+FROM free
+WHERE c.ctid = free.ctid
+RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items, c.crawl_started_at,
+    EXISTS (SELECT 1 FROM follow_lists l
+            WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline,
+    CASE WHEN c.cursor = '' THEN NOT EXISTS (
+        SELECT 1 FROM follow_edges e
+        WHERE e.account = c.account AND e.follow_type = c.follow_type AND e.removed_at IS NULL
+    ) ELSE c.fresh END AS fresh,
+    c.held_at IS NOT NULL AS confirming
+"""
+_PICK = f"""status IN ('pending', 'running')
+           OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before)"""
+# Held lists come after every other open list of the run (a second claim, when the first finds
+# fewer than it wants): their confirming crawl is the last thing a run does, not the first.
+_HELD = f"status = 'held' AND failures < {MAX_FAILURES}"
+_CLAIMS = {
+    False: sa.text(_CLAIM.format(open_statuses=OPEN_STATUSES, pick=_PICK)).bindparams(
+        sa.bindparam("failed_before", type_=sync_checkpoints.c.updated_at.type)
+    ),
+    True: sa.text(_CLAIM.format(open_statuses=OPEN_STATUSES, pick=_HELD)),
+}
+
+# A share lock on the run's row, before any other lock of the batch (etl.store.leases.hold).
+_RUN_OPEN = sa.text("SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running' FOR SHARE")
+# The batch's keys as two arrays: one fixed text whatever the batch's size (prepared once, and
+# planned as one join on the primary key, not as hundreds of OR-ed index conditions).
+_HOLD = sa.text("""
+SELECT c.account, c.follow_type
+FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[])) AS v(account, follow_type)
+JOIN sync_checkpoints c
+  ON c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
+WHERE c.lease_owner = :owner
+FOR UPDATE OF c
+""")
+
+# One statement: the old standing of each list (for the run's counters; the CTEs see the rows
+# as they were before the UPDATE, which hold has locked), and the update itself.
+_ADVANCE = sa.text("""
+WITH v AS (
+    SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]),
+                         CAST(:cursors AS text[]), CAST(:pages AS int[]),
+                         CAST(:items AS bigint[]), CAST(:complete AS bool[]),
+                         CAST(:restarted AS bool[]), CAST(:fresh AS bool[]),
+                         CAST(:started AS timestamptz[]))
+         AS v(account, follow_type, cursor, pages, items, complete, restarted, fresh, started)
+), old AS (
+    SELECT c.account, c.follow_type, c.status, c.failures, c.pages, c.items
+    FROM sync_checkpoints c JOIN v ON c.account = v.account AND c.follow_type = v.follow_type
+    WHERE c.run_id = :run_id
+), moved AS (
+    UPDATE sync_checkpoints c SET
+        cursor = v.cursor,
+        status = CASE WHEN v.complete THEN 'done' ELSE 'running' END,
+        pages = CASE WHEN v.restarted THEN v.pages ELSE c.pages + v.pages END,
+        items = CASE WHEN v.restarted THEN v.items ELSE c.items + v.items END,
+        restarts = c.restarts + CASE WHEN v.restarted THEN 1 ELSE 0 END,
+        seen = CASE WHEN v.restarted THEN 0 ELSE c.seen END,
+        fresh = v.fresh,
+        crawl_started_at = CASE WHEN v.restarted THEN v.started ELSE c.crawl_started_at END,
+        lease_owner = CASE WHEN v.complete THEN NULL ELSE c.lease_owner END,
+        last_error = NULL,
+        updated_at = :now
+    FROM v
+    WHERE c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
+)
+SELECT account, follow_type, status, failures, pages, items FROM old
+""").bindparams(sa.bindparam("now", type_=sync_checkpoints.c.updated_at.type))
+
+# COPY text format: backslash, tab and line breaks are escaped; \N is NULL.
+_NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _escape(value: str) -> str:
+    return value.translate(_COPY_ESCAPES)
+
+
+class Postgres(Dialect):
+    """PostgreSQL (psycopg 3)."""
+
+    name = "postgresql"
+    time = "to_timestamp(s.follow_time)"
+    differs = "IS DISTINCT FROM"
+    tags = "CAST(s.tags AS jsonb)"
+    # A staged row's stored twin, looked up by key one staged row at a time: LATERAL with
+    # LIMIT cannot be turned into a hash join that reads all of follow_edges, which the
+    # planner chose when its statistics lagged behind a table that had just grown.
+    stored_edge = """LEFT JOIN LATERAL (
+    SELECT x.account, x.follow_time, x.removed_at, x.changed_at FROM follow_edges x
+    WHERE x.account = s.account AND x.follow_type = s.follow_type AND x.to_account = s.to_account
+    LIMIT 1) e ON true"""
+    # The listed edges of the staged lists, read list by list through their keys (OFFSET 0
+    # keeps the planner from flattening it into a join it may hash).
+    listed = """stage_lists l CROSS JOIN LATERAL (
+        SELECT x.account, x.follow_type, x.to_account FROM follow_edges x
+        WHERE x.account = l.account AND x.follow_type = l.follow_type AND x.removed_at IS NULL
+          AND (x.changed_at IS NULL OR x.changed_at < l.crawl_started_at)
+        OFFSET 0) c
+    WHERE NOT l.fresh"""
+    seen_of_ending = seen.SEEN_OF_ENDING_PG
+    returned = "e.account, e.follow_type, e.to_account"  # gone has these columns too
+    shard = "pg_backend_pid()"  # its backend runs no other transaction until this one ends
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.insert_profiles_returning = text(
+            _INSERT_PROFILES.format(
+                columns=PROFILE_COLUMNS,
+                staged=self.profile_values,
+                differs=self.profile_differs,
+            )
+        ).columns(
+            sa.column("user_id", sa.String),
+            sa.column("profile_sequence", ProfileSequence()),
+            sa.column("stored_digest", sa.String),
+            sa.column("found", sa.Boolean),
+        )
+
+    def create_engine(self, url: URL, *, schema: str | None = None) -> Engine:
+        connect = dict(PG_CONNECT)
+        if schema is not None:  # a checked identifier (etl.config)
+            connect["options"] = f"{connect['options']} -c search_path={schema}"
+        engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect)
+        sa.event.listen(engine, "handle_error", read_only_is_a_disconnect)
+        return engine
+
+    @contextmanager
+    def migration_connection(self, engine: Engine) -> Iterator[sa.Connection]:
+        with engine.begin() as connection:  # PostgreSQL has transactional DDL
+            yield connection
+
+    def now(self, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
+        return sa.func.statement_timestamp(type_=Timestamp)
+
+    def expiry(self, seconds: float, local: Clock = machine_now) -> sa.ColumnElement[datetime]:
+        return self.now() + timedelta(seconds=seconds)
+
+    def server_time(self, conn: sa.Connection) -> datetime | None:
+        value: datetime = conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
+        return value
+
+    def analyze(self, conn: sa.Connection, table: str) -> None:
+        # Temporary tables get no statistics from autovacuum; without them the planner joins
+        # a batch of a few lists against all of follow_edges by scanning it.
+        conn.execute(sa.text(f"ANALYZE {table}"))
+
+    def stage(self, conn: sa.Connection, table: sa.Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        names = ", ".join(table.c.keys())
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor, cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def stage_edges(self, conn: sa.Connection, parts: Sequence[ListPart]) -> None:
+        """One block of COPY text, built at C speed."""
+        chunks: list[str] = []
+        for p in parts:
+            if not p.edges:
+                continue
+            head = f"{_escape(p.account)}\t{p.follow_type}\t"
+            flags = (p.baseline, p.mode.keeps_seen, p.mode.fresh)
+            tail = "".join("\tt" if flag else "\tf" for flag in flags) + "\n"
+            accounts: Iterable[str] = p.edges.keys()
+            blob = "".join(accounts)  # one scan of the list finds any character to escape
+            if "\\" in blob or "\t" in blob or "\n" in blob or "\r" in blob:
+                accounts = [_escape(to) for to in accounts]
+            chunks.append(
+                "".join(
+                    [
+                        f"{head}{to}\t{_NULL if when is None else when}{tail}"
+                        for to, when in zip(accounts, p.edges.values(), strict=True)
+                    ]
+                )
+            )
+        names = ", ".join(STAGE_EDGE_COLUMNS)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor, cursor.copy(f"COPY stage_edges ({names}) FROM STDIN") as copy:
+            copy.write("".join(chunks))
+
+    def insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
+
+    def insert_profiles(
+        self, conn: sa.Connection, params: dict[str, Any]
+    ) -> tuple[StoredDigests, int]:
+        raced = False
+        stored: StoredDigests = {}
+        inserted = 0
+        for user, sequence, digest, count, wanted in conn.execute(
+            self.insert_profiles_returning, params
+        ):
+            if user is not None:
+                stored[(user, sequence)] = digest
+            else:
+                inserted, raced = int(count), count < wanted
+        if raced:
+            stored.update(self.stored_conflicts(conn))
+        return stored, inserted
+
+    def _mark(self, where: str, source: str) -> sa.TextClause:
+        mark = super()._mark(where, source).text
+        return text(_MARK_WITH_EVENTS.format(mark=mark))
+
+    def mark_removed(
+        self, conn: sa.Connection, *, where: str, source: str, params: dict[str, Any]
+    ) -> int:
+        return int(conn.execute(self.mark_statement(where, source), params).scalar_one())
+
+    def remember_seen(self, conn: sa.Connection, run_id: int, keys: Sequence[Key]) -> None:
+        seen.remember_all(conn, run_id)
+
+    def claim(
+        self,
+        conn: sa.Connection,
+        run_id: int,
+        owner: str,
+        limit: int,
+        failed_before: datetime,
+        *,
+        held: bool,
+    ) -> list[ListState]:
+        params: dict[str, Any] = {"run_id": run_id, "owner": owner, "limit": limit}
+        if not held:
+            params["failed_before"] = failed_before
+        return [
+            ListState(
+                r.account,
+                r.follow_type,
+                r.cursor,
+                int(r.seen),
+                bool(r.baseline),
+                r.expected_items,
+                bool(r.fresh),
+                confirming=bool(r.confirming),
+                started=r.crawl_started_at,
+            )
+            for r in conn.execute(_CLAIMS[held], params)
+        ]
+
+    def hold(
+        self, conn: sa.Connection, run_id: int, owner: str, wanted: Sequence[Key]
+    ) -> set[Key] | None:
+        if conn.execute(_RUN_OPEN, {"run_id": run_id}).first() is None:
+            return None
+        params = {
+            "run_id": run_id,
+            "owner": owner,
+            "accounts": [account for account, _ in wanted],
+            "types": [follow_type for _, follow_type in wanted],
+        }
+        return {(r.account, r.follow_type) for r in conn.execute(_HOLD, params)}
+
+    def advance(
+        self, conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: datetime
+    ) -> list[Row]:
+        params = {
+            "run_id": run_id,
+            "now": now,
+            "accounts": [p.account for p in parts],
+            "types": [p.follow_type for p in parts],
+            "cursors": [p.next_cursor for p in parts],
+            "pages": [p.pages for p in parts],
+            "items": [len(p.edges) for p in parts],
+            "complete": [p.mode.ends for p in parts],
+            "restarted": [p.mode.restarted for p in parts],
+            "fresh": [p.mode.fresh for p in parts],
+            "started": [p.started or now if p.mode.restarted else None for p in parts],
+        }
+        return list(conn.execute(_ADVANCE, params))

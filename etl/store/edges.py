@@ -1,0 +1,225 @@
+"""follow_edges and follow_edge_events: a batch's edges upserted from stage_edges, the
+removals of the lists that end (stage_lists), and the baselines those lists become.
+
+- an edge is inserted when new, updated only when its follow time changed or it came back;
+- a list crawled to its end marks the edges it no longer lists removed, touching only those;
+- edge changes on lists with a baseline (crawled completely before) become follow_edge_events.
+
+Two runs may crawl one list at once (jobs whose accounts overlap, `verify --repair`): one
+rule keeps either from undoing what the other observed later. A crawl changes only edges
+unchanged since it began (its list's crawl_started_at): it inserts new edges, lists again
+those removed before it began, updates their follow time, and (_UNLISTED_SOURCE) removes
+what it no longer lists, but leaves an edge another run inserted, listed again, changed or
+removed after it began: that observation is newer than its own. follow_edges.changed_at
+records each such change (null: none since revision 0008).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from etl.store.dialect import Dialect, dialect_of
+from etl.store.dialect.base import text
+from etl.store.rows import Key, ListPart
+
+_UNCHANGED = "({row}.changed_at IS NULL OR {row}.changed_at < {start})"
+# The start of a staged row's crawl, from its list's checkpoint (by primary key). Read only for
+# rows whose stored twin changed or was removed since revision 0008 (a few per batch), never
+# per staged row: a start copied into every staged row doubled the COPY of a batch (a
+# timestamptz parsed per row: 0.6 -> 1.2 µs a row).
+_START = """coalesce(
+    (SELECT c.crawl_started_at FROM sync_checkpoints c
+     WHERE c.run_id = :run_id AND c.account = {row}.account
+       AND c.follow_type = {row}.follow_type), :now)"""
+
+_ADDED_EVENTS = """
+INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, run_id)
+SELECT s.account, s.follow_type, s.to_account, 'added', :now, :run_id
+FROM stage_edges s
+{stored_edge}
+WHERE s.baseline AND (e.account IS NULL OR (e.removed_at IS NOT NULL AND {unchanged}))
+"""
+
+# ON CONFLICT meets the row as it stands when the statement reaches it, which a concurrent
+# batch of another run may have changed since the lookup in the SELECT: the rule is checked
+# again on that row ({still_unchanged}).
+# The WHERE before ON CONFLICT is needed by SQLite's parser and keeps unchanged rows out.
+_UPSERT_EDGES = """
+INSERT INTO follow_edges (account, follow_type, to_account, follow_time, first_seen_at, changed_at)
+SELECT s.account, s.follow_type, s.to_account, {time}, :now, :now
+FROM stage_edges s
+{stored_edge}
+WHERE NOT s.fresh
+  AND (e.account IS NULL
+       OR ((e.removed_at IS NOT NULL OR e.follow_time {differs} {time}) AND {unchanged}))
+ORDER BY s.account, s.follow_type, s.to_account
+ON CONFLICT (account, follow_type, to_account)
+DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL,
+    changed_at = excluded.changed_at
+WHERE {still_unchanged}
+"""
+
+# Lists with no current edge stored (Mode.fresh): nearly every row is new, so no join looks
+# for the stored ones first; a removed edge listed again, or an item the API repeated, meets
+# its row in ON CONFLICT, which writes it only if it changed.
+_INSERT_FRESH_EDGES = """
+INSERT INTO follow_edges AS e (account, follow_type, to_account, follow_time, first_seen_at,
+                               changed_at)
+SELECT s.account, s.follow_type, s.to_account, {time}, :now, :now
+FROM stage_edges s
+WHERE s.fresh
+ORDER BY s.account, s.follow_type, s.to_account
+ON CONFLICT (account, follow_type, to_account)
+DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL,
+    changed_at = excluded.changed_at
+WHERE (e.removed_at IS NOT NULL OR e.follow_time {differs} excluded.follow_time)
+  AND {still_unchanged}
+"""
+
+# What "removed" means, once: a listed edge of a list this crawl finished (stage_lists l, not
+# fresh: see Mode.searches), unchanged since the crawl began (another run may have added or
+# listed it again meanwhile: not this crawl's to remove), that the crawl did not see, neither
+# in this batch (stage_edges) nor in earlier ones (sync_seen). A set difference, so no plan
+# can turn it into a search of the staged rows per stored edge (stage_edges has no index on
+# PostgreSQL; see etl.store.staging).
+_UNLISTED_SOURCE = """FROM (
+    SELECT c.account, c.follow_type, c.to_account FROM {listed}
+    EXCEPT
+    SELECT s.account, s.follow_type, s.to_account FROM stage_edges s
+    EXCEPT
+    SELECT x.account, x.follow_type, x.to_account FROM {seen}
+) AS gone"""
+_UNLISTED = """e.account = gone.account AND e.follow_type = gone.follow_type
+  AND e.to_account = gone.to_account AND e.removed_at IS NULL"""
+# How many edges the removal statement would mark, per list: the same source and condition,
+# counted before anything is applied, so a mass removal can be held (etl.holds).
+_REMOVAL_COUNTS = """SELECT e.account, e.follow_type, count(*) {source}
+JOIN follow_edges e ON {where}
+GROUP BY e.account, e.follow_type"""
+# An account that no longer exists (30003): every listed edge of its list.
+_OF_LIST = """e.account = :account AND e.follow_type = :follow_type AND e.removed_at IS NULL
+  AND (e.changed_at IS NULL OR e.changed_at < :started)"""
+
+# A finished list is a baseline from now on, and its size is what the next run sizes it by
+# (etl.sizes); the row is written only when that size changed.
+_BASELINES = text("""
+INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at, items)
+SELECT l.account, l.follow_type, :run_id, :now, c.items
+FROM stage_lists l
+JOIN sync_checkpoints c
+  ON c.run_id = :run_id AND c.account = l.account AND c.follow_type = l.follow_type
+WHERE true
+ON CONFLICT (account, follow_type) DO UPDATE SET items = excluded.items
+WHERE follow_lists.items IS NULL OR follow_lists.items <> excluded.items
+""")
+
+
+class _Statements:
+    """The edge statements of one dialect, built once."""
+
+    def __init__(self, d: Dialect) -> None:
+        unchanged = _UNCHANGED.format(row="e", start=_START.format(row="s"))
+        self.upsert = text(
+            _UPSERT_EDGES.format(
+                time=d.time,
+                differs=d.differs,
+                stored_edge=d.stored_edge,
+                unchanged=unchanged,
+                still_unchanged=_UNCHANGED.format(
+                    row="follow_edges", start=_START.format(row="excluded")
+                ),
+            )
+        )
+        self.added_events = text(
+            _ADDED_EVENTS.format(stored_edge=d.stored_edge, unchanged=unchanged)
+        )
+        self.insert_fresh = text(
+            _INSERT_FRESH_EDGES.format(
+                time=d.time,
+                differs=d.differs,
+                still_unchanged=_UNCHANGED.format(row="e", start=_START.format(row="excluded")),
+            )
+        )
+        self.unlisted_source = _UNLISTED_SOURCE.format(listed=d.listed, seen=d.seen_of_ending)
+        self.removal_counts = sa.text(
+            _REMOVAL_COUNTS.format(source=self.unlisted_source, where=_UNLISTED)
+        )
+
+
+@functools.cache
+def _statements(d: Dialect) -> _Statements:
+    return _Statements(d)
+
+
+def write(
+    conn: sa.Connection, d: Dialect, parts: Sequence[ListPart], params: dict[str, Any]
+) -> int:
+    """Upsert the edges of ``parts`` (staged first); return how many 'added' events."""
+    if not any(p.edges for p in parts):
+        return 0
+    statements = _statements(d)
+    d.stage_edges(conn, parts)
+    events = 0
+    if any(p.baseline for p in parts):
+        events = conn.execute(statements.added_events, params).rowcount
+    if any(p.mode.fresh and p.edges for p in parts):
+        conn.execute(statements.insert_fresh, params)
+    if any(not p.mode.fresh and p.edges for p in parts):
+        conn.execute(statements.upsert, params)
+    return events
+
+
+def removal_counts(conn: sa.Connection, d: Dialect, params: dict[str, Any]) -> dict[Key, int]:
+    """How many edges each staged list that ends would have removed (by ``mark_unlisted``)."""
+    rows = conn.execute(_statements(d).removal_counts, params)
+    return {(account, follow_type): int(n) for account, follow_type, n in rows}
+
+
+def mark_unlisted(conn: sa.Connection, d: Dialect, params: dict[str, Any]) -> int:
+    """Mark removed the edges the staged lists that end no longer list; how many."""
+    source = _statements(d).unlisted_source
+    return d.mark_removed(conn, where=_UNLISTED, source=source, params=params)
+
+
+def record_baselines(conn: sa.Connection, params: dict[str, Any]) -> None:
+    """The staged lists that end are baselines from now on, with their size."""
+    conn.execute(_BASELINES, params)
+
+
+def mark_all_removed(
+    conn: sa.Connection,
+    run_id: int,
+    account: str,
+    follow_type: int,
+    now: datetime,
+    *,
+    started: datetime | None = None,
+) -> int:
+    """The account no longer exists (30003): every listed edge of this list is removed, but
+    those another run added or listed again since this crawl ``started`` (None: now)."""
+    params = {
+        "run_id": run_id,
+        "now": now,
+        "account": account,
+        "follow_type": follow_type,
+        "started": started or now,
+    }
+    return dialect_of(conn).mark_removed(conn, where=_OF_LIST, source="", params=params)
+
+
+def current_edges(conn: sa.Connection, account: str, follow_type: int) -> int:
+    """How many current (not removed) edges are stored for the list."""
+    return int(
+        conn.execute(
+            sa.text(
+                "SELECT count(*) FROM follow_edges WHERE account = :account "
+                "AND follow_type = :follow_type AND removed_at IS NULL"
+            ),
+            {"account": account, "follow_type": follow_type},
+        ).scalar_one()
+    )
