@@ -44,6 +44,7 @@ def sync(
     stop: threading.Event | None = None,
     on_run: Callable[[int], None] = lambda run_id: None,
     writer: type[Writer] = Writer,
+    heartbeat_every: float | None = workers.HEARTBEAT,
 ) -> SyncReport:
     """Hold the job, resume its unfinished run (or start one) and crawl it as far as it goes.
 
@@ -52,11 +53,15 @@ def sync(
     The report says whether the run finished (``report.problem()``); FatalApiError and
     database errors propagate. Whatever happens, the run stays resumable. Rows are stamped
     with ``clock`` (default: the database's time). ``writer`` is the class of the crawl's
-    writer lanes (etl.crawl.writer; a test passes one that watches them).
+    writer lanes (etl.crawl.writer; a test passes one that watches them); ``heartbeat_every``
+    the seconds between the process's beats (None: it never renews its row, as in a batch that
+    outlasts the row's lifetime).
     """
     stop = stop or threading.Event()
     db_clock, clock = _clocks(engine, clock)
-    with present(engine, request.job, "sync", db_clock, stop=stop, wait=request.wait) as heartbeat:
+    with present(
+        engine, request.job, "sync", db_clock, stop=stop, wait=request.wait, every=heartbeat_every
+    ) as heartbeat:
         rate = request.rate or client.pacer.rate
         run_id, resumed = _open_run(engine, request, _options(request, rate), clock)
         on_run(run_id)

@@ -34,14 +34,16 @@ def present(
     *,
     stop: threading.Event,
     wait: bool = False,
+    every: float | None = workers.HEARTBEAT,
 ) -> Iterator[workers.Heartbeat]:
     """Be on the job as ``role`` ("sync" or "worker") for the block: registered, the heartbeat
     (started) yielded, its ``me`` the Presence; leases and the hold on the job given back after.
 
     A ``sync`` raises JobBusy while another live ``sync`` holds the job, unless ``wait``: then
-    it waits for the holder to go (Stopped if ``stop`` is set first)."""
+    it waits for the holder to go (Stopped if ``stop`` is set first). The heartbeat beats
+    ``every`` seconds (None: never)."""
     me = _register(engine, job, role, clock, wait=wait, stop=stop)
-    heartbeat = workers.Heartbeat(engine, me)
+    heartbeat = workers.Heartbeat(engine, me, every=every)
     try:
         heartbeat.start()
         yield heartbeat

@@ -25,7 +25,7 @@ Start = Callable[..., SandboxServer]
 
 
 def test_a_holder_whose_heartbeat_looks_dead_keeps_the_job(
-    tmp_path: Path, running_sandbox: Start, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, running_sandbox: Start
 ) -> None:
     """While sync A holds the job and its row has expired (no heartbeat, as during a batch
     longer than the TTL), sync B through another engine gets JobBusy naming A, and B with
@@ -35,7 +35,6 @@ def test_a_holder_whose_heartbeat_looks_dead_keeps_the_job(
     url = database_url(f"sqlite:///{tmp_path / 'follow.db'}")
     first, second = db.make_engine(url), db.make_engine(url)
     db.upgrade(first)
-    monkeypatch.setattr(workers.Heartbeat, "run", lambda self: None)  # the row never renews
     seen: dict[str, object] = {}
 
     def meanwhile(run_id: int) -> None:
@@ -56,7 +55,7 @@ def test_a_holder_whose_heartbeat_looks_dead_keeps_the_job(
         with make_client(api_settings(server)) as client:
             report = sync(
                 first, client, SyncRequest(job="j", accounts=graph.accounts, page_size=5),
-                on_run=meanwhile,
+                on_run=meanwhile, heartbeat_every=None,  # A's row never renews
             )  # fmt: skip
         assert seen["rows"] == [os.getpid()]  # B never registered
         assert report.finished
