@@ -13,9 +13,9 @@ The life of a held list, within one run:
 1. The crawl that meets the rule removes nothing and records no removal event; the edges it
    listed stay stored (they are real). The checkpoint goes to ``held`` with what was seen
    (``held_removed`` R, ``held_current`` S, ``held_ending``, ``held_at``), its cursor back to
-   "" and its pages and items to 0, its ``sync_seen`` rows dropped (etl.leases.put_on_hold;
-   etl.load decides for completed crawls, inside the batch, before any removal).
-2. Once no other open list of the run is free, it is claimed again (etl.leases.claim): a
+   "" and its pages and items to 0, its ``sync_seen`` rows dropped (etl.store.cursors.put_on_hold;
+   etl.store.load decides for completed crawls, inside the batch, before any removal).
+2. Once no other open list of the run is free, it is claimed again (etl.store.leases.claim): a
    second full crawl, whose fetcher asks follow_get_info for the list's count as the crawl
    ends (writers never call the API).
 3. That crawl decides (``decide`` in the batch with its last page, ``decide_missing`` for a

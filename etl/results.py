@@ -37,7 +37,7 @@ class SyncRequest:
     concurrency: int = DEFAULT_CONCURRENCY
     wait: bool = False  # another sync holds the job: wait for it instead of failing
     db_seconds: float = db.RECONNECT_SECONDS  # how long to wait for a lost database
-    # After a clean finish, keep the checkpoints of the job's last N runs (etl.prune); 0: all.
+    # After a clean finish, keep the checkpoints of the job's last N runs (etl.store.retention); 0: all.
     keep_runs: int = prune.DEFAULT_KEEP_RUNS
     # When a crawl's removals are a mass removal, held until a second crawl confirms them.
     holds: holds.Thresholds = field(default_factory=holds.Thresholds)
@@ -112,7 +112,7 @@ class SyncReport:
 
     def problem(self) -> RunIncomplete | None:
         """Why this sync does not count as a clean finish (exit 6), or None. A stop on request
-        is not a problem here: the signal's own exit code says it (etl.commands). A worker
+        is not a problem here: the signal's own exit code says it (etl.cli). A worker
         whose run another process abandoned has done nothing wrong: no problem either."""
         lists, where = self.lists, f"run {self.run_id} of job {self.job!r}"
         if self.interrupted:

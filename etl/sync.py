@@ -222,7 +222,7 @@ def _open_run(
     engine: Engine, request: SyncRequest, options: dict[str, object], clock: Callable[[], datetime]
 ) -> tuple[int, bool]:
     """Resume or start the job's run, in one short transaction: (run id, resumed). Its lists
-    are added afterwards, alongside the crawl (etl.startup)."""
+    are added afterwards, alongside the crawl (etl.crawl.lister)."""
     now = clock()
     try:
         with engine.begin() as conn:

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from etl.config, the target schema from etl.schema."""
+"""Alembic environment: the URL comes from etl.config, the target schema from etl.store.schema."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def run_offline() -> None:
 
 
 def run_online() -> None:
-    """Run against the connection handed in by etl.db, or one made from DATABASE_URL."""
+    """Run against the connection handed in by etl.store.db, or one made from DATABASE_URL."""
     connection = config.attributes.get("connection")
     if connection is not None:
         _configure(connection)

@@ -6,7 +6,7 @@ Ended committed, or when a newer claim of the same list replaces it. The crawl i
 nothing is in flight and nothing is left to claim (and no live peer holds a list that may yet
 come free, and ``listed`` says no list is still to be added to the run), or, after a stop
 request, when what was in flight has been written or STOP_GRACE has passed. It opens short
-transactions of its own for claims, each retried across a lost connection (etl.db.retrying).
+transactions of its own for claims, each retried across a lost connection (etl.store.db.retrying).
 """
 
 from __future__ import annotations

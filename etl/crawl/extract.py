@@ -29,7 +29,7 @@ MAX_PAGES = 1_000_000  # a billion items at WantNum 1000: no real list is longer
 
 
 class PageSource(Protocol):
-    """What pages() needs of a client (etl.client.FollowClient)."""
+    """What pages() needs of a client (etl.tencent.client.FollowClient)."""
 
     def follow_get(self, account: str, follow_type: int, cursor: str, want: int) -> Page:
         """One well-formed page of a list."""

@@ -1,5 +1,5 @@
 """The start of a run, alongside its crawl: the run's lists added in committed chunks, each
-chunk sized (etl.sizes) before it is committed, then the run marked ``listed``.
+chunk sized (etl.tencent.sizes) before it is committed, then the run marked ``listed``.
 
 ``sync`` opens (or resumes) its run in one short transaction and starts crawling at once; a
 ``Lister`` thread adds the lists behind it. A chunk of up to ``chunk`` lists is read in one

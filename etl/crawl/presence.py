@@ -64,7 +64,7 @@ def _register(
 ) -> workers.Presence:
     """Register on the job; a ``sync`` with ``wait``, until the holder is gone (Stopped if
     ``stop`` is set first). On a SQLite file a ``sync`` takes the job's flock first and keeps
-    it in the Presence until ``_leave`` (etl.joblock): a live holder is never taken for dead
+    it in the Presence until ``_leave`` (etl.store.joblock): a live holder is never taken for dead
     there."""
     lock = joblock.for_job(engine, job) if role == "sync" else None
     announced = False

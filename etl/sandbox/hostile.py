@@ -25,7 +25,7 @@ class BigNumber:
     """An integer too long for Python's ``int()`` from text, kept as its decimal digits.
 
     The sandbox writes it as a bare JSON number; a client keeping it exact reads it back as
-    the same digit string (etl.client.parse_json does).
+    the same digit string (etl.tencent.exact_json.parse_json does).
     """
 
     digits: str = field(repr=False)

@@ -106,7 +106,7 @@ _OF_LIST = """e.account = :account AND e.follow_type = :follow_type AND e.remove
   AND (e.changed_at IS NULL OR e.changed_at < :started)"""
 
 # A finished list is a baseline from now on, and its size is what the next run sizes it by
-# (etl.sizes); the row is written only when that size changed.
+# (etl.tencent.sizes); the row is written only when that size changed.
 _BASELINES = text("""
 INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at, items)
 SELECT l.account, l.follow_type, :run_id, :now, c.items

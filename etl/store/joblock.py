@@ -1,7 +1,7 @@
 """One crawler per job on SQLite, enforced by the kernel: an ``flock`` on a file beside the
 database.
 
-On PostgreSQL the heartbeat row in sync_workers says who holds a job (etl.workers). On SQLite
+On PostgreSQL the heartbeat row in sync_workers says who holds a job (etl.store.workers). On SQLite
 that is not enough: SQLite has one writer, so while the holder's batch transaction runs, its
 heartbeat cannot renew; a batch longer than the TTL makes a live holder look dead, and a
 second ``sync --wait`` would take the job and crawl the same run at once. So on SQLite the

@@ -30,7 +30,7 @@ def claim(
     """Lease up to ``limit`` open lists nobody live holds to ``owner``. Never its own: a
     process that was taken for dead must not take its own lists twice.
 
-    The biggest lists (``expected_items``, see etl.sizes) go first, so the longest crawls
+    The biggest lists (``expected_items``, see etl.tencent.sizes) go first, so the longest crawls
     start early and the run's tail is short; the index of open lists serves the order.
     A list that failed is claimed only if it failed before ``failed_before`` (when this process
     began crawling): the process that failed a list leaves it to the next sync. A run that is

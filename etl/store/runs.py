@@ -1,6 +1,6 @@
 """The run lifecycle in the destination database: a job's runs, the lists each run has, and
 their counters. Functions take a connection and never commit: the caller (etl.sync, and the
-writer's batch through etl.leases) opens the transaction each step needs.
+writer's batch through etl.store.leases and etl.store.cursors) opens the transaction each step needs.
 
 The counters (sync_run_counters) say what a recount of the run's checkpoints would say: every
 statement that changes a checkpoint's status, failures, pages or items adds the change to
@@ -122,7 +122,7 @@ def add_lists(
 ) -> int:
     """Add pending lists to a run, ``chunk`` per statement, each with its expected size
     (``sizes``, else 0); those it already has stay as they are. How many were new.
-    (etl.startup calls it once per committed chunk.)"""
+    (etl.crawl.lister calls it once per committed chunk.)"""
     added = 0
     sizes = sizes or {}
     rows: list[dict[str, Any]] = []
@@ -192,7 +192,7 @@ def abandon_run(conn: sa.Connection, run_id: int, now: datetime) -> bool:
     its scratch rows go with it. False (nothing changed) if it was no longer running.
 
     On PostgreSQL the update waits for the run's batches in flight (each holds a share lock on
-    the run's row: etl.leases.hold); every later batch, claim and heartbeat of the run finds
+    the run's row: etl.store.leases.hold); every later batch, claim and heartbeat of the run finds
     it closed, and its processes stop."""
     if not _store(conn, run_id, counts(conn, run_id), {"status": "abandoned", "finished_at": now}):
         return False

@@ -216,7 +216,7 @@ sync_checkpoints = sa.Table(
 
 # A run's lists by status, pages and items: what status, the progress display and the metrics
 # read instead of counting the run's checkpoints. Kept by the transactions that change the
-# checkpoints (etl.runs.count_changes), each adding its changes to the row of its own server
+# checkpoints (etl.store.runs.count_changes), each adding its changes to the row of its own server
 # backend (``shard``): a backend runs one transaction at a time, so concurrent batches never
 # wait for each other's counter row. A read sums the run's few rows.
 sync_run_counters = sa.Table(

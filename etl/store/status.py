@@ -1,6 +1,6 @@
 """The status document (``status --json``, etl.api.status, the metrics): what the latest run
 of a job stands at, read in one connection. Nothing here writes, and nothing here walks the
-run's checkpoints: the counts come from the run's counters (etl.runs.counts), the errors from
+run's checkpoints: the counts come from the run's counters (etl.store.runs.counts), the errors from
 a partial index of the lists that have one.
 """
 

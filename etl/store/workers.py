@@ -151,7 +151,7 @@ class Presence:
     role: str
     clock: DbClock
     run_id: int | None = None
-    lock: JobLock | None = None  # a `sync` on a SQLite file: the job's flock (etl.joblock)
+    lock: JobLock | None = None  # a `sync` on a SQLite file: the job's flock (etl.store.joblock)
 
 
 def register(conn: sa.Connection, job: str, role: str, clock: DbClock) -> Presence:
