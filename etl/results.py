@@ -37,7 +37,8 @@ class SyncRequest:
     concurrency: int = DEFAULT_CONCURRENCY
     wait: bool = False  # another sync holds the job: wait for it instead of failing
     db_seconds: float = db.RECONNECT_SECONDS  # how long to wait for a lost database
-    # After a clean finish, keep the checkpoints of the job's last N runs (etl.store.retention); 0: all.
+    # After a clean finish, keep the checkpoints of the job's last N runs
+    # (etl.store.retention); 0: all.
     keep_runs: int = prune.DEFAULT_KEEP_RUNS
     # When a crawl's removals are a mass removal, held until a second crawl confirms them.
     holds: holds.Thresholds = field(default_factory=holds.Thresholds)

@@ -11,8 +11,8 @@ unchanged graph agrees exactly and a list that changed since the crawl disagrees
 ``repair`` re-crawls exactly the disagreeing lists through ``etl.sync``, under the job
 ``<job>:repair`` so that the job's own runs are untouched, then compares those lists again.
 A sync of the job may crawl the same lists meanwhile: neither crawl undoes what the other saw
-after it began (etl.store.edges: each crawl changes only edges unchanged since its start), so the two
-record no false event.
+after it began (etl.store.edges: each crawl changes only edges unchanged since its start),
+so the two record no false event.
 
 Memory is flat in accounts: the report counts what disagrees (and what is missing or has no
 counts) and keeps the first SHOWN of each; every disagreeing list goes to the table

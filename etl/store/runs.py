@@ -1,6 +1,7 @@
 """The run lifecycle in the destination database: a job's runs, the lists each run has, and
 their counters. Functions take a connection and never commit: the caller (etl.sync, and the
-writer's batch through etl.store.leases and etl.store.cursors) opens the transaction each step needs.
+writer's batch through etl.store.leases and etl.store.cursors) opens the transaction each
+step needs.
 
 The counters (sync_run_counters) say what a recount of the run's checkpoints would say: every
 statement that changes a checkpoint's status, failures, pages or items adds the change to
