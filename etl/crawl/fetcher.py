@@ -1,8 +1,8 @@
 """Fetcher threads: pages of claimed lists -> parsed pages and one ending per list.
 
 A fetcher takes a Claim, walks the list's pages (etl.crawl.extract), parses each
-(etl.crawl.transform) into its writer lane, then sends the list's Ended. It never touches the database. Every wait
-it makes (pacing, retry backoff) wakes on the crawl's stop event.
+(etl.crawl.transform) into its writer lane, then sends the list's Ended. It never touches the
+database. Every wait it makes (pacing, retry backoff) wakes on the crawl's stop event.
 """
 
 from __future__ import annotations
