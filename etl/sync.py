@@ -27,6 +27,7 @@ from etl.errors import DatabaseError, Stopped, UsageError
 from etl.results import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, Progress, SyncReport, SyncRequest
 from etl.store import db, runs, workers
 from etl.store import retention as prune
+from etl.store.dialect import dialect_of
 from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def work(
     on_run: Callable[[int], None] = lambda run_id: None,
 ) -> SyncReport | None:
     """Join the job's unfinished run with its own settings; None if it has none."""
-    if engine.dialect.name != "postgresql":
+    if not dialect_of(engine).serves_workers:
         raise UsageError(
             "workers need PostgreSQL: the embedded SQLite database serves one process; "
             "run `sync` alone"

@@ -30,12 +30,12 @@ from etl.crawl.outcome import EFFECTS
 from etl.crawl.writer import BATCH_WAIT, Writer
 from etl.errors import Stopped
 from etl.store import db, leases, workers
+from etl.store.dialect import dialect_of
 from etl.store.rows import Key
 from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
 
-WRITERS = 2  # on PostgreSQL: one stages a batch while the other waits for the server
 STOP_GRACE = 5.0  # seconds a stopping crawl waits for the pages in flight to be written
 JOIN_TIMEOUT = 30.0  # seconds to wait for a writer to drain its queue at the end
 # Seconds between looks, once nothing is left to claim, at the lists peers still hold: the
@@ -97,8 +97,8 @@ class Crawl:
         self.closed: queue.Queue[Ended] = queue.Queue()  # writers report committed endings
         self.next_claim = 0.0
         # One lane per writer; a list always takes the same lane, so its pages are written in
-        # order. SQLite has one writer at a time anyway.
-        lanes = WRITERS if engine.dialect.name == "postgresql" else 1
+        # order.
+        lanes = dialect_of(engine).writers
         size = max(2, concurrency * 4 // lanes)  # 4 queued pages per fetcher in all
         known = KnownProfiles()  # profile versions stored: fetchers skip them
         self.writers = [

@@ -75,6 +75,9 @@ class Dialect:
     seen_of_ending: ClassVar[str]  # their sync_seen rows, as x (etl.store.seen)
     returned: ClassVar[str]  # the columns MARK returns
     shard: ClassVar[str] = "0"  # the run counters' row of this transaction (etl.store.runs)
+    # What the backend lets a run do: writer lanes in one process, worker processes on a run.
+    writers: ClassVar[int] = 1
+    serves_workers: ClassVar[bool] = False
 
     def __init__(self) -> None:
         staged = ", ".join(self.tags if c == "tags" else f"s.{c}" for c in PROFILE_ROW)

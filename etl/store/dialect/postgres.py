@@ -180,6 +180,8 @@ class Postgres(Dialect):
     """PostgreSQL (psycopg 3)."""
 
     name = "postgresql"
+    writers = 2  # one stages a batch while the other waits for the server
+    serves_workers = True
     time = "to_timestamp(s.follow_time)"
     differs = "IS DISTINCT FROM"
     tags = "CAST(s.tags AS jsonb)"

@@ -47,6 +47,8 @@ class Sqlite(Dialect):
     """SQLite (pysqlite)."""
 
     name = "sqlite"
+    writers = 1  # one writer at a time anyway
+    serves_workers = False  # the embedded file serves one process
     # SQLAlchemy's text form of a SQLite DateTime, so stored and staged values compare.
     time = "(datetime(s.follow_time, 'unixepoch') || '.000000')"
     differs = "IS NOT"
