@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from etl import cli, errors
+from etl.cli.parser import EPILOG_WIDTH, exit_codes_help
 from etl.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError, Interrupted
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -60,8 +61,8 @@ def test_help_lists_every_code_with_its_brief() -> None:
 
 def test_help_paragraph_keeps_each_code_with_its_words() -> None:
     """Filled to the width, never ending a line with a bare code, nor past the width."""
-    for width in (40, 60, cli.EPILOG_WIDTH):
-        lines = cli.exit_codes_help(width).splitlines()
+    for width in (40, 60, EPILOG_WIDTH):
+        lines = exit_codes_help(width).splitlines()
         assert all(len(line) <= width for line in lines)
         assert not any(re.search(r"(?:^|\s)\d+$", line) for line in lines), lines
 
@@ -108,7 +109,7 @@ def test_the_errors_docstring_agrees() -> None:
 def test_help_paragraph_is_unchanged() -> None:
     """The paragraph is part of the CLI's contract: rendering it from the table kept it as it
     was written by hand."""
-    assert cli.exit_codes_help() == (
+    assert exit_codes_help() == (
         "exit codes: 0 done, 1 internal error, 2 usage, 3 configuration, 4 API refused "
         "credentials or\napp, 5 database, 6 lists left (resumable), given up or held, 7 the job is "
         "already running,\n9 verify found lists that disagree, 130 interrupted (Ctrl-C), 143 "
