@@ -15,6 +15,8 @@ from etl.store import db
 from etl.store import demo as demo_store
 from etl.store.demo import StoreSummary
 
+JOB = "demo"  # the job every demo run syncs
+
 
 @dataclass(frozen=True)
 class Demo:
@@ -25,7 +27,7 @@ class Demo:
     accounts: list[str]  # every account of the sandbox's graph
     earlier: int  # finished demo runs before this one: the graph changed once for each
     database: str  # where the demo stores, as it may be shown (no password)
-    job: str = "demo"  # the job the demo syncs
+    job: str = JOB
 
 
 @contextmanager
@@ -48,7 +50,7 @@ def demo(
     with session(settings, migrated=False) as engine:
         db.upgrade(engine)
         with engine.connect() as conn:
-            earlier = demo_store.finished_runs(conn, Demo.job)
+            earlier = demo_store.finished_runs(conn, JOB)
     for generation in range(1, earlier + 1):
         graph.mutate(seed=generation)
     with serve_in_thread(Sandbox(graph, config)) as server:

@@ -132,3 +132,38 @@ def test_no_command_at_all_is_a_usage_error_not_a_traceback(
     assert "Traceback" not in err
     missing = "the following arguments are required: COMMAND (see follow-etl --help)"
     assert err.strip().splitlines() == [f"follow-etl: error: {missing}"]
+
+
+def test_as_error_is_the_one_mapping_to_exit_codes() -> None:
+    """etl.session.as_error: an EtlError is itself, an API error that outlasted its retries is
+    RunIncomplete (6), a database layer's error is DatabaseError (5) with the driver's first
+    line only, Ctrl-C is Interrupted (130), anything else is a bug (None, exit 1)."""
+    import sqlite3
+
+    from etl.errors import (
+        ApiError,
+        DatabaseError,
+        FatalApiError,
+        RunIncomplete,
+        TransientApiError,
+        UsageError,
+    )
+    from etl.session import as_error, exit_code
+
+    usage = UsageError("bad")
+    assert as_error(usage) is usage
+    fatal = FatalApiError("no", code=70001)
+    assert as_error(fatal) is fatal
+    for transient in (ApiError("gone"), TransientApiError("slow", code=30006)):
+        mapped = as_error(transient)
+        assert isinstance(mapped, RunIncomplete)
+        assert str(mapped) == str(transient)
+    database = as_error(sqlite3.OperationalError("database is locked\nSELECT secret"))
+    assert isinstance(database, DatabaseError)
+    assert str(database) == "database error: database is locked"
+    interrupted = as_error(KeyboardInterrupt())
+    assert isinstance(interrupted, Interrupted)
+    assert interrupted.exit_code == EXIT_INTERRUPTED
+    assert as_error(ValueError("a bug")) is None
+    codes = [exit_code(e) for e in (usage, fatal, ApiError("x"), KeyboardInterrupt(), OSError())]
+    assert codes == [2, 4, 6, 130, EXIT_INTERNAL]
