@@ -6,10 +6,12 @@
     print(result.run_id, result.counts())
 
 The functions are the CLI's commands (the CLI is a thin user of them): ``migrate``, ``sync``,
-``work``, ``verify``, ``status``, ``prune`` and ``prune_events``. Each takes its
-configuration from ``settings`` (etl.config.Settings) or else, like the CLI, from the
-environment (``env``: a mapping, default ``os.environ``; the variables of the README's
-configuration table).
+``work``, ``verify``, ``status``, ``prune``, ``prune_events``, ``report``, ``usersig`` and
+``demo`` (with ``demo_summary``). Each works in one ``etl.session.session`` (the settings'
+database, its schema checked, every error the EtlError of its exit code, disposed at the
+end) and takes its configuration from ``settings`` (etl.config.Settings) or else, like the
+CLI, from the environment (``env``: a mapping, default ``os.environ``; the variables of the
+README's configuration table).
 
 A call returns when the command would exit 0, and raises otherwise, one exception class per
 exit code (etl.errors, ``exc.exit_code``):
@@ -24,30 +26,28 @@ asks a crawl to store the pages in flight and stop within seconds; the call then
 Interrupted. ``sync``, ``work``, ``verify``, ``prune`` and ``prune_events`` take one; every
 phase (the accounts check, adding the run's lists, the crawl, pruning, a verification and its
 repair) looks at it between chunks or calls and keeps what it committed.
+
+``as_error`` (etl.session) is the one place an exception becomes the EtlError of its exit
+code: every call's exception, and the CLI's exit code.
 """
 
 from __future__ import annotations
 
-import logging
-import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from etl import holds
 from etl import sync as syncing
 from etl import verify as verifying
-from etl.accounts import Accounts
-from etl.config import Settings, is_rate, load_settings
-from etl.console import REDACTOR
+from etl.checks import report_path, requested_accounts, sync_request
+from etl.config import Settings
+from etl.demo import Demo, demo
+from etl.demo import summary as demo_summary
 from etl.errors import (
-    ApiError,
     ConfigError,
     DatabaseError,
     EtlError,
@@ -59,23 +59,32 @@ from etl.errors import (
     UsageError,
     VerifyMismatch,
 )
-from etl.results import (
-    DEFAULT_CONCURRENCY,
-    Progress,
-    SyncReport,
-    SyncRequest,
-    Verification,
-    check_concurrency,
+from etl.results import DEFAULT_CONCURRENCY, Progress, SyncReport, Verification
+from etl.session import (
+    KEPT,
+    StopRequest,
+    as_error,
+    as_errors,
+    interrupted,
+    outcome,
+    session,
+    settings_from,
 )
 from etl.store import db, runs, workers
 from etl.store import retention as pruning
 from etl.store import status as statuses
+from etl.store.demo import StoreSummary
 from etl.store.retention import DEFAULT_KEEP_RUNS, Pruned
 from etl.tencent.client import FollowClient
+from etl.tencent.usersig import DEFAULT_EXPIRE, generate
+
+if TYPE_CHECKING:
+    from etl.report import ReportData
 
 __all__ = [
     "ConfigError",
     "DatabaseError",
+    "Demo",
     "EtlError",
     "FatalApiError",
     "Interrupted",
@@ -86,36 +95,25 @@ __all__ = [
     "RunIncomplete",
     "Settings",
     "StopRequest",
+    "StoreSummary",
     "SyncReport",
     "UsageError",
     "Verification",
     "VerifyMismatch",
+    "as_error",
+    "demo",
+    "demo_summary",
     "migrate",
     "prune",
     "prune_events",
+    "report",
     "settings_from",
     "status",
     "sync",
+    "usersig",
     "verify",
     "work",
 ]
-
-log = logging.getLogger(__name__)
-
-
-class StopRequest(threading.Event):
-    """A stop request that remembers why: ``request(signal.SIGTERM)`` from a signal handler
-    or an orchestrator's kill hook makes the call raise Interrupted with exit code 143. A
-    plain ``set()`` counts as SIGINT (130)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.signum = int(signal.SIGINT)
-
-    def request(self, signum: int = signal.SIGINT) -> None:
-        """Ask the crawl to stop, for ``signum``."""
-        self.signum = int(signum)
-        self.set()
 
 
 @dataclass(frozen=True)
@@ -132,29 +130,15 @@ class Migration:
         return self.before != self.after
 
 
-def settings_from(env: Mapping[str, str] | None = None) -> Settings:
-    """The configuration from ``env`` (default: the process environment); ConfigError if it is
-    invalid. Its secrets are masked in every log record from now on."""
-    settings = load_settings(env)
-    REDACTOR.secrets = [
-        s.reveal() for s in (settings.secret_key, settings.usersig) if s is not None
-    ]
-    return settings
-
-
 def migrate(*, settings: Settings | None = None, env: Mapping[str, str] | None = None) -> Migration:
     """Upgrade the database (and make FOLLOW_ETL_SCHEMA's schema if missing) to the newest
     revision."""
     settings = settings or settings_from(env)
-    with _one_exception_per_exit_code():
-        engine = _engine(settings)
-        try:
-            created = settings.schema is not None and db.create_schema(engine, settings.schema)
-            before = db.current_revision(engine)
-            db.upgrade(engine)
-            after = db.current_revision(engine)
-        finally:
-            engine.dispose()
+    with session(settings, migrated=False) as engine:
+        created = settings.schema is not None and db.create_schema(engine, settings.schema)
+        before = db.current_revision(engine)
+        db.upgrade(engine)
+        after = db.current_revision(engine)
     return Migration(before, after or "", created)
 
 
@@ -193,52 +177,41 @@ def sync(
     the settings', FOLLOW_ETL_HOLD_MIN_EDGES and FOLLOW_ETL_HOLD_SHARE, default 20 and 0.5).
     """
     settings = settings or settings_from(env)
-    _check_options(page_size=page_size, rate=rate, concurrency=concurrency, types=types)
-    if keep_runs < 0:
-        raise UsageError(f"keep_runs must be 0 (keep all) or more, got {keep_runs}")
-    min_edges = settings.holds.min_edges if hold_min_edges is None else hold_min_edges
-    share = settings.holds.share if hold_share is None else hold_share
-    if problem := holds.invalid(min_edges, share):
-        raise UsageError(problem)
-    api = settings.api()
+    request = sync_request(
+        settings,
+        job=job,
+        types=tuple(types),
+        page_size=page_size,
+        restart=restart,
+        rate=rate,
+        concurrency=concurrency,
+        wait=wait,
+        keep_runs=keep_runs,
+        hold_min_edges=hold_min_edges,
+        hold_share=hold_share,
+    )
     stop = stop if stop is not None else threading.Event()
-    with _one_exception_per_exit_code():
+    with as_errors():
         try:
-            listed = _accounts(settings, accounts, accounts_file, accounts_query, stop)
+            listed = requested_accounts(settings, accounts, accounts_file, accounts_query, stop)
         except Stopped:  # stopped while checking the accounts: nothing was stored
-            raise _interrupted(stop, None) from None
-        engine = _engine(settings)
-        try:
-            db.require_schema(engine)
-            request = SyncRequest(
-                job=job,
-                accounts=listed,
-                types=tuple(types),
-                page_size=page_size,
-                restart=restart,
-                rate=rate or api.rate,
-                concurrency=concurrency,
-                wait=wait,
-                db_seconds=settings.db_retry_seconds,
-                keep_runs=keep_runs,
-                holds=holds.Thresholds(min_edges, float(share)),
-            )
-            with FollowClient.from_settings(api) as client:
-                try:
-                    report = syncing.sync(
-                        engine,
-                        client,
-                        request,
-                        on_progress=on_progress,
-                        stop=stop,
-                        on_run=on_run or (lambda run_id: None),
-                    )
-                except Stopped:  # stopped while waiting for the job (wait=True)
-                    raise _interrupted(stop, None) from None
-        finally:
-            listed.close()
-            engine.dispose()
-    return _outcome(report, stop)
+            raise interrupted(stop, None) from None
+    try:
+        with session(settings) as engine, FollowClient.from_settings(settings.api()) as client:
+            try:
+                report = syncing.sync(
+                    engine,
+                    client,
+                    replace(request, accounts=listed),
+                    on_progress=on_progress,
+                    stop=stop,
+                    on_run=on_run or (lambda run_id: None),
+                )
+            except Stopped:  # stopped while waiting for the job (wait=True)
+                raise interrupted(stop, None) from None
+    finally:
+        listed.close()
+    return outcome(report, stop)
 
 
 def work(
@@ -253,25 +226,19 @@ def work(
     """Join the job's unfinished run, with the run's own settings (PostgreSQL only), until no
     list is left; None when the job has no unfinished run. Raises as ``sync`` does."""
     settings = settings or settings_from(env)
-    api = settings.api()
+    remote = settings.api()  # a ConfigError before the database is reached
     stop = stop if stop is not None else threading.Event()
-    with _one_exception_per_exit_code():
-        engine = _engine(settings)
-        try:
-            db.require_schema(engine)
-            with FollowClient.from_settings(api) as client:
-                report = syncing.work(
-                    engine,
-                    client,
-                    job,
-                    on_progress=on_progress,
-                    stop=stop,
-                    db_seconds=settings.db_retry_seconds,
-                    on_run=on_run or (lambda run_id: None),
-                )
-        finally:
-            engine.dispose()
-    return None if report is None else _outcome(report, stop)
+    with session(settings) as engine, FollowClient.from_settings(remote) as client:
+        report = syncing.work(
+            engine,
+            client,
+            job,
+            on_progress=on_progress,
+            stop=stop,
+            db_seconds=settings.db_retry_seconds,
+            on_run=on_run or (lambda run_id: None),
+        )
+    return None if report is None else outcome(report, stop)
 
 
 def verify(
@@ -287,29 +254,19 @@ def verify(
     compare them again. Raises VerifyMismatch (with the Verification) while lists disagree,
     UsageError if the job has no runs, Interrupted after ``stop``."""
     settings = settings or settings_from(env)
-    api = settings.api()
+    remote = settings.api()  # a ConfigError before the database is reached
     stop = stop if stop is not None else threading.Event()
-    with _one_exception_per_exit_code():
-        engine = _engine(settings)
+    with session(settings) as engine, FollowClient.from_settings(remote) as client:
+        client.interrupt_on(stop)
         try:
-            db.require_schema(engine)
-            with FollowClient.from_settings(api) as client:
-                client.interrupt_on(stop)
-                try:
-                    report = verifying.verify(engine, client, job, stop=stop)
-                    if report is None:
-                        raise UsageError(
-                            f"job {job!r} has no runs: nothing to verify (sync it first)"
-                        )
-                    repaired = None
-                    if repair and report.disagree:
-                        repaired = verifying.repair(engine, client, report, stop=stop)
-                except Stopped:
-                    raise _interrupted(
-                        stop, None, "what was compared or re-crawled is kept"
-                    ) from None
-        finally:
-            engine.dispose()
+            report = verifying.verify(engine, client, job, stop=stop)
+            if report is None:
+                raise UsageError(f"job {job!r} has no runs: nothing to verify (sync it first)")
+            repaired = None
+            if repair and report.disagree:
+                repaired = verifying.repair(engine, client, report, stop=stop)
+        except Stopped:
+            raise interrupted(stop, None, "what was compared or re-crawled is kept") from None
     result = Verification(report, repaired)
     problem = result.problem()
     if problem is not None:
@@ -323,15 +280,8 @@ def status(
 ) -> dict[str, Any]:
     """The job's latest run: the ``status --json`` document (its shape is in the README);
     ``{"job": job, "run": None}`` before the first run."""
-    settings = settings or settings_from(env)
-    with _one_exception_per_exit_code():
-        engine = _engine(settings)
-        try:
-            db.require_schema(engine)
-            with engine.connect() as conn:
-                return statuses.status_document(conn, job)
-        finally:
-            engine.dispose()
+    with session(settings or settings_from(env)) as engine, engine.connect() as conn:
+        return statuses.status_document(conn, job)
 
 
 def prune(
@@ -351,27 +301,22 @@ def prune(
         raise UsageError(
             f"keep_runs must be at least 1 (the latest run is always kept), got {keep_runs}"
         )
-    with _one_exception_per_exit_code():
-        engine = _engine(settings)
-        try:
-            db.require_schema(engine)
-            with engine.connect() as conn:
-                jobs = pruning.jobs(conn) if job is None else [job]
-                if job is not None and runs.latest_run(conn, job) is None:
-                    raise UsageError(f"job {job!r} has no runs: nothing to prune")
-                now = workers.DbClock(conn)()
-            total = Pruned()
-            for name in jobs:
-                try:
-                    done = pruning.prune(engine, name, keep_runs, now, stop=stop)
-                except Stopped:
-                    raise _interrupted(stop, None, _KEPT) from None
-                total.runs += done.runs
-                total.checkpoints += done.checkpoints
-                total.seen += done.seen
-            return total
-        finally:
-            engine.dispose()
+    with session(settings) as engine:
+        with engine.connect() as conn:
+            jobs = pruning.jobs(conn) if job is None else [job]
+            if job is not None and runs.latest_run(conn, job) is None:
+                raise UsageError(f"job {job!r} has no runs: nothing to prune")
+            now = workers.DbClock(conn)()
+        total = Pruned()
+        for name in jobs:
+            try:
+                done = pruning.prune(engine, name, keep_runs, now, stop=stop)
+            except Stopped:
+                raise interrupted(stop, None, KEPT) from None
+            total.runs += done.runs
+            total.checkpoints += done.checkpoints
+            total.seen += done.seen
+        return total
 
 
 def prune_events(
@@ -392,108 +337,50 @@ def prune_events(
             f"--before {before.isoformat()} is in the future: give a past date "
             "(events observed before it are deleted)"
         )
-    with _one_exception_per_exit_code():
-        engine = _engine(settings)
+    with session(settings) as engine:
         try:
-            db.require_schema(engine)
-            try:
-                return pruning.prune_events(engine, before, stop=stop)
-            except Stopped:
-                raise _interrupted(stop, None, _KEPT) from None
-        finally:
-            engine.dispose()
+            return pruning.prune_events(engine, before, stop=stop)
+        except Stopped:
+            raise interrupted(stop, None, KEPT) from None
 
 
-def _engine(settings: Settings) -> sa.Engine:
-    return db.make_engine(settings.database_url, schema=settings.schema)
+def report(
+    out: str | Path = "report.html",
+    job: str | None = None,
+    *,
+    settings: Settings | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ReportData:
+    """Write the HTML report (headline numbers, charts, latest runs; ``job``: that job's runs
+    only) to ``out``, and return what it shows. UsageError for an ``out`` that cannot be
+    written, checked before any query runs."""
+    from etl import report as reports
 
-
-def _accounts(
-    settings: Settings,
-    accounts: Iterable[str],
-    accounts_file: str | Path | None,
-    accounts_query: str | None,
-    stop: threading.Event | None = None,
-) -> Accounts:
-    """The requested accounts, every one checked now (UsageError; Stopped once ``stop`` is
-    set), read again later."""
-    if isinstance(accounts, str):
-        raise UsageError("accounts must be a list of UserIDs, not one string")
-    query = None
-    if accounts_query is not None:
-        url = settings.accounts_database_url or settings.database_url
-        query = (db.make_engine(url), accounts_query)
-    source = None if accounts_file is None else str(accounts_file)
+    path = report_path(out)
+    with session(settings or settings_from(env)) as engine, engine.connect() as conn:
+        data = reports.collect(conn, job)
     try:
-        listed = Accounts(source, list(accounts), query=query, extra_label="accounts", stop=stop)
-    finally:
-        if query is not None:
-            query[0].dispose()
-    if not listed.count:
-        listed.close()
-        raise UsageError(
-            "no accounts to sync: give accounts, an accounts file or an accounts query"
-        )
-    return listed
+        path.write_text(reports.render(data), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--out {out}: {exc.strerror or exc}") from exc
+    return data
 
 
-def _check_options(
-    *, page_size: int, rate: float | None, concurrency: int, types: Iterable[int]
-) -> None:
-    """The CLI's argument checks, for callers that skip the CLI (UsageError)."""
-    if not 1 <= page_size <= 1000:
-        raise UsageError(f"page_size must be 1..1000, got {page_size}")
-    if rate is not None and not is_rate(rate):
-        raise UsageError(f"rate must be a positive number of calls per second, got {rate}")
-    check_concurrency(concurrency)
-    chosen = tuple(types)
-    if not chosen or any(t not in (1, 2, 3) for t in chosen) or len(set(chosen)) != len(chosen):
-        raise UsageError(f"types must be distinct follow types among 1, 2, 3, got {chosen}")
-
-
-def _outcome(report: SyncReport, stop: threading.Event) -> SyncReport:
-    """The report of a clean finish, or the exception its exit code stands for."""
-    if stop.is_set():
-        raise _interrupted(stop, report)
-    problem = report.problem()
-    if problem is not None:
-        problem.result = report
-        raise problem
-    return report
-
-
-_KEPT = "what was deleted so far stays deleted"
-_COMPARED = "the mismatches found and the lists re-crawled so far are kept"
-
-
-def _interrupted(
-    stop: threading.Event | None, report: SyncReport | None, what: str = "nothing was fetched"
-) -> Interrupted:
-    signum = getattr(stop, "signum", int(signal.SIGINT))
-    if report is not None:
-        what = f"run {report.run_id} is resumable"
-    exc = Interrupted(
-        f"stopped by {signal.Signals(signum).name}; {what}: run the same command again",
-        signum=signum,
+def usersig(
+    expire: int = DEFAULT_EXPIRE,
+    *,
+    settings: Settings | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """A UserSig for IM_ADMIN made from IM_SECRET_KEY, valid ``expire`` seconds from now;
+    ConfigError without IM_SDKAPPID and IM_SECRET_KEY."""
+    settings = settings or settings_from(env)
+    if settings.sdkappid is None or settings.secret_key is None:
+        raise ConfigError("usersig needs IM_SDKAPPID and IM_SECRET_KEY")
+    return generate(
+        settings.sdkappid,
+        settings.admin,
+        settings.secret_key.reveal(),
+        now=int(time.time()),
+        expire=expire,
     )
-    exc.result = report
-    return exc
-
-
-@contextmanager
-def _one_exception_per_exit_code() -> Iterator[None]:
-    """A database error from any layer (SQLAlchemy, psycopg, sqlite3) becomes DatabaseError,
-    with the driver's first line and never the SQL or its parameters; an API error that
-    outlasted its retries (exit 6) becomes RunIncomplete."""
-    try:
-        yield
-    except FatalApiError:
-        raise
-    except ApiError as exc:
-        raise RunIncomplete(str(exc)) from exc
-    except EtlError:
-        raise
-    except Exception as exc:
-        if db.is_database_error(exc):
-            raise db.as_database_error(exc) from exc
-        raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,37 @@ def test_work_needs_postgresql_and_returns_none_without_a_run(
             api.work("nightly", env=env)
     else:
         assert api.work("nightly", env=env) is None
+
+
+@pytest.mark.slow
+def test_report_usersig_and_demo_are_api_calls_too(db_url: URL, tmp_path: Path) -> None:
+    """``report`` writes the page and returns its figures (UsageError for an unwritable
+    ``out``, before any query); ``usersig`` makes a UserSig from the key (ConfigError without
+    it); ``demo`` migrates, serves its sandbox for the block, and ``demo_summary`` reads what
+    the demo's run stored."""
+    from etl.tencent import usersig
+
+    env = environment(db_url)
+    with pytest.raises(api.UsageError, match="does not exist"):
+        api.report(tmp_path / "nowhere" / "r.html", env=env)
+    with api.demo(12, seed=3, rate=5000, env=env) as demo:
+        assert demo.earlier == 0
+        assert demo.settings.base_url == demo.url
+        report = api.sync(demo.accounts, job=demo.job, settings=demo.settings)
+    summary = api.demo_summary(report.run_id, env=env)
+    assert sum(summary.edges.values()) == report.items > 0
+    assert summary.added == 0  # the first run is the baseline
+    with api.demo(12, seed=3, env=env) as again:
+        assert again.earlier == 1
+    data = api.report(tmp_path / "r.html", "demo", env=env)
+    assert (tmp_path / "r.html").read_text(encoding="utf-8").startswith("<!doctype html>")
+    assert data.runs_total == 1
+    with pytest.raises(api.ConfigError, match="IM_SECRET_KEY"):
+        api.usersig(env=env)
+    keyed = {**env, "IM_SDKAPPID": "1400000001", "IM_SECRET_KEY": "k" * 32}
+    sig = api.usersig(3600, env=keyed)
+    now = int(time.time())
+    fields = usersig.verify(
+        sig, sdkappid=1400000001, identifier="administrator", secret_key="k" * 32, now=now
+    )
+    assert fields.expire == 3600

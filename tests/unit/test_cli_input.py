@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from etl.accounts import read_accounts
-from etl.cli import build_parser, parse_types
+from etl.cli import build_parser
+from etl.cli.values import parse_types
 from etl.console import Redactor
 from etl.errors import UsageError
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from etl import cli, errors
+from etl.cli.parser import EPILOG_WIDTH, exit_codes_help
 from etl.errors import EXIT_CODES, EXIT_INTERNAL, EXIT_INTERRUPTED, EtlError, Interrupted
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -60,8 +61,8 @@ def test_help_lists_every_code_with_its_brief() -> None:
 
 def test_help_paragraph_keeps_each_code_with_its_words() -> None:
     """Filled to the width, never ending a line with a bare code, nor past the width."""
-    for width in (40, 60, cli.EPILOG_WIDTH):
-        lines = cli.exit_codes_help(width).splitlines()
+    for width in (40, 60, EPILOG_WIDTH):
+        lines = exit_codes_help(width).splitlines()
         assert all(len(line) <= width for line in lines)
         assert not any(re.search(r"(?:^|\s)\d+$", line) for line in lines), lines
 
@@ -108,7 +109,7 @@ def test_the_errors_docstring_agrees() -> None:
 def test_help_paragraph_is_unchanged() -> None:
     """The paragraph is part of the CLI's contract: rendering it from the table kept it as it
     was written by hand."""
-    assert cli.exit_codes_help() == (
+    assert exit_codes_help() == (
         "exit codes: 0 done, 1 internal error, 2 usage, 3 configuration, 4 API refused "
         "credentials or\napp, 5 database, 6 lists left (resumable), given up or held, 7 the job is "
         "already running,\n9 verify found lists that disagree, 130 interrupted (Ctrl-C), 143 "
@@ -131,3 +132,38 @@ def test_no_command_at_all_is_a_usage_error_not_a_traceback(
     assert "Traceback" not in err
     missing = "the following arguments are required: COMMAND (see follow-etl --help)"
     assert err.strip().splitlines() == [f"follow-etl: error: {missing}"]
+
+
+def test_as_error_is_the_one_mapping_to_exit_codes() -> None:
+    """etl.session.as_error: an EtlError is itself, an API error that outlasted its retries is
+    RunIncomplete (6), a database layer's error is DatabaseError (5) with the driver's first
+    line only, Ctrl-C is Interrupted (130), anything else is a bug (None, exit 1)."""
+    import sqlite3
+
+    from etl.errors import (
+        ApiError,
+        DatabaseError,
+        FatalApiError,
+        RunIncomplete,
+        TransientApiError,
+        UsageError,
+    )
+    from etl.session import as_error, exit_code
+
+    usage = UsageError("bad")
+    assert as_error(usage) is usage
+    fatal = FatalApiError("no", code=70001)
+    assert as_error(fatal) is fatal
+    for transient in (ApiError("gone"), TransientApiError("slow", code=30006)):
+        mapped = as_error(transient)
+        assert isinstance(mapped, RunIncomplete)
+        assert str(mapped) == str(transient)
+    database = as_error(sqlite3.OperationalError("database is locked\nSELECT secret"))
+    assert isinstance(database, DatabaseError)
+    assert str(database) == "database error: database is locked"
+    interrupted = as_error(KeyboardInterrupt())
+    assert isinstance(interrupted, Interrupted)
+    assert interrupted.exit_code == EXIT_INTERRUPTED
+    assert as_error(ValueError("a bug")) is None
+    codes = [exit_code(e) for e in (usage, fatal, ApiError("x"), KeyboardInterrupt(), OSError())]
+    assert codes == [2, 4, 6, 130, EXIT_INTERNAL]

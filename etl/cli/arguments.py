@@ -1,0 +1,355 @@
+"""One function per command: it adds the command, its arguments and their help text to the
+parser, and names what runs it (etl.cli.commands). ``COMMANDS`` is their order in ``--help``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from etl.cli import values
+from etl.cli.commands import (
+    cmd_demo,
+    cmd_migrate,
+    cmd_prune,
+    cmd_prune_events,
+    cmd_report,
+    cmd_sandbox,
+    cmd_status,
+    cmd_sync,
+    cmd_usersig,
+    cmd_verify,
+    cmd_worker,
+)
+from etl.cli.parser import Commands, documented, metrics_options
+from etl.results import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
+from etl.store.retention import DEFAULT_KEEP_RUNS
+from etl.tencent.usersig import DEFAULT_EXPIRE
+
+
+def add_migrate(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser(
+        "migrate", help="upgrade the database at DATABASE_URL to the newest schema"
+    )
+    p.set_defaults(func=cmd_migrate)
+    return p
+
+
+def add_sync(commands: Commands) -> argparse.ArgumentParser:
+    p = documented(
+        commands,
+        "sync",
+        help="crawl and load; resumes the job's unfinished run",
+        description="Crawl the fans/follows/mutual lists of the given accounts and load them.\n"
+        "If the job has an unfinished run (crashed, killed, interrupted) it is resumed: done\n"
+        "lists are not fetched again and half-done lists continue from their stored cursor.",
+    )
+    _sync_sources(p)
+    p.add_argument(
+        "--types",
+        type=values.parse_types,
+        default=(1, 2, 3),
+        metavar="LIST",
+        help="fans,follows,mutual (default: all three)",
+    )
+    p.add_argument(
+        "--job", default="default", help="the job name runs belong to (default: default)"
+    )
+    p.add_argument("--restart", action="store_true", help="abandon the job's unfinished run")
+    p.add_argument(
+        "--page-size",
+        type=values.page_size,
+        default=1000,
+        metavar="N",
+        help="WantNum, 1..1000 (default 1000)",
+    )
+    p.add_argument(
+        "--rate",
+        type=values.rate,
+        metavar="R",
+        help="calls per second for the whole run, all workers together "
+        "(default: IM_RATE or 150; the documented quota is 200)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=values.concurrency,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"lists fetched at once by this process, 1..{MAX_CONCURRENCY} "
+        f"(default {DEFAULT_CONCURRENCY})",
+    )
+    _sync_policies(p)
+    metrics_options(p)
+    p.set_defaults(func=cmd_sync)
+    return p
+
+
+def _sync_sources(p: argparse.ArgumentParser) -> None:
+    """Where a sync's accounts come from: a file, a query, and/or --account."""
+    source = p.add_mutually_exclusive_group()
+    source.add_argument(
+        "--accounts",
+        metavar="FILE",
+        help="one UserID per line (# comments and blank lines ignored; - for stdin)",
+    )
+    source.add_argument(
+        "--accounts-query",
+        metavar="SQL",
+        help="a query whose first column is the UserIDs, run at ACCOUNTS_DATABASE_URL "
+        "(default: DATABASE_URL) and streamed",
+    )
+    p.add_argument("--account", action="append", metavar="ID", help="a UserID (repeatable)")
+
+
+def _sync_policies(p: argparse.ArgumentParser) -> None:
+    """What a sync does about a busy job, old checkpoints and mass removals."""
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another sync holds the job, wait for it to end instead of exiting with 7",
+    )
+    p.add_argument(
+        "--keep-runs",
+        type=values.count(0),
+        default=DEFAULT_KEEP_RUNS,
+        metavar="N",
+        help="after a clean finish, delete the checkpoints of the job's runs but the last N "
+        f"(see `prune`; default {DEFAULT_KEEP_RUNS}, 0 keeps all)",
+    )
+    p.add_argument(
+        "--hold-min-edges",
+        type=values.count(1),
+        metavar="N",
+        help="hold a crawl that would remove at least N of a list's stored edges (and more "
+        "than --hold-share of them) until a second crawl confirms it "
+        "(default: FOLLOW_ETL_HOLD_MIN_EDGES or 20)",
+    )
+    p.add_argument(
+        "--hold-share",
+        type=values.share,
+        metavar="S",
+        help="... and more than this share of them, 0..1; 1 never holds "
+        "(default: FOLLOW_ETL_HOLD_SHARE or 0.5)",
+    )
+
+
+def add_worker(commands: Commands) -> argparse.ArgumentParser:
+    p = documented(
+        commands,
+        "worker",
+        help="join the job's unfinished run from this machine (PostgreSQL only)",
+        description="Join the unfinished run of a job started by `sync`, with the run's own\n"
+        "settings (types, page size, budget), claiming lists with leases. Run any number, on\n"
+        "any machine that reaches the same PostgreSQL: the calls-per-second budget is shared\n"
+        "by all of them. Exits 0 when no work is left (at once if the job has no unfinished\n"
+        "run); a killed worker's lists go to the others within seconds.",
+    )
+    p.add_argument("--job", default="default", help="the job to work on (default: default)")
+    metrics_options(p)
+    p.set_defaults(func=cmd_worker)
+    return p
+
+
+def add_status(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser("status", help="show the latest run of a job")
+    p.add_argument("--job", default="default")
+    p.add_argument("--json", action="store_true", help="print the JSON document of the README")
+    p.set_defaults(func=cmd_status)
+    return p
+
+
+def add_verify(commands: Commands) -> argparse.ArgumentParser:
+    p = documented(
+        commands,
+        "verify",
+        help="compare the stored list sizes of a job's last run with the API's counts",
+        description="Ask v4/follow/follow_get_info (20 accounts per call) for the fans, follows\n"
+        "and mutual counts of the accounts of the job's latest run, and compare them with the\n"
+        "current edges stored for the lists that run crawled to the end. The API counts the\n"
+        "live graph: a list that changed since the crawl disagrees too. Exit 9 when any list\n"
+        "disagrees; 2 when the job has no runs.",
+    )
+    p.add_argument("--job", default="default", help="the job to verify (default: default)")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-crawl the disagreeing lists (as job NAME:repair) and compare them again",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as a JSON document")
+    p.set_defaults(func=cmd_verify)
+    return p
+
+
+def add_prune(commands: Commands) -> argparse.ArgumentParser:
+    p = documented(
+        commands,
+        "prune",
+        help="delete the checkpoints of a job's runs but the last N",
+        description="Delete the checkpoints (sync_checkpoints, one row per list and run) of the\n"
+        "job's ended runs but its last N, and the sync_seen rows any ended run left behind,\n"
+        "in chunks of 10,000 rows. The latest run and an unfinished one are never pruned; run\n"
+        "rows, their counters and quarantined_items stay. `sync` does this after every clean\n"
+        f"finish (its --keep-runs, default {DEFAULT_KEEP_RUNS}). Exit 2 for a job without runs.",
+    )
+    p.add_argument("--job", default=None, help="the job to prune (default: every job)")
+    p.add_argument(
+        "--keep-runs",
+        type=values.count(1),
+        default=DEFAULT_KEEP_RUNS,
+        metavar="N",
+        help=f"the runs whose checkpoints stay, newest first (at least 1; default "
+        f"{DEFAULT_KEEP_RUNS})",
+    )
+    p.add_argument("--json", action="store_true", help="print what was deleted as JSON")
+    p.set_defaults(func=cmd_prune)
+    return p
+
+
+def add_prune_events(commands: Commands) -> argparse.ArgumentParser:
+    p = documented(
+        commands,
+        "prune-events",
+        help="delete follow_edge_events observed before a date",
+        description="Delete the rows of follow_edge_events observed before DATE (UTC), in chunks\n"
+        "of 10,000 rows, and print how many went. Events are otherwise kept for ever: archive\n"
+        'them first if you need them (the README\'s "Retention" says how). Exit 2 for a date\n'
+        "that is not one, or in the future.",
+    )
+    p.add_argument(
+        "--before",
+        type=values.before,
+        required=True,
+        metavar="DATE",
+        help="YYYY-MM-DD (midnight UTC) or an ISO date and time",
+    )
+    p.add_argument("--json", action="store_true", help="print the count as JSON")
+    p.set_defaults(func=cmd_prune_events)
+    return p
+
+
+def add_report(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser(
+        "report",
+        help="write an HTML report with charts of the stored graph and the runs",
+        description="Write one self-contained HTML file (inline CSS and SVG, no network needed to\n"
+        "open it): headline numbers, the follower-count distribution, the top accounts by fans,\n"
+        "follows gained and lost per day, profile changes per run, run durations, latest runs.",
+    )
+    p.add_argument(
+        "--out",
+        default="report.html",
+        metavar="FILE",
+        help="the HTML file to write (default: report.html)",
+    )
+    p.add_argument("--job", default=None, help="show only the runs of this job (default: all jobs)")
+    p.set_defaults(func=cmd_report)
+    return p
+
+
+def add_sandbox(commands: Commands) -> argparse.ArgumentParser:
+    from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS
+
+    p = commands.add_parser("sandbox", help="serve the stand-in follow API in the foreground")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--users", type=values.positive(int), default=1000, help="graph size (default 1000)"
+    )
+    p.add_argument("--seed", type=int, default=1, help="graph seed (default 1)")
+    p.add_argument(
+        "--faults",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of requests answered with a transient fault (0..1)",
+    )
+    p.add_argument(
+        "--latency-ms", type=float, default=0.0, metavar="L", help="added to every answer"
+    )
+    p.add_argument(
+        "--rate",
+        type=values.rate,
+        default=None,
+        metavar="R",
+        help="answer 60007 above R calls per second (default: no limit)",
+    )
+    p.add_argument(
+        "--fault-kinds",
+        type=values.fault_kinds,
+        default=None,
+        metavar="LIST",
+        help=f"comma-separated kinds of fault --faults draws from: {','.join(FAULT_KINDS)} "
+        f"(default {','.join(DEFAULT_FAULT_KINDS)})",
+    )
+    p.add_argument(
+        "--hostile",
+        type=values.share,
+        default=0.0,
+        metavar="P",
+        help="share of users with hostile profiles (NUL, lone surrogates, huge integers, nested "
+        "tags), plus a few users with hostile ids in other users' lists (default 0)",
+    )
+    p.add_argument(
+        "--loop-account",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="this account's lists never end: their last page points back at the second "
+        "(repeatable)",
+    )
+    p.add_argument(
+        "--degree",
+        type=values.positive(float),
+        default=None,
+        metavar="D",
+        help="mean number of accounts a user follows (default 12); a low D makes a sparse graph "
+        "of many users cheap to build, e.g. --users 1000000 --degree 1",
+    )
+    p.add_argument(
+        "--big-lists",
+        type=values.big_lists,
+        default=(),
+        metavar="N,N,...",
+        help="give that many seeded accounts N synthetic fans each, e.g. 200000,50000: a few "
+        "very long fans lists among the ordinary ones (default none)",
+    )
+    p.set_defaults(func=cmd_sandbox)
+    return p
+
+
+def add_demo(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser(
+        "demo", help="what `make demo` runs: sandbox + embedded database + sync"
+    )
+    p.add_argument("--users", type=values.positive(int), default=300)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rate", type=values.rate, default=150.0)
+    p.set_defaults(func=cmd_demo)
+    return p
+
+
+def add_usersig(commands: Commands) -> argparse.ArgumentParser:
+    p = commands.add_parser("usersig", help="print a UserSig for IM_ADMIN made from IM_SECRET_KEY")
+    p.add_argument(
+        "--expire",
+        type=values.positive(int),
+        default=DEFAULT_EXPIRE,
+        metavar="SECONDS",
+        help="lifetime (default 180 days)",
+    )
+    p.set_defaults(func=cmd_usersig)
+    return p
+
+
+COMMANDS: tuple[Callable[[Commands], argparse.ArgumentParser], ...] = (
+    add_migrate,
+    add_sync,
+    add_worker,
+    add_status,
+    add_verify,
+    add_prune,
+    add_prune_events,
+    add_report,
+    add_sandbox,
+    add_demo,
+    add_usersig,
+)
