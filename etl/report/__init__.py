@@ -8,15 +8,13 @@ Imports go one way (html -> charts -> svg; html and charts -> data); svg knows n
 the report.
 """
 
-from etl.report.data import ReportData, StoreSummary, collect, store_summary
+from etl.report.data import ReportData, collect
 from etl.report.html import CHART_IDS, build_report, render
 
 __all__ = [
     "CHART_IDS",
     "ReportData",
-    "StoreSummary",
     "build_report",
     "collect",
     "render",
-    "store_summary",
 ]

@@ -1,7 +1,7 @@
 """The report's data: aggregates read from the database, never edges one by one.
 
-``collect`` reads the views of migration 0002 and the run tables into a ``ReportData``;
-``store_summary`` reads the few figures ``demo`` prints after its run. Reads only.
+``collect`` reads the views of migration 0002 and the run tables into a ``ReportData``.
+Reads only. (The figures ``demo`` prints after its run are etl.store.demo's.)
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
-from etl.store.schema import follow_edge_events, follow_edges, profile_snapshots, sync_runs
+from etl.store.schema import profile_snapshots, sync_runs
 
 RUNS_CHARTED = 30  # runs in the per-run charts
 RUNS_LISTED = 10  # runs in the table
@@ -233,40 +233,4 @@ def collect(conn: sa.Connection, job: str | None = None, now: datetime | None = 
         top_accounts=_top_accounts(conn),
         daily=_daily(conn),
         profile_changes=_profile_changes(conn, [run.id for run in runs]),
-    )
-
-
-@dataclass(frozen=True)
-class StoreSummary:
-    """What the store holds after a run, and what that run changed (what ``demo`` prints)."""
-
-    accounts: int  # accounts with edges stored (current or removed)
-    edges: dict[int, int]  # current edges by follow type
-    profiles: int  # users with a profile snapshot
-    snapshots: int  # profile snapshots, all versions
-    added: int  # edges the run saw appear (follow_edge_events)
-    removed: int  # edges the run saw vanish
-
-
-def store_summary(conn: sa.Connection, run_id: int) -> StoreSummary:
-    """The figures of :class:`StoreSummary`, for run ``run_id``."""
-    e, s, ev = follow_edges.c, profile_snapshots.c, follow_edge_events.c
-    accounts = conn.execute(sa.select(sa.func.count(sa.distinct(e.account)))).scalar_one()
-    snapshots, users = conn.execute(
-        sa.select(sa.func.count(), sa.func.count(sa.distinct(s.user_id))).select_from(
-            profile_snapshots
-        )
-    ).one()
-    events: dict[str, int] = dict(
-        conn.execute(
-            sa.select(ev.event, sa.func.count()).where(ev.run_id == run_id).group_by(ev.event)
-        ).all()
-    )
-    return StoreSummary(
-        accounts=int(accounts),
-        edges=_current_edges(conn),
-        profiles=int(users),
-        snapshots=int(snapshots),
-        added=int(events.get("added", 0)),
-        removed=int(events.get("removed", 0)),
     )
