@@ -23,21 +23,6 @@ from tests.unit.sandbox_helpers import (
 )
 
 
-@pytest.fixture(scope="module")
-def graph() -> Graph:
-    return Graph(600, seed=3)
-
-
-@pytest.fixture
-def sandbox(graph: Graph) -> Sandbox:
-    return Sandbox(graph, CONFIG, clock=FakeClock())
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Graph:
-    return Graph(600, seed=3, hostile=0.02)
-
-
 def test_admin_truth_and_stats(sandbox: Sandbox, graph: Graph) -> None:
     """/sandbox/truth returns a list with profiles; /sandbox/stats counts served items."""
     account = most_fans(graph)

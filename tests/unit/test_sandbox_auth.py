@@ -11,16 +11,6 @@ from etl.tencent import usersig
 from tests.unit.sandbox_helpers import CONFIG, NOW, FakeClock, call, query
 
 
-@pytest.fixture(scope="module")
-def graph() -> Graph:
-    return Graph(600, seed=3)
-
-
-@pytest.fixture
-def sandbox(graph: Graph) -> Sandbox:
-    return Sandbox(graph, CONFIG, clock=FakeClock())
-
-
 def test_wrong_sdkappid_answers_60005(sandbox: Sandbox) -> None:
     """An SDKAppID other than the app's answers 60005."""
     params = query(sdkappid="1400000002")

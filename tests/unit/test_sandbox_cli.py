@@ -9,19 +9,7 @@ import pytest
 
 from etl.cli import build_parser
 from etl.cli.commands import _sandbox_config
-from etl.sandbox import Graph, Sandbox
 from etl.sandbox.faults import DEFAULT_FAULT_KINDS
-from tests.unit.sandbox_helpers import CONFIG, FakeClock
-
-
-@pytest.fixture
-def sandbox(graph: Graph) -> Sandbox:
-    return Sandbox(graph, CONFIG, clock=FakeClock())
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Graph:
-    return Graph(600, seed=3, hostile=0.02)
 
 
 def sandbox_args(*flags: str) -> argparse.Namespace:

@@ -11,17 +11,7 @@ from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS, MALFORMED_KINDS
 from etl.tencent.exact_json import parse_json
 from etl.tencent.page import parse_page
-from tests.unit.sandbox_helpers import CONFIG, FOLLOW_GET, FakeClock, call, most_fans, query
-
-
-@pytest.fixture(scope="module")
-def graph() -> Graph:
-    return Graph(600, seed=3)
-
-
-@pytest.fixture
-def sandbox(graph: Graph) -> Sandbox:
-    return Sandbox(graph, CONFIG, clock=FakeClock())
+from tests.unit.sandbox_helpers import FOLLOW_GET, FakeClock, call, most_fans, query
 
 
 @pytest.mark.parametrize(

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from etl.sandbox import Graph, Sandbox
 from etl.sandbox.graph import TIME_END
 from tests.unit.sandbox_helpers import CONFIG, FakeClock, call, most_fans, page_all, profile_values
-
-
-@pytest.fixture(scope="module")
-def graph() -> Graph:
-    return Graph(600, seed=3)
-
-
-@pytest.fixture
-def sandbox(graph: Graph) -> Sandbox:
-    return Sandbox(graph, CONFIG, clock=FakeClock())
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Graph:
-    return Graph(600, seed=3, hostile=0.02)
 
 
 def test_mutate_is_deterministic_and_changes_lists_and_profiles() -> None:

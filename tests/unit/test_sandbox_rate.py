@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from etl.sandbox import Graph, Sandbox, SandboxConfig
-from tests.unit.sandbox_helpers import CONFIG, FakeClock, call
-
-
-@pytest.fixture(scope="module")
-def graph() -> Graph:
-    return Graph(600, seed=3)
-
-
-@pytest.fixture
-def sandbox(graph: Graph) -> Sandbox:
-    return Sandbox(graph, CONFIG, clock=FakeClock())
+from tests.unit.sandbox_helpers import FakeClock, call
 
 
 def test_rate_limit_answers_60007_within_a_second(graph: Graph) -> None:

@@ -22,21 +22,6 @@ from tests.unit.sandbox_helpers import (
 )
 
 
-@pytest.fixture(scope="module")
-def graph() -> Graph:
-    return Graph(600, seed=3)
-
-
-@pytest.fixture
-def sandbox(graph: Graph) -> Sandbox:
-    return Sandbox(graph, CONFIG, clock=FakeClock())
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Graph:
-    return Graph(600, seed=3, hostile=0.02)
-
-
 def test_paging_returns_exactly_the_list(sandbox: Sandbox, graph: Graph) -> None:
     """Paging with a small WantNum returns every item once, in ascending To_Account order."""
     account = most_fans(graph)

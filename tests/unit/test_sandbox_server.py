@@ -13,16 +13,6 @@ from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
 from tests.unit.sandbox_helpers import CONFIG, FOLLOW_GET, FakeClock, most_fans, query
 
 
-@pytest.fixture(scope="module")
-def graph() -> Graph:
-    return Graph(600, seed=3)
-
-
-@pytest.fixture
-def sandbox(graph: Graph) -> Sandbox:
-    return Sandbox(graph, CONFIG, clock=FakeClock())
-
-
 def test_mock_transport_serves_an_httpx_client(sandbox: Sandbox, graph: Graph) -> None:
     """An httpx.Client on the sandbox's MockTransport gets the same answers as handle."""
     with httpx.Client(transport=sandbox.transport(), base_url="https://sandbox") as client:

@@ -21,23 +21,8 @@ from tests.unit.sandbox_helpers import (
 
 
 @pytest.fixture(scope="module")
-def graph() -> Graph:
-    return Graph(600, seed=3)
-
-
-@pytest.fixture(scope="module")
 def big_graph() -> Graph:
     return Graph(20_000, seed=1)
-
-
-@pytest.fixture
-def sandbox(graph: Graph) -> Sandbox:
-    return Sandbox(graph, CONFIG, clock=FakeClock())
-
-
-@pytest.fixture(scope="module")
-def hostile() -> Graph:
-    return Graph(600, seed=3, hostile=0.02)
 
 
 def test_same_seed_gives_same_edges_and_profiles() -> None:
