@@ -239,6 +239,18 @@ def sandbox_settings(config: SandboxConfig, url: str, **overrides: Any) -> ApiSe
     return ApiSettings(**values)
 
 
+def sandbox_env(server: SandboxServer) -> dict[str, str]:
+    """The environment variables that point follow-etl at a sandbox server: its URL, app,
+    admin and secret key (what api_settings is, as the CLI and an orchestrator pass it)."""
+    config = server.sandbox.config
+    return {
+        "IM_BASE_URL": server.url,
+        "IM_SDKAPPID": str(config.sdkappid),
+        "IM_ADMIN": config.admin,
+        "IM_SECRET_KEY": config.secret_key,
+    }
+
+
 def api_settings(server: SandboxServer, **overrides: Any) -> ApiSettings:
     """API settings pointing at a sandbox server (see sandbox_settings)."""
     return sandbox_settings(server.sandbox.config, server.url, **overrides)

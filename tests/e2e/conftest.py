@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 from etl.sandbox import SandboxServer
-from tests.conftest import IN_CI, PG_SERVER
+from tests.conftest import IN_CI, PG_SERVER, sandbox_env
 
 CLOCKSHIFT_SOURCE = Path(__file__).with_name("clockshift.c")
 PG_RESTART_OPT_IN = "FOLLOW_ETL_TEST_PG_RESTART"
@@ -225,13 +225,7 @@ def cli_env(
         database = database.render_as_string(hide_password=False)
     env["DATABASE_URL"] = database
     if server is not None:
-        config = server.sandbox.config
-        env.update(
-            IM_BASE_URL=server.url,
-            IM_SDKAPPID=str(config.sdkappid),
-            IM_ADMIN=config.admin,
-            IM_SECRET_KEY=config.secret_key,
-        )
+        env.update(sandbox_env(server))
     env["IM_RETRY_WAIT"] = "0"
     for name, value in extra.items():
         if value is None:

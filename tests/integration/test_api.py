@@ -17,7 +17,7 @@ from sqlalchemy.engine import URL
 from etl import api
 from etl.sandbox import Graph, SandboxServer
 from etl.store import db, workers
-from tests.conftest import TYPES, nonempty, stored_lists
+from tests.conftest import TYPES, nonempty, sandbox_env, stored_lists
 
 Start = Callable[..., SandboxServer]
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -40,14 +40,7 @@ def environment(
         url = url.render_as_string(hide_password=False)
     env = {"DATABASE_URL": url, "IM_RETRY_WAIT": "0", "IM_RETRY_ATTEMPTS": "2"}
     if server is not None:
-        config = server.sandbox.config
-        env.update(
-            IM_BASE_URL=server.url,
-            IM_SDKAPPID=str(config.sdkappid),
-            IM_ADMIN=config.admin,
-            IM_SECRET_KEY=config.secret_key,
-            IM_RATE="5000",
-        )
+        env.update(sandbox_env(server), IM_RATE="5000")
     env.update(extra)
     return env
 
