@@ -9,36 +9,25 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
+from etl.store import side_tables
+from etl.store.meta import (
+    CONTENT_DIGEST_COMMENT,
+    PRUNED_AT_COMMENT,
+    TAGS_RAW_COMMENT,
+    JsonDoc,
+    Timestamp,
+    metadata,
+)
 from etl.store.types import ProfileSequence
 from etl.tencent.profile import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 
 # Lists a claim may take (a held list: its confirming crawl, see etl.holds).
 OPEN_STATUSES = "status IN ('pending', 'running', 'failed', 'held')"
 MAX_FAILURES = 3  # a list that failed in this many syncs of its run is given up
-
-
-metadata = sa.MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
-
-Timestamp = sa.DateTime(timezone=True)
-PRUNED_AT_COMMENT = "when `prune` deleted the run's checkpoints (its counters stay)"
-TAGS_RAW_COMMENT = "the exact ProfileItem (ASCII JSON) when storing it changed anything, else null"
-CONTENT_DIGEST_COMMENT = (
-    "digest of tags and tags_raw; the same version seen with another is a conflict"
-)
-JsonDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 follow_edges = sa.Table(
     "follow_edges",
@@ -63,6 +52,13 @@ follow_edges = sa.Table(
         comment=(
             "last inserted, listed again, given a new follow time or removed (null: before 0008)"
         ),
+    ),
+    sa.Column(
+        "time_provisional",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="follow_time is a callback's EventTime until a crawl stores FollowTime",
     ),
     sa.CheckConstraint("follow_type IN (1, 2, 3)", name="follow_type"),
     sa.Index(None, "to_account"),
@@ -305,9 +301,29 @@ follow_lists = sa.Table(
     sa.Column("baseline_run_id", sa.Integer, nullable=False),
     sa.Column("baseline_at", Timestamp, nullable=False),
     sa.Column("items", sa.BigInteger, nullable=True, comment="items its last complete crawl found"),
+    sa.Column(
+        "crawled_at",
+        Timestamp,
+        nullable=True,
+        comment="start of its last complete crawl: older callbacks are stale for it",
+    ),
+    sa.Column(
+        "live_from",
+        Timestamp,
+        nullable=True,
+        comment="first callback change since its last complete crawl (null: none)",
+    ),
+    # The lists callbacks touched since their last complete crawl (sync --changed-first).
+    sa.Index(
+        "ix_follow_lists_live_from",
+        "live_from",
+        postgresql_where=sa.text("live_from IS NOT NULL"),
+        sqlite_where=sa.text("live_from IS NOT NULL"),
+    ),
 )
 
-# What sync saw change: an edge that appeared in a list with a baseline, or left one.
+# What changed: an edge that appeared in a list with a baseline, or left one, as a sync saw it
+# (source 'crawl', with its run) or as a callback said it (source 'callback', no run).
 follow_edge_events = sa.Table(
     "follow_edge_events",
     metadata,
@@ -322,8 +338,12 @@ follow_edge_events = sa.Table(
     sa.Column("to_account", sa.String, nullable=False),
     sa.Column("event", sa.String, nullable=False, comment="added or removed"),
     sa.Column("observed_at", Timestamp, nullable=False),
-    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=True),
+    sa.Column(
+        "source", sa.String, nullable=False, server_default="crawl", comment="crawl or callback"
+    ),
     sa.CheckConstraint("event IN ('added', 'removed')", name="event"),
+    sa.CheckConstraint("source IN ('crawl', 'callback')", name="source"),
     sa.Index(None, "account", "observed_at"),
     sa.Index(None, "observed_at"),
 )
@@ -358,25 +378,10 @@ quarantined_items = sa.Table(
     sa.UniqueConstraint("run_id", "account", "follow_type", "item_digest"),
 )
 
-# The lists a verification found disagreeing with follow_get_info (etl.verify): the report
-# shows the first few; `verify --repair` reads them all back from here, a chunk at a time.
-verify_mismatches = sa.Table(
-    "verify_mismatches",
-    metadata,
-    sa.Column("run_id", sa.Integer, primary_key=True, comment="the run verified"),
-    sa.Column("verified_at", Timestamp, primary_key=True),
-    sa.Column("account", sa.String, primary_key=True),
-    sa.Column("follow_type", sa.SmallInteger, primary_key=True),
-    sa.Column("stored", sa.BigInteger, nullable=False),
-    sa.Column("api", sa.BigInteger, nullable=False),
-    sa.Column(
-        "missing",
-        sa.Boolean,
-        nullable=False,
-        server_default=sa.false(),
-        comment="the API says the account does not exist",
-    ),
-)
+# The tables of `verify` and `listen` (etl.store.side_tables), in the same metadata.
+verify_mismatches = side_tables.verify_mismatches
+live_pairs = side_tables.live_pairs
+list_reconciliation = side_tables.list_reconciliation
 
 
 def is_open(failed_before: datetime | None = None) -> sa.ColumnElement[bool]:
