@@ -23,3 +23,5 @@ CONTENT_DIGEST_COMMENT = (
     "digest of tags and tags_raw; the same version seen with another is a conflict"
 )
 JsonDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+PROVISIONAL = "follow_time is a callback's EventTime until a crawl stores FollowTime"
+TOUCHED = "changed by callbacks since its last complete crawl (--changed-first)"

@@ -13,8 +13,10 @@ import sqlalchemy as sa
 from etl.store import side_tables
 from etl.store.meta import (
     CONTENT_DIGEST_COMMENT,
+    PROVISIONAL,
     PRUNED_AT_COMMENT,
     TAGS_RAW_COMMENT,
+    TOUCHED,
     JsonDoc,
     Timestamp,
     metadata,
@@ -58,7 +60,7 @@ follow_edges = sa.Table(
         sa.Boolean,
         nullable=False,
         server_default=sa.false(),
-        comment="follow_time is a callback's EventTime until a crawl stores FollowTime",
+        comment=PROVISIONAL,
     ),
     sa.CheckConstraint("follow_type IN (1, 2, 3)", name="follow_type"),
     sa.Index(None, "to_account"),
@@ -188,6 +190,7 @@ sync_checkpoints = sa.Table(
         nullable=True,
         comment="when the list's crawl began (database clock): it undoes no later change",
     ),
+    sa.Column("touched", sa.Boolean, nullable=False, server_default=sa.false(), comment=TOUCHED),
     sa.CheckConstraint(
         "status IN ('pending', 'running', 'done', 'skipped', 'failed', 'held')", name="status"
     ),
@@ -200,11 +203,12 @@ sync_checkpoints = sa.Table(
         postgresql_where=sa.text("last_error IS NOT NULL"),
         sqlite_where=sa.text("last_error IS NOT NULL"),
     ),
-    # Open lists, biggest first: what a claim reads (never the lists already done).
+    # Open lists, touched first, biggest first: what a claim reads (never the lists done).
     sa.Index(
         "ix_sync_checkpoints_open",
         "run_id",
-        "expected_items",  # read backwards: biggest first
+        "touched",
+        "expected_items",  # read backwards: touched first, biggest first
         postgresql_where=sa.text(OPEN_STATUSES),
         sqlite_where=sa.text(OPEN_STATUSES),
     ),

@@ -13,6 +13,9 @@ Create Date: 2026-12-07
 - follow_lists.live_from: when the first callback change to the list since its last complete
   crawl was applied (null: none): a sync can crawl these lists first (--changed-first), and the
   crawl that completes the list reconciles the callback changes from then on.
+- sync_checkpoints.touched: callbacks changed the list since its last complete crawl when the
+  run listed it with --changed-first; claims take touched lists first, each group biggest
+  first (the open-lists index leads with it).
 - live_pairs: per unordered pair of accounts, the newest callback applied in each direction
   (EventTime in ms, followed or not): the ordering rule for duplicated and reordered callbacks,
   and the row two listeners lock, so a mutual follow is decided once.
@@ -33,6 +36,8 @@ depends_on: str | Sequence[str] | None = None
 
 Timestamp = sa.DateTime(timezone=True)
 SOURCE_CHECK = "ck_follow_edge_events_source"
+OPEN_STATUSES = "status IN ('pending', 'running', 'failed', 'held')"  # as of this revision
+TOUCHED_COMMENT = "changed by callbacks since its last complete crawl (--changed-first)"
 PROVISIONAL_COMMENT = "follow_time is a callback's EventTime until a crawl stores FollowTime"
 
 OLD_CURRENT_FOLLOW_EDGES = """
@@ -47,6 +52,22 @@ SELECT account, follow_type, to_account, follow_time, first_seen_at, time_provis
 FROM follow_edges
 WHERE removed_at IS NULL
 """
+
+# As revision 0002 made it (over follow_edge_events, which SQLite copies here).
+DAILY_FOLLOW_CHANGES = """
+CREATE VIEW daily_follow_changes AS
+SELECT account,
+       follow_type,
+       {day} AS day,
+       SUM(CASE WHEN event = 'added' THEN 1 ELSE 0 END) AS gained,
+       SUM(CASE WHEN event = 'removed' THEN 1 ELSE 0 END) AS lost
+FROM follow_edge_events
+GROUP BY account, follow_type, {day}
+"""
+DAY = {
+    "postgresql": "CAST(observed_at AT TIME ZONE 'UTC' AS DATE)",
+    "sqlite": "date(observed_at)",
+}
 
 # Per run: the lists it reconciled, the changes the callbacks brought (live) and those the
 # crawl had to make (drift), and the share seen live (null: nothing changed).
@@ -67,18 +88,21 @@ GROUP BY run_id
 
 def upgrade() -> None:
     op.execute("DROP VIEW current_follow_edges")
-    with op.batch_alter_table("follow_edges", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column(
-                "time_provisional",
-                sa.Boolean(),
-                nullable=False,
-                server_default=sa.false(),
-                comment=PROVISIONAL_COMMENT,
-            )
-        )
+    op.add_column(
+        "follow_edges",
+        sa.Column(
+            "time_provisional",
+            sa.Boolean(),
+            nullable=False,
+            server_default=sa.false(),
+            comment=PROVISIONAL_COMMENT,
+        ),
+    )
     op.execute(CURRENT_FOLLOW_EDGES)
 
+    # SQLite copies the table to make run_id nullable: the view over it goes and comes back.
+    day = DAY[op.get_bind().dialect.name]
+    op.execute("DROP VIEW daily_follow_changes")
     with op.batch_alter_table("follow_edge_events", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -90,31 +114,49 @@ def upgrade() -> None:
             )
         )
         batch_op.alter_column("run_id", existing_type=sa.Integer(), nullable=True)
-        batch_op.create_check_constraint(op.f(SOURCE_CHECK), sa.text("source IN ('crawl', 'callback')"))
+        batch_op.create_check_constraint(
+            op.f(SOURCE_CHECK), sa.text("source IN ('crawl', 'callback')")
+        )
 
-    with op.batch_alter_table("follow_lists", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column(
-                "crawled_at",
-                Timestamp,
-                nullable=True,
-                comment="start of its last complete crawl: older callbacks are stale for it",
-            )
-        )
-        batch_op.add_column(
-            sa.Column(
-                "live_from",
-                Timestamp,
-                nullable=True,
-                comment="first callback change since its last complete crawl (null: none)",
-            )
-        )
-        batch_op.create_index(
-            "ix_follow_lists_live_from",
-            ["live_from"],
-            postgresql_where=sa.text("live_from IS NOT NULL"),
-            sqlite_where=sa.text("live_from IS NOT NULL"),
-        )
+    op.execute(DAILY_FOLLOW_CHANGES.format(day=day))
+
+    op.add_column(
+        "follow_lists",
+        sa.Column(
+            "crawled_at",
+            Timestamp,
+            nullable=True,
+            comment="start of its last complete crawl: older callbacks are stale for it",
+        ),
+    )
+    op.add_column(
+        "follow_lists",
+        sa.Column(
+            "live_from",
+            Timestamp,
+            nullable=True,
+            comment="first callback change since its last complete crawl (null: none)",
+        ),
+    )
+    op.create_index(
+        "ix_follow_lists_live_from",
+        "follow_lists",
+        ["live_from"],
+        postgresql_where=sa.text("live_from IS NOT NULL"),
+        sqlite_where=sa.text("live_from IS NOT NULL"),
+    )
+
+    op.add_column(
+        "sync_checkpoints",
+        sa.Column(
+            "touched",
+            sa.Boolean(),
+            nullable=False,
+            server_default=sa.false(),
+            comment=TOUCHED_COMMENT,
+        ),
+    )
+    _open_index(["run_id", "touched", "expected_items"])
 
     op.create_table(
         "live_pairs",
@@ -172,16 +214,29 @@ def downgrade() -> None:
     op.execute("DROP VIEW run_reconciliation")
     op.drop_table("list_reconciliation")
     op.drop_table("live_pairs")
-    with op.batch_alter_table("follow_lists", schema=None) as batch_op:
-        batch_op.drop_index("ix_follow_lists_live_from")
-        batch_op.drop_column("live_from")
-        batch_op.drop_column("crawled_at")
+    _open_index(["run_id", "expected_items"])
+    op.drop_column("sync_checkpoints", "touched")
+    op.drop_index("ix_follow_lists_live_from", table_name="follow_lists")
+    op.drop_column("follow_lists", "live_from")
+    op.drop_column("follow_lists", "crawled_at")
     op.execute("DELETE FROM follow_edge_events WHERE source = 'callback'")
+    op.execute("DROP VIEW daily_follow_changes")
     with op.batch_alter_table("follow_edge_events", schema=None) as batch_op:
         batch_op.drop_constraint(op.f(SOURCE_CHECK), type_="check")
         batch_op.alter_column("run_id", existing_type=sa.Integer(), nullable=False)
         batch_op.drop_column("source")
+    op.execute(DAILY_FOLLOW_CHANGES.format(day=DAY[op.get_bind().dialect.name]))
     op.execute("DROP VIEW current_follow_edges")
-    with op.batch_alter_table("follow_edges", schema=None) as batch_op:
-        batch_op.drop_column("time_provisional")
+    op.drop_column("follow_edges", "time_provisional")
     op.execute(OLD_CURRENT_FOLLOW_EDGES)
+
+
+def _open_index(columns: list[str]) -> None:
+    op.drop_index("ix_sync_checkpoints_open", table_name="sync_checkpoints")
+    op.create_index(
+        "ix_sync_checkpoints_open",
+        "sync_checkpoints",
+        columns,
+        postgresql_where=sa.text(OPEN_STATUSES),
+        sqlite_where=sa.text(OPEN_STATUSES),
+    )

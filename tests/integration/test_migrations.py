@@ -30,6 +30,8 @@ TABLES = {
     "quarantined_items",
     "sync_run_counters",
     "verify_mismatches",
+    "live_pairs",
+    "list_reconciliation",
 }
 VIEWS = {
     "current_follow_edges",
@@ -37,6 +39,7 @@ VIEWS = {
     "follows",
     "account_follow_counts",
     "daily_follow_changes",
+    "run_reconciliation",
 }
 
 

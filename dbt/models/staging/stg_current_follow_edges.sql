@@ -6,5 +6,6 @@ select
         as follow_type_name,
     to_account,
     follow_time,
-    first_seen_at
+    first_seen_at,
+    time_provisional
 from {{ source('follow_etl', 'current_follow_edges') }}
