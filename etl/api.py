@@ -6,12 +6,12 @@
     print(result.run_id, result.counts())
 
 The functions are the CLI's commands (the CLI is a thin user of them): ``migrate``, ``sync``,
-``work``, ``verify``, ``status``, ``prune``, ``prune_events``, ``report``, ``usersig`` and
-``demo`` (with ``demo_summary``). Each works in one ``etl.session.session`` (the settings'
-database, its schema checked, every error the EtlError of its exit code, disposed at the
-end) and takes its configuration from ``settings`` (etl.config.Settings) or else, like the
-CLI, from the environment (``env``: a mapping, default ``os.environ``; the variables of the
-README's configuration table).
+``work``, ``verify``, ``status``, ``prune``, ``prune_events``, ``report``, ``usersig``,
+``listen`` and ``demo`` (with ``demo_summary``). Each works in one ``etl.session.session``
+(the settings' database, its schema checked, every error the EtlError of its exit code,
+disposed at the end) and takes its configuration from ``settings`` (etl.config.Settings) or
+else, like the CLI, from the environment (``env``: a mapping, default ``os.environ``; the
+variables of the README's configuration table).
 
 A call returns when the command would exit 0, and raises otherwise, one exception class per
 exit code (etl.errors, ``exc.exit_code``):
@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +59,9 @@ from etl.errors import (
     UsageError,
     VerifyMismatch,
 )
-from etl.results import DEFAULT_CONCURRENCY, Progress, SyncReport, Verification
+from etl.live import settings as listening
+from etl.live.settings import ListenReport
+from etl.results import DEFAULT_CONCURRENCY, Migration, Progress, SyncReport, Verification
 from etl.session import (
     KEPT,
     StopRequest,
@@ -89,6 +91,7 @@ __all__ = [
     "FatalApiError",
     "Interrupted",
     "JobBusy",
+    "ListenReport",
     "Migration",
     "Progress",
     "Pruned",
@@ -103,6 +106,7 @@ __all__ = [
     "as_error",
     "demo",
     "demo_summary",
+    "listen",
     "migrate",
     "prune",
     "prune_events",
@@ -114,20 +118,6 @@ __all__ = [
     "verify",
     "work",
 ]
-
-
-@dataclass(frozen=True)
-class Migration:
-    """What ``migrate`` did."""
-
-    before: str | None  # the revision the database was at (None: empty)
-    after: str
-    created_schema: bool  # FOLLOW_ETL_SCHEMA did not exist and was created
-
-    @property
-    def changed(self) -> bool:
-        """True when the schema was upgraded."""
-        return self.before != self.after
 
 
 def migrate(*, settings: Settings | None = None, env: Mapping[str, str] | None = None) -> Migration:
@@ -384,3 +374,27 @@ def usersig(
         now=int(time.time()),
         expire=expire,
     )
+
+
+def listen(
+    *,
+    host: str = listening.DEFAULT_HOST,
+    port: int = listening.DEFAULT_PORT,
+    path: str = listening.DEFAULT_PATH,
+    max_body: int = listening.DEFAULT_MAX_BODY,
+    ack_timeout: float = listening.DEFAULT_ACK_TIMEOUT,
+    settings: Settings | None = None,
+    env: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+    ready: Callable[[str], None] | None = None,
+) -> ListenReport:
+    """Apply Tencent's follow callbacks POSTed to http://HOST:PORT/PATH (etl.live), each
+    acknowledged once committed, until ``stop`` (or, in the main thread, SIGINT or SIGTERM);
+    ``ready`` gets the URL once it serves. ConfigError without IM_SDKAPPID, or without
+    IM_CALLBACK_TOKEN off loopback; UsageError for an address it cannot bind."""
+    from etl.live.server import serve  # uvicorn is imported by `listen` alone
+
+    settings = settings or settings_from(env)
+    checked = listening.listen_settings(settings, host, port, path, max_body, ack_timeout)
+    with session(settings) as engine:
+        return serve(engine, checked, stop=stop, ready=ready)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from etl.cli import values
 from etl.cli.commands import (
     cmd_demo,
+    cmd_listen,
     cmd_migrate,
     cmd_prune,
     cmd_prune_events,
@@ -21,6 +22,7 @@ from etl.cli.commands import (
     cmd_worker,
 )
 from etl.cli.parser import Commands, documented, metrics_options
+from etl.live import settings as listening
 from etl.results import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from etl.store.retention import DEFAULT_KEEP_RUNS
 from etl.tencent.usersig import DEFAULT_EXPIRE
@@ -146,6 +148,55 @@ def add_worker(commands: Commands) -> argparse.ArgumentParser:
     p.add_argument("--job", default="default", help="the job to work on (default: default)")
     metrics_options(p)
     p.set_defaults(func=cmd_worker)
+    return p
+
+
+def add_listen(commands: Commands) -> argparse.ArgumentParser:
+    p = documented(
+        commands,
+        "listen",
+        help="receive Tencent's follow callbacks and apply them to the graph, live",
+        description="Serve the app's callback URL (uvicorn): Follow.CallbackAfterFollowAdd and\n"
+        "Follow.CallbackAfterFollowDelete, checked (SdkAppid, and Sign and RequestTime with\n"
+        "IM_CALLBACK_TOKEN, required unless bound to loopback) and applied to the lists the\n"
+        "store keeps; each is acknowledged (200) only once committed. GET /healthz and GET\n"
+        "/metrics (Prometheus) beside it. SIGTERM or Ctrl-C: stop accepting, finish the\n"
+        "callbacks in flight and exit 0 within 10 s. Run several behind a load balancer.",
+    )
+    p.add_argument(
+        "--host",
+        default=listening.DEFAULT_HOST,
+        help=f"the address to bind (default {listening.DEFAULT_HOST}; 0.0.0.0 for every "
+        "interface, which needs IM_CALLBACK_TOKEN)",
+    )
+    p.add_argument(
+        "--port",
+        type=values.port,
+        default=listening.DEFAULT_PORT,
+        help=f"the TCP port (default {listening.DEFAULT_PORT}; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--path",
+        type=values.url_path,
+        default=listening.DEFAULT_PATH,
+        help="the callback path, as in the console's callback URL (default /)",
+    )
+    p.add_argument(
+        "--max-body",
+        type=values.count(1),
+        default=listening.DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help=f"refuse a larger body with 413 (default {listening.DEFAULT_MAX_BODY})",
+    )
+    p.add_argument(
+        "--ack-timeout",
+        type=values.positive(float),
+        default=listening.DEFAULT_ACK_TIMEOUT,
+        metavar="SECONDS",
+        help="answer 503 to a callback not committed within this time "
+        f"(default {listening.DEFAULT_ACK_TIMEOUT:g})",
+    )
+    p.set_defaults(func=cmd_listen)
     return p
 
 
@@ -344,6 +395,7 @@ COMMANDS: tuple[Callable[[Commands], argparse.ArgumentParser], ...] = (
     add_migrate,
     add_sync,
     add_worker,
+    add_listen,
     add_status,
     add_verify,
     add_prune,

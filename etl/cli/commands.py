@@ -69,6 +69,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_listen(args: argparse.Namespace) -> int:
+    """Receive the follow callbacks until SIGTERM or Ctrl-C."""
+    report = api.listen(
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        max_body=args.max_body,
+        ack_timeout=args.ack_timeout,
+        settings=api.settings_from(),
+        ready=output.listening,
+    )
+    output.listen_report(report)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the latest run of a job."""
     doc = api.status(args.job, settings=api.settings_from())

@@ -5,6 +5,7 @@ The final error line is etl.console.error's."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,8 @@ from etl.tencent.page import TYPE_NAMES
 if TYPE_CHECKING:
     from etl.report import ReportData
     from etl.sandbox import Graph, SandboxConfig
+
+log = logging.getLogger("etl.cli")
 
 VERIFY_SHOWN = 20  # disagreeing lists and missing accounts printed; the rest are counted
 
@@ -112,6 +115,20 @@ def _sync_details(report: SyncReport) -> None:
             f"{lists['held']} lists held for a mass removal: nothing of theirs removed "
             f"(see `status --job {report.job}`)"
         )
+
+
+def listening(url: str) -> None:
+    """The line that says a listener serves (a test or a supervisor may wait for it)."""
+    log.info("listening on %s", url, extra={"event": "listening", "url": url})
+
+
+def listen_report(report: api.ListenReport) -> None:
+    """What a listener did, once it stopped."""
+    say(
+        f"listener at {report.url} stopped after {report.seconds:.1f} s: "
+        f"{report.received} callbacks received, {report.acknowledged} acknowledged, "
+        f"{report.rejected} refused, {report.unacknowledged} not acknowledged (503/500)"
+    )
 
 
 def no_unfinished_run(job: str) -> None:
