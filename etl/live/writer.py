@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
 from etl.errors import Stopped
 from etl.live.metrics import ListenMetrics
@@ -94,6 +94,14 @@ class BatchWriter:
         self._error: str | None = None  # the last database error, until a success
         self._busy_since: float | None = None
         self._thread = threading.Thread(target=self._run, name="listen-writer", daemon=True)
+        self._retryer = Retrying(
+            retry=retry_if_exception(retriable),
+            wait=wait_exponential(multiplier=0.05, max=max_wait) + wait_random(0, 0.05),
+            stop=lambda state: self._abandon.is_set(),
+            sleep=self._sleep,
+            before_sleep=self._before_retry,
+            reraise=True,
+        )
         metrics.watch_queue(lambda: self._queued)
 
     def start(self) -> None:
@@ -193,15 +201,7 @@ class BatchWriter:
     def _retrying(self, changes: Sequence[Change]) -> Applied:
         """Apply and commit ``changes``, again after each transient error, until the writer is
         abandoned (Stopped)."""
-        retryer = Retrying(
-            retry=retry_if_exception(retriable),
-            wait=wait_exponential_jitter(initial=0.05, max=self.max_wait, jitter=0.05),
-            stop=lambda state: self._abandon.is_set(),
-            sleep=self._sleep,
-            before_sleep=self._before_retry,
-            reraise=True,
-        )
-        return retryer(self._commit, changes)
+        return self._retryer(self._commit, changes)
 
     def _commit(self, changes: Sequence[Change]) -> Applied:
         self._busy_since = time.monotonic()
