@@ -156,18 +156,15 @@ def add_listen(commands: Commands) -> argparse.ArgumentParser:
         commands,
         "listen",
         help="receive Tencent's follow callbacks and apply them to the graph, live",
-        description="Serve the app's callback URL (uvicorn): Follow.CallbackAfterFollowAdd and\n"
-        "Follow.CallbackAfterFollowDelete, checked (SdkAppid, and Sign and RequestTime with\n"
-        "IM_CALLBACK_TOKEN, required unless bound to loopback) and applied to the lists the\n"
-        "store keeps; each is acknowledged (200) only once committed. GET /healthz and GET\n"
-        "/metrics (Prometheus) beside it. SIGTERM or Ctrl-C: stop accepting, finish the\n"
-        "callbacks in flight and exit 0 within 10 s. Run several behind a load balancer.",
+        description="Serve the app's callback URL (uvicorn): the two follow callbacks, checked\n"
+        "(SdkAppid; Sign and RequestTime with IM_CALLBACK_TOKEN, required off loopback) and\n"
+        "applied to the lists the store keeps, each answered 200 once committed; GET /healthz,\n"
+        "GET /metrics. SIGTERM or Ctrl-C: stop accepting, finish, exit 0 within 10 s.",
     )
     p.add_argument(
         "--host",
         default=listening.DEFAULT_HOST,
-        help=f"the address to bind (default {listening.DEFAULT_HOST}; 0.0.0.0 for every "
-        "interface, which needs IM_CALLBACK_TOKEN)",
+        help=f"the address to bind (default {listening.DEFAULT_HOST}; others need the token)",
     )
     p.add_argument(
         "--port",
@@ -176,10 +173,7 @@ def add_listen(commands: Commands) -> argparse.ArgumentParser:
         help=f"the TCP port (default {listening.DEFAULT_PORT}; 0 picks a free one)",
     )
     p.add_argument(
-        "--path",
-        type=values.url_path,
-        default=listening.DEFAULT_PATH,
-        help="the callback path, as in the console's callback URL (default /)",
+        "--path", type=values.url_path, default="/", help="the callback path (default /)"
     )
     p.add_argument(
         "--max-body",
@@ -193,8 +187,7 @@ def add_listen(commands: Commands) -> argparse.ArgumentParser:
         type=values.positive(float),
         default=listening.DEFAULT_ACK_TIMEOUT,
         metavar="SECONDS",
-        help="answer 503 to a callback not committed within this time "
-        f"(default {listening.DEFAULT_ACK_TIMEOUT:g})",
+        help="503 for a callback not committed by then (default 10)",
     )
     p.set_defaults(func=cmd_listen)
     return p

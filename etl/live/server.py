@@ -139,11 +139,27 @@ def serve(
     return _report(url, time.monotonic() - started, metrics)
 
 
+class _PlainRecords(logging.Filter):
+    """uvicorn's records carry an ANSI-coloured copy of their message; not ours to show."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        return True
+
+
+_PLAIN = _PlainRecords()
+
+
 def _config(app: ListenApp) -> uvicorn.Config:
+    for name in ("uvicorn", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if _PLAIN not in logger.filters:
+            logger.addFilter(_PLAIN)
     return uvicorn.Config(
         app,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools",
+        ws="none",
         lifespan="on",
         log_config=None,  # the command's logging, as set up by etl.console
         access_log=False,

@@ -190,7 +190,7 @@ class BatchWriter:
                 return
             log.error(
                 "a callback's changes could not be applied: %s",
-                db.first_line(exc) if db.is_database_error(exc) else exc,
+                db.first_line(exc) if db.is_database_error(exc) else repr(exc),
                 extra={"event": "callback_failed", "changes": len(changes)},
                 exc_info=not db.is_database_error(exc),
             )

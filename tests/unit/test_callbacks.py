@@ -331,9 +331,11 @@ def expected(command: str, doc: Any) -> list[Change] | None:
     rules, written apart from the code)."""
     if not isinstance(doc, dict) or doc.get("CallbackCommand") != command:
         return None
-    account, at = doc.get("From_Account"), doc.get("EventTime")
+    account: Any = doc.get("From_Account")
+    at: Any = doc.get("EventTime")
     if not _key(account) or type(at) is not int or not 0 <= at < 2**63:
         return None
+    targets: Any
     if command == ADD:
         items = doc.get("FollowList")
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
@@ -341,9 +343,7 @@ def expected(command: str, doc: Any) -> list[Change] | None:
         targets = [i.get("To_Account") for i in items]
     else:
         targets = doc.get("To_Account")
-        if not isinstance(targets, list):
-            return None
-    if not all(_key(t) and t != account for t in targets):
+    if not isinstance(targets, list) or not all(_key(t) and t != account for t in targets):
         return None
     return [Change(account, t, command == ADD, at) for t in targets]
 

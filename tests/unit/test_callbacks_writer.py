@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -71,7 +72,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     made.engine.dispose()
 
 
-def writer(store: Store, **options: int | float) -> BatchWriter:
+def writer(store: Store, **options: Any) -> BatchWriter:
     return BatchWriter(store.engine, store.notify, ListenMetrics(), apply=store.apply, **options)
 
 
