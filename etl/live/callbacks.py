@@ -16,8 +16,8 @@ A request is checked in this order, and the first failure decides its answer:
                           object
     wrong_types      400  From_Account not a non-empty string; FollowList not a list of objects
                           with a To_Account string (add), To_Account not a list of strings
-                          (delete); an empty or self-followed To_Account; EventTime not an
-                          integer in [0, 2**63)
+                          (delete); an empty To_Account; EventTime not an integer in
+                          [0, 2**63)
     unstorable       400  an account id the tables cannot hold: NUL, a lone surrogate, or over
                           255 bytes (etl.tencent.text.key_problem, as the crawl)
 
@@ -242,7 +242,7 @@ def _add_targets(doc: dict[str, Any]) -> Sequence[str] | Rejection:
     for n, item in enumerate(items):
         if not isinstance(item, dict):
             return reject("wrong_types", f"FollowList[{n}] is not an object")
-        refused = _target_problem(f"FollowList[{n}].To_Account", item.get("To_Account"), doc)
+        refused = _account_problem(f"FollowList[{n}].To_Account", item.get("To_Account"))
         if refused is not None:
             return refused
         targets.append(item["To_Account"])
@@ -255,17 +255,10 @@ def _delete_targets(doc: dict[str, Any]) -> Sequence[str] | Rejection:
     if not isinstance(items, list):
         return reject("wrong_types", "To_Account is not a list")
     for n, item in enumerate(items):
-        refused = _target_problem(f"To_Account[{n}]", item, doc)
+        refused = _account_problem(f"To_Account[{n}]", item)
         if refused is not None:
             return refused
     return items
-
-
-def _target_problem(where: str, value: Any, doc: dict[str, Any]) -> Rejection | None:
-    refused = _account_problem(where, value)
-    if refused is None and value == doc.get("From_Account"):
-        return reject("wrong_types", f"{where} is From_Account itself")
-    return refused
 
 
 def _account_problem(where: str, value: Any) -> Rejection | None:

@@ -274,7 +274,6 @@ def _doc(**fields: Any) -> bytes:
         _doc(FollowList=[{"To_Account": 5}]),
         _doc(FollowList=[{"To_Account": ""}]),
         _doc(FollowList=[{"To_Account": ["B"]}]),
-        _doc(FollowList=[{"To_Account": "A"}]),  # follows itself
     ],
 )
 def test_wrong_field_types_are_wrong_types(body: bytes) -> None:
@@ -282,9 +281,7 @@ def test_wrong_field_types_are_wrong_types(body: bytes) -> None:
     assert reason(call(body)) == "wrong_types"
 
 
-@pytest.mark.parametrize(
-    "targets", ["B", [{"To_Account": "B"}], [None], ["B", 3], [""], ["A"], None]
-)
+@pytest.mark.parametrize("targets", ["B", [{"To_Account": "B"}], [None], ["B", 3], [""], None])
 def test_a_delete_to_account_that_is_not_a_list_of_ids_is_wrong_types(targets: Any) -> None:
     """To_Account of a delete is a flat list of strings."""
     doc = {"CallbackCommand": DELETE, "From_Account": "A", "To_Account": targets, "EventTime": 1}
@@ -343,7 +340,7 @@ def expected(command: str, doc: Any) -> list[Change] | None:
         targets = [i.get("To_Account") for i in items]
     else:
         targets = doc.get("To_Account")
-    if not isinstance(targets, list) or not all(_key(t) and t != account for t in targets):
+    if not isinstance(targets, list) or not all(_key(t) for t in targets):
         return None
     return [Change(account, t, command == ADD, at) for t in targets]
 
