@@ -176,10 +176,10 @@ def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family, backlog=BACKLOG)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot listen on {address(host, port, '')}: {exc.strerror or exc}"
-        ) from None
+    except OSError as exc:  # create_server adds "(while attempting to bind ...)": cut
+        why = str(exc.strerror or exc).split(" (while attempting", 1)[0]
+        shown = f"[{host}]" if ":" in host else host or "*"
+        raise UsageError(f"cannot listen on {shown}:{port}: {why}") from None
 
 
 def address(host: str, port: int, path: str) -> str:
