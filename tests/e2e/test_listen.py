@@ -205,3 +205,16 @@ def test_an_unmigrated_database_exits_5_in_one_line(tmp_path: Path) -> None:
     result = etl(env, tmp_path, "listen", "--port", "0")
     assert result.returncode == 5
     assert "follow-etl migrate" in assert_one_error_line(result)
+
+
+def test_help_names_every_option_and_the_token(tmp_path: Path) -> None:
+    """``listen --help`` exits 0 and names its options and IM_CALLBACK_TOKEN; the program's
+    help lists the command."""
+    env = cli_env(f"sqlite:///{tmp_path / 'unused.db'}")
+    result = etl(env, tmp_path, "listen", "--help")
+    assert result.returncode == 0, result.stderr
+    for option in ("--host", "--port", "--path", "--max-body", "--ack-timeout", "--log-format"):
+        assert option in result.stdout, option
+    assert "IM_CALLBACK_TOKEN" in result.stdout
+    assert "listen" in etl(env, tmp_path, "--help").stdout
+    assert not (tmp_path / "unused.db").exists()
