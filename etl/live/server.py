@@ -36,8 +36,10 @@ from etl.store import live
 
 log = logging.getLogger(__name__)
 
-ACK_GRACE = 5.0  # seconds a waiting callback gets once a stop is asked
-GRACEFUL_SECONDS = 7  # uvicorn's wait for the requests in flight (then it cancels them)
+ACK_GRACE = 3.0  # seconds a waiting callback gets once a stop is asked (then 503)
+GRACEFUL_SECONDS = 5  # uvicorn's wait for the requests in flight (then it cancels them)
+# The stop's worst case: ACK_GRACE for the callbacks in flight, then DRAIN_SECONDS (etl.live.app)
+# for the writer: about 5.5 s, well inside the 10 s a supervisor waits before SIGKILL.
 KEEP_ALIVE_SECONDS = 65  # above the 60 s idle timeout of the common load balancers
 BACKLOG = 2048
 

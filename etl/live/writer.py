@@ -126,9 +126,9 @@ class BatchWriter:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
-        self._abandon.set()
+        self._abandon.set()  # a retry's sleep ends at once
         if self._thread.is_alive():
-            self._thread.join(1.0)  # a statement in flight: the thread is a daemon
+            self._thread.join(0.2)  # still in a statement: left to the database (a daemon)
         self._drop_queued()
 
     def problem(self) -> str | None:

@@ -161,6 +161,36 @@ def test_sigterm_under_load_exits_0_within_10_s_with_every_acknowledged_callback
     assert "Traceback" not in proc.err()
 
 
+def test_sigterm_while_the_database_holds_every_write_still_exits_0_within_10_s(
+    db_url: URL, spawn: Spawn, tmp_path: Path
+) -> None:
+    """A database that blocks every write (another session holds the lock) and callbacks
+    waiting on it: SIGTERM still ends the listener 0 within 10 s, the waiting callbacks
+    answered 503, none 200."""
+    env = listen_env(db_url)
+    migrate(env, tmp_path)
+    proc, url = start_listener(spawn, env)
+    engine = db.make_engine(db_url)
+    try:
+        with engine.connect() as holder:
+            if engine.dialect.name == "sqlite":
+                holder.exec_driver_sql("BEGIN IMMEDIATE")  # the one writer's lock
+            else:
+                holder.exec_driver_sql("LOCK TABLE live_pairs IN ACCESS EXCLUSIVE MODE")
+            with Load([url], distinct_follows(), clients=4) as load:
+                time.sleep(1.0)  # the writer is stuck on its first batch; clients wait
+                sent = proc.signal(signal.SIGTERM)
+                code = proc.wait(timeout=20)
+                took = time.monotonic() - sent
+            holder.rollback()
+    finally:
+        engine.dispose()
+    assert code == 0, proc.logs()
+    assert took < 10, f"exited {took:.1f} s after SIGTERM"
+    assert load.acknowledged == []
+    assert load.statuses.get(503, 0) >= 1, load.statuses
+
+
 @pytest.mark.postgres
 def test_kill_9_under_load_loses_no_acknowledged_callback(
     pg_url: URL, spawn: Spawn, tmp_path: Path
