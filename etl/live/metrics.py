@@ -79,7 +79,7 @@ class ListenMetrics:
         )
         self.ack_seconds = Histogram(
             "follow_etl_live_ack_seconds",
-            "an acknowledged callback: from its body read to its commit",
+            "an acknowledged callback: from its changes queued to their commit",
             buckets=SECONDS,
             registry=r,
         )
