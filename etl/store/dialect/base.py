@@ -13,8 +13,9 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.schema import CreateTable
 
 from etl.store import staging
+from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
-from etl.store.schema import Timestamp, sync_workers
+from etl.store.schema import sync_workers
 from etl.store.types import ProfileSequence
 from etl.tencent.profile import PROFILE_ROW, ProfileKey
 

@@ -23,11 +23,11 @@ from etl.store.dialect.base import (
     text,
 )
 from etl.store.dialect.postgres_session import PG_CONNECT, read_only_is_a_disconnect
+from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
 from etl.store.schema import (
     MAX_FAILURES,
     OPEN_STATUSES,
-    Timestamp,
     sync_checkpoints,
 )
 from etl.store.staging import STAGE_EDGE_COLUMNS

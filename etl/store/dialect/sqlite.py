@@ -14,11 +14,11 @@ from sqlalchemy.engine import URL, Engine
 
 from etl.store import seen
 from etl.store.dialect.base import Clock, Dialect, Row, StoredDigests, expires, machine_now, text
+from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
 from etl.store.schema import (
     MAX_FAILURES,
     OPEN_STATUSES,
-    Timestamp,
     follow_edges,
     follow_lists,
     is_open,
