@@ -21,6 +21,8 @@ from etl.tencent.profile import PROFILE_ROW, ProfileKey
 StoredDigests = dict[ProfileKey, str | None]
 Clock = Callable[[], datetime]  # a machine clock: aware UTC now
 Row = Any  # a result row with the columns a statement's docstring names
+# The columns of a row set bound into one statement (Dialect.rows): name and SQL type.
+RowColumns = Sequence[tuple[str, str]]
 
 
 def machine_now() -> datetime:
@@ -165,6 +167,25 @@ class Dialect:
     def staged_profile(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
         """A profile row (PROFILE_ROW order) as stage_profiles holds it."""
         return row
+
+    # ---- row sets --------------------------------------------------------------------------
+
+    def rows(self, name: str, columns: RowColumns) -> str:
+        """A FROM item named ``name`` with ``columns``, whose rows ``row_params`` binds: one
+        statement and a fixed text, whatever the number of rows."""
+        raise NotImplementedError
+
+    def row_params(
+        self, name: str, columns: RowColumns, rows: Sequence[tuple[Any, ...]]
+    ) -> dict[str, Any]:
+        """The parameters of ``rows`` (tuples in ``columns`` order; times as ``bind_time``
+        gives them) for the FROM item ``rows(name, columns)``."""
+        raise NotImplementedError
+
+    def lock(self, alias: str) -> str:
+        """The clause that locks the rows of ``alias`` a SELECT reads, in its ORDER BY's
+        order; empty where a transaction that writes is the only writer anyway."""
+        return ""
 
     # ---- writes ----------------------------------------------------------------------------
 

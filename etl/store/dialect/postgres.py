@@ -18,6 +18,7 @@ from etl.store.dialect.base import (
     Clock,
     Dialect,
     Row,
+    RowColumns,
     StoredDigests,
     machine_now,
     text,
@@ -281,6 +282,21 @@ class Postgres(Dialect):
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor, cursor.copy(f"COPY stage_edges ({names}) FROM STDIN") as copy:
             copy.write("".join(chunks))
+
+    def rows(self, name: str, columns: RowColumns) -> str:
+        # One array per column (as hold and advance bind theirs): a fixed text psycopg
+        # prepares once, each array one parameter whatever its length.
+        arrays = ", ".join(f"CAST(:{name}_{column} AS {kind}[])" for column, kind in columns)
+        return f"unnest({arrays}) AS {name}({', '.join(column for column, _ in columns)})"
+
+    def row_params(
+        self, name: str, columns: RowColumns, rows: Sequence[tuple[Any, ...]]
+    ) -> dict[str, Any]:
+        values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+        return {f"{name}_{column}": list(v) for (column, _), v in zip(columns, values, strict=True)}
+
+    def lock(self, alias: str) -> str:
+        return f"FOR UPDATE OF {alias}"
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)

@@ -3,6 +3,7 @@ RETURNING instead of data-modifying WITH, and this machine's clock (the only one
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -13,7 +14,16 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Engine
 
 from etl.store import seen
-from etl.store.dialect.base import Clock, Dialect, Row, StoredDigests, expires, machine_now, text
+from etl.store.dialect.base import (
+    Clock,
+    Dialect,
+    Row,
+    RowColumns,
+    StoredDigests,
+    expires,
+    machine_now,
+    text,
+)
 from etl.store.rows import Key, ListPart, ListState
 from etl.store.schema import (
     MAX_FAILURES,
@@ -136,6 +146,19 @@ class Sqlite(Dialect):
             for to, when in p.edges.items()
         ]
         self.stage(conn, stage_edges, rows)
+
+    def rows(self, name: str, columns: RowColumns) -> str:
+        # One JSON array of rows: one parameter, whatever the number of rows (SQLite caps
+        # the parameters of a statement). json_extract gives TEXT, INTEGER (true: 1) or NULL.
+        picks = ", ".join(
+            f"json_extract(value, '$[{i}]') AS {c}" for i, (c, _) in enumerate(columns)
+        )
+        return f"(SELECT {picks} FROM json_each(:{name})) AS {name}"
+
+    def row_params(
+        self, name: str, columns: RowColumns, rows: Sequence[tuple[Any, ...]]
+    ) -> dict[str, Any]:
+        return {name: json.dumps(rows, ensure_ascii=False, separators=(",", ":"))}
 
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
