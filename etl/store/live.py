@@ -50,7 +50,7 @@ from etl.store.live_rules import (
     plan,
     time_of,
 )
-from etl.store.schema import Timestamp
+from etl.store.meta import Timestamp
 
 __all__ = ["Applied", "Change", "apply"]
 

@@ -183,7 +183,7 @@ class _Batch:
             return
         for edge in direct:
             self.make_current(edge, ms, ms)
-        other = state.get(not low_to_high)
+        other = state.get(low_to_high == (a == b))  # B->A's newest (A->A: itself)
         if self.follows(b, a, other):
             since = max(ms, other[0]) if other is not None and other[1] == 0 else ms
             for edge in mutual:
