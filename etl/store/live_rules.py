@@ -135,12 +135,6 @@ def micros(value: datetime) -> int:
     return (value - EPOCH) // timedelta(microseconds=1)
 
 
-def pair_edges(pair: Pair) -> list[EdgeKey]:
-    """The six edges between the two accounts of ``pair``, both ways, every type."""
-    low, high = pair
-    return [(a, t, b) for a, b in ((low, high), (high, low)) for t in (FANS, FOLLOWS, MUTUAL)]
-
-
 class _Batch:
     """The state a batch read, changed one applied change at a time."""
 

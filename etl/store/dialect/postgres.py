@@ -18,7 +18,6 @@ from etl.store.dialect.base import (
     Clock,
     Dialect,
     Row,
-    RowColumns,
     StoredDigests,
     machine_now,
     text,
@@ -203,6 +202,10 @@ class Postgres(Dialect):
     WHERE NOT l.fresh"""
     seen_of_ending = seen.SEEN_OF_ENDING_PG
     returned = "e.account, e.follow_type, e.to_account"  # gone has these columns too
+    json_rows = ("json_array_elements(CAST(:{name} AS json)) AS x", "CAST(x ->> {i} AS {kind})")
+    probe_join = (
+        "CROSS JOIN LATERAL (SELECT * FROM {table} {alias} WHERE {on} OFFSET 0 {lock}) {alias}"
+    )
     shard = "pg_backend_pid()"  # its backend runs no other transaction until this one ends
 
     def __init__(self) -> None:
@@ -282,21 +285,6 @@ class Postgres(Dialect):
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor, cursor.copy(f"COPY stage_edges ({names}) FROM STDIN") as copy:
             copy.write("".join(chunks))
-
-    def rows(self, name: str, columns: RowColumns) -> str:
-        # One array per column (as hold and advance bind theirs): a fixed text psycopg
-        # prepares once, each array one parameter whatever its length.
-        arrays = ", ".join(f"CAST(:{name}_{column} AS {kind}[])" for column, kind in columns)
-        return f"unnest({arrays}) AS {name}({', '.join(column for column, _ in columns)})"
-
-    def row_params(
-        self, name: str, columns: RowColumns, rows: Sequence[tuple[Any, ...]]
-    ) -> dict[str, Any]:
-        values = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
-        return {f"{name}_{column}": list(v) for (column, _), v in zip(columns, values, strict=True)}
-
-    def lock(self, alias: str) -> str:
-        return f"FOR UPDATE OF {alias}"
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)

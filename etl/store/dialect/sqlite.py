@@ -3,7 +3,6 @@ RETURNING instead of data-modifying WITH, and this machine's clock (the only one
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,7 +17,6 @@ from etl.store.dialect.base import (
     Clock,
     Dialect,
     Row,
-    RowColumns,
     StoredDigests,
     expires,
     machine_now,
@@ -72,6 +70,7 @@ class Sqlite(Dialect):
       AND (c.changed_at IS NULL OR c.changed_at < l.crawl_started_at)"""
     seen_of_ending = seen.SEEN_OF_ENDING_SQLITE
     returned = "account, follow_type, to_account"  # SQLite refuses qualified names here
+    json_rows = ("json_each(:{name}) AS x", "json_extract(x.value, '$[{i}]')")  # true: 1
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,19 +145,6 @@ class Sqlite(Dialect):
             for to, when in p.edges.items()
         ]
         self.stage(conn, stage_edges, rows)
-
-    def rows(self, name: str, columns: RowColumns) -> str:
-        # One JSON array of rows: one parameter, whatever the number of rows (SQLite caps
-        # the parameters of a statement). json_extract gives TEXT, INTEGER (true: 1) or NULL.
-        picks = ", ".join(
-            f"json_extract(value, '$[{i}]') AS {c}" for i, (c, _) in enumerate(columns)
-        )
-        return f"(SELECT {picks} FROM json_each(:{name})) AS {name}"
-
-    def row_params(
-        self, name: str, columns: RowColumns, rows: Sequence[tuple[Any, ...]]
-    ) -> dict[str, Any]:
-        return {name: json.dumps(rows, ensure_ascii=False, separators=(",", ":"))}
 
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
