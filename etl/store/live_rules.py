@@ -19,8 +19,9 @@ their events.
 - An unfollow ends all four where current. Making a current edge current, or ending an ended
   one, is nothing: no event, the time unchanged.
 - A follow_time is EventTime as a timestamp (millisecond precision), provisional until a crawl
-  stores FollowTime; an EventTime past what a timestamp holds here (after 9999-12-31) stores
-  no time (NULL) rather than fail.
+  stores FollowTime; an EventTime after 9999-12-30 (up to 2**63 - 1 ms: past what a timestamp
+  holds, or reads back, in every time zone) stores no time (NULL) rather than fail; it still
+  orders its direction's changes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ from datetime import UTC, datetime, timedelta
 
 FANS, FOLLOWS, MUTUAL = 1, 2, 3
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MAX_TIME_MS = (datetime.max.replace(tzinfo=UTC) - EPOCH) // timedelta(milliseconds=1)
+# The last EventTime stored as a time: a day before Python's last datetime, so that a session
+# in any time zone (UTC-12 to UTC+14) still reads the stored time back.
+LAST_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+MAX_TIME_MS = (LAST_TIME - EPOCH) // timedelta(milliseconds=1)
 
 Pair = tuple[str, str]  # (low, high): the lesser account id first
 ListKey = tuple[str, int]  # (account, follow_type)
@@ -124,7 +128,7 @@ class Plan:
 
 
 def time_of(event_ms: int) -> datetime | None:
-    """EventTime as a timestamp; None past the last one a timestamp holds here."""
+    """EventTime as a timestamp; None after LAST_TIME."""
     return EPOCH + timedelta(milliseconds=event_ms) if event_ms <= MAX_TIME_MS else None
 
 

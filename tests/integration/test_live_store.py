@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from etl.store.live import Applied, Change, apply
-from etl.store.live_rules import MAX_TIME_MS, time_of
+from etl.store.live_rules import LAST_TIME, MAX_TIME_MS, time_of
 from etl.store.meta import Timestamp
 
 T0 = 1_702_262_118_123  # an EventTime (ms)
@@ -187,16 +187,17 @@ def test_the_time_is_the_event_time_and_provisional(engine: sa.Engine) -> None:
 
 
 def test_a_time_past_the_last_timestamp_is_stored_as_none(engine: sa.Engine) -> None:
-    """An EventTime past 9999-12-31 (up to 2**63 - 1 ms) stores the edge with no time, and
+    """An EventTime after 9999-12-30 (up to 2**63 - 1 ms) stores the edge with no time, and
     still orders the pair's changes."""
-    keep(engine, ["a", "b"])
-    assert time_of(MAX_TIME_MS) is not None
+    keep(engine, ["a", "b", "c"])
+    batch(engine, follow("c", "a", MAX_TIME_MS))  # the last time stored: it reads back
+    assert edge_row(engine, ("c", 2, "a"))["follow_time"] == LAST_TIME == time_of(MAX_TIME_MS)
     batch(engine, follow("a", "b", MAX_TIME_MS + 1))
     assert edge_row(engine, ("a", 2, "b"))["follow_time"] is None
     assert batch(engine, unfollow("a", "b", 2**63 - 2)).applied == 1
     assert batch(engine, follow("a", "b", 2**63 - 1)).added == 2
     assert batch(engine, unfollow("a", "b", 2**63 - 2)).stale == 1
-    assert current(engine) == {("a", 2, "b"), ("b", 1, "a")}
+    assert current(engine) == {("a", 2, "b"), ("b", 1, "a"), ("c", 2, "a"), ("a", 1, "c")}
 
 
 def test_a_removed_edge_is_revived_with_the_new_time(engine: sa.Engine) -> None:
@@ -473,7 +474,7 @@ def test_hostile_ids_and_times_are_stored_verbatim(
     engine: sa.Engine, a: str, b: str, ms: int
 ) -> None:
     """Any storable account ids (quotes, backslashes, tabs, any plane) and any EventTime: the
-    mutual pair is stored under exactly those ids; a time past 9999 as none."""
+    mutual pair is stored under exactly those ids; a time after 9999-12-30 as none."""
     kept = {(x, t) for x in (a, b) for t in TYPES}
     reset(engine, kept)
     batch(engine, follow(a, b, ms), follow(b, a, ms))
@@ -577,9 +578,12 @@ def test_an_edge_a_crawl_inserts_meanwhile_keeps_the_crawls_row(pg_engine: sa.En
     to lock then) stays as that transaction wrote it, with no callback event for it."""
     keep(pg_engine, ["a", "b"])
 
+    crawled: list[Edge] = []
+
     def crawl_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().startswith("INSERT INTO follow_edges"):
-            store_edge(pg_engine, ("a", 2, "b"))
+        if statement.lstrip().startswith("INSERT INTO follow_edges") and not crawled:
+            crawled.append(("a", 2, "b"))
+            store_edge(pg_engine, crawled[0])  # another connection, committed
 
     with pg_engine.begin() as conn:
         sa.event.listen(conn, "before_cursor_execute", crawl_first)
