@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from etl.store.live import Applied, Change, apply
 from etl.store.live_rules import LAST_TIME, MAX_TIME_MS, time_of
+from etl.store.load import Loader
 from etl.store.meta import Timestamp
+from etl.store.rows import ListPart, Mode
 
 T0 = 1_702_262_118_123  # an EventTime (ms)
 TYPES = (1, 2, 3)
@@ -238,6 +240,42 @@ def test_untracked_lists_are_counted_not_written(engine: sa.Engine) -> None:
     assert current(engine) == {("b", 1, "c")}
     # The pair's order is kept all the same: the older unfollow is stale.
     assert batch(engine, unfollow("a", "b", T0 - 1)).stale == 1
+
+
+# -- beside a crawl --------------------------------------------------------------------------
+
+
+def crawl_list(engine: sa.Engine, edges: dict[str, int | None], started: datetime) -> None:
+    """A crawl of a's follows that began at ``started`` completes, listing ``edges``."""
+    part = ListPart("a", 2, edges=edges, pages=1, mode=Mode.FIRST_END, baseline=True)
+    part.started = started
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO sync_runs (id, job, status, started_at, options) "
+                "VALUES (1, 'j', 'running', CURRENT_TIMESTAMP, '{}')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO sync_checkpoints (run_id, account, follow_type, status, "
+                "updated_at, crawl_started_at) VALUES (1, 'a', 2, 'running', :s, :s)"
+            ).bindparams(sa.bindparam("s", started, type_=Timestamp))
+        )
+        Loader(engine.dialect.name).write(conn, 1, [part], [], datetime.now(UTC))
+
+
+@pytest.mark.parametrize("began", ["before", "after"])
+def test_a_crawl_undoes_a_callback_only_if_it_began_after_it(engine: sa.Engine, began: str) -> None:
+    """A callback's change is stamped with the database's now: a crawl that began before it
+    neither removes the edge it made current nor revives the edge it ended; one that began
+    after it does both."""
+    keep(engine, ["a", "b", "c"])
+    batch(engine, follow("a", "b"), follow("a", "c"), unfollow("a", "c", T0 + 1))
+    start = datetime.now(UTC) + timedelta(minutes=-1 if began == "before" else 1)
+    crawl_list(engine, {"c": 1_700_000_000}, start)  # b gone, c listed again
+    follows = {e for e in current(engine) if e[:2] == ("a", 2)}
+    assert follows == ({("a", 2, "b")} if began == "before" else {("a", 2, "c")})
 
 
 # -- ordering --------------------------------------------------------------------------------
