@@ -15,7 +15,8 @@ their events.
 - A follow A->B makes (A,2,B) and (B,1,A) current, and (A,3,B), (B,3,A) too when B follows A:
   (B,2,A) current if (B,2) is kept, else (A,1,B) current if (A,1) is kept, else B->A's newest
   applied change followed. A mutual edge's time is the later of the two follows' times when
-  both came by callback (whichever arrived first), else the change's own.
+  both came by callback (whichever arrived first), else the change's own. (A follow of
+  oneself is its own follow back.)
 - An unfollow ends all four where current. Making a current edge current, or ending an ended
   one, is nothing: no event, the time unchanged.
 - A follow_time is EventTime as a timestamp (millisecond precision), provisional until a crawl
@@ -37,7 +38,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LAST_TIME = datetime(9999, 12, 30, tzinfo=UTC)
 MAX_TIME_MS = (LAST_TIME - EPOCH) // timedelta(milliseconds=1)
 
-Pair = tuple[str, str]  # (low, high): the lesser account id first
+Pair = tuple[str, str]  # (low, high): the lesser account id first (code point order)
 ListKey = tuple[str, int]  # (account, follow_type)
 EdgeKey = tuple[str, int, str]  # (account, follow_type, to_account)
 Key = tuple[int, int]  # (event_ms, rank): rank 0 follow, 1 unfollow
@@ -71,7 +72,7 @@ class Applied:
     changes: int = 0  # changes given
     applied: int = 0  # newer than any applied before for their direction: they decided it
     stale: int = 0  # duplicates, and changes older than the newest applied for the direction
-    untracked: int = 0  # list updates skipped: no baseline (the list is not kept)
+    untracked: int = 0  # of applied changes, the follows/fans lists not kept (no baseline)
     added: int = 0  # edges made current
     removed: int = 0  # edges ended
 
