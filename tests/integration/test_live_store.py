@@ -1,6 +1,7 @@
 """Callback changes applied to the graph (etl.store.live.apply) on both databases: the edges of
 kept lists, their events, the ordering rule (duplicates, reordering, stale deletes), mutual
-pairs, the lists' last crawls, hostile ids, and concurrent batches on PostgreSQL."""
+pairs, the lists' last crawls, a crawl beside callbacks, hostile ids, and concurrent batches
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -78,10 +79,12 @@ def batch(engine: sa.Engine, *changes: Change) -> Applied:
 
 
 def follow(a: str, b: str, ms: int = T0) -> Change:
+    """``a`` followed ``b`` at ``ms``."""
     return Change(a, b, True, ms)
 
 
 def unfollow(a: str, b: str, ms: int = T0) -> Change:
+    """``a`` unfollowed ``b`` at ``ms``."""
     return Change(a, b, False, ms)
 
 
@@ -136,6 +139,7 @@ def events(engine: sa.Engine) -> list[tuple[str, int, str, str]]:
 
 
 def live_from(engine: sa.Engine) -> dict[tuple[str, int], datetime | None]:
+    """Each kept list's live_from."""
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text("SELECT account, follow_type, live_from FROM follow_lists").columns(
@@ -472,6 +476,7 @@ def assert_events_are_real(engine: sa.Engine, edges: set[Edge]) -> None:
 
 
 def split(changes: Sequence[Change], cuts: Iterable[int]) -> list[Sequence[Change]]:
+    """``changes`` cut into batches at ``cuts``."""
     bounds = [0, *sorted(cuts), len(changes)]
     return [changes[i:j] for i, j in itertools.pairwise(bounds)]
 
