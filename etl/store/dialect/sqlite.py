@@ -13,15 +13,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Engine
 
 from etl.store import seen
-from etl.store.dialect.base import (
-    Clock,
-    Dialect,
-    Row,
-    StoredDigests,
-    expires,
-    machine_now,
-    text,
-)
+from etl.store.dialect.base import Clock, Dialect, Row, StoredDigests, expires, machine_now, text
 from etl.store.rows import Key, ListPart, ListState
 from etl.store.schema import (
     MAX_FAILURES,
