@@ -202,6 +202,10 @@ class Postgres(Dialect):
     WHERE NOT l.fresh"""
     seen_of_ending = seen.SEEN_OF_ENDING_PG
     returned = "e.account, e.follow_type, e.to_account"  # gone has these columns too
+    json_rows = ("json_array_elements(CAST(:{name} AS json)) AS x", "CAST(x ->> {i} AS {kind})")
+    probe_join = (
+        "CROSS JOIN LATERAL (SELECT * FROM {table} {alias} WHERE {on} OFFSET 0 {lock}) {alias}"
+    )
     shard = "pg_backend_pid()"  # its backend runs no other transaction until this one ends
 
     def __init__(self) -> None:

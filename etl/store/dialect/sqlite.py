@@ -62,6 +62,7 @@ class Sqlite(Dialect):
       AND (c.changed_at IS NULL OR c.changed_at < l.crawl_started_at)"""
     seen_of_ending = seen.SEEN_OF_ENDING_SQLITE
     returned = "account, follow_type, to_account"  # SQLite refuses qualified names here
+    json_rows = ("json_each(:{name}) AS x", "json_extract(x.value, '$[{i}]')")  # true: 1
 
     def __init__(self) -> None:
         super().__init__()
