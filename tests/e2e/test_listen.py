@@ -31,7 +31,9 @@ Callback = tuple[str, bytes, Change]  # query, body, and the change it carries
 
 def listen_env(database: URL | str, **extra: str | None) -> dict[str, str]:
     """The CLI environment of a listener of the test app."""
-    return cli_env(database, **{"IM_SDKAPPID": str(APP), "IM_CALLBACK_TOKEN": TOKEN, **extra})
+    merged: dict[str, str | None] = {"IM_SDKAPPID": str(APP), "IM_CALLBACK_TOKEN": TOKEN}
+    merged.update(extra)
+    return cli_env(database, None, **merged)
 
 
 def start_listener(

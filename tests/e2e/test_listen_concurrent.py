@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from tests.integration.test_listen import now_ms
 
 Start = Callable[..., SandboxServer]
 Follows = dict[str, set[str]]  # account -> the accounts it follows
+T = TypeVar("T")
 
 
 def follows_of(graph: Graph) -> Follows:
@@ -94,7 +96,8 @@ def scenario(follows: Follows, start_ms: int, seed: int) -> tuple[list[Callback]
     return first, second
 
 
-def alternate(first: list[Callback], second: list[Callback]) -> Iterator[Callback]:
+def alternate(first: list[T], second: list[T]) -> Iterator[T]:
+    """One of the first, one of the second, ..., then the rest of the longer."""
     for pair in zip(first, second, strict=False):
         yield from pair
     yield from first[len(second) :]
@@ -133,7 +136,7 @@ def send_each_to_its_listener(
     acknowledged. How many were."""
     lock = threading.Lock()
     done: list[int] = []
-    failures: list[str] = []
+    failures: list[int] = []
 
     def client() -> None:
         with httpx.Client(timeout=20) as http:
