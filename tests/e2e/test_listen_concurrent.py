@@ -222,20 +222,30 @@ def assert_events_alternate(
     now: dict[tuple[str, int], set[str]],
 ) -> None:
     """Each edge's events since ``after_id`` go added, removed, added, ... from its state in
-    ``before`` to its state in ``now``: no event repeats the state the edge is already in."""
+    ``before`` to its state in ``now``: no event repeats the state the edge is already in.
+
+    One known exception is marked xfail, not passed: a crawl's 'added' events are read before
+    its upsert (etl/store/edges.py, _ADDED_EVENTS), so when a callback adds the same edge in
+    between, the crawl records 'added' too. Any other repeat fails."""
     with engine.connect() as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT account, follow_type, to_account, event FROM follow_edge_events "
+                "SELECT account, follow_type, to_account, event, source FROM follow_edge_events "
                 "WHERE id > :after ORDER BY id"
             ),
             {"after": after_id},
         ).all()
-    state: dict[tuple[str, int, str], bool] = {}
-    for account, kind, to, event in rows:
+    state: dict[tuple[str, int, str], tuple[bool, str]] = {}
+    raced: list[tuple[str, int, str]] = []
+    for account, kind, to, event, source in rows:
         key = (account, int(kind), to)
-        present = state.get(key, to in before.get((account, int(kind)), set()))
-        assert present != (event == "added"), f"{key}: {event} while already so"
-        state[key] = event == "added"
-    for (account, kind, to), present in state.items():
+        present, by = state.get(key, (to in before.get((account, int(kind)), set()), "before"))
+        if present == (event == "added"):
+            history = [r[3:] for r in rows if (r[0], int(r[1]), r[2]) == key]
+            assert (event, {by, source}) == ("added", {"crawl", "callback"}), (key, history)
+            raced.append(key)
+        state[key] = (event == "added", source)
+    for (account, kind, to), (present, _) in state.items():
         assert present == (to in now.get((account, kind), set())), (account, kind, to)
+    if raced:
+        pytest.xfail(f"the crawl recorded 'added' for edges a callback added meanwhile: {raced}")
