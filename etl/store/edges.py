@@ -1,14 +1,19 @@
 """follow_edges and follow_edge_events: a batch's edges upserted from stage_edges, the
 removals of the lists that end (stage_lists), and the baselines those lists become.
 
-- an edge is inserted when new, updated only when its follow time changed or it came back;
+- an edge is inserted when new, updated only when its follow time changed, it came back, or
+  its time is provisional (a callback's EventTime, etl.store.live: the crawl stores the API's
+  FollowTime over it);
 - a list crawled to its end marks the edges it no longer lists removed, touching only those;
-- edge changes on lists with a baseline (crawled completely before) become follow_edge_events.
+- edge changes on lists with a baseline (crawled completely before) become follow_edge_events;
+- a list crawled to its end records its size and its crawl's start (follow_lists), and moves
+  its live_from past that start (etl.store.reconcile).
 
 Two runs may crawl one list at once (jobs whose accounts overlap, `verify --repair`): one
 rule keeps either from undoing what the other observed later. A crawl changes only edges
 unchanged since it began (its list's crawl_started_at): it inserts new edges, lists again
-those removed before it began, updates their follow time, and (_UNLISTED_SOURCE) removes
+those removed before it began, updates their follow time (a provisional one too), and
+(_UNLISTED_SOURCE) removes
 what it no longer lists, but leaves an edge another run inserted, listed again, changed or
 removed after it began: that observation is newer than its own. follow_edges.changed_at
 records each such change (null: none since revision 0008).
@@ -23,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from etl.store import reconcile
 from etl.store.dialect import Dialect, dialect_of
 from etl.store.dialect.base import text
 from etl.store.rows import Key, ListPart
@@ -56,11 +62,12 @@ FROM stage_edges s
 {stored_edge}
 WHERE NOT s.fresh
   AND (e.account IS NULL
-       OR ((e.removed_at IS NOT NULL OR e.follow_time {differs} {time}) AND {unchanged}))
+       OR ((e.removed_at IS NOT NULL OR e.follow_time {differs} {time} OR e.time_provisional)
+           AND {unchanged}))
 ORDER BY s.account, s.follow_type, s.to_account
 ON CONFLICT (account, follow_type, to_account)
 DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL,
-    changed_at = excluded.changed_at
+    changed_at = excluded.changed_at, time_provisional = false
 WHERE {still_unchanged}
 """
 
@@ -76,8 +83,9 @@ WHERE s.fresh
 ORDER BY s.account, s.follow_type, s.to_account
 ON CONFLICT (account, follow_type, to_account)
 DO UPDATE SET follow_time = excluded.follow_time, removed_at = NULL,
-    changed_at = excluded.changed_at
-WHERE (e.removed_at IS NOT NULL OR e.follow_time {differs} excluded.follow_time)
+    changed_at = excluded.changed_at, time_provisional = false
+WHERE (e.removed_at IS NOT NULL OR e.follow_time {differs} excluded.follow_time
+       OR e.time_provisional)
   AND {still_unchanged}
 """
 
@@ -106,16 +114,22 @@ _OF_LIST = """e.account = :account AND e.follow_type = :follow_type AND e.remove
   AND (e.changed_at IS NULL OR e.changed_at < :started)"""
 
 # A finished list is a baseline from now on, and its size is what the next run sizes it by
-# (etl.tencent.sizes); the row is written only when that size changed.
-_BASELINES = text("""
-INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at, items)
-SELECT l.account, l.follow_type, :run_id, :now, c.items
+# (etl.tencent.sizes). crawled_at is its crawl's start (callbacks older than it are stale for
+# the list: etl.store.live), never moved back by a crawl that began earlier and ended later (two
+# runs on one list); live_from moves past that start (etl.store.reconcile). So the row of every
+# completed list is written, its size changed or not: a HOT update where live_from stays as it
+# was (crawled_at and items are in no index; live_from is).
+_BASELINES = text(f"""
+INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at, items, crawled_at)
+SELECT l.account, l.follow_type, :run_id, :now, c.items, l.crawl_started_at
 FROM stage_lists l
 JOIN sync_checkpoints c
   ON c.run_id = :run_id AND c.account = l.account AND c.follow_type = l.follow_type
 WHERE true
-ON CONFLICT (account, follow_type) DO UPDATE SET items = excluded.items
-WHERE follow_lists.items IS NULL OR follow_lists.items <> excluded.items
+ON CONFLICT (account, follow_type) DO UPDATE SET items = excluded.items,
+    crawled_at = CASE WHEN follow_lists.crawled_at > excluded.crawled_at
+                      THEN follow_lists.crawled_at ELSE excluded.crawled_at END,
+    live_from = {reconcile.NEXT_LIVE_FROM}
 """)
 
 
@@ -187,7 +201,8 @@ def mark_unlisted(conn: sa.Connection, d: Dialect, params: dict[str, Any]) -> in
 
 
 def record_baselines(conn: sa.Connection, params: dict[str, Any]) -> None:
-    """The staged lists that end are baselines from now on, with their size."""
+    """The staged lists that end are baselines from now on, with their size and their
+    crawl's start; their live_from moves past that start."""
     conn.execute(_BASELINES, params)
 
 

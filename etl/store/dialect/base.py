@@ -13,8 +13,9 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.schema import CreateTable
 
 from etl.store import staging
+from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
-from etl.store.schema import Timestamp, sync_workers
+from etl.store.schema import sync_workers
 from etl.store.types import ProfileSequence
 from etl.tencent.profile import PROFILE_ROW, ProfileKey
 
@@ -73,6 +74,7 @@ class Dialect:
     stored_edge: ClassVar[str]  # join: a staged edge's stored twin, as e
     listed: ClassVar[str]  # the listed edges of the staged lists that end, as c
     seen_of_ending: ClassVar[str]  # their sync_seen rows, as x (etl.store.seen)
+    list_row: ClassVar[str]  # join: a staged list's follow_lists row, as f (etl.store.reconcile)
     returned: ClassVar[str]  # the columns MARK returns
     shard: ClassVar[str] = "0"  # the run counters' row of this transaction (etl.store.runs)
     # What the backend lets a run do: writer lanes in one process, worker processes on a run.

@@ -23,11 +23,11 @@ from etl.store.dialect.base import (
     text,
 )
 from etl.store.dialect.postgres_session import PG_CONNECT, read_only_is_a_disconnect
+from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
 from etl.store.schema import (
     MAX_FAILURES,
     OPEN_STATUSES,
-    Timestamp,
     sync_checkpoints,
 )
 from etl.store.staging import STAGE_EDGE_COLUMNS
@@ -121,6 +121,13 @@ _CLAIMS = {
     True: sa.text(_CLAIM.format(open_statuses=OPEN_STATUSES, pick=_HELD)),
 }
 
+# A staged list's follow_lists row, by its key (lists without one left out): never a hash join
+# reading all of follow_lists, whatever its statistics say (etl.store.reconcile).
+_LIST_ROW = """CROSS JOIN LATERAL (
+        SELECT x.live_from, x.crawled_at FROM follow_lists x
+        WHERE x.account = l.account AND x.follow_type = l.follow_type
+        OFFSET 0) f"""
+
 # A share lock on the run's row, before any other lock of the batch (etl.store.leases.hold).
 _RUN_OPEN = sa.text("SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running' FOR SHARE")
 # The batch's keys as two arrays: one fixed text whatever the batch's size (prepared once, and
@@ -189,7 +196,8 @@ class Postgres(Dialect):
     # LIMIT cannot be turned into a hash join that reads all of follow_edges, which the
     # planner chose when its statistics lagged behind a table that had just grown.
     stored_edge = """LEFT JOIN LATERAL (
-    SELECT x.account, x.follow_time, x.removed_at, x.changed_at FROM follow_edges x
+    SELECT x.account, x.follow_time, x.removed_at, x.changed_at, x.time_provisional
+    FROM follow_edges x
     WHERE x.account = s.account AND x.follow_type = s.follow_type AND x.to_account = s.to_account
     LIMIT 1) e ON true"""
     # The listed edges of the staged lists, read list by list through their keys (OFFSET 0
@@ -201,6 +209,7 @@ class Postgres(Dialect):
         OFFSET 0) c
     WHERE NOT l.fresh"""
     seen_of_ending = seen.SEEN_OF_ENDING_PG
+    list_row = _LIST_ROW
     returned = "e.account, e.follow_type, e.to_account"  # gone has these columns too
     shard = "pg_backend_pid()"  # its backend runs no other transaction until this one ends
 
