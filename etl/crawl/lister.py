@@ -2,7 +2,10 @@
 chunk sized (etl.tencent.sizes) before it is committed, then the run marked ``listed``.
 
 ``sync`` opens (or resumes) its run in one short transaction and starts crawling at once; a
-``Lister`` thread adds the lists behind it. A chunk of up to ``chunk`` lists is read in one
+``Lister`` thread adds the lists behind it. With ``changed_first`` (``sync --changed-first``) it
+also marks touched the lists callbacks changed since their last complete crawl
+(etl.store.reconcile), new ones as they go in and open ones the run already has, so that claims
+take them first. A chunk of up to ``chunk`` lists is read in one
 short transaction (which of its lists the run already has, the sizes their last complete
 crawls found), the rest are asked of follow_get_info through the run's paced client, and the
 new lists go in with their sizes in one more transaction. Memory holds one chunk. A stop
@@ -27,7 +30,7 @@ from sqlalchemy.engine import Engine
 
 from etl.accounts import batched
 from etl.errors import Stopped
-from etl.store import db, runs
+from etl.store import db, reconcile, runs
 from etl.store.rows import Key
 from etl.tencent import sizes
 from etl.tencent.client import FollowClient
@@ -52,10 +55,12 @@ class Lister:
         chunk: int = runs.ADD_CHUNK,
         concurrency: int = 1,
         db_seconds: float = db.RECONNECT_SECONDS,
+        changed_first: bool = False,
     ) -> None:
         self.engine, self.client, self.run_id, self.lists = engine, client, run_id, lists
         self.clock, self.stop, self.chunk = clock, stop, max(1, chunk)
         self.concurrency, self.db_seconds = concurrency, db_seconds
+        self.changed_first = changed_first  # mark the lists callbacks touched (claimed first)
         self.done = threading.Event()
         self.listed = False  # every list is in, and the run says so
         self.error: BaseException | None = None
@@ -116,19 +121,21 @@ class Lister:
         self.chunks += 1
         self.largest = max(self.largest, len(keys))
 
-        def look(conn: sa.Connection) -> tuple[list[Key], dict[Key, int]]:
+        def look(conn: sa.Connection) -> tuple[list[Key], dict[Key, int], set[Key]]:
             have = runs.present(conn, self.run_id, keys)
             new = [key for key in keys if key not in have]
-            return new, sizes.from_history(conn, (account for account, _ in new))
+            touched = reconcile.touched_lists(conn, keys) if self.changed_first else set()
+            return new, sizes.from_history(conn, (account for account, _ in new)), touched
 
-        new, known = db.retrying(
+        new, known, touched = db.retrying(
             self.engine,
             look,
             what="adding the run's lists",
             stop=self.stop,
             seconds=self.db_seconds,
         )
-        if not new:
+        had = touched.difference(new)  # lists the run has: marked touched if still open
+        if not new and not had:
             return
         unknown = sorted({account for account, t in new if (account, t) not in known})
         if unknown:
@@ -136,10 +143,13 @@ class Lister:
         if self.stop.is_set():
             return  # sizing was cut short: the next sync adds this chunk, sized
         now = self.clock()
+
+        def add(conn: sa.Connection) -> int:
+            reconcile.mark_touched(conn, self.run_id, had)
+            return runs.add_lists(
+                conn, self.run_id, new, now, chunk=max(1, len(new)), sizes=known, touched=touched
+            )
+
         self.added += db.retrying(
-            self.engine,
-            lambda conn: runs.add_lists(conn, self.run_id, new, now, chunk=len(new), sizes=known),
-            what="adding the run's lists",
-            stop=self.stop,
-            seconds=self.db_seconds,
+            self.engine, add, what="adding the run's lists", stop=self.stop, seconds=self.db_seconds
         )

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl.store import cursors, leases, runs, status, workers
+from etl.store import cursors, edges, leases, reconcile, runs, status, workers
+from etl.store.load import Loader
 from etl.store.rows import ListPart
+from etl.store.staging import stage_lists
 from etl.tencent import sizes
 
 HISTORY_RUNS = 20
@@ -225,3 +227,115 @@ def test_a_listing_chunk_reads_what_the_run_has_by_key(history: sa.Engine) -> No
     )
     assert used <= {"pk_sync_checkpoints", "pk_follow_lists"}
     assert "pk_sync_checkpoints" in used
+
+
+def test_the_claim_takes_touched_lists_first_from_the_index_without_a_sort(
+    history: sa.Engine,
+) -> None:
+    """With touched lists in the run (sync --changed-first), the claim still walks
+    ix_sync_checkpoints_open (backwards: touched first, biggest first) and sorts nothing; the
+    lists it takes are the touched ones, biggest first."""
+    with history.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE sync_checkpoints SET touched = true WHERE run_id = :r "
+                "AND status = 'pending' AND expected_items % 7 = 0"
+            ),
+            {"r": RUN},
+        )
+        conn.execute(sa.text("ANALYZE sync_checkpoints"))
+        wanted = [
+            (a, int(t))
+            for a, t in conn.execute(
+                sa.text(
+                    "SELECT account, follow_type FROM sync_checkpoints WHERE run_id = :r "
+                    "AND touched AND status = 'pending' "
+                    "ORDER BY expected_items DESC, account, follow_type LIMIT 64"
+                ),
+                {"r": RUN},
+            )
+        ]
+    me = owner(history)
+    used = assert_index_driven(history, lambda c: leases.claim(c, RUN, me, 64, NOW))
+    assert "ix_sync_checkpoints_open" in used
+    ((statement, parameters),) = captured(history, lambda c: leases.claim(c, RUN, me, 64, NOW))
+    (plan,) = plans(history, [(statement, parameters)])
+    assert "Sort" not in [kind for kind, _, _ in plan], plan
+    with history.begin() as conn:
+        claimed = leases.claim(conn, RUN, me, 64, NOW)
+    assert all(state.touched for state in claimed)
+    assert [s.expected for s in claimed] == sorted((s.expected for s in claimed), reverse=True)
+    assert {s.expected for s in claimed} == set(_expected(history, wanted))
+
+
+def _expected(engine: sa.Engine, keys: list[tuple[str, int]]) -> list[int]:
+    with engine.connect() as conn:
+        return [
+            int(
+                conn.execute(
+                    sa.text(
+                        "SELECT expected_items FROM sync_checkpoints WHERE run_id = :r "
+                        "AND account = :a AND follow_type = :t"
+                    ),
+                    {"r": RUN, "a": a, "t": t},
+                ).scalar_one()
+            )
+            for a, t in keys
+        ]
+
+
+def test_reconciling_completed_lists_reads_their_events_by_index(history: sa.Engine) -> None:
+    """The reconciliation and the baselines of a batch's ending lists (some touched by
+    callbacks) read follow_edge_events through its (account, observed_at) index, list by list:
+    never a scan of the events."""
+    with history.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE follow_lists SET crawled_at = now() - interval '2 days', "
+                "live_from = now() - interval '1 day' WHERE account < 'u000050'"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO follow_edge_events (account, follow_type, to_account, event, "
+                "observed_at, run_id, source) SELECT 'u' || lpad((i % 50)::text, 6, '0'), "
+                "1 + i % 3, 'c' || i, 'added', now() - interval '1 hour', NULL, 'callback' "
+                "FROM generate_series(1, 5000) i"
+            )
+        )
+        conn.execute(sa.text("ANALYZE follow_lists"))
+        conn.execute(sa.text("ANALYZE follow_edge_events"))
+    keys = [(f"u{i:06d}", t) for i in range(0, 400, 2) for t in (1, 2, 3)]
+    loader = Loader("postgresql")
+    with history.connect() as conn, conn.begin() as tx:
+        sent: Captured = []
+
+        def record(c: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+            if statement.lstrip().startswith(("WITH listed", "INSERT INTO follow_lists")):
+                sent.append((statement, parameters))
+
+        loader.prepare(conn)
+        rows = [(a, t, False, NOW) for a, t in keys]
+        loader.dialect.stage(conn, stage_lists, rows)
+        loader.dialect.analyze(conn, "stage_lists")
+        sa.event.listen(conn, "before_cursor_execute", record)
+        params = {"run_id": RUN, "now": NOW, "events_from": NOW - reconcile.EVENTS_MARGIN}
+        assert reconcile.record(conn, loader.dialect, params) > 0
+        edges.record_baselines(conn, {"run_id": RUN, "now": NOW})
+        sa.event.remove(conn, "before_cursor_execute", record)
+        assert len(sent) == 2
+        for statement, parameters in sent:
+            raw = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+            doc = raw.scalar_one()
+            plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
+            found = [
+                (n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in nodes(plan)
+            ]
+            scans = [(kind, rel) for kind, rel, _ in found if kind == "Seq Scan" and rel in BIG]
+            assert scans == [], found
+            print(found)  # pytest -s shows the node types
+            # Index scans name their index; a bitmap heap scan's index is its child's.
+            events = {index for _, rel, index in found if rel == "follow_edge_events" and index}
+            bitmaps = {index for kind, _, index in found if kind == "Bitmap Index Scan"}
+            assert events | bitmaps <= {"ix_follow_edge_events_account_observed_at"}, found
+        tx.rollback()

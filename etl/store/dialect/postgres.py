@@ -71,7 +71,8 @@ UNION ALL
 SELECT NULL, NULL, NULL, (SELECT count(*) FROM inserted), (SELECT count(*) FROM s WHERE NOT s.found)
 """
 
-# One statement: pick free lists of an open run without waiting for other claimers, lease
+# One statement: pick free lists of an open run without waiting for other claimers (touched
+# first, each group biggest first: a backward walk of ix_sync_checkpoints_open, no sort), lease
 # them, stamp the start of each crawl that begins at its first page, and say which have a
 # baseline. Liveness and starts by the server's clock. A checkpoint resumed from before
 # revision 0008 has no start: its run's start is earlier still, the safe side.
@@ -90,7 +91,7 @@ WITH free AS MATERIALIZED (
            OR (lease_owner <> :owner
                AND lease_owner NOT IN (SELECT id FROM sync_workers
                                        WHERE expires_at > statement_timestamp())))
-    ORDER BY expected_items DESC
+    ORDER BY touched DESC, expected_items DESC
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
@@ -107,7 +108,7 @@ RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items, c.crawl_
         SELECT 1 FROM follow_edges e
         WHERE e.account = c.account AND e.follow_type = c.follow_type AND e.removed_at IS NULL
     ) ELSE c.fresh END AS fresh,
-    c.held_at IS NOT NULL AS confirming
+    c.held_at IS NOT NULL AS confirming, c.touched
 """
 _PICK = f"""status IN ('pending', 'running')
            OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before)"""
@@ -347,6 +348,7 @@ class Postgres(Dialect):
                 bool(r.fresh),
                 confirming=bool(r.confirming),
                 started=r.crawl_started_at,
+                touched=bool(r.touched),
             )
             for r in conn.execute(_CLAIMS[held], params)
         ]
