@@ -43,12 +43,24 @@ _START = """coalesce(
      WHERE c.run_id = :run_id AND c.account = {row}.account
        AND c.follow_type = {row}.follow_type), :now)"""
 
-_ADDED_EVENTS = """
+# An 'added' event: a staged edge of a list with a baseline that was not stored, or was removed
+# (and unchanged since the crawl began), before the batch wrote it.
+_ADDED = """
 INSERT INTO follow_edge_events (account, follow_type, to_account, event, observed_at, run_id)
 SELECT s.account, s.follow_type, s.to_account, 'added', :now, :run_id
 FROM stage_edges s
-{stored_edge}
+{written}{stored_edge}
 WHERE s.baseline AND (e.account IS NULL OR (e.removed_at IS NOT NULL AND {unchanged}))
+"""
+# Where a backend runs transactions side by side (Dialect.writes_with_events), the events come
+# from the statement that writes the edges, for the rows it did write: a callback (or another
+# run) that commits the same edge between the lookup and the write leaves it unwritten (the
+# rule, checked again in ON CONFLICT), and then no event either. Every part of the statement
+# sees the rows as they were before it, so ``e`` is the edge before this batch.
+_WITH_WRITES = """WITH written AS ({write}RETURNING {target}.account, {target}.follow_type,
+    {target}.to_account)"""
+_WRITTEN = """JOIN written w
+  ON w.account = s.account AND w.follow_type = s.follow_type AND w.to_account = s.to_account
 """
 
 # ON CONFLICT meets the row as it stands when the statement reaches it, which a concurrent
@@ -149,15 +161,18 @@ class _Statements:
                 ),
             )
         )
-        self.added_events = text(
-            _ADDED_EVENTS.format(stored_edge=d.stored_edge, unchanged=unchanged)
+        insert_fresh = _INSERT_FRESH_EDGES.format(
+            time=d.time,
+            differs=d.differs,
+            still_unchanged=_UNCHANGED.format(row="e", start=_START.format(row="excluded")),
         )
-        self.insert_fresh = text(
-            _INSERT_FRESH_EDGES.format(
-                time=d.time,
-                differs=d.differs,
-                still_unchanged=_UNCHANGED.format(row="e", start=_START.format(row="excluded")),
-            )
+        self.insert_fresh = text(insert_fresh)
+        added = functools.partial(_ADDED.format, stored_edge=d.stored_edge, unchanged=unchanged)
+        self.added_events = text(added(written=""))
+        # The writes with their events (Dialect.writes_with_events).
+        self.upsert_events, self.insert_fresh_events = (
+            text(_WITH_WRITES.format(write=write.text, target=target) + added(written=_WRITTEN))
+            for write, target in ((self.upsert, "follow_edges"), (text(insert_fresh), "e"))
         )
         self.unlisted_source = _UNLISTED_SOURCE.format(listed=d.listed, seen=d.seen_of_ending)
         self.removal_counts = sa.text(
@@ -178,13 +193,19 @@ def write(
         return 0
     statements = _statements(d)
     d.stage_edges(conn, parts)
+    baseline = any(p.baseline for p in parts)
+    together = baseline and d.writes_with_events
     events = 0
-    if any(p.baseline for p in parts):
+    if baseline and not together:  # one writer: nothing commits between the two statements
         events = conn.execute(statements.added_events, params).rowcount
-    if any(p.mode.fresh and p.edges for p in parts):
-        conn.execute(statements.insert_fresh, params)
-    if any(not p.mode.fresh and p.edges for p in parts):
-        conn.execute(statements.upsert, params)
+    writes = (
+        (True, statements.insert_fresh, statements.insert_fresh_events),
+        (False, statements.upsert, statements.upsert_events),
+    )
+    for fresh, alone, with_events in writes:
+        if any(p.mode.fresh is fresh and p.edges for p in parts):
+            written = conn.execute(with_events if together else alone, params).rowcount
+            events += written if together else 0
     return events
 
 

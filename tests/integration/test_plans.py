@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from etl.store import cursors, edges, leases, reconcile, runs, status, workers
 from etl.store.load import Loader
-from etl.store.rows import ListPart
+from etl.store.rows import ListPart, Mode
 from etl.store.staging import stage_lists
 from etl.tencent import sizes
 
@@ -306,36 +306,86 @@ def test_reconciling_completed_lists_reads_their_events_by_index(history: sa.Eng
         conn.execute(sa.text("ANALYZE follow_lists"))
         conn.execute(sa.text("ANALYZE follow_edge_events"))
     keys = [(f"u{i:06d}", t) for i in range(0, 400, 2) for t in (1, 2, 3)]
-    loader = Loader("postgresql")
-    with history.connect() as conn, conn.begin() as tx:
-        sent: Captured = []
 
-        def record(c: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-            if statement.lstrip().startswith(("WITH listed", "INSERT INTO follow_lists")):
-                sent.append((statement, parameters))
-
-        loader.prepare(conn)
-        rows = [(a, t, False, NOW) for a, t in keys]
-        loader.dialect.stage(conn, stage_lists, rows)
+    def end(conn: sa.Connection, loader: Loader) -> None:
+        loader.dialect.stage(conn, stage_lists, [(a, t, False, NOW) for a, t in keys])
         loader.dialect.analyze(conn, "stage_lists")
-        sa.event.listen(conn, "before_cursor_execute", record)
         params = {"run_id": RUN, "now": NOW, "events_from": NOW - reconcile.EVENTS_MARGIN}
         assert reconcile.record(conn, loader.dialect, params) > 0
         edges.record_baselines(conn, {"run_id": RUN, "now": NOW})
+
+    found = explained_in_place(history, end, ("WITH listed", "INSERT INTO follow_lists"))
+    assert len(found) == 2
+    for plan in found:
+        # Index scans name their index; a bitmap heap scan's index is its child's.
+        events = {index for _, rel, index in plan if rel == "follow_edge_events" and index}
+        bitmaps = {index for kind, _, index in plan if kind == "Bitmap Index Scan"}
+        assert events | bitmaps <= {"ix_follow_edge_events_account_observed_at"}, plan
+
+
+def test_a_batch_of_lists_with_a_baseline_writes_edges_and_events_by_key(
+    history: sa.Engine,
+) -> None:
+    """The statement that writes a batch's edges with their 'added' events (lists with a
+    baseline, searched and fresh) looks each staged edge up by key: no scan of follow_edges
+    or follow_edge_events."""
+    keys = open_keys(history, 300)
+    parts = [
+        ListPart(
+            a,
+            t,
+            edges={f"f{i}": 1_700_000_000 for i in range(n * 7, n * 7 + 40)},
+            pages=1,
+            next_cursor="n",
+            mode=Mode.FRESH if n % 3 == 0 else Mode.FIRST,
+            baseline=True,
+        )
+        for n, (a, t) in enumerate(keys)
+    ]
+
+    def batch(conn: sa.Connection, loader: Loader) -> None:
+        assert edges.write(conn, loader.dialect, parts, {"run_id": RUN, "now": NOW}) > 0
+
+    found = explained_in_place(history, batch, ("WITH written",))
+    assert len(found) == 2
+    for plan in found:
+        reads = {
+            (kind, bool(index))
+            for kind, rel, index in plan
+            if rel == "follow_edges" and kind != "ModifyTable"
+        }
+        assert reads <= {("Index Scan", True), ("Index Only Scan", True)}, plan
+
+
+def explained_in_place(
+    engine: sa.Engine, call: Callable[[sa.Connection, Loader], object], prefixes: tuple[str, ...]
+) -> list[list[tuple[str, str | None, str | None]]]:
+    """The plans of the statements ``call`` sends that begin with ``prefixes``, EXPLAINed on
+    its own connection (they read its staging tables), none of them scanning a big table
+    sequentially; ``call``'s transaction is rolled back."""
+    loader = Loader("postgresql")
+    sent: Captured = []
+
+    def record(c: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.lstrip().startswith(prefixes):
+            sent.append((statement, parameters))
+
+    found = []
+    with engine.connect() as conn, conn.begin() as tx:
+        loader.prepare(conn)
+        sa.event.listen(conn, "before_cursor_execute", record)
+        call(conn, loader)
         sa.event.remove(conn, "before_cursor_execute", record)
-        assert len(sent) == 2
         for statement, parameters in sent:
             raw = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
             doc = raw.scalar_one()
             plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
-            found = [
+            nodes_found = [
                 (n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in nodes(plan)
             ]
-            scans = [(kind, rel) for kind, rel, _ in found if kind == "Seq Scan" and rel in BIG]
-            assert scans == [], found
-            print(found)  # pytest -s shows the node types
-            # Index scans name their index; a bitmap heap scan's index is its child's.
-            events = {index for _, rel, index in found if rel == "follow_edge_events" and index}
-            bitmaps = {index for kind, _, index in found if kind == "Bitmap Index Scan"}
-            assert events | bitmaps <= {"ix_follow_edge_events_account_observed_at"}, found
+            print(statement.strip().splitlines()[0][:60], nodes_found)  # pytest -s shows them
+            scans = [k for k, rel, _ in nodes_found if k == "Seq Scan" and rel in BIG]
+            assert scans == [], f"{statement}\n{nodes_found}"
+            found.append(nodes_found)
         tx.rollback()
+    return found

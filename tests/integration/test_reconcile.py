@@ -10,6 +10,7 @@ sandbox's graph changes for real between (or during) syncs, so each crawl checks
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +29,8 @@ from etl.results import SyncReport, SyncRequest
 from etl.sandbox import Graph, Sandbox, SandboxConfig
 from etl.store import leases, reconcile, runs, status, workers
 from etl.store.dialect import dialect_of
+from etl.store.load import Loader
+from etl.store.rows import ListPart, Mode
 from etl.store.schema import follow_edge_events, follow_edges, follow_lists, sync_checkpoints
 from etl.sync import sync
 from etl.tencent.client import FollowClient
@@ -446,3 +449,105 @@ def test_the_cli_takes_changed_first() -> None:
     parser = build_parser()
     assert parser.parse_args(["sync", "--account", "a", "--changed-first"]).changed_first
     assert not parser.parse_args(["sync", "--account", "a"]).changed_first
+
+
+def test_an_edge_a_callback_adds_while_a_batch_writes_it_is_no_crawl_event(
+    pg_engine: sa.Engine,
+) -> None:
+    """PostgreSQL, two sessions: a callback adds an edge (uncommitted) that a crawl's batch
+    lists too; the batch waits for it on the edge's key, then finds it changed after its crawl
+    began. The crawl leaves the callback's edge as it is and records no 'added' event of its
+    own: one change, one event (the callback's)."""
+    world = World(pg_engine)
+    world.sync()
+    account = world.accounts[0]
+    listed = world.graph.list_items(account, 2)
+    new = next(to for to in world.accounts if to != account and to not in listed)
+    with pg_engine.begin() as conn:
+        began: datetime = conn.execute(
+            sa.select(sa.func.now() - sa.text("interval '1 minute'"))
+        ).scalar_one()
+        run_id = runs.start_run(conn, "other", {}, began)
+        runs.add_lists(conn, run_id, [(account, 2)], began)
+    part = ListPart(
+        account,
+        2,
+        edges={**listed, new: 1_700_000_000},
+        pages=1,
+        next_cursor="next",
+        mode=Mode.FIRST,
+        baseline=True,
+        started=began,
+    )
+    outcome: dict[str, Any] = {}
+
+    def batch() -> None:
+        loader = Loader("postgresql")
+        with pg_engine.begin() as conn:
+            outcome["events"] = loader.write(conn, run_id, [part], [], began).events
+
+    with pg_engine.connect() as listener:
+        with listener.begin():
+            callback_conn_add(listener, account, new)
+            writer = threading.Thread(target=batch)
+            writer.start()
+            waiting(pg_engine)
+        writer.join(30)
+    assert outcome == {"events": 0}
+    e = follow_edges.c
+    with pg_engine.connect() as conn:
+        kinds = conn.execute(
+            sa.select(follow_edge_events.c.source).where(
+                follow_edge_events.c.account == account,
+                follow_edge_events.c.to_account == new,
+            )
+        ).scalars()
+        assert list(kinds) == ["callback"]
+        assert conn.execute(
+            sa.select(e.time_provisional).where(
+                e.account == account, e.follow_type == 2, e.to_account == new
+            )
+        ).scalar_one()
+
+
+def callback_conn_add(conn: sa.Connection, account: str, to_account: str) -> None:
+    """A callback's follow of ``to_account`` on (account, 2), in the caller's transaction."""
+    now = sa.func.statement_timestamp()
+    conn.execute(
+        sa.insert(follow_edges).values(
+            account=account,
+            follow_type=2,
+            to_account=to_account,
+            follow_time=now,
+            first_seen_at=now,
+            changed_at=now,
+            time_provisional=True,
+        )
+    )
+    conn.execute(
+        sa.insert(follow_edge_events).values(
+            account=account,
+            follow_type=2,
+            to_account=to_account,
+            event="added",
+            observed_at=now,
+            source="callback",
+        )
+    )
+
+
+def waiting(engine: sa.Engine, seconds: float = 20.0) -> None:
+    """Until a session of this database waits for another's transaction."""
+    deadline = time.monotonic() + seconds
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            found = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            if found:
+                return
+            time.sleep(0.02)
+    raise AssertionError("the batch never waited for the callback's transaction")

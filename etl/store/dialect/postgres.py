@@ -211,6 +211,7 @@ class Postgres(Dialect):
     WHERE NOT l.fresh"""
     seen_of_ending = seen.SEEN_OF_ENDING_PG
     list_row = _LIST_ROW
+    writes_with_events = True
     returned = "e.account, e.follow_type, e.to_account"  # gone has these columns too
     shard = "pg_backend_pid()"  # its backend runs no other transaction until this one ends
 
