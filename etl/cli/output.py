@@ -159,7 +159,10 @@ def status(job: str, doc: dict[str, Any]) -> None:
 
 
 def _reconciliation(live: dict[str, Any]) -> None:
-    """The status lines of the run's reconciliation with the callbacks (`listen`)."""
+    """The status lines of the run's reconciliation with the callbacks (`listen`); none where
+    callbacks never changed anything (no listener)."""
+    if not live["lists"] and not live["touched"]:
+        return
     share = "-" if live["live_share"] is None else f"{live['live_share']:.1%}"
     say(
         f"  live      {live['lists']} lists reconciled: {live['live']} changes seen live, "

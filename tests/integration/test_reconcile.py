@@ -249,13 +249,21 @@ def test_changes_the_callbacks_missed_are_the_drift_of_their_lists(world: World)
     assert doc["live_share"] == pytest.approx(live / (live + 2))
 
 
-def test_a_sync_with_nothing_changed_reconciles_nothing(world: World) -> None:
-    """No change and no callback: no list_reconciliation row, nothing left touched."""
+def test_a_sync_with_nothing_changed_reconciles_nothing(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No change and no callback: no list_reconciliation row, nothing left touched, and
+    `status` prints no line about callbacks."""
     report = world.sync()
     assert reconciled(world.engine, report.run_id) == {}
     assert live_from(world.engine) == {}
     with world.engine.connect() as conn:
         assert reconcile.summary(conn, report.run_id)["live_share"] is None
+        output.status(JOB, status.status_document(conn, JOB))
+    text = capsys.readouterr().out
+    assert "done" in text
+    assert "reconciled" not in text
+    assert "callbacks" not in text
 
 
 def test_a_provisional_time_of_a_removed_edge_is_replaced_when_the_crawl_revives_it(
