@@ -2,10 +2,7 @@
 chunk sized (etl.tencent.sizes) before it is committed, then the run marked ``listed``.
 
 ``sync`` opens (or resumes) its run in one short transaction and starts crawling at once; a
-``Lister`` thread adds the lists behind it. With ``changed_first`` (``sync --changed-first``) it
-also marks touched the lists callbacks changed since their last complete crawl
-(etl.store.reconcile), new ones as they go in and open ones the run already has, so that claims
-take them first. A chunk of up to ``chunk`` lists is read in one
+``Lister`` thread adds the lists behind it. A chunk of up to ``chunk`` lists is read in one
 short transaction (which of its lists the run already has, the sizes their last complete
 crawls found), the rest are asked of follow_get_info through the run's paced client, and the
 new lists go in with their sizes in one more transaction. Memory holds one chunk. A stop
@@ -13,6 +10,11 @@ request is heard between chunks and between follow_get_info calls; a chunk whose
 stop cut short is not written. A stop or a crash keeps the chunks committed: the next
 ``sync`` of the job streams the accounts again, reads past the lists the run has (one
 indexed read per chunk, no write) and goes on from there.
+
+With ``changed_first`` (``sync --changed-first``) the same read says which lists of the chunk
+callbacks changed since their last complete crawl (etl.store.reconcile): the new ones go in
+marked touched, and those the run already has are marked touched while still open, so that
+claims take them first.
 
 The crawl does not end before the lister is done (etl.crawl.coordinator's ``listed``), and a
 run is not closed as done before it is marked listed (etl.crawl.session).
