@@ -147,6 +147,7 @@ def sync(
     keep_runs: int = DEFAULT_KEEP_RUNS,
     hold_min_edges: int | None = None,
     hold_share: float | None = None,
+    changed_first: bool = False,
     settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
     stop: threading.Event | None = None,
@@ -165,6 +166,8 @@ def sync(
     A crawl that would remove at least ``hold_min_edges`` of a list's stored edges and more
     than ``hold_share`` of them is held until a second crawl confirms it (etl.holds; None:
     the settings', FOLLOW_ETL_HOLD_MIN_EDGES and FOLLOW_ETL_HOLD_SHARE, default 20 and 0.5).
+    ``changed_first``: the lists callbacks changed since their last complete crawl are crawled
+    first, each group biggest first (``sync --changed-first``).
     """
     settings = settings or settings_from(env)
     request = sync_request(
@@ -192,7 +195,7 @@ def sync(
                 report = syncing.sync(
                     engine,
                     client,
-                    replace(request, accounts=listed),
+                    replace(request, accounts=listed, changed_first=changed_first),
                     on_progress=on_progress,
                     stop=stop,
                     on_run=on_run or (lambda run_id: None),

@@ -4,8 +4,9 @@ to a Pushgateway (etl.pushgateway, the one HTTP client besides etl.tencent), eve
 seconds and once at exit.
 
 The figures come from the progress snapshots a sync hands its caller (this process's calls by
-answer code, pages, items, changes) and from the database (the run's lists by status, the
-job's last successful run), read at each refresh. Nothing here can stop a sync: a failing
+answer code, pages, items, changes) and from the database (the run's lists by status, its
+reconciliation with the callbacks as `status` shows it, the job's last successful run), read
+at each refresh. Nothing here can stop a sync: a failing
 write or push is logged and tried again at the next refresh.
 """
 
@@ -31,7 +32,7 @@ from sqlalchemy.engine import Engine
 from etl.config import Pushgateway
 from etl.pushgateway import PUSH_TIMEOUT, Handler, Pusher
 from etl.results import Progress
-from etl.store import db, runs
+from etl.store import db, reconcile, runs
 from etl.store.schema import sync_runs
 from etl.tencent.codes import RATE_LIMIT_CODES
 
@@ -63,6 +64,7 @@ class Metrics:
         self.registry.register(_Collector(self))
         self.progress: Progress | None = None
         self.lists: dict[str, int] = {}
+        self.reconciled: dict[str, Any] | None = None  # the run's (etl.store.reconcile.summary)
         self.last_success: float | None = None
         self.exit_code: int | None = None
         self._stopped = threading.Event()
@@ -106,6 +108,8 @@ class Metrics:
             with self.engine.connect() as conn:
                 if progress is not None:
                     self.lists = runs.counts(conn, progress.run_id)
+                run = progress.run_id if progress is not None else _latest(conn, self.job)
+                self.reconciled = None if run is None else reconcile.summary(conn, run)
                 finished = conn.execute(
                     sa.select(sa.func.max(sync_runs.c.finished_at)).where(
                         sync_runs.c.job == self.job, sync_runs.c.status == "done"
@@ -120,6 +124,12 @@ class Metrics:
             if finished.tzinfo is None:  # SQLite keeps no zone; follow-etl writes UTC
                 finished = finished.replace(tzinfo=UTC)
             self.last_success = finished.timestamp()
+
+
+def _latest(conn: sa.Connection, job: str) -> int | None:
+    """The job's newest run, before this process has one."""
+    run = runs.latest_run(conn, job)
+    return None if run is None else run.id
 
 
 class _Collector(Collector):
@@ -140,6 +150,8 @@ class _Collector(Collector):
             for status in runs.STATUSES:
                 lists.add_metric([*values, status], m.lists.get(status, 0))
             yield lists
+        if m.reconciled is not None:
+            yield from _reconciled_families(m.reconciled, labels, values)
         if m.last_success is not None:
             yield _gauge(
                 "follow_etl_last_success_timestamp_seconds",
@@ -233,6 +245,50 @@ def _progress_families(p: Progress, labels: list[str], values: list[str]) -> Ite
             p.elapsed,
         ),
         _gauge("follow_etl_workers", "live processes on the run", labels, values, p.workers),
+    )
+
+
+def _reconciled_families(
+    live: dict[str, Any], labels: list[str], values: list[str]
+) -> Iterator[Metric]:
+    """The run's reconciliation with the callbacks (etl.store.reconcile), as the crawls of its
+    completed lists found it: changes seen live, the drift, the live share."""
+    yield _gauge(
+        "follow_etl_reconciled_lists",
+        "lists of the run whose complete crawl had callback changes or drift to reconcile",
+        labels,
+        values,
+        live["lists"],
+    )
+    yield _gauge(
+        "follow_etl_live_changes",
+        "callback changes the run's complete crawls found already made (seen live)",
+        labels,
+        values,
+        live["live"],
+    )
+    drift = GaugeMetricFamily(
+        "follow_etl_drift_edges",
+        "edges the run's complete crawls had to add or remove: changes the callbacks missed",
+        labels=[*labels, "change"],
+    )
+    drift.add_metric([*values, "added"], live["missed_added"])
+    drift.add_metric([*values, "removed"], live["missed_removed"])
+    yield drift
+    if live["live_share"] is not None:
+        yield _gauge(
+            "follow_etl_live_share",
+            "share of the run's reconciled changes seen live: live / (live + drift)",
+            labels,
+            values,
+            live["live_share"],
+        )
+    yield _gauge(
+        "follow_etl_lists_touched_live",
+        "lists callbacks changed since their last complete crawl (all jobs)",
+        labels,
+        values,
+        live["touched"],
     )
 
 

@@ -44,6 +44,9 @@ class SyncRequest:
     # When a crawl's removals are a mass removal, held until a second crawl confirms them.
     holds: holds.Thresholds = field(default_factory=holds.Thresholds)
     list_chunk: int = runs.ADD_CHUNK  # lists added (and sized) per committed transaction
+    # Lists callbacks changed since their last complete crawl are claimed first (each group
+    # biggest first): a partial night spends its budget where the graph moved.
+    changed_first: bool = False
 
     def __post_init__(self) -> None:
         check_concurrency(self.concurrency)

@@ -92,6 +92,7 @@ def sync(
                 chunk=request.list_chunk,
                 concurrency=request.concurrency,
                 db_seconds=request.db_seconds,
+                changed_first=request.changed_first,
             )
 
         Session(engine, client, heartbeat, plan, report).run(stop, lister)

@@ -103,11 +103,17 @@ def _sync_sources(p: argparse.ArgumentParser) -> None:
 
 
 def _sync_policies(p: argparse.ArgumentParser) -> None:
-    """What a sync does about a busy job, old checkpoints and mass removals."""
+    """What a sync does about a busy job, its order, old checkpoints and mass removals."""
     p.add_argument(
         "--wait",
         action="store_true",
         help="if another sync holds the job, wait for it to end instead of exiting with 7",
+    )
+    p.add_argument(
+        "--changed-first",
+        action="store_true",
+        help="crawl first the lists that callbacks (`listen`) changed since their last "
+        "complete crawl, biggest first, then the others, biggest first",
     )
     p.add_argument(
         "--keep-runs",

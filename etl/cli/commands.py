@@ -46,6 +46,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             keep_runs=args.keep_runs,
             hold_min_edges=args.hold_min_edges,
             hold_share=args.hold_share,
+            changed_first=args.changed_first,
             settings=settings,
             stop=stop,
             on_progress=on_progress,

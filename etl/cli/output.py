@@ -153,6 +153,7 @@ def status(job: str, doc: dict[str, Any]) -> None:
         f"{lists['pending']} pending"
     )
     say(f"  stored    {run['pages']} pages, {run['items']} items, {run['requests']} requests")
+    _reconciliation(run["reconciliation"])
     held = run["held"]
     if held["count"]:
         say(f"  held      {held['count']} lists: their crawl would remove most of their edges")
@@ -172,6 +173,20 @@ def status(job: str, doc: dict[str, Any]) -> None:
         )
         for reason in quarantined["by_reason"][:10]:
             say(f"    {reason['count']:>6}  {reason['kind']}: {reason['reason']}")
+
+
+def _reconciliation(live: dict[str, Any]) -> None:
+    """The status lines of the run's reconciliation with the callbacks (`listen`); none where
+    callbacks never changed anything (no listener)."""
+    if not live["lists"] and not live["touched"]:
+        return
+    share = "-" if live["live_share"] is None else f"{live['live_share']:.1%}"
+    say(
+        f"  live      {live['lists']} lists reconciled: {live['live']} changes seen live, "
+        f"drift {live['drift']} ({live['missed_added']} added, {live['missed_removed']} "
+        f"removed by the crawl), {share} seen live"
+    )
+    say(f"  callbacks {live['touched']} lists changed since their last complete crawl")
 
 
 def pruned(job: str | None, keep_runs: int, done: api.Pruned) -> None:

@@ -11,6 +11,11 @@ stop cut short is not written. A stop or a crash keeps the chunks committed: the
 ``sync`` of the job streams the accounts again, reads past the lists the run has (one
 indexed read per chunk, no write) and goes on from there.
 
+With ``changed_first`` (``sync --changed-first``) the same read says which lists of the chunk
+callbacks changed since their last complete crawl (etl.store.reconcile): the new ones go in
+marked touched, and those the run already has are marked touched while still open, so that
+claims take them first.
+
 The crawl does not end before the lister is done (etl.crawl.coordinator's ``listed``), and a
 run is not closed as done before it is marked listed (etl.crawl.session).
 """
@@ -27,7 +32,7 @@ from sqlalchemy.engine import Engine
 
 from etl.accounts import batched
 from etl.errors import Stopped
-from etl.store import db, runs
+from etl.store import db, reconcile, runs
 from etl.store.rows import Key
 from etl.tencent import sizes
 from etl.tencent.client import FollowClient
@@ -52,10 +57,12 @@ class Lister:
         chunk: int = runs.ADD_CHUNK,
         concurrency: int = 1,
         db_seconds: float = db.RECONNECT_SECONDS,
+        changed_first: bool = False,
     ) -> None:
         self.engine, self.client, self.run_id, self.lists = engine, client, run_id, lists
         self.clock, self.stop, self.chunk = clock, stop, max(1, chunk)
         self.concurrency, self.db_seconds = concurrency, db_seconds
+        self.changed_first = changed_first  # mark the lists callbacks touched (claimed first)
         self.done = threading.Event()
         self.listed = False  # every list is in, and the run says so
         self.error: BaseException | None = None
@@ -116,19 +123,21 @@ class Lister:
         self.chunks += 1
         self.largest = max(self.largest, len(keys))
 
-        def look(conn: sa.Connection) -> tuple[list[Key], dict[Key, int]]:
+        def look(conn: sa.Connection) -> tuple[list[Key], dict[Key, int], set[Key]]:
             have = runs.present(conn, self.run_id, keys)
             new = [key for key in keys if key not in have]
-            return new, sizes.from_history(conn, (account for account, _ in new))
+            touched = reconcile.touched_lists(conn, keys) if self.changed_first else set()
+            return new, sizes.from_history(conn, (account for account, _ in new)), touched
 
-        new, known = db.retrying(
+        new, known, touched = db.retrying(
             self.engine,
             look,
             what="adding the run's lists",
             stop=self.stop,
             seconds=self.db_seconds,
         )
-        if not new:
+        had = touched.difference(new)  # lists the run has: marked touched if still open
+        if not new and not had:
             return
         unknown = sorted({account for account, t in new if (account, t) not in known})
         if unknown:
@@ -136,10 +145,13 @@ class Lister:
         if self.stop.is_set():
             return  # sizing was cut short: the next sync adds this chunk, sized
         now = self.clock()
+
+        def add(conn: sa.Connection) -> int:
+            reconcile.mark_touched(conn, self.run_id, had)
+            return runs.add_lists(
+                conn, self.run_id, new, now, chunk=max(1, len(new)), sizes=known, touched=touched
+            )
+
         self.added += db.retrying(
-            self.engine,
-            lambda conn: runs.add_lists(conn, self.run_id, new, now, chunk=len(new), sizes=known),
-            what="adding the run's lists",
-            stop=self.stop,
-            seconds=self.db_seconds,
+            self.engine, add, what="adding the run's lists", stop=self.stop, seconds=self.db_seconds
         )

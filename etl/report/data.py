@@ -1,6 +1,7 @@
 """The report's data: aggregates read from the database, never edges one by one.
 
-``collect`` reads the views of migration 0002 and the run tables into a ``ReportData``.
+``collect`` reads the views of migration 0002, the run tables and the view run_reconciliation
+(etl.store.reconcile) into a ``ReportData``.
 Reads only. (The figures ``demo`` prints after its run are etl.store.demo's.)
 """
 
@@ -12,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
+from etl.store import reconcile
 from etl.store.schema import profile_snapshots, sync_runs
 
 RUNS_CHARTED = 30  # runs in the per-run charts
@@ -85,6 +87,24 @@ class ProfileChanges:
 
 
 @dataclass(frozen=True)
+class Reconciled:
+    """One run's reconciliation with the callbacks (view run_reconciliation): what its complete
+    crawls found the callbacks had already done (live), and what they had missed (drift)."""
+
+    run_id: int
+    lists: int
+    live: int
+    added: int
+    removed: int
+    live_share: float | None  # live / (live + added + removed); None: nothing changed
+
+    @property
+    def drift(self) -> int:
+        """Edges the crawls had to add or remove."""
+        return self.added + self.removed
+
+
+@dataclass(frozen=True)
 class ReportData:
     """Everything the report shows, read in one pass."""
 
@@ -100,6 +120,7 @@ class ReportData:
     top_accounts: list[TopAccount]
     daily: list[tuple[date, int, int]]  # (UTC day, gained, lost) on the fans lists
     profile_changes: list[ProfileChanges]  # per charted run
+    reconciled: list[Reconciled]  # per listed run that reconciled anything, oldest first
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -203,6 +224,23 @@ def _profile_changes(conn: sa.Connection, run_ids: Sequence[int]) -> list[Profil
     return [ProfileChanges(i, *found.get(i, (0, 0))) for i in run_ids]
 
 
+def _reconciled(conn: sa.Connection, run_ids: Sequence[int]) -> list[Reconciled]:
+    """The reconciliation of these runs (those with any), in their order."""
+    found = reconcile.of_runs(conn, list(run_ids))
+    return [
+        Reconciled(
+            run_id,
+            f["lists"],
+            f["live"],
+            f["missed_added"],
+            f["missed_removed"],
+            f["live_share"],
+        )
+        for run_id in run_ids
+        if (f := found.get(run_id)) is not None
+    ]
+
+
 def _current_edges(conn: sa.Connection) -> dict[int, int]:
     """Current edges by follow type (types without any are missing)."""
     rows = conn.execute(
@@ -233,4 +271,5 @@ def collect(conn: sa.Connection, job: str | None = None, now: datetime | None = 
         top_accounts=_top_accounts(conn),
         daily=_daily(conn),
         profile_changes=_profile_changes(conn, [run.id for run in runs]),
+        reconciled=_reconciled(conn, [run.id for run in runs[-RUNS_LISTED:]]),
     )

@@ -1,4 +1,5 @@
-"""The HTML report: headline numbers, five charts and the latest runs, in one self-contained file.
+"""The HTML report: headline numbers, five charts, the latest runs and their reconciliation with
+the callbacks (live vs crawl), in one self-contained file.
 
 ``render`` turns a ``ReportData`` (etl.report.data) into HTML with inline CSS and inline SVG
 (etl.report.charts), so the file opens anywhere without a network. It writes no file and
@@ -156,6 +157,43 @@ def _runs_table(data: ReportData) -> str:
     )
 
 
+def _share(value: float | None) -> str:
+    return "\u2013" if value is None else f"{value:.1%}"
+
+
+def _live_table(data: ReportData) -> str:
+    """Per recent run: the callback changes its complete crawls found made (seen live), the
+    drift (edges they had to add or remove) and the share seen live."""
+    rows = [
+        "<tr>"
+        + "".join(
+            f"<td>{escape(c)}</td>"
+            for c in (
+                f"#{r.run_id}",
+                f"{r.lists:,}",
+                f"{r.live:,}",
+                f"{r.added:,}",
+                f"{r.removed:,}",
+                f"{r.drift:,}",
+                _share(r.live_share),
+            )
+        )
+        + "</tr>"
+        for r in reversed(data.reconciled)
+    ]
+    heads = ("run", "lists", "seen live", "crawl added", "crawl removed", "drift", "live share")
+    head = "".join(f"<th>{h}</th>" for h in heads)
+    none = "No run has reconciled callback changes yet: see follow-etl listen."
+    body = "".join(rows) or f'<tr><td colspan="{len(heads)}" class="none">{none}</td></tr>'
+    return (
+        '<section class="card wide" id="live-vs-crawl" data-table="live-vs-crawl">'
+        "<figcaption><h2>Live vs crawl</h2><p>Per run of the latest "
+        f"{RUNS_LISTED}: callback changes its complete crawls found already made, and the "
+        "edges they had to add or remove (drift: what the callbacks missed)</p></figcaption>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>"
+    )
+
+
 def render(data: ReportData) -> str:
     """The report as one self-contained HTML document."""
     scope = f"job {data.job}" if data.job else "all jobs"
@@ -171,7 +209,8 @@ def render(data: ReportData) -> str:
         '<header class="top"><h1>Follow graph report</h1>'
         f"<p>Generated {_when(data.generated_at)} \u00b7 {escape(scope)} \u00b7 "
         f"{escape(data.dialect)} database</p></header>"
-        f'{_summary(data)}<main class="grid">{charts_html}{_runs_table(data)}</main>'
+        f'{_summary(data)}<main class="grid">{charts_html}{_runs_table(data)}'
+        f"{_live_table(data)}</main>"
         f"<footer>follow-etl {__version__} \u00b7 one file, no network needed</footer>"
         "</body></html>\n"
     )

@@ -31,7 +31,9 @@ def claim(
     process that was taken for dead must not take its own lists twice.
 
     The biggest lists (``expected_items``, see etl.tencent.sizes) go first, so the longest crawls
-    start early and the run's tail is short; the index of open lists serves the order.
+    start early and the run's tail is short; lists the run marked touched (``sync
+    --changed-first``: callbacks changed them since their last complete crawl) go before all
+    others, biggest first among them. The index of open lists serves the order.
     A list that failed is claimed only if it failed before ``failed_before`` (when this process
     began crawling): the process that failed a list leaves it to the next sync. A run that is
     no longer open (done, or abandoned by ``sync --restart``) gives nothing.
@@ -48,8 +50,8 @@ def claim(
 
 
 def _biggest_first(states: Iterable[ListState]) -> list[ListState]:
-    # RETURNING keeps no order: the coordinator dispatches in this one.
-    return sorted(states, key=lambda s: -int(s.expected))
+    # RETURNING keeps no order: the coordinator dispatches in this one (the claim's).
+    return sorted(states, key=lambda s: (not s.touched, -int(s.expected)))
 
 
 def open_elsewhere(conn: sa.Connection, run_id: int, owner: str) -> int:

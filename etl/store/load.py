@@ -4,7 +4,8 @@ that follow the rows (etl.store.cursors.advance), so both commit together.
 
 A batch goes into per-connection temporary staging tables (etl.store.staging; COPY on
 PostgreSQL), and set-based statements move from there only what changed, table by table:
-edges, removals and baselines (etl.store.edges), profile versions (etl.store.profiles),
+edges, removals and baselines (etl.store.edges), the reconciliation of completed lists with
+the callbacks (etl.store.reconcile), profile versions (etl.store.profiles),
 quarantined items and conflicts (etl.store.quarantine). What a crawl has seen of a list it
 has not finished is kept in sync_seen, whose statements are all in etl.store.seen. The dialect
 object (etl.store.dialect) spells what PostgreSQL and SQLite spell differently.
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from etl.holds import Hold, Thresholds, decide
-from etl.store import edges, profiles, quarantine, seen
+from etl.store import edges, profiles, quarantine, reconcile, seen
 from etl.store.dialect import Dialect, for_name
 from etl.store.rows import Key, ListPart
 from etl.store.staging import stage_lists, unstage_lists
@@ -54,6 +55,7 @@ class Loader:
     def __init__(self, dialect: str, thresholds: Thresholds | None = None) -> None:
         self.dialect: Dialect = for_name(dialect)  # "postgresql" or "sqlite"
         self.thresholds = thresholds or Thresholds()
+        self._events_from: dict[int, datetime] = {}  # by run (etl.store.reconcile)
 
     def prepare(self, conn: sa.Connection) -> None:
         """Create the staging tables on this connection (once) and empty them."""
@@ -102,7 +104,8 @@ class Loader:
         written: Written,
     ) -> None:
         """The lists whose last page is in the batch: their removals (unless lost or held),
-        their baselines, and their sync_seen rows dropped."""
+        the reconciliation of those with a baseline, their baselines, and their sync_seen
+        rows dropped."""
         d = self.dialect
         now = params["now"]
         rows = [(*p.key, p.mode.fresh, d.bind_time(p.started or now)) for p in ending]
@@ -118,9 +121,20 @@ class Loader:
             removed = edges.mark_unlisted(conn, d, params)
             written.edges_removed = removed
             written.events += removed
+        if any(p.baseline for p in ending):
+            # After the removals (their events count), before the baselines (which move
+            # live_from on).
+            events_from = self._run_events(conn, run_id)
+            reconcile.record(conn, d, {**params, "events_from": events_from})
         edges.record_baselines(conn, params)
         if any(p.mode.had_seen for p in ending):
             seen.forget_ending(conn, run_id)
+
+    def _run_events(self, conn: sa.Connection, run_id: int) -> datetime:
+        """From when the run's crawl events are read (read once per run)."""
+        if run_id not in self._events_from:
+            self._events_from[run_id] = reconcile.events_from(conn, run_id)
+        return self._events_from[run_id]
 
     def _hold_back(
         self,

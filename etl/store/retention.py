@@ -12,6 +12,10 @@
   (etl.store.seen.prune_run).
 - quarantined_items are evidence of what could not be stored: they are kept with their run,
   pruned or not (they are few: one row per bad item and run).
+- A run's list_reconciliation rows (per list, what the callbacks missed: etl.store.reconcile)
+  and its verify_mismatches go with its checkpoints; a sync_runs row deleted by hand takes its
+  checkpoints, counters and reconciliation rows with it (ON DELETE CASCADE; SQLite enforces
+  it too: etl.store.dialect.sqlite turns foreign keys on for every connection).
 - Edges, profile versions and follow_edge_events are the data: kept for ever.
   ``prune_events`` deletes events observed before a date, for those who archive them first.
 
@@ -31,7 +35,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from etl.store import chunks, seen
-from etl.store.schema import follow_edge_events, sync_checkpoints, sync_runs, verify_mismatches
+from etl.store.schema import (
+    follow_edge_events,
+    list_reconciliation,
+    sync_checkpoints,
+    sync_runs,
+    verify_mismatches,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +79,10 @@ def prune(
     chunk: int = CHUNK,
     stop: threading.Event | None = None,
 ) -> Pruned:
-    """Delete the checkpoints (and stored verify mismatches) of the job's ended runs older
-    than its last ``keep_runs`` (at least 1), and the sync_seen leftovers of every ended run;
-    return what went. Stopped if ``stop`` is set: the chunks deleted so far stay deleted."""
+    """Delete the checkpoints (and stored verify mismatches and list reconciliations) of the
+    job's ended runs older than its last ``keep_runs`` (at least 1), and the sync_seen
+    leftovers of every ended run; return what went. Stopped if ``stop`` is set: the chunks
+    deleted so far stay deleted."""
     if keep_runs < 1:
         raise ValueError("keep_runs must be at least 1: the latest run is always kept")
     with engine.connect() as conn:
@@ -98,9 +109,8 @@ def prune(
         done.checkpoints += chunks.delete_chunks(
             engine, sync_checkpoints, c.run_id == run_id, chunk, stop, keys
         )
-        chunks.delete_chunks(
-            engine, verify_mismatches, verify_mismatches.c.run_id == run_id, chunk, stop
-        )
+        for table in (verify_mismatches, list_reconciliation):
+            chunks.delete_chunks(engine, table, table.c.run_id == run_id, chunk, stop)
         with engine.begin() as conn:
             conn.execute(sa.update(sync_runs).where(r.id == run_id).values(pruned_at=now))
         done.runs.append(run_id)

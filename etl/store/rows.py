@@ -32,6 +32,9 @@ class ListState:
     # resumes it. Another run may crawl the same list meanwhile (a job whose accounts overlap,
     # `verify --repair`): what it changed after this start is not this crawl's to undo.
     started: datetime | None = None
+    # Callbacks changed the list since its last complete crawl when the run listed it with
+    # --changed-first (sync_checkpoints.touched): it is claimed before the others.
+    touched: bool = False
 
     @property
     def key(self) -> Key:

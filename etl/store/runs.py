@@ -15,7 +15,7 @@ one counter row. ``counts`` sums the run's rows; ``recount`` counts the checkpoi
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -120,10 +120,12 @@ def add_lists(
     *,
     chunk: int = ADD_CHUNK,
     sizes: Mapping[tuple[str, int], int] | None = None,
+    touched: Collection[tuple[str, int]] = (),
 ) -> int:
     """Add pending lists to a run, ``chunk`` per statement, each with its expected size
-    (``sizes``, else 0); those it already has stay as they are. How many were new.
-    (etl.crawl.lister calls it once per committed chunk.)"""
+    (``sizes``, else 0), those in ``touched`` marked touched (claimed first); those it already
+    has stay as they are. How many were new. (etl.crawl.lister calls it once per committed
+    chunk.)"""
     added = 0
     sizes = sizes or {}
     rows: list[dict[str, Any]] = []
@@ -134,6 +136,7 @@ def add_lists(
                 "account": account,
                 "follow_type": follow_type,
                 "expected_items": sizes.get((account, follow_type), 0),
+                "touched": (account, follow_type) in touched,
                 "updated_at": now,
             }
         )
@@ -180,9 +183,9 @@ def is_listed(conn: sa.Connection, run_id: int) -> bool:
 def _add_chunk(conn: sa.Connection, chunk: list[dict[str, Any]]) -> int:
     stmt = sa.text(
         "INSERT INTO sync_checkpoints "
-        "(run_id, account, follow_type, status, expected_items, updated_at) "
-        "VALUES (:run_id, :account, :follow_type, 'pending', :expected_items, :updated_at) "
-        "ON CONFLICT DO NOTHING"
+        "(run_id, account, follow_type, status, expected_items, touched, updated_at) "
+        "VALUES (:run_id, :account, :follow_type, 'pending', :expected_items, :touched, "
+        ":updated_at) ON CONFLICT DO NOTHING"
     ).bindparams(sa.bindparam("updated_at", type_=sync_checkpoints.c.updated_at.type))
     result = conn.execute(stmt, chunk)
     return max(result.rowcount, 0)

@@ -1,7 +1,9 @@
 """The status document (``status --json``, etl.api.status, the metrics): what the latest run
 of a job stands at, read in one connection. Nothing here writes, and nothing here walks the
 run's checkpoints: the counts come from the run's counters (etl.store.runs.counts), the errors from
-a partial index of the lists that have one.
+a partial index of the lists that have one, the reconciliation with the callbacks from the
+run's rows of list_reconciliation and the partial index of follow_lists.live_from
+(etl.store.reconcile).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl.store import runs, workers
+from etl.store import reconcile, runs, workers
 from etl.store.schema import quarantined_items, sync_checkpoints
 from etl.tencent.rows import CONFLICT, UNSTORABLE
 
@@ -95,6 +97,7 @@ def status_document(conn: sa.Connection, job: str) -> dict[str, Any]:
             "errors": errors(conn, run.id),
             "quarantined": quarantine_summary(conn, run.id),
             "held": held_summary(conn, run.id, lists["held"]),
+            "reconciliation": reconcile.summary(conn, run.id),
             "workers": live,
         },
     }

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from etl.store import cursors, leases, runs, status, workers
-from etl.store.rows import ListPart
+from etl.store import cursors, edges, leases, reconcile, runs, status, workers
+from etl.store.load import Loader
+from etl.store.rows import ListPart, Mode
+from etl.store.staging import stage_lists
 from etl.tencent import sizes
 
 HISTORY_RUNS = 20
@@ -225,3 +227,165 @@ def test_a_listing_chunk_reads_what_the_run_has_by_key(history: sa.Engine) -> No
     )
     assert used <= {"pk_sync_checkpoints", "pk_follow_lists"}
     assert "pk_sync_checkpoints" in used
+
+
+def test_the_claim_takes_touched_lists_first_from_the_index_without_a_sort(
+    history: sa.Engine,
+) -> None:
+    """With touched lists in the run (sync --changed-first), the claim still walks
+    ix_sync_checkpoints_open (backwards: touched first, biggest first) and sorts nothing; the
+    lists it takes are the touched ones, biggest first."""
+    with history.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE sync_checkpoints SET touched = true WHERE run_id = :r "
+                "AND status = 'pending' AND expected_items % 7 = 0"
+            ),
+            {"r": RUN},
+        )
+        conn.execute(sa.text("ANALYZE sync_checkpoints"))
+        wanted = [
+            (a, int(t))
+            for a, t in conn.execute(
+                sa.text(
+                    "SELECT account, follow_type FROM sync_checkpoints WHERE run_id = :r "
+                    "AND touched AND status = 'pending' "
+                    "ORDER BY expected_items DESC, account, follow_type LIMIT 64"
+                ),
+                {"r": RUN},
+            )
+        ]
+    me = owner(history)
+    used = assert_index_driven(history, lambda c: leases.claim(c, RUN, me, 64, NOW))
+    assert "ix_sync_checkpoints_open" in used
+    ((statement, parameters),) = captured(history, lambda c: leases.claim(c, RUN, me, 64, NOW))
+    (plan,) = plans(history, [(statement, parameters)])
+    assert "Sort" not in [kind for kind, _, _ in plan], plan
+    with history.begin() as conn:
+        claimed = leases.claim(conn, RUN, me, 64, NOW)
+    assert all(state.touched for state in claimed)
+    assert [s.expected for s in claimed] == sorted((s.expected for s in claimed), reverse=True)
+    assert {s.expected for s in claimed} == set(_expected(history, wanted))
+
+
+def _expected(engine: sa.Engine, keys: list[tuple[str, int]]) -> list[int]:
+    with engine.connect() as conn:
+        return [
+            int(
+                conn.execute(
+                    sa.text(
+                        "SELECT expected_items FROM sync_checkpoints WHERE run_id = :r "
+                        "AND account = :a AND follow_type = :t"
+                    ),
+                    {"r": RUN, "a": a, "t": t},
+                ).scalar_one()
+            )
+            for a, t in keys
+        ]
+
+
+def test_reconciling_completed_lists_reads_their_events_by_index(history: sa.Engine) -> None:
+    """The reconciliation and the baselines of a batch's ending lists (some touched by
+    callbacks) read follow_edge_events through its (account, observed_at) index, list by list:
+    never a scan of the events."""
+    with history.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE follow_lists SET crawled_at = now() - interval '2 days', "
+                "live_from = now() - interval '1 day' WHERE account < 'u000050'"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO follow_edge_events (account, follow_type, to_account, event, "
+                "observed_at, run_id, source) SELECT 'u' || lpad((i % 50)::text, 6, '0'), "
+                "1 + i % 3, 'c' || i, 'added', now() - interval '1 hour', NULL, 'callback' "
+                "FROM generate_series(1, 5000) i"
+            )
+        )
+        conn.execute(sa.text("ANALYZE follow_lists"))
+        conn.execute(sa.text("ANALYZE follow_edge_events"))
+    keys = [(f"u{i:06d}", t) for i in range(0, 400, 2) for t in (1, 2, 3)]
+
+    def end(conn: sa.Connection, loader: Loader) -> None:
+        loader.dialect.stage(conn, stage_lists, [(a, t, False, NOW) for a, t in keys])
+        loader.dialect.analyze(conn, "stage_lists")
+        params = {"run_id": RUN, "now": NOW, "events_from": NOW - reconcile.EVENTS_MARGIN}
+        assert reconcile.record(conn, loader.dialect, params) > 0
+        edges.record_baselines(conn, {"run_id": RUN, "now": NOW})
+
+    found = explained_in_place(history, end, ("WITH listed", "INSERT INTO follow_lists"))
+    assert len(found) == 2
+    for plan in found:
+        # Index scans name their index; a bitmap heap scan's index is its child's.
+        events = {index for _, rel, index in plan if rel == "follow_edge_events" and index}
+        bitmaps = {index for kind, _, index in plan if kind == "Bitmap Index Scan"}
+        assert events | bitmaps <= {"ix_follow_edge_events_account_observed_at"}, plan
+
+
+def test_a_batch_of_lists_with_a_baseline_writes_edges_and_events_by_key(
+    history: sa.Engine,
+) -> None:
+    """The statement that writes a batch's edges with their 'added' events (lists with a
+    baseline, searched and fresh) looks each staged edge up by key: no scan of follow_edges
+    or follow_edge_events."""
+    keys = open_keys(history, 300)
+    parts = [
+        ListPart(
+            a,
+            t,
+            edges={f"f{i}": 1_700_000_000 for i in range(n * 7, n * 7 + 40)},
+            pages=1,
+            next_cursor="n",
+            mode=Mode.FRESH if n % 3 == 0 else Mode.FIRST,
+            baseline=True,
+        )
+        for n, (a, t) in enumerate(keys)
+    ]
+
+    def batch(conn: sa.Connection, loader: Loader) -> None:
+        assert edges.write(conn, loader.dialect, parts, {"run_id": RUN, "now": NOW}) > 0
+
+    found = explained_in_place(history, batch, ("WITH written",))
+    assert len(found) == 2
+    for plan in found:
+        reads = {
+            (kind, bool(index))
+            for kind, rel, index in plan
+            if rel == "follow_edges" and kind != "ModifyTable"
+        }
+        assert reads <= {("Index Scan", True), ("Index Only Scan", True)}, plan
+
+
+def explained_in_place(
+    engine: sa.Engine, call: Callable[[sa.Connection, Loader], object], prefixes: tuple[str, ...]
+) -> list[list[tuple[str, str | None, str | None]]]:
+    """The plans of the statements ``call`` sends that begin with ``prefixes``, EXPLAINed on
+    its own connection (they read its staging tables), none of them scanning a big table
+    sequentially; ``call``'s transaction is rolled back."""
+    loader = Loader("postgresql")
+    sent: Captured = []
+
+    def record(c: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.lstrip().startswith(prefixes):
+            sent.append((statement, parameters))
+
+    found = []
+    with engine.connect() as conn, conn.begin() as tx:
+        loader.prepare(conn)
+        sa.event.listen(conn, "before_cursor_execute", record)
+        call(conn, loader)
+        sa.event.remove(conn, "before_cursor_execute", record)
+        for statement, parameters in sent:
+            raw = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+            doc = raw.scalar_one()
+            plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
+            nodes_found = [
+                (n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in nodes(plan)
+            ]
+            print(statement.strip().splitlines()[0][:60], nodes_found)  # pytest -s shows them
+            scans = [k for k, rel, _ in nodes_found if k == "Seq Scan" and rel in BIG]
+            assert scans == [], f"{statement}\n{nodes_found}"
+            found.append(nodes_found)
+        tx.rollback()
+    return found

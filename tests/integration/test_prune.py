@@ -152,3 +152,25 @@ def test_prune_deletes_the_stored_mismatches_of_the_runs_it_prunes(engine: sa.En
             )
     prune.prune(engine, "nightly", 1, NOW)
     assert rows_by_run(engine, "verify_mismatches") == {kept: 1}
+
+
+def test_prune_deletes_the_reconciliation_of_the_runs_it_prunes(engine: sa.Engine) -> None:
+    """A pruned run's list_reconciliation rows go with its checkpoints, a kept run's stay; a
+    run deleted by hand takes its rows with it (ON DELETE CASCADE, SQLite included)."""
+    with engine.begin() as conn:
+        old = make_run(conn, "nightly", 2, "done")
+        kept = make_run(conn, "nightly", 2, "done")
+        for run_id in (old, kept):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO list_reconciliation (run_id, account, follow_type, live, added, "
+                    "removed, reconciled_at) VALUES (:r, 'acc0', 1, 3, 1, 0, :t), "
+                    "(:r, 'acc1', 1, 0, 0, 2, :t)"
+                ),
+                {"r": run_id, "t": NOW},
+            )
+    prune.prune(engine, "nightly", 1, NOW, chunk=1)
+    assert rows_by_run(engine, "list_reconciliation") == {kept: 2}
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM sync_runs WHERE id = :r"), {"r": kept})
+    assert rows_by_run(engine, "list_reconciliation") == {}

@@ -77,6 +77,10 @@ class Dialect:
     stored_edge: ClassVar[str]  # join: a staged edge's stored twin, as e
     listed: ClassVar[str]  # the listed edges of the staged lists that end, as c
     seen_of_ending: ClassVar[str]  # their sync_seen rows, as x (etl.store.seen)
+    list_row: ClassVar[str]  # join: a staged list's follow_lists row, as f (etl.store.reconcile)
+    # Transactions run side by side: a batch's 'added' events come from the statement that
+    # writes its edges (a data-modifying WITH), not from a lookup before it (etl.store.edges).
+    writes_with_events: ClassVar[bool] = False
     returned: ClassVar[str]  # the columns MARK returns
     # Row sets (Dialect.rows): the elements of the JSON array :{name}, as x; element {i} of x
     # as the SQL type {kind}.

@@ -71,7 +71,8 @@ UNION ALL
 SELECT NULL, NULL, NULL, (SELECT count(*) FROM inserted), (SELECT count(*) FROM s WHERE NOT s.found)
 """
 
-# One statement: pick free lists of an open run without waiting for other claimers, lease
+# One statement: pick free lists of an open run without waiting for other claimers (touched
+# first, each group biggest first: a backward walk of ix_sync_checkpoints_open, no sort), lease
 # them, stamp the start of each crawl that begins at its first page, and say which have a
 # baseline. Liveness and starts by the server's clock. A checkpoint resumed from before
 # revision 0008 has no start: its run's start is earlier still, the safe side.
@@ -90,7 +91,7 @@ WITH free AS MATERIALIZED (
            OR (lease_owner <> :owner
                AND lease_owner NOT IN (SELECT id FROM sync_workers
                                        WHERE expires_at > statement_timestamp())))
-    ORDER BY expected_items DESC
+    ORDER BY touched DESC, expected_items DESC
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 )
@@ -107,7 +108,7 @@ RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items, c.crawl_
         SELECT 1 FROM follow_edges e
         WHERE e.account = c.account AND e.follow_type = c.follow_type AND e.removed_at IS NULL
     ) ELSE c.fresh END AS fresh,
-    c.held_at IS NOT NULL AS confirming
+    c.held_at IS NOT NULL AS confirming, c.touched
 """
 _PICK = f"""status IN ('pending', 'running')
            OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before)"""
@@ -120,6 +121,13 @@ _CLAIMS = {
     ),
     True: sa.text(_CLAIM.format(open_statuses=OPEN_STATUSES, pick=_HELD)),
 }
+
+# A staged list's follow_lists row, by its key (lists without one left out): never a hash join
+# reading all of follow_lists, whatever its statistics say (etl.store.reconcile).
+_LIST_ROW = """CROSS JOIN LATERAL (
+        SELECT x.live_from, x.crawled_at FROM follow_lists x
+        WHERE x.account = l.account AND x.follow_type = l.follow_type
+        OFFSET 0) f"""
 
 # A share lock on the run's row, before any other lock of the batch (etl.store.leases.hold).
 _RUN_OPEN = sa.text("SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running' FOR SHARE")
@@ -189,7 +197,8 @@ class Postgres(Dialect):
     # LIMIT cannot be turned into a hash join that reads all of follow_edges, which the
     # planner chose when its statistics lagged behind a table that had just grown.
     stored_edge = """LEFT JOIN LATERAL (
-    SELECT x.account, x.follow_time, x.removed_at, x.changed_at FROM follow_edges x
+    SELECT x.account, x.follow_time, x.removed_at, x.changed_at, x.time_provisional
+    FROM follow_edges x
     WHERE x.account = s.account AND x.follow_type = s.follow_type AND x.to_account = s.to_account
     LIMIT 1) e ON true"""
     # The listed edges of the staged lists, read list by list through their keys (OFFSET 0
@@ -201,6 +210,8 @@ class Postgres(Dialect):
         OFFSET 0) c
     WHERE NOT l.fresh"""
     seen_of_ending = seen.SEEN_OF_ENDING_PG
+    list_row = _LIST_ROW
+    writes_with_events = True
     returned = "e.account, e.follow_type, e.to_account"  # gone has these columns too
     json_rows = ("json_array_elements(CAST(:{name} AS json)) AS x", "CAST(x ->> {i} AS {kind})")
     probe_join = (
@@ -342,6 +353,7 @@ class Postgres(Dialect):
                 bool(r.fresh),
                 confirming=bool(r.confirming),
                 started=r.crawl_started_at,
+                touched=bool(r.touched),
             )
             for r in conn.execute(_CLAIMS[held], params)
         ]

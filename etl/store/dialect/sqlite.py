@@ -61,6 +61,7 @@ class Sqlite(Dialect):
     WHERE NOT l.fresh AND c.removed_at IS NULL
       AND (c.changed_at IS NULL OR c.changed_at < l.crawl_started_at)"""
     seen_of_ending = seen.SEEN_OF_ENDING_SQLITE
+    list_row = "JOIN follow_lists f ON f.account = l.account AND f.follow_type = l.follow_type"
     returned = "account, follow_type, to_account"  # SQLite refuses qualified names here
     json_rows = ("json_each(:{name}) AS x", "json_extract(x.value, '$[{i}]')")  # true: 1
 
@@ -183,6 +184,7 @@ class Sqlite(Dialect):
                 fresh=bool(r.fresh),  # a crawl under way; one at its start is decided below
                 confirming=r.held_at is not None,
                 started=r.crawl_started_at,
+                touched=bool(r.touched),
             )
             for r in conn.execute(_lease(run_id, owner, free, self.now())).all()
         ]
@@ -254,7 +256,7 @@ def _free(
     live: sa.Select[tuple[str]],
 ) -> sa.Select[Any]:
     """The free lists a claim picks: open, of a running run, leased by nobody ``live``
-    (``owner`` never takes its own back), biggest first."""
+    (``owner`` never takes its own back), touched first, each group biggest first."""
     pick = (
         sa.and_(ck.status == "held", ck.failures < MAX_FAILURES)
         if held
@@ -272,7 +274,7 @@ def _free(
                 sa.and_(ck.lease_owner != owner, ck.lease_owner.not_in(live)),
             ),
         )
-        .order_by(ck.expected_items.desc())
+        .order_by(ck.touched.desc(), ck.expected_items.desc())
         .limit(limit)
     )
 
@@ -302,6 +304,7 @@ def _lease(
             # the column, not "held_at IS NOT NULL": SQLite 3.40's RETURNING answers 1 for it
             ck.held_at,
             ck.crawl_started_at,
+            ck.touched,
         )
     )
 
