@@ -59,7 +59,7 @@ from etl.errors import (
     UsageError,
     VerifyMismatch,
 )
-from etl.live import settings as listening
+from etl.live.listen import listen
 from etl.live.settings import ListenReport
 from etl.results import DEFAULT_CONCURRENCY, Migration, Progress, SyncReport, Verification
 from etl.session import (
@@ -377,27 +377,3 @@ def usersig(
         now=int(time.time()),
         expire=expire,
     )
-
-
-def listen(
-    *,
-    host: str = listening.DEFAULT_HOST,
-    port: int = listening.DEFAULT_PORT,
-    path: str = listening.DEFAULT_PATH,
-    max_body: int = listening.DEFAULT_MAX_BODY,
-    ack_timeout: float = listening.DEFAULT_ACK_TIMEOUT,
-    settings: Settings | None = None,
-    env: Mapping[str, str] | None = None,
-    stop: threading.Event | None = None,
-    ready: Callable[[str], None] | None = None,
-) -> ListenReport:
-    """Apply Tencent's follow callbacks POSTed to http://HOST:PORT/PATH (etl.live), each
-    acknowledged once committed, until ``stop`` (or, in the main thread, SIGINT or SIGTERM);
-    ``ready`` gets the URL once it serves. ConfigError without IM_SDKAPPID, or without
-    IM_CALLBACK_TOKEN off loopback; UsageError for an address it cannot bind."""
-    from etl.live.server import serve  # uvicorn is imported by `listen` alone
-
-    settings = settings or settings_from(env)
-    checked = listening.listen_settings(settings, host, port, path, max_body, ack_timeout)
-    with session(settings) as engine:
-        return serve(engine, checked, stop=stop, ready=ready)

@@ -102,14 +102,7 @@ class BatchWriter:
             for i in range(max(1, lanes))
         ]
         self._local = threading.local()  # each thread's own Retrying (they keep state)
-        self._retryer = Retrying(
-            retry=retry_if_exception(retriable),
-            wait=wait_exponential(multiplier=0.05, max=max_wait) + wait_random(0, 0.05),
-            stop=lambda state: self._abandon.is_set(),
-            sleep=self._sleep,
-            before_sleep=self._before_retry,
-            reraise=True,
-        )
+        self._retryer = _retry_policy(self._abandon, self._sleep, metrics, max_wait)
         metrics.watch_queue(lambda: self._queued)
 
     def start(self) -> None:
@@ -238,17 +231,6 @@ class BatchWriter:
         if self._abandon.wait(seconds):
             raise Stopped("the listener's writer")
 
-    def _before_retry(self, state: RetryCallState) -> None:
-        self.metrics.retries.inc()
-        exc = state.outcome.exception() if state.outcome is not None else None
-        wait = state.next_action.sleep if state.next_action is not None else 0.0
-        log.warning(
-            "a batch of callbacks failed on the database (%s); retrying in %.2f s",
-            db.first_line(exc) if exc is not None else "?",
-            wait,
-            extra={"event": "batch_retry", "attempt": state.attempt_number},
-        )
-
     def _probe(self) -> None:
         """``SELECT 1``: does the database answer? (Logged when that changes.)"""
         try:
@@ -278,3 +260,33 @@ class BatchWriter:
             self._queued = 0
         if left:
             self.notify(left, Outcome.DROPPED)
+
+
+def _retry_policy(
+    abandon: threading.Event,
+    sleep: Callable[[float], None],
+    metrics: ListenMetrics,
+    max_wait: float,
+) -> Retrying:
+    """Retry a batch after each transient database error, until ``abandon`` is set, with a
+    capped backoff; each retry counted and logged."""
+
+    def before_retry(state: RetryCallState) -> None:
+        metrics.retries.inc()
+        exc = state.outcome.exception() if state.outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning(
+            "a batch of callbacks failed on the database (%s); retrying in %.2f s",
+            db.first_line(exc) if exc is not None else "?",
+            wait,
+            extra={"event": "batch_retry", "attempt": state.attempt_number},
+        )
+
+    return Retrying(
+        retry=retry_if_exception(retriable),
+        wait=wait_exponential(multiplier=0.05, max=max_wait) + wait_random(0, 0.05),
+        stop=lambda state: abandon.is_set(),
+        sleep=sleep,
+        before_sleep=before_retry,
+        reraise=True,
+    )

@@ -34,8 +34,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from etl.store.dialect import Dialect, dialect_of
-from etl.store.dialect.base import RowColumns, row_params, text
+from etl.store.dialect import Dialect, dialect_of, rowsets
+from etl.store.dialect.base import text
+from etl.store.dialect.rowsets import RowColumns
 from etl.store.live_rules import (
     Applied,
     Change,
@@ -164,26 +165,26 @@ class _Statements:
     """The statements of one dialect, built once."""
 
     def __init__(self, d: Dialect) -> None:
-        pairs, edges = d.rows("v", _PAIRS), d.rows("v", _EDGES)
+        pairs, edges = rowsets.rows(d, "v", _PAIRS), rowsets.rows(d, "v", _EDGES)
         self.insert_pairs = text(_INSERT_PAIRS.format(pairs=pairs))
         on = "p.low = v.low AND p.high = v.high"
-        probe = d.probe("live_pairs", "p", on, lock=True)
+        probe = rowsets.probe(d, "live_pairs", "p", on, lock=True)
         self.lock_pairs = sa.text(_LOCK_PAIRS.format(pairs=pairs, probe=probe))
-        probe = d.probe("follow_lists", "l", "l.account = v.account")
+        probe = rowsets.probe(d, "follow_lists", "l", "l.account = v.account")
         self.kept_lists = sa.text(
-            _KEPT_LISTS.format(accounts=d.rows("v", _ACCOUNTS), probe=probe)
+            _KEPT_LISTS.format(accounts=rowsets.rows(d, "v", _ACCOUNTS), probe=probe)
         ).columns(crawled_at=Timestamp, live_from=Timestamp, baseline_at=Timestamp)
         on = "e.account = v.account AND e.follow_type = t.follow_type"
         on += " AND e.to_account = v.to_account"
-        probe = d.probe("follow_edges", "e", on, lock=True)
+        probe = rowsets.probe(d, "follow_edges", "e", on, lock=True)
         self.lock_edges = sa.text(
-            _LOCK_EDGES.format(directions=d.rows("v", _DIRECTIONS), probe=probe)
+            _LOCK_EDGES.format(directions=rowsets.rows(d, "v", _DIRECTIONS), probe=probe)
         )
         self.insert_edges = text(_INSERT_EDGES.format(edges=edges))
         self.update_edges = text(_UPDATE_EDGES.format(edges=edges))
-        self.insert_events = text(_INSERT_EVENTS.format(events=d.rows("v", _EVENTS)))
-        self.live_from = text(_LIVE_FROM.format(lists=d.rows("v", _LISTS)))
-        self.update_pairs = text(_UPDATE_PAIRS.format(pairs=d.rows("v", _PAIR_STATES)))
+        self.insert_events = text(_INSERT_EVENTS.format(events=rowsets.rows(d, "v", _EVENTS)))
+        self.live_from = text(_LIVE_FROM.format(lists=rowsets.rows(d, "v", _LISTS)))
+        self.update_pairs = text(_UPDATE_PAIRS.format(pairs=rowsets.rows(d, "v", _PAIR_STATES)))
 
 
 @functools.cache
@@ -199,7 +200,7 @@ def apply(conn: sa.Connection, changes: Sequence[Change]) -> Applied:
     s = _statements(d)
     now: datetime = conn.execute(sa.select(d.now())).scalar_one()
     pairs = sorted({c.pair for c in changes})
-    conn.execute(s.insert_pairs, {"now": now, **row_params("v", pairs)})
+    conn.execute(s.insert_pairs, {"now": now, **rowsets.params("v", pairs)})
     locked = _lock_pairs(conn, d, pairs)
     lists, unset = _kept_lists(conn, d, pairs)
     edges = _lock_edges(conn, d, pairs, lists)
@@ -207,14 +208,14 @@ def apply(conn: sa.Connection, changes: Sequence[Change]) -> Applied:
     touched = _write_edges(conn, d, decided, now)
     live = [(*key, *unset[key]) for key in sorted(touched) if key in unset]
     if live:
-        conn.execute(s.live_from, {"now": now, **row_params("v", live)})
+        conn.execute(s.live_from, {"now": now, **rowsets.params("v", live)})
     _write_pairs(conn, d, decided, now)
     return decided.applied
 
 
 def _lock_pairs(conn: sa.Connection, d: Dialect, pairs: list[Pair]) -> dict[Pair, PairState]:
     """The live_pairs rows of ``pairs``, locked in key order."""
-    rows = conn.execute(_statements(d).lock_pairs, row_params("v", pairs)).all()
+    rows = conn.execute(_statements(d).lock_pairs, rowsets.params("v", pairs)).all()
     return {
         (low, high): PairState(
             None if low_ms is None else (int(low_ms), 0 if low_follows else 1),
@@ -231,7 +232,9 @@ def _kept_lists(
     crawl in Unix microseconds (None: not recorded); and those with no live_from, with their
     baseline (run id and time, as a row set binds them)."""
     accounts = sorted({account for pair in pairs for account in pair})
-    rows = conn.execute(_statements(d).kept_lists, row_params("v", [(a,) for a in accounts])).all()
+    rows = conn.execute(
+        _statements(d).kept_lists, rowsets.params("v", [(a,) for a in accounts])
+    ).all()
     lists: dict[ListKey, int | None] = {}
     unset: dict[ListKey, tuple[Any, Any]] = {}
     for account, follow_type, crawled, live_from, run_id, baseline_at in rows:
@@ -249,7 +252,7 @@ def _lock_edges(
     this batch locks edges of its pairs among listeners: their order matters against a crawl
     alone, which a deadlock would make retry.)"""
     directions = sorted({(a, b) for low, high in pairs for a, b in ((low, high), (high, low))})
-    rows = conn.execute(_statements(d).lock_edges, row_params("v", directions)).all()
+    rows = conn.execute(_statements(d).lock_edges, rowsets.params("v", directions)).all()
     return {
         (account, int(follow_type), to): EdgeState(stored=True, current=removed is None)
         for account, follow_type, to, removed in rows
@@ -273,11 +276,11 @@ def _write_edges(conn: sa.Connection, d: Dialect, decided: Plan, now: datetime) 
         )
         (old if edge.stored else new).append(row)
     if new:
-        inserted = conn.execute(s.insert_edges, {"now": now, **row_params("v", new)}).all()
+        inserted = conn.execute(s.insert_edges, {"now": now, **rowsets.params("v", new)}).all()
         lost = {r[:3] for r in new} - {(a, int(t), b) for a, t, b in inserted}
         decided.drop(lost)
     if old:
-        conn.execute(s.update_edges, {"now": now, **row_params("v", old)})
+        conn.execute(s.update_edges, {"now": now, **rowsets.params("v", old)})
     events = [
         (*key, event, n)
         for n, (key, event) in enumerate(
@@ -285,7 +288,7 @@ def _write_edges(conn: sa.Connection, d: Dialect, decided: Plan, now: datetime) 
         )
     ]
     if events:
-        conn.execute(s.insert_events, {"now": now, **row_params("v", events)})
+        conn.execute(s.insert_events, {"now": now, **rowsets.params("v", events)})
     return {(account, follow_type) for account, follow_type, *_ in events}
 
 
@@ -297,7 +300,7 @@ def _write_pairs(conn: sa.Connection, d: Dialect, decided: Plan, now: datetime) 
         if state.changed
     ]
     if rows:
-        conn.execute(_statements(d).update_pairs, {"now": now, **row_params("v", rows)})
+        conn.execute(_statements(d).update_pairs, {"now": now, **rowsets.params("v", rows)})
 
 
 def _columns(key: Key | None) -> tuple[int | None, bool | None]:

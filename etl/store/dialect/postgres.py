@@ -184,6 +184,24 @@ def _escape(value: str) -> str:
     return value.translate(_COPY_ESCAPES)
 
 
+# A staged row's stored twin, looked up by key one staged row at a time: LATERAL with
+# LIMIT cannot be turned into a hash join that reads all of follow_edges, which the
+# planner chose when its statistics lagged behind a table that had just grown.
+_STORED_EDGE = """LEFT JOIN LATERAL (
+SELECT x.account, x.follow_time, x.removed_at, x.changed_at, x.time_provisional
+FROM follow_edges x
+WHERE x.account = s.account AND x.follow_type = s.follow_type AND x.to_account = s.to_account
+LIMIT 1) e ON true"""
+# The listed edges of the staged lists, read list by list through their keys (OFFSET 0
+# keeps the planner from flattening it into a join it may hash).
+_LISTED = """stage_lists l CROSS JOIN LATERAL (
+    SELECT x.account, x.follow_type, x.to_account FROM follow_edges x
+    WHERE x.account = l.account AND x.follow_type = l.follow_type AND x.removed_at IS NULL
+      AND (x.changed_at IS NULL OR x.changed_at < l.crawl_started_at)
+    OFFSET 0) c
+WHERE NOT l.fresh"""
+
+
 class Postgres(Dialect):
     """PostgreSQL (psycopg 3)."""
 
@@ -193,22 +211,8 @@ class Postgres(Dialect):
     time = "to_timestamp(s.follow_time)"
     differs = "IS DISTINCT FROM"
     tags = "CAST(s.tags AS jsonb)"
-    # A staged row's stored twin, looked up by key one staged row at a time: LATERAL with
-    # LIMIT cannot be turned into a hash join that reads all of follow_edges, which the
-    # planner chose when its statistics lagged behind a table that had just grown.
-    stored_edge = """LEFT JOIN LATERAL (
-    SELECT x.account, x.follow_time, x.removed_at, x.changed_at, x.time_provisional
-    FROM follow_edges x
-    WHERE x.account = s.account AND x.follow_type = s.follow_type AND x.to_account = s.to_account
-    LIMIT 1) e ON true"""
-    # The listed edges of the staged lists, read list by list through their keys (OFFSET 0
-    # keeps the planner from flattening it into a join it may hash).
-    listed = """stage_lists l CROSS JOIN LATERAL (
-        SELECT x.account, x.follow_type, x.to_account FROM follow_edges x
-        WHERE x.account = l.account AND x.follow_type = l.follow_type AND x.removed_at IS NULL
-          AND (x.changed_at IS NULL OR x.changed_at < l.crawl_started_at)
-        OFFSET 0) c
-    WHERE NOT l.fresh"""
+    stored_edge = _STORED_EDGE
+    listed = _LISTED
     seen_of_ending = seen.SEEN_OF_ENDING_PG
     list_row = _LIST_ROW
     writes_with_events = True

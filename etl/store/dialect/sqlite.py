@@ -43,6 +43,15 @@ def _pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# SQLite always joins by nested loops, through the key indexes.
+_STORED_EDGE = """LEFT JOIN follow_edges e
+  ON e.account = s.account AND e.follow_type = s.follow_type AND e.to_account = s.to_account"""
+_LISTED = """follow_edges c
+    JOIN stage_lists l ON l.account = c.account AND l.follow_type = c.follow_type
+    WHERE NOT l.fresh AND c.removed_at IS NULL
+      AND (c.changed_at IS NULL OR c.changed_at < l.crawl_started_at)"""
+
+
 class Sqlite(Dialect):
     """SQLite (pysqlite)."""
 
@@ -53,13 +62,8 @@ class Sqlite(Dialect):
     time = "(datetime(s.follow_time, 'unixepoch') || '.000000')"
     differs = "IS NOT"
     tags = "s.tags"
-    # SQLite always joins by nested loops, through the key indexes.
-    stored_edge = """LEFT JOIN follow_edges e
-  ON e.account = s.account AND e.follow_type = s.follow_type AND e.to_account = s.to_account"""
-    listed = """follow_edges c
-    JOIN stage_lists l ON l.account = c.account AND l.follow_type = c.follow_type
-    WHERE NOT l.fresh AND c.removed_at IS NULL
-      AND (c.changed_at IS NULL OR c.changed_at < l.crawl_started_at)"""
+    stored_edge = _STORED_EDGE
+    listed = _LISTED
     seen_of_ending = seen.SEEN_OF_ENDING_SQLITE
     list_row = "JOIN follow_lists f ON f.account = l.account AND f.follow_type = l.follow_type"
     returned = "account, follow_type, to_account"  # SQLite refuses qualified names here
