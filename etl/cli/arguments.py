@@ -312,8 +312,50 @@ def add_sandbox(commands: Commands) -> argparse.ArgumentParser:
         help="give that many seeded accounts N synthetic fans each, e.g. 200000,50000: a few "
         "very long fans lists among the ordinary ones (default none)",
     )
+    _webhook_options(p)
     p.set_defaults(func=cmd_sandbox)
     return p
+
+
+def _webhook_options(p: argparse.ArgumentParser) -> None:
+    """``sandbox``'s webhook: where its graph's changes are posted, with which faults."""
+    hooks = p.add_argument_group(
+        "webhook",
+        "post every change of the graph (POST /sandbox/follow, /sandbox/unfollow, mutate) to a "
+        "URL as Chat's follow callbacks, signed with $IM_CALLBACK_TOKEN when it is set; "
+        "GET /sandbox/webhook says what became of them",
+    )
+    hooks.add_argument(
+        "--webhook-url", default=None, metavar="URL", help="where to post (default: nowhere)"
+    )
+    hooks.add_argument(
+        "--webhook-drops",
+        type=values.share,
+        default=0.0,
+        metavar="P",
+        help="share of callbacks never sent (default 0)",
+    )
+    hooks.add_argument(
+        "--webhook-duplicates",
+        type=values.share,
+        default=0.0,
+        metavar="P",
+        help="share of callbacks sent twice (default 0)",
+    )
+    hooks.add_argument(
+        "--webhook-reorder",
+        type=values.count(0),
+        default=0,
+        metavar="N",
+        help="hold callbacks back until N wait, then send them shuffled (default 0: in order)",
+    )
+    hooks.add_argument(
+        "--webhook-delay-ms",
+        type=values.delay_range,
+        default=(0.0, 0.0),
+        metavar="[LO-]HI",
+        help="delay each post by a time drawn from LO..HI ms (default 0)",
+    )
 
 
 def add_demo(commands: Commands) -> argparse.ArgumentParser:

@@ -179,6 +179,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 def _sandbox_config(settings: Settings, args: argparse.Namespace) -> Any:
     """The sandbox's config from ``sandbox``'s options; the app's credentials, if configured."""
     from etl.sandbox import SandboxConfig
+    from etl.sandbox.webhook import WebhookConfig
 
     config = SandboxConfig(
         faults=args.faults, latency_ms=args.latency_ms, rate=args.rate, fault_seed=args.seed
@@ -191,4 +192,13 @@ def _sandbox_config(settings: Settings, args: argparse.Namespace) -> Any:
     if settings.secret_key is not None:
         overrides["secret_key"] = settings.secret_key.reveal()
     overrides["admin"] = settings.admin
+    if args.webhook_url is not None:
+        overrides["webhook"] = WebhookConfig(
+            url=args.webhook_url,
+            drops=args.webhook_drops,
+            duplicates=args.webhook_duplicates,
+            reorder=args.webhook_reorder,
+            delay_ms=args.webhook_delay_ms,
+            seed=args.seed,
+        )
     return dataclasses.replace(config, **overrides)

@@ -41,3 +41,42 @@ def test_bad_sandbox_flags_are_usage_errors(
         sandbox_args(*flags)
     assert caught.value.code == 2
     assert f"argument {flags[0]}:" in capsys.readouterr().err
+
+
+def test_webhook_flags_reach_the_config() -> None:
+    """--webhook-url and its faults make the sandbox's webhook config; without a URL none."""
+    settings = SimpleNamespace(sdkappid=None, secret_key=None, admin="administrator")
+    args = sandbox_args(
+        "--seed", "5", "--webhook-url", "http://127.0.0.1:9000/cb", "--webhook-drops", "0.1",
+        "--webhook-duplicates", "0.2", "--webhook-reorder", "8", "--webhook-delay-ms", "10-50",
+    )  # fmt: skip
+    hook = _sandbox_config(settings, args).webhook  # type: ignore[arg-type]
+    assert (hook.url, hook.drops, hook.duplicates, hook.reorder) == (
+        "http://127.0.0.1:9000/cb",
+        0.1,
+        0.2,
+        8,
+    )
+    assert (hook.delay_ms, hook.seed) == ((10.0, 50.0), 5)
+    quiet = _sandbox_config(settings, sandbox_args("--webhook-drops", "0.5"))  # type: ignore[arg-type]
+    assert quiet.webhook.url is None
+    assert sandbox_args("--webhook-delay-ms", "30").webhook_delay_ms == (0.0, 30.0)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ("--webhook-drops", "1.5"),
+        ("--webhook-delay-ms", "50-10"),
+        ("--webhook-delay-ms", "soon"),
+        ("--webhook-reorder", "-1"),
+    ],
+)
+def test_bad_webhook_flags_are_usage_errors(
+    flags: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A share past 1, a backwards or unreadable delay range, a negative window: exit 2."""
+    with pytest.raises(SystemExit) as caught:
+        sandbox_args(*flags)
+    assert caught.value.code == 2
+    assert f"argument {flags[0]}:" in capsys.readouterr().err
