@@ -7,7 +7,8 @@ times them, reads their resource usage and the database, and checks every case's
 the sandbox's ground truth. It prints one table and writes it as JSON to ``bench/last.json``
 (``bench/last-quick.json`` with ``--quick``). Usage::
 
-    python -m bench [--quick] [--case small|big|latency|skewed|history|million ...] [--pg URL]
+    python -m bench [--quick] [--case small|big|latency|skewed|history|million|listen ...]
+                    [--pg URL]
 
 The cases, in this order (bench.cases, bench.history and bench.million say more): small lists
 (calls/s), big lists (items/s, then an unchanged re-sync), latency-bound (1, 2 and 4 processes
@@ -17,7 +18,9 @@ trip)), history (the small-list sync and ``status --json`` on a database holding
 of another job and 10 million events, against the same on an empty database; the plan of a
 one-account ``daily_follow_changes`` query) and million (one million accounts of a sparse
 graph: the time to the first call, fresh and resumed, peak RSS per phase and command,
-``status --json`` while it crawls, calls/s at that scale, and a SIGTERM in each phase). Every
+``status --json`` while it crawls, calls/s at that scale, and a SIGTERM in each phase) and listen
+(``follow-etl listen`` taking signed callbacks open-loop at 2,500/s: callbacks/s sustained,
+acknowledgement latency, peak RSS, the tables against what was acknowledged). Every
 row shows the CPU per item of the three parts, the sync process(es), PostgreSQL (its server
 processes, from /proc, "-" when unreadable) and the sandbox, and the sync's peak RSS against
 its target.
@@ -42,6 +45,7 @@ import sqlalchemy as sa
 from bench.cases import big_lists, latency_bound, skewed_lists, small_lists
 from bench.harness import Bench, Plan, Row
 from bench.history import history
+from bench.listen import listen
 from bench.million import million
 from bench.pg import PgServer
 
@@ -53,6 +57,7 @@ CASES = {
     "skewed": skewed_lists,
     "history": history,
     "million": million,
+    "listen": listen,
 }
 QUICK = Plan(
     small_accounts=500,
@@ -64,6 +69,7 @@ QUICK = Plan(
     history_lists=60_000,
     history_events=1_000_000,
     million_users=100_000,
+    listen_seconds=5.0,
 )
 HEADER = (
     "case",
@@ -139,14 +145,14 @@ def main() -> int:
         action="store_true",
         help="smaller cases (500 small accounts, top 50 big, 300 latency, 300 users and 3 big "
         "lists of 10,000-40,000 skewed, 5 earlier runs of 60,000 lists and 1 million events "
-        "of history, 100,000 accounts in the million case): a few minutes",
+        "of history, 100,000 accounts in the million case, 5 s of listen load): a few minutes",
     )
     parser.add_argument(
         "--case",
         action="append",
         choices=sorted(CASES),
         help="run only this case (repeatable; default: all, in the order small, big, latency, "
-        "skewed, history, million)",
+        "skewed, history, million, listen)",
     )
     parser.add_argument("--seed", type=int, default=1, help="sandbox graph seed (default 1)")
     parser.add_argument("--pg", default=DEFAULT_PG, help="server URL to create databases on")
