@@ -263,6 +263,13 @@ def sandbox_ready(
     if not settings.secret_key:
         say(f"  export IM_SECRET_KEY={key}   # the sandbox's public default key")
     say(f"  accounts: curl -s {url}/sandbox/accounts")
+    hook = config.webhook
+    if hook.url is not None:
+        signed = "signed" if hook.token is not None else "unsigned (no IM_CALLBACK_TOKEN)"
+        faults = f"drops {hook.drops:g}, duplicates {hook.duplicates:g}, reorder {hook.reorder}"
+        delay = "-".join(f"{ms:g}" for ms in hook.delay_ms)
+        say(f"  webhook: callbacks to {hook.url}, {signed}; {faults}, delay {delay} ms")
+        say(f"  what became of them: curl -s {url}/sandbox/webhook")
     sys.stdout.flush()
 
 
