@@ -7,11 +7,11 @@
 
 The functions are the CLI's commands (the CLI is a thin user of them): ``migrate``, ``sync``,
 ``work``, ``verify``, ``status``, ``prune``, ``prune_events``, ``report``, ``usersig`` and
-``demo`` (with ``demo_summary``). Each works in one ``etl.session.session`` (the settings'
-database, its schema checked, every error the EtlError of its exit code, disposed at the
-end) and takes its configuration from ``settings`` (etl.config.Settings) or else, like the
-CLI, from the environment (``env``: a mapping, default ``os.environ``; the variables of the
-README's configuration table).
+``demo`` (with ``demo_summary``, ``demo_follow`` and ``demo_reconciliation``). Each works in
+one ``etl.session.session`` (the settings' database, its schema checked, every error the
+EtlError of its exit code, disposed at the end) and takes its configuration from ``settings``
+(etl.config.Settings) or else, like the CLI, from the environment (``env``: a mapping,
+default ``os.environ``; the variables of the README's configuration table).
 
 A call returns when the command would exit 0, and raises otherwise, one exception class per
 exit code (etl.errors, ``exc.exit_code``):
@@ -45,7 +45,10 @@ from etl import sync as syncing
 from etl import verify as verifying
 from etl.checks import report_path, requested_accounts, sync_request
 from etl.config import Settings
-from etl.demo import Demo, demo
+from etl.demo import LIVE_JOB as DEMO_LIVE_JOB
+from etl.demo import Demo, LiveFollow, demo
+from etl.demo import follow as demo_follow
+from etl.demo import reconciliation as demo_reconciliation
 from etl.demo import summary as demo_summary
 from etl.errors import (
     ConfigError,
@@ -73,7 +76,7 @@ from etl.session import (
 from etl.store import db, runs, workers
 from etl.store import retention as pruning
 from etl.store import status as statuses
-from etl.store.demo import StoreSummary
+from etl.store.demo import Reconciliation, StoreSummary
 from etl.store.retention import DEFAULT_KEEP_RUNS, Pruned
 from etl.tencent.client import FollowClient
 from etl.tencent.usersig import DEFAULT_EXPIRE, generate
@@ -82,6 +85,7 @@ if TYPE_CHECKING:
     from etl.report import ReportData
 
 __all__ = [
+    "DEMO_LIVE_JOB",
     "ConfigError",
     "DatabaseError",
     "Demo",
@@ -89,9 +93,11 @@ __all__ = [
     "FatalApiError",
     "Interrupted",
     "JobBusy",
+    "LiveFollow",
     "Migration",
     "Progress",
     "Pruned",
+    "Reconciliation",
     "RunIncomplete",
     "Settings",
     "StopRequest",
@@ -102,6 +108,8 @@ __all__ = [
     "VerifyMismatch",
     "as_error",
     "demo",
+    "demo_follow",
+    "demo_reconciliation",
     "demo_summary",
     "migrate",
     "prune",

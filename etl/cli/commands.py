@@ -135,7 +135,8 @@ def cmd_usersig(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the sandbox, migrate the database, sync every sandbox account, print a summary."""
+    """Start the sandbox and a listener, migrate the database, sync every sandbox account, print
+    a summary; then a live follow into the tables, and the next sync's reconciliation."""
     started = time.monotonic()
     settings = api.settings_from()
     with api.demo(args.users, seed=args.seed, rate=args.rate, settings=settings) as demo:
@@ -148,9 +149,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 stop=stop,
                 on_progress=on_progress,
             )
-    output.sync_report(report)
-    summary = api.demo_summary(report.run_id, settings=settings)
-    output.demo_summary(summary, time.monotonic() - started)
+        output.sync_report(report)
+        output.demo_summary(api.demo_summary(report.run_id, settings=settings))
+        live = api.demo_follow(demo)
+        output.demo_live(live, demo.listener)
+        pair = [live.account, live.to_account]
+        again = api.sync(pair, job=api.DEMO_LIVE_JOB, settings=demo.settings)
+        output.demo_reconciliation(again, api.demo_reconciliation(again.run_id, settings=settings))
+    output.demo_end(time.monotonic() - started)
     return 0
 
 

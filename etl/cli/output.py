@@ -280,8 +280,8 @@ def demo_started(demo: api.Demo, users: int) -> None:
     say(f"sandbox: {users} users at {demo.url}{changed}")
 
 
-def demo_summary(store: api.StoreSummary, seconds: float) -> None:
-    """The demo's last lines: what the store holds now, and what this run changed."""
+def demo_summary(store: api.StoreSummary) -> None:
+    """What the store holds after the demo's crawl, and what that run changed."""
     say(f"accounts with edges: {store.accounts}")
     for follow_type, name in TYPE_NAMES.items():
         say(f"  {name:8} {store.edges.get(follow_type, 0):>9} edges")
@@ -290,5 +290,32 @@ def demo_summary(store: api.StoreSummary, seconds: float) -> None:
         f"changes seen by this run: {store.added} edges added, "
         f"{store.removed} removed (follow_edge_events; the first run is the baseline)"
     )
+
+
+def demo_live(live: api.LiveFollow, listener: str) -> None:
+    """The demo's live follow: who followed whom, and when the tables held it."""
+    back = " (a follow-back: now a mutual pair)" if live.mutual else ""
+    say(
+        f"live: {live.account} follows {live.to_account}{back}; the sandbox posted "
+        f"Follow.CallbackAfterFollowAdd to the listener at {listener}"
+    )
+    if live.seconds is None:
+        say(f"  not in the tables {live.edges} edges strong after 5 s: see the listener's log")
+    else:
+        say(f"  in the tables {live.seconds:.2f} s later: {live.edges} edges current")
+
+
+def demo_reconciliation(report: SyncReport, found: api.Reconciliation) -> None:
+    """The sync after the live follow, and its reconciliation with the callbacks."""
+    share = "-" if found.live_share is None else f"{found.live_share:.0%}"
+    say(
+        f"next sync (run {report.run_id}, job {report.job}, those 2 accounts): "
+        f"{found.live} changes seen live, {found.missed_added} added and "
+        f"{found.missed_removed} removed by the crawl (drift {found.drift}), live share {share}"
+    )
+
+
+def demo_end(seconds: float) -> None:
+    """The demo's last lines."""
     say(f"time: {seconds:.1f} s")
     say("next: python -m etl report --out report.html, then open report.html")
