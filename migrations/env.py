@@ -8,8 +8,9 @@ from alembic import context
 from sqlalchemy import Connection
 
 from etl.config import load_settings
+from etl.store import schema  # noqa: F401  (its import puts every table in metadata)
 from etl.store.db import create_schema, make_engine, migration_connection
-from etl.store.schema import metadata
+from etl.store.meta import metadata
 
 config = context.config
 if config.config_file_name is not None:

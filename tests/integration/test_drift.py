@@ -13,7 +13,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from etl.store.schema import follow_edges, metadata, profile_snapshots
+from etl.store.meta import metadata
+from etl.store.schema import follow_edges, profile_snapshots
 
 STAGING = Path(__file__).resolve().parents[2] / "dbt" / "models" / "staging"
 SOURCE = re.compile(r"\{\{\s*source\(\s*'(\w+)'\s*,\s*'(\w+)'\s*\)\s*\}\}")

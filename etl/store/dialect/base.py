@@ -3,6 +3,7 @@ spell alike (with the fragments each dialect fills in)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -13,14 +14,17 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.schema import CreateTable
 
 from etl.store import staging
+from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
-from etl.store.schema import Timestamp, sync_workers
+from etl.store.schema import sync_workers
 from etl.store.types import ProfileSequence
 from etl.tencent.profile import PROFILE_ROW, ProfileKey
 
 StoredDigests = dict[ProfileKey, str | None]
 Clock = Callable[[], datetime]  # a machine clock: aware UTC now
 Row = Any  # a result row with the columns a statement's docstring names
+# The columns of a row set bound into one statement (Dialect.rows): name and SQL type.
+RowColumns = Sequence[tuple[str, str]]
 
 
 def machine_now() -> datetime:
@@ -74,6 +78,11 @@ class Dialect:
     listed: ClassVar[str]  # the listed edges of the staged lists that end, as c
     seen_of_ending: ClassVar[str]  # their sync_seen rows, as x (etl.store.seen)
     returned: ClassVar[str]  # the columns MARK returns
+    # Row sets (Dialect.rows): the elements of the JSON array :{name}, as x; element {i} of x
+    # as the SQL type {kind}.
+    json_rows: ClassVar[tuple[str, str]]
+    # A probe (Dialect.probe): nested loops through the key, the one writer needing no lock.
+    probe_join: ClassVar[str] = "JOIN {table} {alias} ON {on}"
     shard: ClassVar[str] = "0"  # the run counters' row of this transaction (etl.store.runs)
     # What the backend lets a run do: writer lanes in one process, worker processes on a run.
     writers: ClassVar[int] = 1
@@ -166,6 +175,28 @@ class Dialect:
         """A profile row (PROFILE_ROW order) as stage_profiles holds it."""
         return row
 
+    # ---- row sets --------------------------------------------------------------------------
+
+    def rows(self, name: str, columns: RowColumns) -> str:
+        """A FROM item named ``name`` with ``columns``, whose rows ``row_params`` binds as one
+        JSON array: one parameter and a fixed text whatever the number of rows (SQLite caps
+        a statement's parameters; psycopg quotes each element of an array in Python)."""
+        elements, field = self.json_rows
+        picks = ", ".join(
+            f"{field.format(i=i, kind=kind)} AS {column}"
+            for i, (column, kind) in enumerate(columns)
+        )
+        return f"(SELECT {picks} FROM {elements.format(name=name)}) AS {name}"
+
+    def probe(self, table: str, alias: str, on: str, *, lock: bool = False) -> str:
+        """A join onto a row set ``v``: for each of its rows, the rows of ``table`` (as
+        ``alias``) where ``on`` holds, each found through ``table``'s key, never by reading
+        the whole table; with ``lock``, locked in the order of ``v``'s rows where another
+        writer may run at once."""
+        return self.probe_join.format(
+            table=table, alias=alias, on=on, lock="FOR UPDATE" if lock else ""
+        )
+
     # ---- writes ----------------------------------------------------------------------------
 
     def insert(self, table: sa.Table) -> Any:
@@ -233,6 +264,17 @@ class Dialect:
         """Move the checkpoints of ``parts`` on; return their rows as they were before
         (account, follow_type, status, failures, pages, items)."""
         raise NotImplementedError
+
+
+def row_params(name: str, rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
+    """The parameter of ``rows`` (tuples in the columns' order; times as ``bind_time`` gives
+    them) for the FROM item ``Dialect.rows(name, ...)``: one JSON array."""
+    return {name: json.dumps(rows, ensure_ascii=False, separators=(",", ":"), default=_iso)}
+
+
+def _iso(value: datetime) -> str:
+    """A time (as PostgreSQL binds it) in a JSON row set."""
+    return value.isoformat()
 
 
 def expires(seconds: float, local: Clock) -> sa.ColumnElement[datetime]:

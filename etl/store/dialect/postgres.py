@@ -23,11 +23,11 @@ from etl.store.dialect.base import (
     text,
 )
 from etl.store.dialect.postgres_session import PG_CONNECT, read_only_is_a_disconnect
+from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
 from etl.store.schema import (
     MAX_FAILURES,
     OPEN_STATUSES,
-    Timestamp,
     sync_checkpoints,
 )
 from etl.store.staging import STAGE_EDGE_COLUMNS
@@ -202,6 +202,10 @@ class Postgres(Dialect):
     WHERE NOT l.fresh"""
     seen_of_ending = seen.SEEN_OF_ENDING_PG
     returned = "e.account, e.follow_type, e.to_account"  # gone has these columns too
+    json_rows = ("json_array_elements(CAST(:{name} AS json)) AS x", "CAST(x ->> {i} AS {kind})")
+    probe_join = (
+        "CROSS JOIN LATERAL (SELECT * FROM {table} {alias} WHERE {on} OFFSET 0 {lock}) {alias}"
+    )
     shard = "pg_backend_pid()"  # its backend runs no other transaction until this one ends
 
     def __init__(self) -> None:

@@ -14,11 +14,11 @@ from sqlalchemy.engine import URL, Engine
 
 from etl.store import seen
 from etl.store.dialect.base import Clock, Dialect, Row, StoredDigests, expires, machine_now, text
+from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
 from etl.store.schema import (
     MAX_FAILURES,
     OPEN_STATUSES,
-    Timestamp,
     follow_edges,
     follow_lists,
     is_open,
@@ -62,6 +62,7 @@ class Sqlite(Dialect):
       AND (c.changed_at IS NULL OR c.changed_at < l.crawl_started_at)"""
     seen_of_ending = seen.SEEN_OF_ENDING_SQLITE
     returned = "account, follow_type, to_account"  # SQLite refuses qualified names here
+    json_rows = ("json_each(:{name}) AS x", "json_extract(x.value, '$[{i}]')")  # true: 1
 
     def __init__(self) -> None:
         super().__init__()
