@@ -10,7 +10,8 @@ seconds, then ``listen_seconds`` measured.
 Figures of the measured window: callbacks/s sustained (the window's callbacks acknowledged,
 over the time from the window's start to the last of their acknowledgements), p50 / p99 / max
 acknowledgement latency (from when each was due), errors (no 200), the listener's peak RSS
-(VmHWM) and its CPU and PostgreSQL's per callback over the whole load. Then SIGTERM: the
+(VmHWM), and its CPU and PostgreSQL's (the whole server's: other databases' work counts too)
+in the window, per callback acknowledged. Then SIGTERM: the
 listener must exit 0 within 10 s. Then the tables: the callback events and current edges
 must be exactly what the acknowledged callbacks imply (bench.loadgen.expected).
 """
@@ -122,22 +123,26 @@ def _measure(bench: Bench, db: BenchDatabase, env: dict[str, str], name: str) ->
             token=Secret(TOKEN),
             event_ms=int(time.time() * 1000),
         )
-        pg_before = bench.pg_cpu.seconds() if bench.pg_cpu else None
-        cpu_before = proc_cpu_seconds(child.proc.pid)
-        outcome = loadgen.drive("127.0.0.1", port, payloads, steps)
-        cpu = proc_cpu_seconds(child.proc.pid) - cpu_before
+        pid, pg = child.proc.pid, bench.pg_cpu
+        cpu: dict[str, tuple[float, float | None]] = {}  # CPU at the window's start and end
+
+        def mark(name: str) -> None:
+            cpu[name] = (proc_cpu_seconds(pid), pg.seconds() if pg is not None else None)
+
+        window = (plan.listen_warmup, plan.listen_warmup + plan.listen_seconds)
+        marks = {window[0]: lambda: mark("start"), window[1]: lambda: mark("end")}
+        outcome = loadgen.drive("127.0.0.1", port, payloads, steps, marks=marks)
         rss_mb = high_water_kb(child.proc.pid) / 1024
         stopping = time.perf_counter()
         child.proc.send_signal(signal.SIGTERM)
-        done = child.finish(LISTEN_EXIT_S + 20)
+        while not child.exited() and time.perf_counter() - stopping < LISTEN_EXIT_S + 20:
+            time.sleep(0.01)
+        done = child.finish(stopping - child.started + LISTEN_EXIT_S + 20)
     finally:
         child.kill()
-    pg_cpu = None
-    if bench.pg_cpu is not None and pg_before is not None:
-        bench.pg_cpu.settle(db.name, db.own_pids)
-        now = bench.pg_cpu.seconds()
-        pg_cpu = None if now is None else now - pg_before
-    row = Row(name, cpu=cpu, pg_cpu=pg_cpu, rss_mb=rss_mb)
+    (cpu0, pg0), (cpu1, pg1) = cpu["start"], cpu["end"]
+    pg_cpu = None if pg0 is None or pg1 is None else pg1 - pg0
+    row = Row(name, cpu=cpu1 - cpu0, pg_cpu=pg_cpu, rss_mb=rss_mb)
     _figures(row, plan.listen_warmup, plan.listen_seconds, outcome)
     row.truth = _check_tables(db, steps, outcome)
     exit_s = done.ended - stopping
