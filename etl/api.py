@@ -6,12 +6,12 @@
     print(result.run_id, result.counts())
 
 The functions are the CLI's commands (the CLI is a thin user of them): ``migrate``, ``sync``,
-``work``, ``verify``, ``status``, ``prune``, ``prune_events``, ``report``, ``usersig`` and
-``demo`` (with ``demo_summary``, ``demo_follow`` and ``demo_reconciliation``). Each works in
-one ``etl.session.session`` (the settings' database, its schema checked, every error the
-EtlError of its exit code, disposed at the end) and takes its configuration from ``settings``
-(etl.config.Settings) or else, like the CLI, from the environment (``env``: a mapping,
-default ``os.environ``; the variables of the README's configuration table).
+``work``, ``verify``, ``status``, ``prune``, ``prune_events``, ``report``, ``usersig``,
+``listen`` and ``demo`` (with ``demo_summary``). Each works in one ``etl.session.session``
+(the settings' database, its schema checked, every error the EtlError of its exit code,
+disposed at the end) and takes its configuration from ``settings`` (etl.config.Settings) or
+else, like the CLI, from the environment (``env``: a mapping, default ``os.environ``; the
+variables of the README's configuration table).
 
 A call returns when the command would exit 0, and raises otherwise, one exception class per
 exit code (etl.errors, ``exc.exit_code``):
@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,10 +45,7 @@ from etl import sync as syncing
 from etl import verify as verifying
 from etl.checks import report_path, requested_accounts, sync_request
 from etl.config import Settings
-from etl.demo import LIVE_JOB as DEMO_LIVE_JOB
-from etl.demo import Demo, LiveFollow, demo
-from etl.demo import follow as demo_follow
-from etl.demo import reconciliation as demo_reconciliation
+from etl.demo import Demo, demo
 from etl.demo import summary as demo_summary
 from etl.errors import (
     ConfigError,
@@ -62,7 +59,9 @@ from etl.errors import (
     UsageError,
     VerifyMismatch,
 )
-from etl.results import DEFAULT_CONCURRENCY, Progress, SyncReport, Verification
+from etl.live import settings as listening
+from etl.live.settings import ListenReport
+from etl.results import DEFAULT_CONCURRENCY, Migration, Progress, SyncReport, Verification
 from etl.session import (
     KEPT,
     StopRequest,
@@ -76,7 +75,7 @@ from etl.session import (
 from etl.store import db, runs, workers
 from etl.store import retention as pruning
 from etl.store import status as statuses
-from etl.store.demo import Reconciliation, StoreSummary
+from etl.store.demo import StoreSummary
 from etl.store.retention import DEFAULT_KEEP_RUNS, Pruned
 from etl.tencent.client import FollowClient
 from etl.tencent.usersig import DEFAULT_EXPIRE, generate
@@ -85,7 +84,6 @@ if TYPE_CHECKING:
     from etl.report import ReportData
 
 __all__ = [
-    "DEMO_LIVE_JOB",
     "ConfigError",
     "DatabaseError",
     "Demo",
@@ -93,11 +91,10 @@ __all__ = [
     "FatalApiError",
     "Interrupted",
     "JobBusy",
-    "LiveFollow",
+    "ListenReport",
     "Migration",
     "Progress",
     "Pruned",
-    "Reconciliation",
     "RunIncomplete",
     "Settings",
     "StopRequest",
@@ -108,9 +105,8 @@ __all__ = [
     "VerifyMismatch",
     "as_error",
     "demo",
-    "demo_follow",
-    "demo_reconciliation",
     "demo_summary",
+    "listen",
     "migrate",
     "prune",
     "prune_events",
@@ -122,20 +118,6 @@ __all__ = [
     "verify",
     "work",
 ]
-
-
-@dataclass(frozen=True)
-class Migration:
-    """What ``migrate`` did."""
-
-    before: str | None  # the revision the database was at (None: empty)
-    after: str
-    created_schema: bool  # FOLLOW_ETL_SCHEMA did not exist and was created
-
-    @property
-    def changed(self) -> bool:
-        """True when the schema was upgraded."""
-        return self.before != self.after
 
 
 def migrate(*, settings: Settings | None = None, env: Mapping[str, str] | None = None) -> Migration:
@@ -392,3 +374,27 @@ def usersig(
         now=int(time.time()),
         expire=expire,
     )
+
+
+def listen(
+    *,
+    host: str = listening.DEFAULT_HOST,
+    port: int = listening.DEFAULT_PORT,
+    path: str = listening.DEFAULT_PATH,
+    max_body: int = listening.DEFAULT_MAX_BODY,
+    ack_timeout: float = listening.DEFAULT_ACK_TIMEOUT,
+    settings: Settings | None = None,
+    env: Mapping[str, str] | None = None,
+    stop: threading.Event | None = None,
+    ready: Callable[[str], None] | None = None,
+) -> ListenReport:
+    """Apply Tencent's follow callbacks POSTed to http://HOST:PORT/PATH (etl.live), each
+    acknowledged once committed, until ``stop`` (or, in the main thread, SIGINT or SIGTERM);
+    ``ready`` gets the URL once it serves. ConfigError without IM_SDKAPPID, or without
+    IM_CALLBACK_TOKEN off loopback; UsageError for an address it cannot bind."""
+    from etl.live.server import serve  # uvicorn is imported by `listen` alone
+
+    settings = settings or settings_from(env)
+    checked = listening.listen_settings(settings, host, port, path, max_body, ack_timeout)
+    with session(settings) as engine:
+        return serve(engine, checked, stop=stop, ready=ready)

@@ -101,6 +101,9 @@ class Settings:
     # FOLLOW_ETL_HOLD_MIN_EDGES, FOLLOW_ETL_HOLD_SHARE: when a crawl's removals are held until
     # confirmed (etl.holds); `sync --hold-min-edges/--hold-share` override them.
     holds: holds.Thresholds = field(default_factory=holds.Thresholds)
+    # IM_CALLBACK_TOKEN: the callback token of the Chat console; `listen` checks each
+    # callback's Sign with it (required unless the listener is bound to loopback).
+    callback_token: Secret | None = None
 
     def api(self) -> ApiSettings:
         """The API settings, or a ConfigError naming what is missing."""
@@ -183,7 +186,7 @@ def base_url(raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         shown = "" if "@" in raw else f", got {raw!r}"  # an @ may follow a password
         raise ConfigError(f"IM_BASE_URL must be an http(s) URL with a host{shown}")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
             "IM_BASE_URL: plain http:// is refused except on loopback, "
             "because the UserSig travels in the query string; use https://"
@@ -242,7 +245,8 @@ def pushgateway(raw: str) -> Pushgateway:
     return Pushgateway(url, unquote(user), Secret(unquote(password)))
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for localhost and the loopback addresses (127.0.0.0/8, ::1)."""
     if host == "localhost":
         return True
     try:
@@ -300,6 +304,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     raw_base = env.get("IM_BASE_URL", "").strip()
     secret = env.get("IM_SECRET_KEY", "").strip()
     sig = env.get("IM_USERSIG", "").strip()
+    token = env.get("IM_CALLBACK_TOKEN", "").strip()
     admin = env.get("IM_ADMIN", "").strip() or DEFAULT_ADMIN
     rate = _number(env, "IM_RATE", DEFAULT_RATE, minimum=0)
     if not is_rate(rate):
@@ -314,6 +319,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sdkappid=sdkappid,
         secret_key=Secret(secret) if secret else None,
         usersig=Secret(sig) if sig else None,
+        callback_token=Secret(token) if token else None,
         region=region,
         base_url=base_url(raw_base) if raw_base else None,
         rate=rate,

@@ -1,11 +1,11 @@
 """What ``follow-etl demo`` (``make demo``) runs around its sync: the database migrated, the
 sandbox serving a graph that changed once per earlier demo run, a listener taking the
-sandbox's callbacks, and the figures printed after it (etl.api's ``demo``, ``demo_summary``,
-``demo_follow`` and ``demo_reconciliation``).
+sandbox's callbacks, and the figures printed after it (etl.api's ``demo`` and
+``demo_summary``; ``Demo.follow``).
 
 The live part, after the crawl: the listener (etl.live, in a thread of this process, on
 loopback, checking a token the demo makes and gives the sandbox) takes the callbacks the
-sandbox posts as its graph changes. ``follow`` makes one follow in the sandbox's graph (a
+sandbox posts as its graph changes. ``Demo.follow`` makes one follow in the sandbox's graph (a
 follow-back where there is one, so that a mutual pair appears) and times it until the tables
 hold its edges; the next sync of the two accounts (job ``LIVE_JOB``, so that ``earlier``
 counts the demo's own runs only) then reconciles their lists: the change was seen live, and
@@ -15,6 +15,7 @@ the crawl found nothing the callbacks missed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import threading
 import time
@@ -27,7 +28,7 @@ from etl.config import Secret, Settings
 from etl.session import session, settings_from
 from etl.store import db
 from etl.store import demo as demo_store
-from etl.store.demo import Reconciliation, StoreSummary
+from etl.store.demo import StoreSummary
 
 if TYPE_CHECKING:
     from etl.sandbox import Graph, Sandbox
@@ -36,6 +37,17 @@ JOB = "demo"  # the job every demo run syncs
 LIVE_JOB = "demo-live"  # the sync after the live change
 _READY_S = 30.0  # the listener's start, at most
 _WAIT_S = 5.0  # how long ``follow`` waits for the change to reach the tables
+
+
+@dataclass(frozen=True)
+class LiveFollow:
+    """One follow made in the sandbox's graph while the listener runs, and when it arrived."""
+
+    account: str
+    to_account: str
+    mutual: bool  # to_account followed account already: the follow made a mutual pair
+    edges: int  # edges it makes current: 2, or 4 with the mutual pair
+    seconds: float | None  # from the follow until the tables held them all; None: not in time
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,26 @@ class Demo:
     sandbox: Sandbox  # the sandbox serving (its graph, its webhook)
     listener: str  # the listener's URL, where the sandbox posts its callbacks
     job: str = JOB
+    live_job: str = LIVE_JOB  # the job of the sync after the live follow
+
+    def follow(self, *, wait: float = _WAIT_S) -> LiveFollow:
+        """One follow in the sandbox's graph (a follow-back where there is one), posted by its
+        webhook to the listener; the time until its edges are current in the tables (None:
+        not within ``wait`` seconds)."""
+        account, to, mutual = _pair(self.sandbox.graph)
+        edges = [(account, 2, to), (to, 1, account)]
+        edges += [(account, 3, to), (to, 3, account)] if mutual else []
+        seconds = None
+        with session(self.settings) as engine, engine.connect() as conn:
+            started = time.perf_counter()
+            self.sandbox.follow(account, [to], follows=True)
+            while time.perf_counter() - started < wait:
+                if demo_store.current_edges(conn, edges) == len(edges):
+                    seconds = time.perf_counter() - started
+                    break
+                conn.rollback()  # the next look sees what committed since
+                time.sleep(0.002)
+        return LiveFollow(account, to, mutual, len(edges), seconds)
 
 
 @contextmanager
@@ -61,9 +93,10 @@ def demo(
     settings: Settings | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Iterator[Demo]:
-    """Migrate the database, then serve a sandbox graph of ``users`` for the ``with`` block.
-    Each demo run sees the graph changed once more than the last (unfollows, new follows,
-    profile updates), so a second demo shows removals and new profile versions."""
+    """Migrate the database, then serve a sandbox graph of ``users``, and a listener its
+    webhook posts to, for the ``with`` block. Each demo run sees the graph changed once more
+    than the last (unfollows, new follows, profile updates), so a second demo shows removals
+    and new profile versions."""
     from etl.sandbox import Graph, Sandbox, SandboxConfig, serve_in_thread
     from etl.sandbox.webhook import WebhookConfig
 
@@ -120,6 +153,11 @@ def _listener(settings: Settings) -> Iterator[str]:
             failed.append(exc)
             ready.set()
 
+    # The listener is a detail of the demo: uvicorn's lines about its start and stop would come
+    # between the demo's own (its warnings still show).
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    level = uvicorn_log.level
+    uvicorn_log.setLevel(max(level, logging.WARNING))
     thread = threading.Thread(target=run, name="demo-listener", daemon=True)
     thread.start()
     try:
@@ -130,36 +168,7 @@ def _listener(settings: Settings) -> Iterator[str]:
     finally:
         stop.set()
         thread.join()
-
-
-@dataclass(frozen=True)
-class LiveFollow:
-    """One follow made in the sandbox's graph while the listener runs, and when it arrived."""
-
-    account: str
-    to_account: str
-    mutual: bool  # to_account followed account already: the follow made a mutual pair
-    edges: int  # edges it makes current: 2, or 4 with the mutual pair
-    seconds: float | None  # from the follow until the tables held them all; None: not in time
-
-
-def follow(demo: Demo, *, wait: float = _WAIT_S) -> LiveFollow:
-    """One follow in the sandbox's graph (a follow-back where there is one), posted by its
-    webhook to the listener; the time until its edges are current in the tables."""
-    account, to, mutual = _pair(demo.sandbox.graph)
-    edges = [(account, 2, to), (to, 1, account)]
-    edges += [(account, 3, to), (to, 3, account)] if mutual else []
-    seconds = None
-    with session(demo.settings) as engine, engine.connect() as conn:
-        started = time.perf_counter()
-        demo.sandbox.follow(account, [to], follows=True)
-        while time.perf_counter() - started < wait:
-            if demo_store.current_edges(conn, edges) == len(edges):
-                seconds = time.perf_counter() - started
-                break
-            conn.rollback()  # the next look sees what committed since
-            time.sleep(0.002)
-    return LiveFollow(account, to, mutual, len(edges), seconds)
+        uvicorn_log.setLevel(level)
 
 
 def _pair(graph: Graph) -> tuple[str, str, bool]:
@@ -178,14 +187,6 @@ def _pair(graph: Graph) -> tuple[str, str, bool]:
             if other != account and other not in follows:
                 return account, other, False
     raise ValueError("the demo's graph has no pair of accounts to follow")
-
-
-def reconciliation(
-    run_id: int, *, settings: Settings | None = None, env: Mapping[str, str] | None = None
-) -> Reconciliation:
-    """Run ``run_id``'s reconciliation with the callbacks."""
-    with session(settings or settings_from(env)) as engine, engine.connect() as conn:
-        return demo_store.reconciliation(conn, run_id)
 
 
 def summary(

@@ -1,7 +1,8 @@
 """The plain values the use cases take and give back: what to sync (SyncRequest), a snapshot
-of a sync in flight (Progress), what a sync did (SyncReport), and what a verification found and
-a repair did (Mismatch, VerifyReport, RepairReport, Verification). They hold data and say what
-it means (``problem()``, ``outcome``, ``counts()``, ``document()``); nothing here does I/O.
+of a sync in flight (Progress), what a sync did (SyncReport), what a verification found and
+a repair did (Mismatch, VerifyReport, RepairReport, Verification), and what a migration did
+(Migration). They hold data and say what it means (``problem()``, ``outcome``, ``counts()``,
+``document()``); nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -328,3 +329,17 @@ class Verification:
                 "after": self.repaired.after.document(),
             }
         return doc
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What ``migrate`` did."""
+
+    before: str | None  # the revision the database was at (None: empty)
+    after: str
+    created_schema: bool  # FOLLOW_ETL_SCHEMA did not exist and was created
+
+    @property
+    def changed(self) -> bool:
+        """True when the schema was upgraded."""
+        return self.before != self.after

@@ -51,9 +51,8 @@ def settings_from(env: Mapping[str, str] | None = None) -> Settings:
     """The configuration from ``env`` (default: the process environment); ConfigError if it is
     invalid. Its secrets are masked in every log record from now on."""
     settings = load_settings(env)
-    REDACTOR.secrets = [
-        s.reveal() for s in (settings.secret_key, settings.usersig) if s is not None
-    ]
+    secrets = (settings.secret_key, settings.usersig, settings.callback_token)
+    REDACTOR.secrets = [s.reveal() for s in secrets if s is not None]
     return settings
 
 

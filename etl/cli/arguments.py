@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from etl.cli import values
 from etl.cli.commands import (
+    cmd_listen,
     cmd_migrate,
     cmd_prune,
     cmd_prune_events,
@@ -20,6 +21,7 @@ from etl.cli.commands import (
 )
 from etl.cli.parser import Commands, documented, metrics_options
 from etl.cli.sandbox_arguments import add_demo, add_sandbox
+from etl.live import settings as listening
 from etl.results import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from etl.store.retention import DEFAULT_KEEP_RUNS
 from etl.tencent.usersig import DEFAULT_EXPIRE
@@ -148,6 +150,48 @@ def add_worker(commands: Commands) -> argparse.ArgumentParser:
     return p
 
 
+def add_listen(commands: Commands) -> argparse.ArgumentParser:
+    p = documented(
+        commands,
+        "listen",
+        help="receive Tencent's follow callbacks and apply them to the graph, live",
+        description="Serve the app's callback URL (uvicorn): the two follow callbacks, checked\n"
+        "(SdkAppid; Sign and RequestTime with IM_CALLBACK_TOKEN, required off loopback) and\n"
+        "applied to the lists the store keeps, each answered 200 once committed; GET /healthz,\n"
+        "GET /metrics. SIGTERM or Ctrl-C: stop accepting, finish, exit 0 within 10 s.",
+    )
+    p.add_argument(
+        "--host",
+        default=listening.DEFAULT_HOST,
+        help=f"the address to bind (default {listening.DEFAULT_HOST}; others need the token)",
+    )
+    p.add_argument(
+        "--port",
+        type=values.port,
+        default=listening.DEFAULT_PORT,
+        help=f"the TCP port (default {listening.DEFAULT_PORT}; 0 picks a free one)",
+    )
+    p.add_argument(
+        "--path", type=values.url_path, default="/", help="the callback path (default /)"
+    )
+    p.add_argument(
+        "--max-body",
+        type=values.count(1),
+        default=listening.DEFAULT_MAX_BODY,
+        metavar="BYTES",
+        help=f"refuse a larger body with 413 (default {listening.DEFAULT_MAX_BODY})",
+    )
+    p.add_argument(
+        "--ack-timeout",
+        type=values.positive(float),
+        default=listening.DEFAULT_ACK_TIMEOUT,
+        metavar="SECONDS",
+        help="503 for a callback not committed by then (default 10)",
+    )
+    p.set_defaults(func=cmd_listen)
+    return p
+
+
 def add_status(commands: Commands) -> argparse.ArgumentParser:
     p = commands.add_parser("status", help="show the latest run of a job")
     p.add_argument("--job", default="default")
@@ -261,6 +305,7 @@ COMMANDS: tuple[Callable[[Commands], argparse.ArgumentParser], ...] = (
     add_migrate,
     add_sync,
     add_worker,
+    add_listen,
     add_status,
     add_verify,
     add_prune,

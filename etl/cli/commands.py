@@ -69,6 +69,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_listen(args: argparse.Namespace) -> int:
+    """Receive the follow callbacks until SIGTERM or Ctrl-C."""
+    report = api.listen(
+        host=args.host,
+        port=args.port,
+        path=args.path,
+        max_body=args.max_body,
+        ack_timeout=args.ack_timeout,
+        settings=api.settings_from(),
+        ready=output.listening,
+    )
+    output.listen_report(report)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Show the latest run of a job."""
     doc = api.status(args.job, settings=api.settings_from())
@@ -151,11 +166,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
         output.sync_report(report)
         output.demo_summary(api.demo_summary(report.run_id, settings=settings))
-        live = api.demo_follow(demo)
+        live = demo.follow()
         output.demo_live(live, demo.listener)
         pair = [live.account, live.to_account]
-        again = api.sync(pair, job=api.DEMO_LIVE_JOB, settings=demo.settings)
-        output.demo_reconciliation(again, api.demo_reconciliation(again.run_id, settings=settings))
+        again = api.sync(pair, job=demo.live_job, settings=demo.settings)
+        output.demo_reconciliation(again, api.status(demo.live_job, settings=settings))
     output.demo_end(time.monotonic() - started)
     return 0
 
@@ -201,6 +216,7 @@ def _sandbox_config(settings: Settings, args: argparse.Namespace) -> Any:
     if args.webhook_url is not None:
         overrides["webhook"] = WebhookConfig(
             url=args.webhook_url,
+            token=settings.callback_token,  # IM_CALLBACK_TOKEN, the listener's too
             drops=args.webhook_drops,
             duplicates=args.webhook_duplicates,
             reorder=args.webhook_reorder,

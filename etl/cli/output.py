@@ -5,6 +5,7 @@ The final error line is etl.console.error's."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,11 @@ from etl.store import db
 from etl.tencent.page import TYPE_NAMES
 
 if TYPE_CHECKING:
+    from etl.demo import LiveFollow
     from etl.report import ReportData
     from etl.sandbox import Graph, SandboxConfig
+
+log = logging.getLogger("etl.cli")
 
 VERIFY_SHOWN = 20  # disagreeing lists and missing accounts printed; the rest are counted
 
@@ -112,6 +116,20 @@ def _sync_details(report: SyncReport) -> None:
             f"{lists['held']} lists held for a mass removal: nothing of theirs removed "
             f"(see `status --job {report.job}`)"
         )
+
+
+def listening(url: str) -> None:
+    """The line that says a listener serves (a test or a supervisor may wait for it)."""
+    log.info("listening on %s", url, extra={"event": "listening", "url": url})
+
+
+def listen_report(report: api.ListenReport) -> None:
+    """What a listener did, once it stopped."""
+    say(
+        f"listener at {report.url} stopped after {report.seconds:.1f} s: "
+        f"{report.received} callbacks received, {report.acknowledged} acknowledged, "
+        f"{report.rejected} refused, {report.unacknowledged} not acknowledged (503/500)"
+    )
 
 
 def no_unfinished_run(job: str) -> None:
@@ -292,7 +310,7 @@ def demo_summary(store: api.StoreSummary) -> None:
     )
 
 
-def demo_live(live: api.LiveFollow, listener: str) -> None:
+def demo_live(live: LiveFollow, listener: str) -> None:
     """The demo's live follow: who followed whom, and when the tables held it."""
     back = " (a follow-back: now a mutual pair)" if live.mutual else ""
     say(
@@ -305,13 +323,16 @@ def demo_live(live: api.LiveFollow, listener: str) -> None:
         say(f"  in the tables {live.seconds:.2f} s later: {live.edges} edges current")
 
 
-def demo_reconciliation(report: SyncReport, found: api.Reconciliation) -> None:
-    """The sync after the live follow, and its reconciliation with the callbacks."""
-    share = "-" if found.live_share is None else f"{found.live_share:.0%}"
+def demo_reconciliation(report: SyncReport, status: dict[str, Any]) -> None:
+    """The sync after the live follow, and its reconciliation with the callbacks (from the
+    status document of its job)."""
+    found = status["run"]["reconciliation"]
+    share = "-" if found["live_share"] is None else f"{found['live_share']:.0%}"
     say(
         f"next sync (run {report.run_id}, job {report.job}, those 2 accounts): "
-        f"{found.live} changes seen live, {found.missed_added} added and "
-        f"{found.missed_removed} removed by the crawl (drift {found.drift}), live share {share}"
+        f"{found['live']} changes seen live, {found['missed_added']} added and "
+        f"{found['missed_removed']} removed by the crawl (drift {found['drift']}), "
+        f"live share {share}"
     )
 
 

@@ -23,6 +23,8 @@ configuration (environment):
   IM_USERSIG      a fixed UserSig instead of the key (it expires)
   IM_REGION       china, singapore, seoul, tokyo, frankfurt, mumbai, silicon-valley, jakarta
   IM_BASE_URL     instead of IM_REGION, e.g. http://127.0.0.1:8080 (http only on loopback)
+  IM_CALLBACK_TOKEN
+                  `listen`: the console's callback token; each callback's Sign is checked
   IM_RATE         calls per second, for all follow APIs together (default 150)
   IM_TIMEOUT      seconds per request, above the service's 3 s (default 10)
   IM_RETRY_ATTEMPTS, IM_RETRY_MAX_SECONDS, IM_RETRY_WAIT

@@ -141,3 +141,17 @@ def pushgateway_url(raw: str) -> Pushgateway:
         return pushgateway(raw)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def port(raw: str) -> int:
+    """A TCP port, 0..65535 (0: any free port)."""
+    if not raw.isdigit() or int(raw) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535, got {raw!r}")
+    return int(raw)
+
+
+def url_path(raw: str) -> str:
+    """``--path``: starts with /, no space, ? or #."""
+    if not raw.startswith("/") or any(c.isspace() or c in "?#" for c in raw):
+        raise argparse.ArgumentTypeError(f"must start with / and hold no space, ? or #: {raw!r}")
+    return raw

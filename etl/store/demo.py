@@ -1,6 +1,6 @@
 """The demo's reads (``follow-etl demo``): how many demo runs came before, what the store holds
-after a run and what that run changed (the figures the demo prints last), whether a live
-change has reached the tables, and a run's reconciliation with the callbacks."""
+after a run and what that run changed (the figures the demo prints last), and whether a live
+change has reached the tables."""
 
 from __future__ import annotations
 
@@ -10,21 +10,12 @@ import sqlalchemy as sa
 
 from etl.store.schema import follow_edge_events, follow_edges, profile_snapshots, sync_runs
 
-# The views of the migrations the demo reads: the edges not marked removed, and each run's
-# reconciliation with the callbacks.
+# The view of the migrations the demo reads: the edges not marked removed.
 current_follow_edges = sa.table(
     "current_follow_edges",
     sa.column("account", sa.String),
     sa.column("follow_type", sa.Integer),
     sa.column("to_account", sa.String),
-)
-run_reconciliation = sa.table(
-    "run_reconciliation",
-    sa.column("run_id", sa.Integer),
-    sa.column("lists", sa.Integer),
-    sa.column("live", sa.Integer),
-    sa.column("missed_added", sa.Integer),
-    sa.column("missed_removed", sa.Integer),
 )
 
 
@@ -87,34 +78,3 @@ def current_edges(conn: sa.Connection, edges: list[tuple[str, int, str]]) -> int
     ).all()
     stored = {(str(a), int(t), str(b)) for a, t, b in found}
     return sum(1 for edge in edges if edge in stored)
-
-
-@dataclass(frozen=True)
-class Reconciliation:
-    """A run's reconciliation (view run_reconciliation): the changes its complete lists got
-    from callbacks, and those the crawl had to make itself (the callbacks missed them)."""
-
-    lists: int  # lists with any change, live or missed
-    live: int
-    missed_added: int
-    missed_removed: int
-
-    @property
-    def drift(self) -> int:
-        """Changes the callbacks missed."""
-        return self.missed_added + self.missed_removed
-
-    @property
-    def live_share(self) -> float | None:
-        """The share of the changes seen live; None when nothing changed."""
-        total = self.live + self.drift
-        return self.live / total if total else None
-
-
-def reconciliation(conn: sa.Connection, run_id: int) -> Reconciliation:
-    """Run ``run_id``'s reconciliation (all zero when none of its lists changed)."""
-    r = run_reconciliation.c
-    row = conn.execute(
-        sa.select(r.lists, r.live, r.missed_added, r.missed_removed).where(r.run_id == run_id)
-    ).first()
-    return Reconciliation(*(int(v or 0) for v in row)) if row else Reconciliation(0, 0, 0, 0)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ Relation = set[tuple[str, str]]  # (follower, followee)
 ListKey = tuple[str, int]  # (account, follow type)
 
 
-def relation(lists: dict[ListKey, Iterable[str]]) -> Relation:
+def relation(lists: Mapping[ListKey, Iterable[str]]) -> Relation:
     """Who follows whom, from follows lists (type 2)."""
     return {(a, b) for (a, t), items in lists.items() if t == 2 for b in items}
 

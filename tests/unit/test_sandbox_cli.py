@@ -9,6 +9,7 @@ import pytest
 
 from etl.cli import build_parser
 from etl.cli.commands import _sandbox_config
+from etl.config import Secret
 from etl.sandbox.faults import DEFAULT_FAULT_KINDS
 
 
@@ -44,8 +45,12 @@ def test_bad_sandbox_flags_are_usage_errors(
 
 
 def test_webhook_flags_reach_the_config() -> None:
-    """--webhook-url and its faults make the sandbox's webhook config; without a URL none."""
-    settings = SimpleNamespace(sdkappid=None, secret_key=None, admin="administrator")
+    """--webhook-url and its faults make the sandbox's webhook config, signed with
+    IM_CALLBACK_TOKEN; without a URL there is none."""
+    token = Secret("from-the-environment")
+    settings = SimpleNamespace(
+        sdkappid=None, secret_key=None, admin="administrator", callback_token=token
+    )
     args = sandbox_args(
         "--seed", "5", "--webhook-url", "http://127.0.0.1:9000/cb", "--webhook-drops", "0.1",
         "--webhook-duplicates", "0.2", "--webhook-reorder", "8", "--webhook-delay-ms", "10-50",
@@ -57,7 +62,7 @@ def test_webhook_flags_reach_the_config() -> None:
         0.2,
         8,
     )
-    assert (hook.delay_ms, hook.seed) == ((10.0, 50.0), 5)
+    assert (hook.delay_ms, hook.seed, hook.token) == ((10.0, 50.0), 5, token)
     quiet = _sandbox_config(settings, sandbox_args("--webhook-drops", "0.5"))  # type: ignore[arg-type]
     assert quiet.webhook.url is None
     assert sandbox_args("--webhook-delay-ms", "30").webhook_delay_ms == (0.0, 30.0)
