@@ -5,7 +5,8 @@ The sandbox runs as ``python -m etl sandbox``, each sync as ``python -m etl sync
 ``python -m etl worker``), exactly as a user would run them; this script only starts them,
 times them, reads their resource usage and the database, and checks every case's edges against
 the sandbox's ground truth. It prints one table and writes it as JSON to ``bench/last.json``
-(``bench/last-quick.json`` with ``--quick``). Usage::
+(``bench/last-quick.json`` with ``--quick``; with ``--case``, the rows of the cases not run
+stay in that file, marked as earlier). Usage::
 
     python -m bench [--quick] [--case small|big|latency|skewed|history|million|listen ...]
                     [--pg URL]
@@ -39,6 +40,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -133,6 +135,23 @@ def _machine() -> dict[str, object]:
     }
 
 
+def _with_earlier_rows(document: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A ``--case`` run's document, keeping the rows of the cases it did not run from the
+    file it replaces (with when and where those were measured), so that one case can be rerun
+    without losing the others' figures."""
+    try:
+        earlier = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return document
+    ran = {row["case"] for row in document["rows"]}
+    kept = [row for row in earlier.get("rows", []) if row.get("case") not in ran]
+    if not kept:
+        return document
+    rows = [*kept, *document["rows"]]
+    measured = {key: earlier.get(key) for key in ("generated_at", "machine", "quick")}
+    return {**document, "rows": rows, "earlier_rows_from": measured, "kept_rows": len(kept)}
+
+
 def main() -> int:
     """Run the cases, print the table, write the JSON."""
     parser = argparse.ArgumentParser(
@@ -216,6 +235,8 @@ def main() -> int:
         "seconds": round(elapsed, 1),
         "rows": [row.as_json() for row in rows],
     }
+    if args.case:
+        document = _with_earlier_rows(document, out)
     out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     print(f"written to {out}")
     return 1 if any(row.error for row in rows) else 0  # a missed target is a figure, not an error
