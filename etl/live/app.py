@@ -41,6 +41,7 @@ from etl.live.metrics import CONTENT_TYPE, ListenMetrics
 from etl.live.settings import ListenSettings
 from etl.live.writer import Apply, BatchWriter, Outcome, Pending
 from etl.store import live
+from etl.store.dialect import dialect_of
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class ListenApp:
     ) -> None:
         self.settings = settings
         self.metrics = metrics or ListenMetrics()
-        self.writer = BatchWriter(engine, self._notify, self.metrics, apply=apply)
+        lanes = dialect_of(engine).writers
+        self.writer = BatchWriter(engine, self._notify, self.metrics, apply=apply, lanes=lanes)
         self.clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: set[_Waiting] = set()

@@ -1,6 +1,9 @@
-"""The listener's one writer: a thread with its own connection that takes the changes of every
-callback waiting (up to a cap), applies them in ONE transaction (etl.store.live.apply),
-commits, and only then tells the callbacks (``notify``), which answer 200.
+"""The listener's writer: threads (one per writer lane of the backend: 2 on PostgreSQL, where one
+batch's Python work overlaps the other's wait for the server; 1 on SQLite), each with its own
+connection, that take the changes of every callback waiting (up to a cap), apply them in ONE
+transaction (etl.store.live.apply), commit, and only then tell the callbacks (``notify``),
+which answer 200. Concurrent batches cannot deadlock (etl.store.live locks in key order), and
+the ordering rule makes the order in which two batches commit irrelevant.
 
 The only place the listener opens a transaction. A transient database error (a deadlock, a
 serialization failure, a lost connection: the pool reconnects) retries the whole batch, with a
@@ -83,6 +86,7 @@ class BatchWriter:
         max_batch: int = MAX_BATCH,
         max_queued: int = MAX_QUEUED,
         max_wait: float = 2.0,
+        lanes: int = 1,
     ) -> None:
         self.engine, self.notify, self.metrics, self.apply = engine, notify, metrics, apply
         self.max_batch, self.max_queued, self.max_wait = max_batch, max_queued, max_wait
@@ -92,8 +96,12 @@ class BatchWriter:
         self._closing = False
         self._abandon = threading.Event()  # set: stop retrying, drop what is left
         self._error: str | None = None  # the last database error, until a success
-        self._busy_since: float | None = None
-        self._thread = threading.Thread(target=self._run, name="listen-writer", daemon=True)
+        self._busy_since: dict[int, float] = {}  # thread ident -> when its batch began
+        self._threads = [
+            threading.Thread(target=self._run, name=f"listen-writer-{i}", daemon=True)
+            for i in range(max(1, lanes))
+        ]
+        self._local = threading.local()  # each thread's own Retrying (they keep state)
         self._retryer = Retrying(
             retry=retry_if_exception(retriable),
             wait=wait_exponential(multiplier=0.05, max=max_wait) + wait_random(0, 0.05),
@@ -105,8 +113,9 @@ class BatchWriter:
         metrics.watch_queue(lambda: self._queued)
 
     def start(self) -> None:
-        """Start the thread."""
-        self._thread.start()
+        """Start the threads."""
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, pending: Pending) -> bool:
         """Queue a callback's changes; False when the queue is full or the writer closing."""
@@ -123,21 +132,22 @@ class BatchWriter:
         """Commit what is queued, within ``timeout`` seconds; then drop the rest and stop."""
         with self._cond:
             self._closing = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         self._abandon.set()  # a retry's sleep ends at once
-        if self._thread.is_alive():
-            self._thread.join(0.2)  # still in a statement: left to the database (a daemon)
+        for thread in self._threads:
+            thread.join(0.2)  # still in a statement: left to the database (a daemon)
         self._drop_queued()
 
     def problem(self) -> str | None:
         """Why the writer cannot commit now, or None when it can."""
-        if not self._thread.is_alive():
+        if not all(thread.is_alive() for thread in self._threads):
             return "the writer is not running"
         if self._error is not None:
             return f"database error: {self._error}"
-        busy = self._busy_since
+        busy = min(self._busy_since.values(), default=None)
         if busy is not None and time.monotonic() - busy > STUCK_AFTER:
             return f"a batch has been in flight for {time.monotonic() - busy:.0f} s"
         return None
@@ -201,10 +211,15 @@ class BatchWriter:
     def _retrying(self, changes: Sequence[Change]) -> Applied:
         """Apply and commit ``changes``, again after each transient error, until the writer is
         abandoned (Stopped)."""
-        return self._retryer(self._commit, changes)
+        retryer = getattr(self._local, "retryer", None)
+        if retryer is None:
+            retryer = self._local.retryer = self._retryer.copy()
+        result: Applied = retryer(self._commit, changes)
+        return result
 
     def _commit(self, changes: Sequence[Change]) -> Applied:
-        self._busy_since = time.monotonic()
+        me = threading.get_ident()
+        self._busy_since[me] = time.monotonic()
         started = time.perf_counter()
         try:
             with self.engine.begin() as conn:
@@ -214,7 +229,7 @@ class BatchWriter:
                 self._error = db.first_line(exc)
             raise
         finally:
-            self._busy_since = None
+            self._busy_since.pop(me, None)
         self.metrics.committed(applied, time.perf_counter() - started)
         self._recovered()
         return applied
