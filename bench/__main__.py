@@ -5,9 +5,11 @@ The sandbox runs as ``python -m etl sandbox``, each sync as ``python -m etl sync
 ``python -m etl worker``), exactly as a user would run them; this script only starts them,
 times them, reads their resource usage and the database, and checks every case's edges against
 the sandbox's ground truth. It prints one table and writes it as JSON to ``bench/last.json``
-(``bench/last-quick.json`` with ``--quick``). Usage::
+(``bench/last-quick.json`` with ``--quick``; with ``--case``, the rows of the cases not run
+stay in that file, marked as earlier). Usage::
 
-    python -m bench [--quick] [--case small|big|latency|skewed|history|million ...] [--pg URL]
+    python -m bench [--quick] [--case small|big|latency|skewed|history|million|listen ...]
+                    [--pg URL]
 
 The cases, in this order (bench.cases, bench.history and bench.million say more): small lists
 (calls/s), big lists (items/s, then an unchanged re-sync), latency-bound (1, 2 and 4 processes
@@ -17,7 +19,9 @@ trip)), history (the small-list sync and ``status --json`` on a database holding
 of another job and 10 million events, against the same on an empty database; the plan of a
 one-account ``daily_follow_changes`` query) and million (one million accounts of a sparse
 graph: the time to the first call, fresh and resumed, peak RSS per phase and command,
-``status --json`` while it crawls, calls/s at that scale, and a SIGTERM in each phase). Every
+``status --json`` while it crawls, calls/s at that scale, and a SIGTERM in each phase) and listen
+(``follow-etl listen`` taking signed callbacks open-loop at 2,500/s: callbacks/s sustained,
+acknowledgement latency, peak RSS, the tables against what was acknowledged). Every
 row shows the CPU per item of the three parts, the sync process(es), PostgreSQL (its server
 processes, from /proc, "-" when unreadable) and the sandbox, and the sync's peak RSS against
 its target.
@@ -36,12 +40,14 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
 from bench.cases import big_lists, latency_bound, skewed_lists, small_lists
 from bench.harness import Bench, Plan, Row
 from bench.history import history
+from bench.listen import listen
 from bench.million import million
 from bench.pg import PgServer
 
@@ -53,6 +59,7 @@ CASES = {
     "skewed": skewed_lists,
     "history": history,
     "million": million,
+    "listen": listen,
 }
 QUICK = Plan(
     small_accounts=500,
@@ -64,6 +71,7 @@ QUICK = Plan(
     history_lists=60_000,
     history_events=1_000_000,
     million_users=100_000,
+    listen_seconds=5.0,
 )
 HEADER = (
     "case",
@@ -127,6 +135,23 @@ def _machine() -> dict[str, object]:
     }
 
 
+def _with_earlier_rows(document: dict[str, Any], out: Path) -> dict[str, Any]:
+    """A ``--case`` run's document, keeping the rows of the cases it did not run from the
+    file it replaces (with when and where those were measured), so that one case can be rerun
+    without losing the others' figures."""
+    try:
+        earlier = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return document
+    ran = {row["case"] for row in document["rows"]}
+    kept = [row for row in earlier.get("rows", []) if row.get("case") not in ran]
+    if not kept:
+        return document
+    rows = [*kept, *document["rows"]]
+    measured = {key: earlier.get(key) for key in ("generated_at", "machine", "quick")}
+    return {**document, "rows": rows, "earlier_rows_from": measured, "kept_rows": len(kept)}
+
+
 def main() -> int:
     """Run the cases, print the table, write the JSON."""
     parser = argparse.ArgumentParser(
@@ -139,14 +164,14 @@ def main() -> int:
         action="store_true",
         help="smaller cases (500 small accounts, top 50 big, 300 latency, 300 users and 3 big "
         "lists of 10,000-40,000 skewed, 5 earlier runs of 60,000 lists and 1 million events "
-        "of history, 100,000 accounts in the million case): a few minutes",
+        "of history, 100,000 accounts in the million case, 5 s of listen load): a few minutes",
     )
     parser.add_argument(
         "--case",
         action="append",
         choices=sorted(CASES),
         help="run only this case (repeatable; default: all, in the order small, big, latency, "
-        "skewed, history, million)",
+        "skewed, history, million, listen)",
     )
     parser.add_argument("--seed", type=int, default=1, help="sandbox graph seed (default 1)")
     parser.add_argument("--pg", default=DEFAULT_PG, help="server URL to create databases on")
@@ -210,6 +235,8 @@ def main() -> int:
         "seconds": round(elapsed, 1),
         "rows": [row.as_json() for row in rows],
     }
+    if args.case:
+        document = _with_earlier_rows(document, out)
     out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     print(f"written to {out}")
     return 1 if any(row.error for row in rows) else 0  # a missed target is a figure, not an error

@@ -64,7 +64,7 @@ class Finished:
         return f"`etl {self.args[0]}` exited {self.code}: {(lines or ['no output'])[-1][:200]}"
 
 
-def _high_water_kb(pid: int) -> int:
+def high_water_kb(pid: int) -> int:
     """The peak resident set of a live process (VmHWM, kB); 0 if it cannot be read."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
@@ -95,7 +95,7 @@ class Child:
         deadline = self.started + timeout
         peak_kb = 0
         while True:
-            peak_kb = max(peak_kb, _high_water_kb(self.proc.pid))
+            peak_kb = max(peak_kb, high_water_kb(self.proc.pid))
             pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -178,8 +178,7 @@ class SandboxProcess:
 
     def cpu_seconds(self) -> float:
         """User + system CPU the sandbox has used so far (Linux /proc)."""
-        fields = _stat(self.proc.pid)
-        return float("nan") if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
+        return proc_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         """Stop the server and reap it."""
@@ -192,6 +191,12 @@ class SandboxProcess:
                 self.proc.wait()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU a live process has used so far (Linux /proc); NaN if unreadable."""
+    fields = _stat(pid)
+    return float("nan") if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _stat(pid: int) -> list[str] | None:

@@ -8,13 +8,11 @@ from collections.abc import Callable
 
 from etl.cli import values
 from etl.cli.commands import (
-    cmd_demo,
     cmd_listen,
     cmd_migrate,
     cmd_prune,
     cmd_prune_events,
     cmd_report,
-    cmd_sandbox,
     cmd_status,
     cmd_sync,
     cmd_usersig,
@@ -22,6 +20,7 @@ from etl.cli.commands import (
     cmd_worker,
 )
 from etl.cli.parser import Commands, documented, metrics_options
+from etl.cli.sandbox_arguments import add_demo, add_sandbox
 from etl.live import settings as listening
 from etl.results import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from etl.store.retention import DEFAULT_KEEP_RUNS
@@ -292,88 +291,6 @@ def add_report(commands: Commands) -> argparse.ArgumentParser:
     )
     p.add_argument("--job", default=None, help="show only the runs of this job (default: all jobs)")
     p.set_defaults(func=cmd_report)
-    return p
-
-
-def add_sandbox(commands: Commands) -> argparse.ArgumentParser:
-    from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS
-
-    p = commands.add_parser("sandbox", help="serve the stand-in follow API in the foreground")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument(
-        "--users", type=values.positive(int), default=1000, help="graph size (default 1000)"
-    )
-    p.add_argument("--seed", type=int, default=1, help="graph seed (default 1)")
-    p.add_argument(
-        "--faults",
-        type=float,
-        default=0.0,
-        metavar="P",
-        help="share of requests answered with a transient fault (0..1)",
-    )
-    p.add_argument(
-        "--latency-ms", type=float, default=0.0, metavar="L", help="added to every answer"
-    )
-    p.add_argument(
-        "--rate",
-        type=values.rate,
-        default=None,
-        metavar="R",
-        help="answer 60007 above R calls per second (default: no limit)",
-    )
-    p.add_argument(
-        "--fault-kinds",
-        type=values.fault_kinds,
-        default=None,
-        metavar="LIST",
-        help=f"comma-separated kinds of fault --faults draws from: {','.join(FAULT_KINDS)} "
-        f"(default {','.join(DEFAULT_FAULT_KINDS)})",
-    )
-    p.add_argument(
-        "--hostile",
-        type=values.share,
-        default=0.0,
-        metavar="P",
-        help="share of users with hostile profiles (NUL, lone surrogates, huge integers, nested "
-        "tags), plus a few users with hostile ids in other users' lists (default 0)",
-    )
-    p.add_argument(
-        "--loop-account",
-        action="append",
-        default=[],
-        metavar="ID",
-        help="this account's lists never end: their last page points back at the second "
-        "(repeatable)",
-    )
-    p.add_argument(
-        "--degree",
-        type=values.positive(float),
-        default=None,
-        metavar="D",
-        help="mean number of accounts a user follows (default 12); a low D makes a sparse graph "
-        "of many users cheap to build, e.g. --users 1000000 --degree 1",
-    )
-    p.add_argument(
-        "--big-lists",
-        type=values.big_lists,
-        default=(),
-        metavar="N,N,...",
-        help="give that many seeded accounts N synthetic fans each, e.g. 200000,50000: a few "
-        "very long fans lists among the ordinary ones (default none)",
-    )
-    p.set_defaults(func=cmd_sandbox)
-    return p
-
-
-def add_demo(commands: Commands) -> argparse.ArgumentParser:
-    p = commands.add_parser(
-        "demo", help="what `make demo` runs: sandbox + embedded database + sync"
-    )
-    p.add_argument("--users", type=values.positive(int), default=300)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--rate", type=values.rate, default=150.0)
-    p.set_defaults(func=cmd_demo)
     return p
 
 

@@ -151,7 +151,8 @@ def cmd_usersig(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Start the sandbox, migrate the database, sync every sandbox account, print a summary."""
+    """Start the sandbox and a listener, migrate the database, sync every sandbox account, print
+    a summary; then a live follow into the tables, and the next sync's reconciliation."""
     started = time.monotonic()
     settings = api.settings_from()
     with api.demo(args.users, seed=args.seed, rate=args.rate, settings=settings) as demo:
@@ -164,9 +165,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 stop=stop,
                 on_progress=on_progress,
             )
-    output.sync_report(report)
-    summary = api.demo_summary(report.run_id, settings=settings)
-    output.demo_summary(summary, time.monotonic() - started)
+        output.sync_report(report)
+        output.demo_summary(api.demo_summary(report.run_id, settings=settings))
+        live = demo.follow()
+        output.demo_live(live, demo.listener)
+        pair = [live.account, live.to_account]
+        again = api.sync(pair, job=demo.live_job, settings=demo.settings)
+        output.demo_reconciliation(again, api.status(demo.live_job, settings=settings))
+    output.demo_end(time.monotonic() - started)
     return 0
 
 
@@ -195,6 +201,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 def _sandbox_config(settings: Settings, args: argparse.Namespace) -> Any:
     """The sandbox's config from ``sandbox``'s options; the app's credentials, if configured."""
     from etl.sandbox import SandboxConfig
+    from etl.sandbox.webhook import WebhookConfig
 
     config = SandboxConfig(
         faults=args.faults, latency_ms=args.latency_ms, rate=args.rate, fault_seed=args.seed
@@ -207,4 +214,14 @@ def _sandbox_config(settings: Settings, args: argparse.Namespace) -> Any:
     if settings.secret_key is not None:
         overrides["secret_key"] = settings.secret_key.reveal()
     overrides["admin"] = settings.admin
+    if args.webhook_url is not None:
+        overrides["webhook"] = WebhookConfig(
+            url=args.webhook_url,
+            token=settings.callback_token,  # IM_CALLBACK_TOKEN, the listener's too
+            drops=args.webhook_drops,
+            duplicates=args.webhook_duplicates,
+            reorder=args.webhook_reorder,
+            delay_ms=args.webhook_delay_ms,
+            seed=args.seed,
+        )
     return dataclasses.replace(config, **overrides)

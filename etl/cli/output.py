@@ -18,6 +18,7 @@ from etl.store import db
 from etl.tencent.page import TYPE_NAMES
 
 if TYPE_CHECKING:
+    from etl.demo import LiveFollow
     from etl.report import ReportData
     from etl.sandbox import Graph, SandboxConfig
 
@@ -295,6 +296,13 @@ def sandbox_ready(
     if not settings.secret_key:
         say(f"  export IM_SECRET_KEY={key}   # the sandbox's public default key")
     say(f"  accounts: curl -s {url}/sandbox/accounts")
+    hook = config.webhook
+    if hook.url is not None:
+        signed = "signed" if hook.token is not None else "unsigned (no IM_CALLBACK_TOKEN)"
+        faults = f"drops {hook.drops:g}, duplicates {hook.duplicates:g}, reorder {hook.reorder}"
+        delay = "-".join(f"{ms:g}" for ms in hook.delay_ms)
+        say(f"  webhook: callbacks to {hook.url}, {signed}; {faults}, delay {delay} ms")
+        say(f"  what became of them: curl -s {url}/sandbox/webhook")
     sys.stdout.flush()
 
 
@@ -305,8 +313,8 @@ def demo_started(demo: api.Demo, users: int) -> None:
     say(f"sandbox: {users} users at {demo.url}{changed}")
 
 
-def demo_summary(store: api.StoreSummary, seconds: float) -> None:
-    """The demo's last lines: what the store holds now, and what this run changed."""
+def demo_summary(store: api.StoreSummary) -> None:
+    """What the store holds after the demo's crawl, and what that run changed."""
     say(f"accounts with edges: {store.accounts}")
     for follow_type, name in TYPE_NAMES.items():
         say(f"  {name:8} {store.edges.get(follow_type, 0):>9} edges")
@@ -315,5 +323,35 @@ def demo_summary(store: api.StoreSummary, seconds: float) -> None:
         f"changes seen by this run: {store.added} edges added, "
         f"{store.removed} removed (follow_edge_events; the first run is the baseline)"
     )
+
+
+def demo_live(live: LiveFollow, listener: str) -> None:
+    """The demo's live follow: who followed whom, and when the tables held it."""
+    back = " (a follow-back: now a mutual pair)" if live.mutual else ""
+    say(
+        f"live: {live.account} follows {live.to_account}{back}; the sandbox posted "
+        f"Follow.CallbackAfterFollowAdd to the listener at {listener}"
+    )
+    if live.seconds is None:
+        say(f"  not in the tables {live.edges} edges strong after 5 s: see the listener's log")
+    else:
+        say(f"  in the tables {live.seconds:.2f} s later: {live.edges} edges current")
+
+
+def demo_reconciliation(report: SyncReport, status: dict[str, Any]) -> None:
+    """The sync after the live follow, and its reconciliation with the callbacks (from the
+    status document of its job)."""
+    found = status["run"]["reconciliation"]
+    share = "-" if found["live_share"] is None else f"{found['live_share']:.0%}"
+    say(
+        f"next sync (run {report.run_id}, job {report.job}, those 2 accounts): "
+        f"{found['live']} changes seen live, {found['missed_added']} added and "
+        f"{found['missed_removed']} removed by the crawl (drift {found['drift']}), "
+        f"live share {share}"
+    )
+
+
+def demo_end(seconds: float) -> None:
+    """The demo's last lines."""
     say(f"time: {seconds:.1f} s")
     say("next: python -m etl report --out report.html, then open report.html")

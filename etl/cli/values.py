@@ -123,6 +123,18 @@ def share(raw: str) -> float:
     return value
 
 
+def delay_range(raw: str) -> tuple[float, float]:
+    """``--webhook-delay-ms``: ``HI`` (0..HI) or ``LO-HI`` milliseconds, 0 <= LO <= HI."""
+    lo, _, hi = raw.strip().rpartition("-") if "-" in raw.strip()[1:] else ("0", "", raw.strip())
+    try:
+        low, high = float(lo), float(hi)
+    except ValueError:
+        low = high = -1.0
+    if not 0 <= low <= high < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected milliseconds like 50 or 10-200, got {raw!r}")
+    return low, high
+
+
 def pushgateway_url(raw: str) -> Pushgateway:
     """--pushgateway, its credentials apart; the error quotes nothing of it (a password)."""
     try:

@@ -1,4 +1,5 @@
-"""The sandbox's own admin routes (not Tencent's, no auth): stats, accounts, truth, mutate.
+"""The sandbox's own admin routes (not Tencent's, no auth): stats, accounts, truth, mutate,
+follow and unfollow, the webhook's record.
 
 Tests, the demo and benchmarks use them to drive a sandbox running in another process:
 
@@ -20,6 +21,16 @@ Tests, the demo and benchmarks use them to drive a sandbox running in another pr
 - ``POST /sandbox/inject`` ``{"account": "A", "type": 1, "kind": "empty-page", "times": 1}``:
   the next ``times`` follow_get calls of that list get that targeted fault (a well-formed
   empty last page, or "30003"; see etl.sandbox.faults.TARGETED_KINDS).
+
+- ``POST /sandbox/follow`` ``{"from": "A", "to": ["B", ...]}``: A follows each B now (a B it
+  follows already, or A itself, is left alone); ``POST /sandbox/unfollow``, the same body: A
+  unfollows each B. follow_get serves the change at once, and a sandbox with a webhook posts
+  it (etl.sandbox.changes). The answer: ``{"changed": [...], "unchanged": [...]}``; 404 when
+  an account does not exist (nothing changed then).
+- ``GET /sandbox/webhook[?events=1][&wait=S]``: what became of the callbacks the sandbox
+  posted (etl.sandbox.webhook ``report``: counts, the changes it dropped and those that failed;
+  ``events=1``: each callback's record), once those in flight are answered or ``S`` seconds
+  (at most 30) have passed; ``{"url": null}`` when the sandbox posts none.
 
 Answers are ASCII JSON: the graph's values (a hostile graph's NUL, lone surrogates, integers
 past 64 bits, a 5000-digit integer as a bare number) come back exactly as the API serves them.
@@ -59,6 +70,12 @@ class Controls(Protocol):
     def inject(self, account: str, follow_type: int, kind: str, times: int = 1) -> None:
         """Answer the next ``times`` follow_get calls of a list with a targeted fault."""
 
+    def follow(self, account: str, targets: list[str], *, follows: bool) -> dict[str, object]:
+        """``account`` follows (or unfollows) each of ``targets``; KeyError: no such account."""
+
+    def webhook_report(self, *, events: bool = False, wait: float = 0.0) -> dict[str, object]:
+        """What became of the callbacks posted."""
+
 
 _PATHS = frozenset(
     f"/sandbox/{name}"
@@ -72,8 +89,13 @@ _PATHS = frozenset(
         "truth-digest",
         "outage",
         "inject",
+        "follow",
+        "unfollow",
+        "webhook",
     )
 )
+_FOLLOW_LIMIT = 10_000  # accounts one follow or unfollow request names, at most
+_WAIT_LIMIT = 30.0  # seconds GET /sandbox/webhook waits for the callbacks in flight, at most
 _BY = {"fans": 0, "follows": 1, "mutual": 2}
 _DIGEST_LIMIT = 100_000  # accounts per truth-digest request
 
@@ -114,6 +136,10 @@ def answer(
         return _inject(sandbox, body)
     if route == ("GET", "/sandbox/outage"):
         return 200, {"outage": sandbox.outage}
+    if route in (("POST", "/sandbox/follow"), ("POST", "/sandbox/unfollow")):
+        return _follow(sandbox, body, follows=path == "/sandbox/follow")
+    if route == ("GET", "/sandbox/webhook"):
+        return _webhook(sandbox, query)
     if path in _PATHS:
         return 405, {"error": f"{method} not allowed on {path}"}
     return 404, {"error": "not found", "path": path}
@@ -134,6 +160,36 @@ def _mutate(sandbox: Controls, body: bytes) -> tuple[int, object]:
     except (ValueError, TypeError) as exc:
         return 400, {"error": f"bad mutate request: {exc}"}
     return 200, summary
+
+
+def _follow(sandbox: Controls, body: bytes, *, follows: bool) -> tuple[int, object]:
+    try:
+        spec = json.loads(body or b"{}")
+        if not isinstance(spec, dict) or set(spec) != {"from", "to"}:
+            raise TypeError('expected {"from": "A", "to": ["B", ...]}')
+        account, targets = spec["from"], spec["to"]
+        if not isinstance(account, str) or not isinstance(targets, list):
+            raise TypeError('"from" is an account, "to" a list of accounts')
+        if not all(isinstance(a, str) for a in targets) or len(targets) > _FOLLOW_LIMIT:
+            raise TypeError(f'"to" is a list of at most {_FOLLOW_LIMIT} accounts')
+    except (ValueError, TypeError) as exc:
+        return 400, {"error": f"bad follow request: {exc}"}
+    try:
+        return 200, sandbox.follow(account, targets, follows=follows)
+    except KeyError as exc:
+        return 404, {"error": f"account {exc.args[0]!r} does not exist"}
+
+
+def _webhook(sandbox: Controls, query: Mapping[str, str]) -> tuple[int, object]:
+    wait = query.get("wait", "0")
+    try:
+        seconds = float(wait)
+        if not 0 <= seconds <= _WAIT_LIMIT:  # NaN too
+            raise ValueError
+    except ValueError:
+        return 400, {"error": f"wait is a number of seconds, 0..{_WAIT_LIMIT:g}"}
+    events = query.get("events", "") in ("1", "true")
+    return 200, sandbox.webhook_report(events=events, wait=seconds)
 
 
 def _outage(sandbox: Controls, body: bytes) -> tuple[int, object]:

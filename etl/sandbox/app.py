@@ -25,6 +25,10 @@ Hostile behaviour, all off by default:
   a bare status; an HTML body; an empty body). The default kinds leave it out.
 - ``loop_accounts``: lists of these accounts never end (see etl.sandbox.routes).
 - ``Graph(hostile=P)``: hostile profile values and ids (see etl.sandbox.hostile).
+
+With ``config.webhook.url`` set, every change of the graph is posted there as Tencent's follow
+callbacks (etl.sandbox.changes makes them, etl.sandbox.webhook posts them, with its own faults);
+``close`` stops that. Without it (the default) nothing is posted.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from etl.sandbox import admin
+from etl.sandbox import admin, changes
 from etl.sandbox.auth import Auth
+from etl.sandbox.changes import Announcer, EventClock
 from etl.sandbox.config import SandboxConfig as SandboxConfig
 from etl.sandbox.faults import DEFAULT_FAULT_KINDS as DEFAULT_FAULT_KINDS
 from etl.sandbox.faults import FAULT_KINDS as FAULT_KINDS
@@ -52,6 +57,7 @@ from etl.sandbox.routes import FOLLOW_GET as FOLLOW_GET
 from etl.sandbox.routes import FOLLOW_GET_INFO as FOLLOW_GET_INFO
 from etl.sandbox.routes import Routes
 from etl.sandbox.stats import SandboxStats
+from etl.sandbox.webhook import Webhook
 
 _Answer = tuple[SandboxResponse, int | None, str | None]  # (response, ErrorCode, fault)
 
@@ -72,11 +78,44 @@ class Sandbox:
         )
         self._routes = Routes(graph, config, clock, self._faults.take_injected)
         self._stats = SandboxStats()
+        self.webhook: Webhook | None = None
+        if config.webhook.url is not None:
+            if graph.watcher is not None:
+                raise ValueError("this graph posts to another sandbox's webhook: close that first")
+            self.webhook = Webhook(config.webhook, config.sdkappid, clock=clock)
+            graph.watcher = Announcer(self.webhook.post, EventClock(clock))
 
     def warm(self) -> None:
         """Render every user's item now, so the first crawl does not pay for it (about 1 s
         for 20,000 users)."""
         self._routes.items.warm()
+
+    def close(self) -> None:
+        """Stop posting callbacks: the graph's changes from now on go unannounced; the posts in
+        flight get a few seconds to finish. Nothing to do without a webhook."""
+        if self.webhook is not None:
+            if isinstance(self.graph.watcher, Announcer):
+                self.graph.watcher = None
+            self.webhook.close()
+
+    # ---- the graph's changes -------------------------------------------------------------
+
+    def follow(self, account: str, targets: list[str], *, follows: bool) -> dict[str, object]:
+        """``account`` follows (or unfollows) each of ``targets`` now; which changed (each then
+        announced to the webhook) and which did not. KeyError: an account that does not exist."""
+        changed, unchanged = changes.follow(
+            self.graph, account, targets, follows=follows, at=int(self._clock())
+        )
+        return {"changed": changed, "unchanged": unchanged}
+
+    def webhook_report(self, *, events: bool = False, wait: float = 0.0) -> dict[str, object]:
+        """What became of the callbacks (``Webhook.report``), after waiting up to ``wait`` s
+        for those in flight; without a webhook, ``{"url": null}``."""
+        if self.webhook is None:
+            return {"url": None}
+        if wait > 0:
+            self.webhook.drain(wait)
+        return self.webhook.report(events=events)
 
     # ---- stats ---------------------------------------------------------------------------
 

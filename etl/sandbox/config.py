@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from etl.sandbox.faults import DEFAULT_FAULT_KINDS, FAULT_KINDS, MALFORMED_KINDS
+from etl.sandbox.webhook import WebhookConfig
 
 
 @dataclass(frozen=True)
@@ -14,7 +15,8 @@ class SandboxConfig:
     ``faults`` is the share of API calls answered with a fault, drawn (seeded by
     ``fault_seed``) from ``fault_kinds``; a "malformed" fault draws its shape from
     ``malformed_kinds``. ``loop_accounts``: lists of these accounts never end (see
-    etl.sandbox.routes).
+    etl.sandbox.routes). ``webhook``: where the graph's changes are posted as Tencent's follow
+    callbacks, with which faults (etl.sandbox.webhook); by default nowhere.
     """
 
     sdkappid: int = 1400000001
@@ -30,6 +32,7 @@ class SandboxConfig:
     cursor_ttl: float | None = None
     sequence_key: str = "profile_sequence"
     fault_seed: int = 0
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     def __post_init__(self) -> None:
         unknown = set(self.fault_kinds) - set(FAULT_KINDS)

@@ -3,7 +3,8 @@
 ``Graph`` is what the sandbox serves and what a crawl must find. The world it starts from is
 deterministic for its arguments (etl.sandbox.world: accounts, edges, follow times; and
 etl.sandbox.profiles: profiles); overlays change it between runs (etl.sandbox.overlays:
-``lose_fans``, ``delete_account``, ``mutate``), each bumping ``generation``. Reads answer in
+``lose_fans``, ``delete_account``, ``mutate``; any edit through ``change``), each bumping
+``generation`` and telling ``watcher`` which edges it added and removed. Reads answer in
 service order (ascending To_Account) and cache each list until the next overlay.
 
 Synthetic fans of big lists (``big_lists=``) count in ``counts`` (follow_get_info), in the
@@ -13,8 +14,9 @@ ground truth (``truth``, the admin truth routes) and in ``stats_summary``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from etl.sandbox import overlays
 from etl.sandbox.hostile import hostile_profile
@@ -30,6 +32,9 @@ from etl.sandbox.world import TIME_END as TIME_END
 from etl.sandbox.world import TIME_START as TIME_START
 from etl.sandbox.world import World
 
+_T = TypeVar("_T")
+# What ``Graph.change`` tells its watcher: the world and its journal, (u, v, follows) in order.
+Watcher = Callable[[World, list[tuple[int, int, bool]]], None]
 _VIEW_CACHE_LIMIT = 8192  # sorted lists kept; cleared wholesale past this, cheap to rebuild
 
 
@@ -60,22 +65,18 @@ class Graph:
         self.generation = 0
         self._lock = threading.RLock()
         self._views: dict[tuple[int, int], ListView] = {}
+        self.watcher: Watcher | None = None  # told of every change (etl.sandbox.changes)
 
     # ---- overlays ------------------------------------------------------------------------
 
     def lose_fans(self, account: str, keep: int) -> int:
-        """A mass unfollow: all but the ``keep`` oldest-numbered fans of ``account`` unfollow
-        it. Returns how many did."""
-        with self._lock:
-            gone = overlays.lose_fans(self._world, self._existing(account), keep)
-            self._changed()
-            return gone
+        """A mass unfollow: all but the ``keep`` lowest-numbered fans of ``account`` unfollow it;
+        how many did."""
+        return self.change(lambda world: overlays.lose_fans(world, self._existing(account), keep))
 
     def delete_account(self, account: str) -> None:
         """``account`` no longer exists (30003), with every edge to and from it."""
-        with self._lock:
-            overlays.delete_account(self._world, self._existing(account))
-            self._changed()
+        self.change(lambda world: overlays.delete_account(world, self._existing(account)))
 
     def mutate(
         self,
@@ -87,22 +88,32 @@ class Graph:
         delete: int = 0,
     ) -> dict[str, int]:
         """Apply a deterministic change (unfollows, follows, profile edits, deletions)."""
-        with self._lock:
-            summary = overlays.mutate(
-                self._world, seed, unfollow=unfollow, follow=follow, profile=profile, delete=delete
+        return self.change(
+            lambda w: overlays.mutate(
+                w, seed, unfollow=unfollow, follow=follow, profile=profile, delete=delete
             )
-            self._changed()
-            return summary
+        )
+
+    def change(self, edit: Callable[[World], _T]) -> _T:
+        """Run ``edit`` on the world under the lock; then hand the edges it added and removed
+        (in order) to ``watcher``, if one is set, drop the cached lists and bump ``generation``."""
+        with self._lock:
+            world = self._world
+            world.journal = [] if self.watcher else None
+            try:
+                return edit(world)
+            finally:
+                journal, world.journal = world.journal, None
+                if journal and self.watcher:
+                    self.watcher(world, journal)
+                self._views.clear()
+                self.generation += 1
 
     def _existing(self, account: str) -> int:
         i = self.index_of(account)
         if i is None:
             raise KeyError(account)
         return i
-
-    def _changed(self) -> None:
-        self._views.clear()
-        self.generation += 1
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -232,17 +243,20 @@ class Graph:
 
     def stats_summary(self) -> dict[str, int]:
         """Users, edges, mutual pairs and the largest fan count."""
-        world = self._world
         with self._lock:
-            live = [i for i in range(world.n) if i not in world.deleted]
-            mutual_edges = sum(len(world.fans[i] & world.out[i]) for i in live)
-            big = {a: size for a, (_, size) in world.big.items() if a not in world.deleted}
-            return {
-                "users": len(live),
-                "edges": world.edges + sum(big.values()),
-                "mutual_pairs": mutual_edges // 2,
-                "max_fans": max((len(world.fans[i]) + big.get(i, 0) for i in live), default=0),
-            }
+            return _summary(self._world)
+
+
+def _summary(world: World) -> dict[str, int]:
+    live = [i for i in range(world.n) if i not in world.deleted]
+    mutual_edges = sum(len(world.fans[i] & world.out[i]) for i in live)
+    big = {a: size for a, (_, size) in world.big.items() if a not in world.deleted}
+    return {
+        "users": len(live),
+        "edges": world.edges + sum(big.values()),
+        "mutual_pairs": mutual_edges // 2,
+        "max_fans": max((len(world.fans[i]) + big.get(i, 0) for i in live), default=0),
+    }
 
 
 def _list_view(world: World, a: int, follow_type: int) -> ListView:

@@ -2,14 +2,17 @@
 
 Each is deterministic for its arguments and edits the world's edge sets, deleted accounts and
 profile sequences in place: a mass unfollow (``lose_fans``), a deleted account
-(``delete_account``), and a seeded mix of unfollows, new follows, profile edits and deletions
-(``mutate``). Synthetic fans of big lists are left alone (deleting their account removes them
-with it). The caller (``Graph``) holds the lock and drops its cached lists afterwards.
+(``delete_account``), a seeded mix of unfollows, new follows, profile edits and deletions
+(``mutate``), and one account following or unfollowing others (``follow``, ``unfollow``: the
+admin routes ``/sandbox/follow`` and ``/sandbox/unfollow``). Synthetic fans of big lists are left
+alone (deleting their account removes them with it). The caller (``Graph.change``) holds the
+lock and drops its cached lists afterwards.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 
 from etl.sandbox.world import World
 
@@ -25,6 +28,26 @@ def delete_account(world: World, i: int) -> None:
     for u in list(world.fans[i]):
         world.remove_edge(u, i)
     world.deleted.add(i)
+
+
+def follow(world: World, u: int, targets: Iterable[int], at: int) -> list[int]:
+    """User ``u`` follows each of ``targets`` it does not follow yet (itself excepted), at Unix
+    second ``at``; the ones it did, in order."""
+    made = [v for v in dict.fromkeys(targets) if v != u and v not in world.out[u]]
+    for v in made:
+        world.add_edge(u, v)
+        world.made_times[u * world.n + v] = at
+    if made:
+        world.max_time = max(world.max_time, at)
+    return made
+
+
+def unfollow(world: World, u: int, targets: Iterable[int]) -> list[int]:
+    """User ``u`` unfollows each of ``targets`` it follows; the ones it did, in order."""
+    gone = [v for v in dict.fromkeys(targets) if v in world.out[u]]
+    for v in gone:
+        world.remove_edge(u, v)
+    return gone
 
 
 def lose_fans(world: World, i: int, keep: int) -> int:

@@ -85,7 +85,8 @@ class SandboxServer:
         self._stopped.wait()
 
     def server_close(self) -> None:
-        """Close the listening socket and every connection."""
+        """Close the listening socket and every connection; stop the sandbox's webhook."""
+        self.sandbox.close()
         for conn in list(self._connections.values()):
             self._close(conn)
         for sock in (self._listener, self._wake_r, self._wake_w):

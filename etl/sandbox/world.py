@@ -30,7 +30,8 @@ id, so the synthetic fans are the end of the fans list in service order.
 
 Follow times are a stable hash of the edge, so they need no storage; edges made later by an
 overlay (etl.sandbox.overlays) keep the time they were given in ``made_times``. The world's
-edge sets are what overlays change in place, through ``add_edge`` and ``remove_edge``.
+edge sets are what overlays change in place, through ``add_edge`` and ``remove_edge``; while
+``journal`` is a list (``Graph.change`` sets it), each of them appends (u, v, follows) to it.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class World:
         self.deleted: set[int] = set()
         self.made_times: dict[int, int] = {}  # edge key -> time, for edges made by an overlay
         self.max_time = TIME_END
+        self.journal: list[tuple[int, int, bool]] | None = None  # see add_edge and remove_edge
         # One shared int object per index: edge sets then hold pointers, not 28-byte copies.
         self.ints = list(range(users))
         rng = random.Random(seed)
@@ -194,6 +196,8 @@ class World:
         self.out[u].add(v)
         self.fans[v].add(u)
         self.edges += 1
+        if self.journal is not None:
+            self.journal.append((u, v, True))
 
     def remove_edge(self, u: int, v: int) -> None:
         """u no longer follows v (and a time an overlay gave the edge is forgotten)."""
@@ -201,6 +205,8 @@ class World:
         self.fans[v].discard(u)
         self.made_times.pop(u * self.n + v, None)
         self.edges -= 1
+        if self.journal is not None:
+            self.journal.append((u, v, False))
 
     def edge_times(self, keys: Iterable[int]) -> list[int]:
         """Follow times of edges by key (u * n + v).

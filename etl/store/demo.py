@@ -1,5 +1,6 @@
-"""The demo's reads (``follow-etl demo``): how many demo runs came before, and what the store
-holds after a run and what that run changed (the figures the demo prints last)."""
+"""The demo's reads (``follow-etl demo``): how many demo runs came before, what the store holds
+after a run and what that run changed (the figures the demo prints last), and whether a live
+change has reached the tables."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ import sqlalchemy as sa
 
 from etl.store.schema import follow_edge_events, follow_edges, profile_snapshots, sync_runs
 
-# The view of the migrations the summary reads: the edges not marked removed.
-current_follow_edges = sa.table("current_follow_edges", sa.column("follow_type", sa.Integer))
+# The view of the migrations the demo reads: the edges not marked removed.
+current_follow_edges = sa.table(
+    "current_follow_edges",
+    sa.column("account", sa.String),
+    sa.column("follow_type", sa.Integer),
+    sa.column("to_account", sa.String),
+)
 
 
 def finished_runs(conn: sa.Connection, job: str) -> int:
@@ -58,3 +64,17 @@ def summary(conn: sa.Connection, run_id: int) -> StoreSummary:
         added=int(events.get("added", 0)),
         removed=int(events.get("removed", 0)),
     )
+
+
+def current_edges(conn: sa.Connection, edges: list[tuple[str, int, str]]) -> int:
+    """How many of these (account, follow type, to_account) edges are current."""
+    if not edges:
+        return 0
+    c = current_follow_edges.c
+    found = conn.execute(
+        sa.select(c.account, c.follow_type, c.to_account).where(
+            c.account.in_({account for account, _, _ in edges})
+        )
+    ).all()
+    stored = {(str(a), int(t), str(b)) for a, t, b in found}
+    return sum(1 for edge in edges if edge in stored)

@@ -465,12 +465,17 @@ def expected_demo_counts(users: int, run: int) -> dict[str, int]:
 @pytest.mark.slow
 def test_demo_prints_its_graph_and_runs_again_on_the_same_database(tmp_path: Path) -> None:
     """``demo --users 40`` exits 0 printing the edges per type and the profiles of its graph,
-    and does the same for the changed graph when run a second time on the same database."""
+    then a live follow in the tables within a second and the next sync's drift of 0; and does
+    the same for the changed graph when run a second time on the same database."""
     env = cli_env(f"sqlite:///{tmp_path / 'demo.db'}")
     for run in (1, 2):
         result = etl(env, tmp_path, "demo", "--users", "40")
         assert result.returncode == 0, result.stderr
         assert demo_counts(result.stdout) == expected_demo_counts(40, run)
+        arrived = re.search(r"^  in the tables (\d+\.\d+) s later: 4 edges", result.stdout, re.M)
+        assert arrived is not None, result.stdout
+        assert float(arrived.group(1)) < 1.0
+        assert re.search(r"^next sync .*: 4 changes seen live, .*\(drift 0\)", result.stdout, re.M)
 
 
 class SandboxProcess:

@@ -212,6 +212,27 @@ def test_work_needs_postgresql_and_returns_none_without_a_run(
 
 
 @pytest.mark.slow
+def test_the_demos_live_follow_reaches_the_tables_and_reconciles(db_url: URL) -> None:
+    """After the demo's crawl, ``Demo.follow`` makes a follow-back in the sandbox: its webhook
+    posts it to the demo's listener, and the tables hold the mutual pair within a second; the
+    next sync of the two accounts reconciles it as seen live, with no drift."""
+    env = environment(db_url)
+    with api.demo(20, seed=3, rate=5000, env=env) as demo:
+        api.sync(demo.accounts, job=demo.job, settings=demo.settings)
+        live = demo.follow()
+        pair = [live.account, live.to_account]
+        again = api.sync(pair, job=demo.live_job, settings=demo.settings)
+    assert live.mutual
+    assert live.edges == 4
+    assert live.seconds is not None
+    assert live.seconds < 1.0
+    status = api.status(demo.live_job, env=env)
+    assert status["run"]["id"] == again.run_id
+    found = status["run"]["reconciliation"]
+    assert (found["live"], found["drift"], found["live_share"]) == (4, 0, 1.0)
+
+
+@pytest.mark.slow
 def test_report_usersig_and_demo_are_api_calls_too(db_url: URL, tmp_path: Path) -> None:
     """``report`` writes the page and returns its figures (UsageError for an unwritable
     ``out``, before any query); ``usersig`` makes a UserSig from the key (ConfigError without
