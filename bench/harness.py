@@ -139,8 +139,9 @@ class Plan:
     history_events: int = 10_000_000
     history_days: int = 300
     million_users: int = 1_000_000  # the million case: every user an account, 3 lists each
-    # listen: callbacks/s offered to `follow-etl listen`, for warm-up + measured seconds
-    listen_rate: float = 2500.0
+    # listen: callbacks/s offered to `follow-etl listen` (a little over the 2,000/s target, so
+    # the sustained figure can reach it), for warm-up + measured seconds
+    listen_rate: float = 2100.0
     listen_warmup: float = 3.0
     listen_seconds: float = 20.0
     listen_accounts: int = 3000
