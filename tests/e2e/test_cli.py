@@ -385,7 +385,7 @@ def test_status_json_describes_the_finished_run(
     assert set(run) == {
         "id", "status", "listed", "started_at", "finished_at", "last_activity", "options", "lists",
         "pages", "items", "requests", "edges_removed", "errors", "quarantined", "held",
-        "workers",
+        "reconciliation", "workers",
     }  # fmt: skip
     truth = graph.truth(graph.accounts, TYPES)
     lists = 3 * len(graph.accounts)
@@ -399,6 +399,10 @@ def test_status_json_describes_the_finished_run(
         "hold_min_edges": 20, "hold_share": 0.5,
     }  # fmt: skip
     assert run["held"] == {"count": 0, "lists": []}
+    assert run["reconciliation"] == {  # a first crawl: baselines, nothing to reconcile
+        "lists": 0, "live": 0, "missed_added": 0, "missed_removed": 0, "drift": 0,
+        "live_share": None, "touched": 0,
+    }  # fmt: skip
     assert run["workers"] == []  # the sync has ended: no live process
     assert run["quarantined"] == {
         "total": 0, "by_kind": {"unstorable": 0, "conflict": 0}, "by_reason": [], "samples": [],
