@@ -172,4 +172,4 @@ def test_installed_cli_migrates_demos_and_syncs_outside_the_checkout(
         edges = conn.execute("SELECT count(*) FROM follow_edges").fetchone()[0]
         jobs = {row[0] for row in conn.execute("SELECT job FROM sync_runs WHERE status = 'done'")}
     assert edges > 0
-    assert jobs == {"demo", "wheel"}
+    assert jobs == {"demo", "demo-live", "wheel"}  # demo-live: the demo's sync after a callback
