@@ -20,7 +20,7 @@ of another job and 10 million events, against the same on an empty database; the
 one-account ``daily_follow_changes`` query) and million (one million accounts of a sparse
 graph: the time to the first call, fresh and resumed, peak RSS per phase and command,
 ``status --json`` while it crawls, calls/s at that scale, and a SIGTERM in each phase) and listen
-(``follow-etl listen`` taking signed callbacks open-loop at 2,500/s: callbacks/s sustained,
+(``follow-etl listen`` taking signed callbacks open-loop at 2,100/s: callbacks/s sustained,
 acknowledgement latency, peak RSS, the tables against what was acknowledged). Every
 row shows the CPU per item of the three parts, the sync process(es), PostgreSQL (its server
 processes, from /proc, "-" when unreadable) and the sandbox, and the sync's peak RSS against

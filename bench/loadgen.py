@@ -32,7 +32,7 @@ from etl.sandbox.webhook import WebhookConfig, query
 
 # Keep-alive connections, all opened before the clock starts. The listener acknowledges a
 # callback once its batch committed, so each connection carries one callback per commit
-# latency: 512 of them carry 2,500/s up to 200 ms of latency, past the p99 target.
+# latency: 512 of them carry 2,100/s up to about 240 ms of latency, past the p99 target.
 CONNECTIONS = 512
 PAIR_SPACING_S = 1.0  # callbacks on one pair of accounts are at least this far apart
 _UNFOLLOW_SHARE = 0.25
