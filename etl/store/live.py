@@ -266,7 +266,8 @@ def _write_edges(conn: sa.Connection, d: Dialect, decided: Plan, now: datetime) 
     s = _statements(d)
     new: list[tuple[Any, ...]] = []
     old: list[tuple[Any, ...]] = []
-    for key, edge in decided.changed_edges():
+    changed = decided.changed_edges()
+    for key, edge in changed:
         at = None if edge.made_current_ms is None else time_of(edge.made_current_ms)
         row = (
             *key,
@@ -279,12 +280,13 @@ def _write_edges(conn: sa.Connection, d: Dialect, decided: Plan, now: datetime) 
         inserted = conn.execute(s.insert_edges, {"now": now, **rowsets.params("v", new)}).all()
         lost = {r[:3] for r in new} - {(a, int(t), b) for a, t, b in inserted}
         decided.drop(lost)
+        changed = [(key, edge) for key, edge in changed if key not in lost]
     if old:
         conn.execute(s.update_edges, {"now": now, **rowsets.params("v", old)})
     events = [
         (*key, event, n)
         for n, (key, event) in enumerate(
-            (key, event) for key, edge in decided.changed_edges() for event in edge.events
+            (key, event) for key, edge in changed for event in edge.events
         )
     ]
     if events:

@@ -27,7 +27,7 @@ their events.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -116,9 +116,9 @@ class Plan:
     pairs: dict[Pair, PairState]
     edges: dict[EdgeKey, EdgeState]
 
-    def changed_edges(self) -> Iterator[tuple[EdgeKey, EdgeState]]:
-        """The edges with a real change, in key order."""
-        return ((k, e) for k, e in sorted(self.edges.items()) if e.events)
+    def changed_edges(self) -> list[tuple[EdgeKey, EdgeState]]:
+        """The edges with a real change, in key order (only those are sorted)."""
+        return sorted(((k, e) for k, e in self.edges.items() if e.events), key=lambda ke: ke[0])
 
     def drop(self, lost: set[EdgeKey]) -> None:
         """Forget the changes of edges another writer inserted first (etl.store.live)."""
