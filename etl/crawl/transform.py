@@ -17,17 +17,10 @@ this process already stored with the same content yields no row.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from etl.crawl.known import KnownProfiles, digest_mark
-from etl.tencent.page import Page
-from etl.tencent.profile import (
-    Unstorable,
-    columns,
-    item_bytes,
-    profile_sequence,
-    snapshot_and_plain,
-)
+from etl.tencent.page import FollowItem, Page, WireItem
+from etl.tencent.profile import Unstorable, columns, profile_sequence, snapshot_and_plain
 from etl.tencent.rows import UNSTORABLE, PageRows, Profile, follow_time, quarantine
 from etl.tencent.text import key_problem
 
@@ -43,41 +36,47 @@ def page_rows(page: Page, known: KnownProfiles) -> PageRows:
     """
     rows = PageRows()
     seen_edges: set[str] = set()
-    for item in page.items:
+    for index, item in enumerate(page.items):
         try:
-            _item_rows(item, known, rows, seen_edges)
+            _item_rows(page, index, item, known, rows, seen_edges)
         except Unstorable as exc:
-            rows.quarantined.append(quarantine(item, UNSTORABLE, str(exc)))
+            rows.quarantined.append(quarantine(page.original(index), UNSTORABLE, str(exc)))
         except Exception as exc:  # one item's surprise must not stop the run: a bug, logged
             log.warning("an item could not be read; quarantined", exc_info=True)
             reason = f"item: unreadable ({type(exc).__name__})"
-            rows.quarantined.append(quarantine(item, UNSTORABLE, reason))
+            rows.quarantined.append(quarantine(page.original(index), UNSTORABLE, reason))
     return rows
 
 
 def _item_rows(
-    item: dict[str, Any], known: KnownProfiles, rows: PageRows, seen_edges: set[str]
+    page: Page,
+    index: int,
+    item: FollowItem,
+    known: KnownProfiles,
+    rows: PageRows,
+    seen_edges: set[str],
 ) -> None:
-    to_account = item["To_Account"]
+    to_account = item.To_Account
     problem = key_problem(to_account)
     if problem is not None:
-        rows.quarantined.append(quarantine(item, UNSTORABLE, problem))
+        rows.quarantined.append(quarantine(page.original(index), UNSTORABLE, problem))
         return
     # A list that changes between pages can repeat an account; one row per key per page.
     if to_account not in seen_edges:
         seen_edges.add(to_account)
-        rows.edges.append((to_account, follow_time(item.get("FollowTime"))))
-    sequence = profile_sequence(item)  # the edge is in: an Unstorable now quarantines the profile
+        rows.edges.append((to_account, follow_time(item.FollowTime)))
+    # The edge is in: an Unstorable now quarantines the profile.
+    sequence = profile_sequence(item.profile_sequence, item.ProfileSequence)
     if sequence is None:
         return
-    profile_item = item.get("ProfileItem")
     key = (to_account, sequence)
     known_mark = known.mark(key)
-    data = item_bytes(profile_item)
+    data = item.profile_bytes()
     if data is not None and known_mark == hash(data):
         return  # the very bytes of a version known stored: the common case, kept cheap
-    tags, text, raw, digest, plain = snapshot_and_plain(profile_item)
-    mark = hash(data) if plain and data is not None else digest_mark(digest)
+    tags, text, raw, digest, plain = snapshot_and_plain(item.profile())
+    wire = isinstance(item, WireItem)  # its bytes are the answer's: equal bytes, equal content
+    mark = hash(data) if data is not None and (wire or plain) else digest_mark(digest)
     if known_mark == digest_mark(digest):
         known.remember(key, mark)  # the same content in other bytes: next time, a lookup
         return
@@ -85,4 +84,4 @@ def _item_rows(
         known.remember(key, mark)
     # New, or other content than known: the writer tells a conflict from what is stored.
     row = (to_account, sequence, *columns(tags), text, raw, digest)
-    rows.profiles.append(Profile(row, item, mark))
+    rows.profiles.append(Profile(row, page, index, mark))

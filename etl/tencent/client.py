@@ -19,7 +19,8 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import httpx
 from tenacity import (
@@ -34,7 +35,7 @@ from etl.config import ApiSettings, RetryPolicy
 from etl.errors import ApiError, MalformedAnswer, RateLimitedError, Stopped, TransientApiError
 from etl.tencent.codes import USERSIG_EXPIRED, answer_body
 from etl.tencent.pacer import Pacer
-from etl.tencent.page import Page, parse_page
+from etl.tencent.page import Page, decode_page, parse_page
 from etl.tencent.signing import signing_client
 from etl.tencent.usersig import UserSigSource
 
@@ -121,6 +122,15 @@ def _read(
                 raise httpx.ReadTimeout("the whole answer took too long")
             chunks.append(chunk)
         return response.status_code, b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Reading(Generic[T]):
+    """How an answer becomes a call's value: ``parse`` takes the body of an OK answer;
+    ``decode``, when given, first tries the answer's bytes (None: ``parse`` decides)."""
+
+    parse: Callable[[dict[str, Any]], T]
+    decode: Callable[[bytes], T | None] | None = None
 
 
 class FollowClient:
@@ -224,7 +234,7 @@ class FollowClient:
             "WantNum": want,
         }
         label = f"follow_get {account}/{follow_type}"
-        return self._call(FOLLOW_GET, body, label, parse_page)
+        return self._call(FOLLOW_GET, body, label, Reading(parse_page, decode_page))
 
     def follow_get_info(
         self, accounts: list[str], *, from_account: str | None = None
@@ -239,29 +249,21 @@ class FollowClient:
         body = {"From_Account": from_account or accounts[0], "To_Account": list(accounts)}
         more = f" and {len(accounts) - 1} more" if len(accounts) > 1 else ""
         label = f"follow_get_info {accounts[0]}{more}"
-        return self._call(FOLLOW_GET_INFO, body, label, _info_answer)
+        return self._call(FOLLOW_GET_INFO, body, label, Reading(_info_answer))
 
     def call(self, api: str, body: Mapping[str, Any], *, what: str = "") -> dict[str, Any]:
         """POST ``body`` to ``api`` with retries; return the body of an OK answer."""
         label = f"{api.rsplit('/', 1)[-1]} {what}".strip()
-        return self._call(api, body, label, lambda answer: answer)
+        return self._call(api, body, label, Reading(lambda answer: answer))
 
-    def _call(
-        self,
-        api: str,
-        body: Mapping[str, Any],
-        label: str,
-        parse: Callable[[dict[str, Any]], T],
-    ) -> T:
+    def _call(self, api: str, body: Mapping[str, Any], label: str, reading: Reading[T]) -> T:
         # ASCII: a cursor the service sent back may hold a lone surrogate, which UTF-8 cannot.
         payload = json.dumps(body, separators=(",", ":")).encode()
         # A copy per call: fetcher threads share the client, not the retry state.
-        result: T = self._retrying.copy()(self._attempt, api, payload, label, parse)
+        result: T = self._retrying.copy()(self._attempt, api, payload, label, reading)
         return result
 
-    def _attempt(
-        self, api: str, payload: bytes, label: str, parse: Callable[[dict[str, Any]], T]
-    ) -> T:
+    def _attempt(self, api: str, payload: bytes, label: str, reading: Reading[T]) -> T:
         if self._stop.is_set():
             raise Stopped(f"{label}: stop requested")
         self._pacer.wait()
@@ -285,10 +287,16 @@ class FollowClient:
         except httpx.HTTPError as exc:  # DecodingError and the rest; str(exc) may hold the URL
             self._count("http_error")
             raise TransientApiError(f"{label}: HTTP error ({type(exc).__name__})") from None
+        # The common answer straight from its bytes; anything else the exact path decides.
+        if reading.decode is not None and status == 200 and content is not None:
+            decoded = reading.decode(content)
+            if decoded is not None:
+                self._count("0")
+                return decoded
         try:
             renewable = self._usersig.renewable
             body = answer_body(status, content, label, max_bytes=self._max, renewable=renewable)
-            result = parse(body)
+            result = reading.parse(body)
         except MalformedAnswer as exc:  # raised without the label, by answer_body or parse
             with self._lock:
                 self.malformed += 1

@@ -3,14 +3,27 @@
 Everything downstream takes a Page, never the answer's dict: a Page exists only if the body
 was well-formed (README, "Hostile values"). What its items carry is read item by item later
 (etl.crawl.transform), where one bad item is quarantined instead of failing the page.
+
+Two ways lead to a Page, with one result. ``decode_page`` reads the common answer straight from
+its bytes (msgspec, typed): each item's ProfileItem stays the answer's own bytes, so a profile
+version already known costs a hash of those bytes, not a parse. Whatever it does not take for
+certain (an error code, a surprise of type, a number beyond a double, an encoded surrogate) it
+leaves to the exact path: ``parse_json`` (etl.tencent.exact_json), the code check, then
+``parse_page``, which also builds the Pages of parsed JSON the tests hand in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
+import msgspec
+
 from etl.errors import MalformedAnswer
+from etl.tencent.exact_json import parse_json
+from etl.tencent.profile import item_bytes
 from etl.tencent.text import needs_replacing
 
 # The three lists of an account (follow_get's FollowType).
@@ -20,21 +33,86 @@ TYPE_NAMES = {FANS: "fans", FOLLOWS: "follows", MUTUAL: "mutual"}
 MAX_CURSOR_CHARS = 65_536  # Tencent's cursors are short tokens; the sandbox's are ~100
 
 
+class FollowItem(msgspec.Struct, gc=False):
+    """One FollowItem of a page with a string To_Account, its ProfileItem as parsed JSON."""
+
+    To_Account: str
+    FollowTime: Any = None
+    ProfileItem: Any = None
+    profile_sequence: Any = None
+    ProfileSequence: Any = None
+
+    def profile_bytes(self) -> bytes | None:
+        """Bytes of the ProfileItem that one content always has (orjson's; None if it cannot
+        write it): equal bytes, equal content when the snapshot says it is ``plain``."""
+        return item_bytes(self.ProfileItem)
+
+    def profile(self) -> Any:
+        """The ProfileItem as parsed JSON (None when absent)."""
+        return self.ProfileItem
+
+
+class WireItem(FollowItem, gc=False):
+    """A FollowItem decoded from the answer's bytes: its ProfileItem is those bytes."""
+
+    ProfileItem: msgspec.Raw = msgspec.Raw(b"null")
+
+    def profile_bytes(self) -> bytes:
+        """The ProfileItem as the answer carried it: equal bytes always mean equal content."""
+        return bytes(self.ProfileItem)
+
+    def profile(self) -> Any:
+        """The ProfileItem parsed exactly (etl.tencent.exact_json)."""
+        return parse_json(bytes(self.ProfileItem))
+
+
 @dataclass(frozen=True)
 class Page:
     """One well-formed follow_get answer: it exists only if the body was a page.
 
-    ``items`` are the FollowItem objects, each a dict with a string ``To_Account``;
-    ``next_cursor`` is "" on the list's last page.
+    ``items`` are its FollowItems, each with a string ``To_Account``; ``next_cursor`` is "" on
+    the list's last page. ``source`` is what they were read from (the answer's bytes, or the
+    parsed items): ``original`` gives an item back whole, for a quarantine record.
     """
 
-    items: list[dict[str, Any]]
+    items: list[FollowItem]
     next_cursor: str
+    source: bytes | list[Any] = field(default=b"", compare=False, repr=False)
+
+    @classmethod
+    def of(cls, items: list[Any], next_cursor: str) -> Page:
+        """The Page of items as parsed JSON (dicts with a string To_Account)."""
+        return cls([_item(item) for item in items], next_cursor, items)
 
     @property
     def last(self) -> bool:
         """True when the list has no page after this one."""
         return self.next_cursor == ""
+
+    def original(self, index: int) -> Any:
+        """The ``index``-th FollowItem as parsed JSON, all of it (unknown fields too)."""
+        return self._originals[index]
+
+    @cached_property
+    def _originals(self) -> list[Any]:
+        if isinstance(self.source, list):
+            return self.source
+        originals: list[Any] = parse_json(self.source)["FollowItem"]
+        return originals
+
+
+def _item(item: Any) -> FollowItem:
+    # Not a dict, or no string To_Account: only a hand-built Page has one (quarantined later).
+    account: Any = item.get("To_Account") if isinstance(item, dict) else None
+    if not isinstance(item, dict):
+        return FollowItem(To_Account=account)
+    return FollowItem(
+        To_Account=account,
+        FollowTime=item.get("FollowTime"),
+        ProfileItem=item.get("ProfileItem"),
+        profile_sequence=item.get("profile_sequence"),
+        ProfileSequence=item.get("ProfileSequence"),
+    )
 
 
 def parse_page(body: Any) -> Page:
@@ -48,16 +126,52 @@ def parse_page(body: Any) -> Page:
     cursor = body.get("NextCursor")
     if not isinstance(cursor, str):
         raise MalformedAnswer(f"NextCursor is {_kind(cursor)}, not a string")
-    # The cursor is stored (sync_checkpoints.cursor) and sent back as it is: it must survive
-    # both, so NUL, a lone surrogate or a giant string make the answer malformed, not a crash.
-    if len(cursor) > MAX_CURSOR_CHARS or needs_replacing(cursor):
+    if not storable_cursor(cursor):
         raise MalformedAnswer(
             f"NextCursor cannot be stored ({len(cursor)} characters, NUL or lone surrogates)"
         )
     for number, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("To_Account"), str):
             raise MalformedAnswer(f"FollowItem[{number}] has no string To_Account")
-    return Page(items, cursor)
+    return Page.of(items, cursor)
+
+
+def storable_cursor(cursor: str) -> bool:
+    """The cursor is stored (sync_checkpoints.cursor) and sent back as it is: it must survive
+    both, so NUL, a lone surrogate or a giant string make the answer malformed, not a crash."""
+    return len(cursor) <= MAX_CURSOR_CHARS and not needs_replacing(cursor)
+
+
+class _Answer(msgspec.Struct, gc=False):
+    """The common follow_get answer: OK, a page."""
+
+    ActionStatus: str
+    FollowItem: list[WireItem]
+    NextCursor: str
+    ErrorCode: int = 0
+
+
+_DECODE = msgspec.json.Decoder(_Answer).decode
+# UTF-8 of a surrogate (ED A0-BF ..): exact_json reads such text differently depending on what
+# else the body holds, so the whole body goes that way. 0xED alone is also Korean (ED 80-9F).
+_ENCODED_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
+
+
+def decode_page(content: bytes) -> Page | None:
+    """The Page of an answer's bytes when it is the common one, an OK page; None when the exact
+    path must decide (an error code, an answer that is no page, or text or numbers it reads
+    its own way): the exact path then gives the same Page, or the error."""
+    if content.find(b"\xed") >= 0 and _ENCODED_SURROGATE.search(content):
+        return None
+    try:
+        answer = _DECODE(content)
+    except msgspec.MsgspecError:
+        return None
+    ok = answer.ActionStatus == "OK" and answer.ErrorCode == 0
+    if not ok or not storable_cursor(answer.NextCursor):
+        return None
+    items: list[FollowItem] = list(answer.FollowItem)
+    return Page(items, answer.NextCursor, content)
 
 
 def _kind(value: Any) -> str:

@@ -64,13 +64,13 @@ class Unstorable(Exception):
     """A profile that cannot be stored in any documented form; the message is the reason."""
 
 
-def profile_sequence(item: dict[str, Any]) -> int | None:
-    """The item's profile_sequence; None when it has none, Unstorable when it is not an
-    integer in 0 .. 2**64-1."""
+def profile_sequence(spelled: Any, other: Any) -> int | None:
+    """An item's profile_sequence from its two spellings' values (None: absent); None when it
+    has none, Unstorable when it is not an integer in 0 .. 2**64-1."""
     # The reference spells it profile_sequence; Tencent's own web SDK reads ProfileSequence.
-    name, value = "profile_sequence", item.get("profile_sequence")
+    name, value = "profile_sequence", spelled
     if value is None:
-        name, value = "ProfileSequence", item.get("ProfileSequence")
+        name, value = "ProfileSequence", other
         if value is None:
             return None
     if type(value) is int and 0 <= value <= SEQUENCE_MAX:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from etl.tencent.page import Page
 from etl.tencent.profile import ProfileKey, ProfileRow
 from etl.tencent.text import raw_json, storable_text
 
@@ -22,12 +23,19 @@ _MAX_EPOCH = 253402300799  # 9999-12-31T23:59:59Z
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """A profile version to store, the FollowItem it came from (for a conflict record), and
-    its KnownProfiles mark (etl.crawl.known: for the writer to remember once it is stored)."""
+    """A profile version to store, the page and place of the FollowItem it came from (for a
+    conflict record), and its KnownProfiles mark (etl.crawl.known: for the writer to remember
+    once it is stored)."""
 
     row: ProfileRow
-    item: dict[str, Any]
+    page: Page
+    index: int
     mark: int
+
+    @property
+    def item(self) -> Any:
+        """The FollowItem it came from, as parsed JSON."""
+        return self.page.original(self.index)
 
     @property
     def key(self) -> ProfileKey:

@@ -185,7 +185,7 @@ def test_an_answer_trickled_past_the_timeout_is_cut_off(running_sandbox: Start) 
     brief = running_sandbox(graph, faults=1.0, fault_kinds=("trickle",), slow_ms=300)
     with make_client(api_settings(brief, timeout=5.0, retry=retry)) as client:
         page = client.follow_get(account, 1, "", 1000)
-    assert {i["To_Account"] for i in page.items} == set(graph.truth([account], (1,))[account, 1])
+    assert {i.To_Account for i in page.items} == set(graph.truth([account], (1,))[account, 1])
 
 
 def test_an_answer_past_the_size_cap_is_malformed_and_never_held_whole(

@@ -27,7 +27,8 @@ from etl.store.rows import Key, ListPart, Mode
 from etl.store.schema import SCHEMA_REVISION, profile_snapshots, quarantined_items
 from etl.store.status import quarantine_summary
 from etl.store.types import decode_sequence
-from etl.tencent.page import parse_page
+from etl.tencent.codes import answer_body
+from etl.tencent.page import Page, decode_page, parse_page
 from etl.tencent.profile import MAX_NESTING, STANDARD_TAGS
 from etl.tencent.rows import PageRows
 
@@ -648,3 +649,60 @@ def test_downgrade_refuses_to_drop_unsigned_sequences(store: sa.Engine) -> None:
         db.downgrade(store, "0002")
     assert db.current_revision(store) == SCHEMA_REVISION  # the whole downgrade rolled back
     assert set(stored_profiles(store)) == {("b", U64)}
+
+
+# -- the answer's bytes: the typed decoding reads what the exact path reads -------------------
+
+
+def _exact_page(content: bytes) -> Any:
+    """The exact path's reading of an answer's bytes: a Page, or the error it raises."""
+    try:
+        body = answer_body(200, content, "follow_get", max_bytes=1 << 30, renewable=False)
+        return parse_page(body)
+    except Exception as exc:  # noqa: BLE001 - the error is the answer here
+        return exc
+
+
+def _read(pages: list[Page]) -> list[tuple[Any, ...]]:
+    """What page_rows makes of pages in turn, one KnownProfiles for all, as comparable rows."""
+    known = KnownProfiles()
+    out = []
+    for page in pages:
+        rows = page_rows(page, known)
+        profiles = [(p.row, json.dumps(p.item, sort_keys=True)) for p in rows.profiles]
+        out.append((rows.edges, profiles, rows.quarantined))
+    return out
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.lists(bodies(), min_size=1, max_size=3),
+    st.booleans(),
+    st.sampled_from([b"", b',"Junk":"\xff"', b',"Junk":"\xed\xa0\x80"', b',"X":1e400']),
+    st.sampled_from([{}, {"ErrorCode": 30001}, {"ActionStatus": "FAIL"}, {"ErrorCode": None}]),
+)
+def test_typed_decoding_reads_what_the_exact_path_reads(
+    answers: list[Any], ascii_only: bool, tail: bytes, status: dict[str, Any]
+) -> None:
+    """Any answer's bytes (any escapes, invalid UTF-8 or surrogates elsewhere in the body):
+    ``decode_page`` gives up, or gives the Page the exact path gives, and page_rows makes the
+    same rows of both, profile versions seen again included."""
+    decoded, exact = [], []
+    for body in answers:
+        if isinstance(body, dict):
+            body.update(status)
+        text = json.dumps(body, ensure_ascii=ascii_only)  # NaN and Infinity too: not JSON
+        content = text.encode("utf-8", "surrogatepass")
+        if tail and content.endswith(b"}"):
+            content = content[:-1] + tail + b"}"
+        page = decode_page(content)
+        if page is None:
+            event("left to the exact path")
+            continue
+        event("decoded")
+        reference = _exact_page(content)
+        assert isinstance(reference, Page), reference
+        assert page.next_cursor == reference.next_cursor
+        decoded.append(page)
+        exact.append(reference)
+    assert _read(decoded) == _read(exact)

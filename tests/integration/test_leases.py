@@ -88,7 +88,7 @@ def writer(engine: sa.Engine, run_id: int, owner: str, closed: list[Ended]) -> W
 def page(claim: Claim, accounts: list[str], cursor: str) -> Fetched:
     """A parsed page of ``claim``'s list listing ``accounts``."""
     items = [{"To_Account": account, "FollowTime": 1_700_000_000} for account in accounts]
-    rows = page_rows(Page(items, cursor), KnownProfiles())
+    rows = page_rows(Page.of(items, cursor), KnownProfiles())
     return Fetched(claim, rows, cursor, restarted=False)
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL
 from etl.store import db
 from etl.store.load import Loader
 from etl.store.schema import SCHEMA_REVISION, profile_snapshots
+from etl.tencent.page import Page
 from etl.tencent.profile import profile_row
 from etl.tencent.rows import PageRows, Profile
 
@@ -154,8 +155,9 @@ def test_0010_gives_every_profile_version_its_digest(db_url: URL) -> None:
         with engine.connect() as conn:
             digests = conn.execute(sa.select(profile_snapshots.c.content_digest)).scalars().all()
         assert digests == [profile_row("u", 1, item)[-1]] * len(sequences)
-        same = PageRows(profiles=[Profile(profile_row("u1", 1, item), {}, 0)])
-        other = PageRows(profiles=[Profile(profile_row("u1", 1, item[:1]), {}, 0)])
+        page = Page.of([{"To_Account": "u1"}], "")
+        same = PageRows(profiles=[Profile(profile_row("u1", 1, item), page, 0, 0)])
+        other = PageRows(profiles=[Profile(profile_row("u1", 1, item[:1]), page, 0, 0)])
         with engine.begin() as conn:
             loader = Loader(engine.dialect.name)
             assert loader.write(conn, 1, [], [(("u1", 1), same)], NOW).conflicts == 0

@@ -418,7 +418,7 @@ def test_two_crawls_of_a_changing_list_record_no_false_event(
 def listing(claim: Claim, items: dict[str, int]) -> Fetched:
     """The whole list as one page, with the graph's own follow times."""
     rows = [{"To_Account": to, "FollowTime": when} for to, when in items.items()]
-    parsed = page_rows(Page(rows, ""), KnownProfiles())
+    parsed = page_rows(Page.of(rows, ""), KnownProfiles())
     return Fetched(claim, parsed, "", restarted=False)
 
 

@@ -117,7 +117,7 @@ def test_transient_answers_are_retried(transient: httpx.Response | Exception) ->
     """Each transient condition of the reference is retried, then the answer is returned."""
     client, seen = client_for([transient, httpx.Response(200, json=OK)])
     with client:
-        assert client.follow_get("a", 1, "", 100) == Page([], "")
+        assert client.follow_get("a", 1, "", 100) == Page.of([], "")
     assert len(seen) == 2
     assert client.retries == 1
     assert client.malformed == 0
@@ -287,7 +287,7 @@ def test_bodies_beyond_orjson_still_parse() -> None:
     item = b'{"To_Account": "u", "profile_sequence": ' + str(2**64 + 1).encode() + b"}"
     raw = b'{"FollowItem": [' + item + b'], "NextCursor": "", "ActionStatus": "OK", "ErrorCode": 0}'
     client, seen = client_for([httpx.Response(200, content=raw)])
-    sequence = client.follow_get("a", 1, "", 10).items[0]["profile_sequence"]
+    sequence = client.follow_get("a", 1, "", 10).items[0].profile_sequence
     assert sequence == 2**64 + 1
     assert type(sequence) is int
     assert len(seen) == 1
@@ -329,7 +329,7 @@ def test_malformed_answers_are_retried_and_counted(bad: httpx.Response) -> None:
     client, seen = client_for([bad, httpx.Response(200, json=good)])
     with client:
         page = client.follow_get("a", 1, "", 100)
-    assert page == Page([{"To_Account": "b"}], "c2")
+    assert ([item.To_Account for item in page.items], page.next_cursor) == (["b"], "c2")
     assert len(seen) == 2
     assert (client.malformed, client.retries) == (1, 1)
     assert client.counters() == {"calls": 2, "retries": 1, "malformed": 1}
@@ -387,7 +387,7 @@ def test_every_sandbox_malformed_kind_is_retried_until_a_good_page(kind: str) ->
     with client_on(httpx.MockTransport(answer)) as client:
         page = client.follow_get(account, 1, "", 5)
         info = client.follow_get_info([account])
-    assert [item["To_Account"] for item in page.items] == graph.list_ids(account, 1)[:5]
+    assert [item.To_Account for item in page.items] == graph.list_ids(account, 1)[:5]
     assert page.next_cursor
     assert info["FollowInfo"][0]["FollowerCount"] == len(graph.list_ids(account, 1))
     assert client.malformed == 2
@@ -457,9 +457,9 @@ def test_a_hostile_page_decodes_into_a_page() -> None:
     client, seen = client_for([httpx.Response(200, content=raw)])
     with client:
         (item,) = client.follow_get("a", 1, "", 10).items
-    assert item["To_Account"] == "evil\x00\ud83d"
-    assert item["profile_sequence"] == int("9" * 25)
-    assert item["ProfileItem"][0]["Value"] == "\ud83d"
+    assert item.To_Account == "evil\x00\ud83d"
+    assert item.profile_sequence == int("9" * 25)
+    assert item.profile()[0]["Value"] == "\ud83d"
     assert len(seen) == 1
 
 
@@ -577,4 +577,4 @@ def test_interrupt_on_switches_the_event_waits_wake_on() -> None:
     client.interrupt_on(None)
     earlier.set()
     with client:
-        assert client.follow_get("a", 1, "", 10) == Page([], "")
+        assert client.follow_get("a", 1, "", 10) == Page.of([], "")

@@ -88,7 +88,7 @@ def walk(
 
 
 def ids(steps: list[Step]) -> list[str]:
-    return [item["To_Account"] for step in steps for item in step.page.items]
+    return [item.To_Account for step in steps for item in step.page.items]
 
 
 def page_count(size: int, want: int) -> int:
@@ -254,7 +254,7 @@ class Empties:
         if n > 1_000:
             pytest.fail("the empty-page guard did not fire")
         items = [{"To_Account": f"u{n}"}] if n in self.full else []
-        return Page(items, "" if n == self.last else f"c{n}")
+        return Page.of(items, "" if n == self.last else f"c{n}")
 
 
 def steps_of(source: extract.PageSource, **limits: int) -> tuple[list[Step], Exception | None]:

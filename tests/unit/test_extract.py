@@ -47,10 +47,10 @@ def crawl(source: extract.PageSource, cursor: str = "", **limits: int) -> list[S
 def test_pages_walk_the_list_to_its_end() -> None:
     """Each page is yielded once, in order; the last one says so."""
     source = FakeSource(
-        {"": Page([item("x")], "c2"), "c2": Page([item("y")], "c3"), "c3": Page([], "")}
+        {"": Page.of([item("x")], "c2"), "c2": Page.of([item("y")], "c3"), "c3": Page.of([], "")}
     )
     steps = crawl(source)
-    assert [step.page.items for step in steps] == [[item("x")], [item("y")], []]
+    assert [step.page.source for step in steps] == [[item("x")], [item("y")], []]
     assert [(step.next_cursor, step.last, step.restarted) for step in steps] == [
         ("c2", False, False),
         ("c3", False, False),
@@ -62,7 +62,11 @@ def test_a_cursor_seen_again_is_a_loop() -> None:
     """p1 -> p2 -> p3 -> p2: CursorLoop naming the list, the cursor and the pages so far; the
     page that points back is not yielded."""
     source = FakeSource(
-        {"": Page([item("x")], "c2"), "c2": Page([item("y")], "c3"), "c3": Page([item("z")], "c2")}
+        {
+            "": Page.of([item("x")], "c2"),
+            "c2": Page.of([item("y")], "c3"),
+            "c3": Page.of([item("z")], "c2"),
+        }
     )
     steps: list[Step] = []
     with pytest.raises(CursorLoop) as caught:
@@ -76,13 +80,13 @@ def test_a_cursor_seen_again_is_a_loop() -> None:
 def test_the_resumed_cursor_counts_as_seen() -> None:
     """A crawl resumed at c5 that is sent back to c5 (an immediate repeat) is a loop."""
     with pytest.raises(CursorLoop, match="'c5' again after 1 pages"):
-        crawl(FakeSource({"c5": Page([item("x")], "c5")}), "c5")
+        crawl(FakeSource({"c5": Page.of([item("x")], "c5")}), "c5")
 
 
 def test_a_loop_message_shows_40_characters_of_the_cursor() -> None:
     """A long cursor is cut to its first 40 characters in the message."""
     long = "k" * 500
-    source = FakeSource({"": Page([item("x")], long), long: Page([item("y")], long)})
+    source = FakeSource({"": Page.of([item("x")], long), long: Page.of([item("y")], long)})
     with pytest.raises(CursorLoop) as caught:
         crawl(source)
     assert f"'{'k' * 40}'" in str(caught.value)
@@ -108,11 +112,11 @@ def test_a_stale_cursor_restarts_the_list_with_a_fresh_memory() -> None:
     a loop when the new crawl meets them."""
     source = Script(
         [
-            ("c2", Page([item("y")], "c3")),
+            ("c2", Page.of([item("y")], "c3")),
             ("c3", RequestRejected("stale", code=30001)),
-            ("", Page([item("x")], "c2")),
-            ("c2", Page([item("y")], "c3")),
-            ("c3", Page([], "")),
+            ("", Page.of([item("x")], "c2")),
+            ("c2", Page.of([item("y")], "c3")),
+            ("c3", Page.of([], "")),
         ]
     )
     steps = crawl(source, "c2")
@@ -127,7 +131,7 @@ def test_a_stale_cursor_restarts_the_list_with_a_fresh_memory() -> None:
 
 def test_a_list_that_keeps_rejecting_fresh_cursors_fails() -> None:
     """After MAX_RESTARTS restarts the 30001 is raised."""
-    source = FakeSource({"c": RequestRejected("stale", code=30001), "": Page([], "c")})
+    source = FakeSource({"c": RequestRejected("stale", code=30001), "": Page.of([], "c")})
     with pytest.raises(RequestRejected):
         crawl(source, "c")
     assert source.asked.count("") == extract.MAX_RESTARTS
@@ -147,7 +151,7 @@ class Endless:
         self.counter = itertools.count(1)
 
     def follow_get(self, account: str, follow_type: int, cursor: str, want: int) -> Page:
-        return Page(list(self.items), f"c{next(self.counter)}")
+        return Page.of(list(self.items), f"c{next(self.counter)}")
 
 
 def test_more_than_100_empty_pages_in_a_row_end_the_list() -> None:
@@ -160,13 +164,13 @@ def test_more_than_100_empty_pages_in_a_row_end_the_list() -> None:
 
 def test_empty_pages_between_full_ones_are_fine() -> None:
     """100 empty pages, then one with items, then 100 more empty ones: not a loop."""
-    pages = {"": Page([], "e1")}
+    pages = {"": Page.of([], "e1")}
     for n in range(1, 100):
-        pages[f"e{n}"] = Page([], f"e{n + 1}")
-    pages["e100"] = Page([item("x")], "f1")
+        pages[f"e{n}"] = Page.of([], f"e{n + 1}")
+    pages["e100"] = Page.of([item("x")], "f1")
     for n in range(1, 100):
-        pages[f"f{n}"] = Page([], f"f{n + 1}")
-    pages["f100"] = Page([], "")
+        pages[f"f{n}"] = Page.of([], f"f{n + 1}")
+    pages["f100"] = Page.of([], "")
     assert len(crawl(FakeSource(pages))) == 201
 
 
@@ -210,7 +214,7 @@ def test_a_looping_sandbox_account_ends_with_cursor_loop(graph: Graph, pages: in
         steps.extend(extract.pages(client, account, 1, "", want))
     assert f"{account}/1: the service answered cursor" in str(caught.value)
     assert f"after {pages} pages: the list would never end" in str(caught.value)
-    seen = [i["To_Account"] for step in steps for i in step.page.items]
+    seen = [i.To_Account for step in steps for i in step.page.items]
     assert seen == ids[: want * (pages - 1)]
 
 
@@ -221,7 +225,7 @@ def test_other_accounts_of_a_looping_sandbox_end(graph: Graph) -> None:
     sandbox = Sandbox(graph, SandboxConfig(loop_accounts=(account,)), clock=lambda: NOW)
     with client_for(sandbox) as client:
         steps = list(extract.pages(client, other, 1, "", 3))
-    assert [i["To_Account"] for s in steps for i in s.page.items] == graph.list_ids(other, 1)
+    assert [i.To_Account for s in steps for i in s.page.items] == graph.list_ids(other, 1)
 
 
 def test_malformed_answers_never_end_a_list_early(graph: Graph) -> None:
@@ -231,7 +235,7 @@ def test_malformed_answers_never_end_a_list_early(graph: Graph) -> None:
     with client_for(sandbox) as client:
         for account in graph.accounts[:40]:
             steps = list(extract.pages(client, account, 2, "", 4))
-            found = [i["To_Account"] for s in steps for i in s.page.items]
+            found = [i.To_Account for s in steps for i in s.page.items]
             assert found == graph.list_ids(account, 2)
     assert client.malformed > 10
     assert sandbox.stats()["by_fault"] == {"malformed": client.malformed}
@@ -244,7 +248,7 @@ def test_an_httpx_transport_error_is_not_a_page(graph: Graph) -> None:
     account = longest(graph)
     with client_for(sandbox) as client:
         steps = list(extract.pages(client, account, 1, "", 7))
-    assert [i["To_Account"] for s in steps for i in s.page.items] == graph.list_ids(account, 1)
+    assert [i.To_Account for s in steps for i in s.page.items] == graph.list_ids(account, 1)
     assert client.retries > 0
     assert client.malformed == 0
 
@@ -262,8 +266,8 @@ def test_a_hostile_graph_crawls_exactly_over_a_real_socket() -> None:
         with client:
             for account in accounts:
                 items = [i for s in extract.pages(client, account, 1, "", 3) for i in s.page.items]
-                assert [i["To_Account"] for i in items] == graph.list_ids(account, 1)
+                assert [i.To_Account for i in items] == graph.list_ids(account, 1)
                 for i in items:
-                    seq, _ = graph.profile(i["To_Account"])
-                    assert i["profile_sequence"] == seq
+                    seq, _ = graph.profile(i.To_Account)
+                    assert i.profile_sequence == seq
     assert client.malformed > 0

@@ -56,7 +56,7 @@ def with_tags(to: str, *pairs: tuple[str, object], seq: object = 5) -> dict[str,
 
 def rows_of(*items: dict[str, Any], known: KnownProfiles | None = None) -> PageRows:
     """page_rows of a page holding ``items``."""
-    return page_rows(Page(list(items), ""), known if known is not None else KnownProfiles())
+    return page_rows(Page.of(list(items), ""), known if known is not None else KnownProfiles())
 
 
 def only_profile(rows: PageRows) -> dict[str, Any]:
@@ -381,7 +381,7 @@ def test_a_huge_item_is_recorded_cut_with_its_whole_digest() -> None:
 
 def test_page_rows_never_raises() -> None:
     """An item no parse should have let through (a hand-built Page) is quarantined."""
-    rows = page_rows(Page(["junk", {"To_Account": None}, item("b")], ""), KnownProfiles())  # type: ignore[list-item]
+    rows = page_rows(Page.of(["junk", {"To_Account": None}, item("b")], ""), KnownProfiles())
     assert rows.to_accounts == ["b"]
     assert [q.kind for q in rows.quarantined] == [UNSTORABLE, UNSTORABLE]
 
