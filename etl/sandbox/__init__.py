@@ -24,7 +24,14 @@ _HOMES = {
     "SandboxServer": "etl.sandbox.server",
     "serve_in_thread": "etl.sandbox.server",
 }
-__all__ = sorted(_HOMES)
+__all__ = [
+    "Graph",
+    "Sandbox",
+    "SandboxConfig",
+    "SandboxResponse",
+    "SandboxServer",
+    "serve_in_thread",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -131,13 +131,16 @@ _OF_LIST = """e.account = :account AND e.follow_type = :follow_type AND e.remove
 # runs on one list); live_from moves past that start (etl.store.reconcile). So the row of every
 # completed list is written, its size changed or not (measured: 140-250 more bytes of WAL a
 # list than the lock the old no-op took); crawled_at and items are in no index, so it is a HOT
-# update where live_from stays as it was and the row's page has room.
+# update where live_from stays as it was and the row's page has room. Each list's checkpoint (a
+# staged list's is locked: it exists) is looked up on its own, by a correlated subquery: a join
+# could read the whole run (see _HOLD in etl.store.dialect.postgres).
 _BASELINES = text(f"""
 INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at, items, crawled_at)
-SELECT l.account, l.follow_type, :run_id, :now, c.items, l.crawl_started_at
+SELECT l.account, l.follow_type, :run_id, :now,
+    (SELECT c.items FROM sync_checkpoints c
+     WHERE c.run_id = :run_id AND c.account = l.account AND c.follow_type = l.follow_type),
+    l.crawl_started_at
 FROM stage_lists l
-JOIN sync_checkpoints c
-  ON c.run_id = :run_id AND c.account = l.account AND c.follow_type = l.follow_type
 WHERE true
 ON CONFLICT (account, follow_type) DO UPDATE SET items = excluded.items,
     crawled_at = CASE WHEN follow_lists.crawled_at > excluded.crawled_at

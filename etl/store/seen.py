@@ -42,27 +42,38 @@ _COUNT_SEEN = sa.text(
     "AND account = :account AND follow_type = :follow_type"
 )
 
-# Every list's new sync_seen rows and its seen counter in one statement (PostgreSQL).
+# Every list's new sync_seen rows and its seen counter in one statement (PostgreSQL). Each
+# list's checkpoint is found by its key on its own and updated by its ctid (the batch holds
+# its lock): no join that reads the whole run (see _HOLD in etl.store.dialect.postgres).
 _REMEMBER_ALL = sa.text("""
 WITH added AS (
     INSERT INTO sync_seen (run_id, account, follow_type, to_account)
     SELECT :run_id, s.account, s.follow_type, s.to_account FROM stage_edges s WHERE s.keep_seen
     ON CONFLICT DO NOTHING
     RETURNING account, follow_type
-), n AS (
-    SELECT account, follow_type, count(*) AS k FROM added GROUP BY account, follow_type
+), n AS MATERIALIZED (
+    SELECT a.k, c.tid
+    FROM (SELECT account, follow_type, count(*) AS k FROM added GROUP BY account, follow_type) a
+    CROSS JOIN LATERAL (
+        SELECT x.ctid AS tid FROM sync_checkpoints x
+        WHERE x.run_id = :run_id AND x.account = a.account AND x.follow_type = a.follow_type
+        OFFSET 0) c
 )
 UPDATE sync_checkpoints c SET seen = c.seen + n.k
 FROM n
-WHERE c.run_id = :run_id AND c.account = n.account AND c.follow_type = n.follow_type
+WHERE c.ctid = n.tid
 """)
 
+# Each ending list's checkpoint by its key (a correlated subquery, on both databases).
 _MISMATCH = sa.text("""
-SELECT c.account, c.follow_type FROM sync_checkpoints c
-JOIN stage_lists l ON l.account = c.account AND l.follow_type = c.follow_type
-WHERE NOT l.fresh AND c.run_id = :run_id AND c.seen > 0 AND c.seen <> (
+SELECT k.account, k.follow_type FROM (
+    SELECT l.account, l.follow_type,
+        (SELECT c.seen FROM sync_checkpoints c WHERE c.run_id = :run_id
+         AND c.account = l.account AND c.follow_type = l.follow_type) AS seen
+    FROM stage_lists l WHERE NOT l.fresh) AS k
+WHERE k.seen > 0 AND k.seen <> (
     SELECT count(*) FROM sync_seen x
-    WHERE x.run_id = c.run_id AND x.account = c.account AND x.follow_type = c.follow_type)
+    WHERE x.run_id = :run_id AND x.account = k.account AND x.follow_type = k.follow_type)
 """)
 
 _FORGET_ENDING = sa.text("""

@@ -131,19 +131,24 @@ _LIST_ROW = """CROSS JOIN LATERAL (
 
 # A share lock on the run's row, before any other lock of the batch (etl.store.leases.hold).
 _RUN_OPEN = sa.text("SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running' FOR SHARE")
-# The batch's keys as two arrays: one fixed text whatever the batch's size (prepared once, and
-# planned as one join on the primary key, not as hundreds of OR-ed index conditions).
+# The batch's keys as two arrays: one fixed text whatever the batch's size (prepared once).
+# Each key is looked up on its own (a LATERAL subquery that locks: never pulled up into a
+# join), so no plan reads the whole run: a generic plan made while the statistics still
+# thought the run small did, a hash join over every checkpoint of the run, for every batch.
 _HOLD = sa.text("""
 SELECT c.account, c.follow_type
 FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[])) AS v(account, follow_type)
-JOIN sync_checkpoints c
-  ON c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
-WHERE c.lease_owner = :owner
-FOR UPDATE OF c
+CROSS JOIN LATERAL (
+    SELECT x.account, x.follow_type FROM sync_checkpoints x
+    WHERE x.run_id = :run_id AND x.account = v.account AND x.follow_type = v.follow_type
+      AND x.lease_owner = :owner
+    FOR UPDATE) c
 """)
 
 # One statement: the old standing of each list (for the run's counters; the CTEs see the rows
-# as they were before the UPDATE, which hold has locked), and the update itself.
+# as they were before the UPDATE, which hold has locked), and the update itself. Each key is
+# looked up by the primary key on its own (LATERAL, OFFSET 0: never a join that reads the
+# whole run, see _HOLD), and updated by its ctid, which a row hold has locked keeps.
 _ADVANCE = sa.text("""
 WITH v AS (
     SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]),
@@ -152,27 +157,33 @@ WITH v AS (
                          CAST(:restarted AS bool[]), CAST(:fresh AS bool[]),
                          CAST(:started AS timestamptz[]))
          AS v(account, follow_type, cursor, pages, items, complete, restarted, fresh, started)
-), old AS (
-    SELECT c.account, c.follow_type, c.status, c.failures, c.pages, c.items
-    FROM sync_checkpoints c JOIN v ON c.account = v.account AND c.follow_type = v.follow_type
-    WHERE c.run_id = :run_id
+), old AS MATERIALIZED (
+    SELECT v.*, c.tid, c.status AS was, c.failures, c.pages AS pages_before,
+        c.items AS items_before
+    FROM v CROSS JOIN LATERAL (
+        SELECT x.ctid AS tid, x.status, x.failures, x.pages, x.items
+        FROM sync_checkpoints x
+        WHERE x.run_id = :run_id AND x.account = v.account AND x.follow_type = v.follow_type
+        OFFSET 0) c
 ), moved AS (
     UPDATE sync_checkpoints c SET
-        cursor = v.cursor,
-        status = CASE WHEN v.complete THEN 'done' ELSE 'running' END,
-        pages = CASE WHEN v.restarted THEN v.pages ELSE c.pages + v.pages END,
-        items = CASE WHEN v.restarted THEN v.items ELSE c.items + v.items END,
-        restarts = c.restarts + CASE WHEN v.restarted THEN 1 ELSE 0 END,
-        seen = CASE WHEN v.restarted THEN 0 ELSE c.seen END,
-        fresh = v.fresh,
-        crawl_started_at = CASE WHEN v.restarted THEN v.started ELSE c.crawl_started_at END,
-        lease_owner = CASE WHEN v.complete THEN NULL ELSE c.lease_owner END,
+        cursor = o.cursor,
+        status = CASE WHEN o.complete THEN 'done' ELSE 'running' END,
+        pages = CASE WHEN o.restarted THEN o.pages ELSE c.pages + o.pages END,
+        items = CASE WHEN o.restarted THEN o.items ELSE c.items + o.items END,
+        restarts = c.restarts + CASE WHEN o.restarted THEN 1 ELSE 0 END,
+        seen = CASE WHEN o.restarted THEN 0 ELSE c.seen END,
+        fresh = o.fresh,
+        crawl_started_at = CASE WHEN o.restarted THEN o.started ELSE c.crawl_started_at END,
+        lease_owner = CASE WHEN o.complete THEN NULL ELSE c.lease_owner END,
         last_error = NULL,
         updated_at = :now
-    FROM v
-    WHERE c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
+    FROM old o
+    WHERE c.ctid = o.tid
 )
-SELECT account, follow_type, status, failures, pages, items FROM old
+SELECT account, follow_type, was AS status, failures, pages_before AS pages,
+    items_before AS items
+FROM old
 """).bindparams(sa.bindparam("now", type_=sync_checkpoints.c.updated_at.type))
 
 # COPY text format: backslash, tab and line breaks are escaped; \N is NULL.
