@@ -23,7 +23,7 @@ import msgspec
 
 from etl.errors import MalformedAnswer
 from etl.tencent.exact_json import parse_json
-from etl.tencent.profile import item_bytes
+from etl.tencent.profile import Snapshot, item_bytes, snapshot_and_plain, snapshot_of_tags
 from etl.tencent.text import needs_replacing
 
 # The three lists of an account (follow_get's FollowType).
@@ -51,6 +51,10 @@ class FollowItem(msgspec.Struct, gc=False):
         """The ProfileItem as parsed JSON (None when absent)."""
         return self.ProfileItem
 
+    def snapshot(self) -> Snapshot:
+        """The ProfileItem as stored (etl.tencent.profile.snapshot_and_plain)."""
+        return snapshot_and_plain(self.ProfileItem)
+
 
 class WireItem(FollowItem, gc=False):
     """A FollowItem decoded from the answer's bytes: its ProfileItem is those bytes."""
@@ -64,6 +68,29 @@ class WireItem(FollowItem, gc=False):
     def profile(self) -> Any:
         """The ProfileItem parsed exactly (etl.tencent.exact_json)."""
         return parse_json(bytes(self.ProfileItem))
+
+    def snapshot(self) -> Snapshot:
+        """The ProfileItem as stored: read typed when it is plain pairs of a string Tag and a
+        Value, each tag once, no other key (the common profile); the exact way otherwise."""
+        try:
+            pairs = _PAIRS(self.ProfileItem)
+        except msgspec.MsgspecError:
+            return snapshot_and_plain(self.profile())
+        tags = {pair.Tag: pair.Value for pair in pairs}
+        if len(tags) != len(pairs) or _NO_VALUE in tags.values():
+            return snapshot_and_plain(self.profile())
+        return snapshot_of_tags(tags, False, self.profile, True)
+
+
+class _Pair(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """One {"Tag": ..., "Value": ...} of a ProfileItem; no other key."""
+
+    Tag: str
+    Value: Any = msgspec.UNSET
+
+
+_NO_VALUE = msgspec.UNSET
+_PAIRS = msgspec.json.Decoder(list[_Pair]).decode
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -202,6 +203,17 @@ def snapshot_and_plain(profile_item: Any) -> tuple[dict[str, Any], str, str | No
     """snapshot(), and whether orjson's bytes of the ProfileItem stand for its content: an
     array, nothing changed, and no null (orjson writes NaN and Infinity so too)."""
     tags, altered = profile_tags(profile_item)
+    return snapshot_of_tags(tags, altered, lambda: profile_item, type(profile_item) is list)
+
+
+Snapshot = tuple[dict[str, Any], str, str | None, str, bool]
+
+
+def snapshot_of_tags(
+    tags: dict[str, Any], altered: bool, original: Callable[[], Any], is_list: bool
+) -> Snapshot:
+    """snapshot_and_plain() of a ProfileItem read as ``tags`` (``altered``: something was left
+    out or merged); ``original()`` gives the ProfileItem itself, needed only when it changed."""
     # Sorted keys: the text is also what the digest reads, so tag order is not content.
     try:
         text: bytes | None = orjson.dumps(tags, option=orjson.OPT_SORT_KEYS)
@@ -219,12 +231,12 @@ def snapshot_and_plain(profile_item: Any) -> tuple[dict[str, Any], str, str | No
     raw = None
     if altered:
         try:
-            raw = raw_json(profile_item)
+            raw = raw_json(original())
         except RecursionError:  # a dropped pair nested past what json can write
             raise Unstorable("ProfileItem: nested too deeply") from None
     content = text if raw is None else b"%b\n%b" % (text, raw.encode())
     digest = hashlib.blake2b(content, digest_size=16).hexdigest()
-    plain = type(profile_item) is list and not (altered or has_null)
+    plain = is_list and not (altered or has_null)
     return tags, text.decode(), raw, digest, plain
 
 

@@ -664,12 +664,20 @@ def _exact_page(content: bytes) -> Any:
 
 
 def _read(pages: list[Page]) -> list[tuple[Any, ...]]:
-    """What page_rows makes of pages in turn, one KnownProfiles for all, as comparable rows."""
+    """What page_rows makes of pages in turn, one KnownProfiles for all, as the writer takes
+    it: the edges, the quarantined items, and each profile version's sightings with content
+    not seen before (a sighting again with the same content is redundant: the writer keeps
+    the first), each with the item it came from."""
     known = KnownProfiles()
     out = []
+    versions: set[tuple[Any, str]] = set()
     for page in pages:
         rows = page_rows(page, known)
-        profiles = [(p.row, json.dumps(p.item, sort_keys=True)) for p in rows.profiles]
+        profiles = []
+        for p in rows.profiles:
+            if (p.key, p.digest) not in versions:
+                versions.add((p.key, p.digest))
+                profiles.append((p.row, json.dumps(p.item, sort_keys=True)))
         out.append((rows.edges, profiles, rows.quarantined))
     return out
 
