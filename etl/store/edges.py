@@ -133,7 +133,7 @@ _OF_LIST = """e.account = :account AND e.follow_type = :follow_type AND e.remove
 # list than the lock the old no-op took); crawled_at and items are in no index, so it is a HOT
 # update where live_from stays as it was and the row's page has room. Each list's checkpoint (a
 # staged list's is locked: it exists) is looked up on its own, by a correlated subquery: a join
-# could read the whole run (see _HOLD in etl.store.dialect.postgres).
+# could read the whole run (see HOLD in etl.store.dialect.postgres_checkpoints).
 _BASELINES = text(f"""
 INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at, items, crawled_at)
 SELECT l.account, l.follow_type, :run_id, :now,

@@ -22,14 +22,10 @@ from etl.store.dialect.base import (
     machine_now,
     text,
 )
+from etl.store.dialect.postgres_checkpoints import ADVANCE, CLAIMS, HOLD, RUN_OPEN
 from etl.store.dialect.postgres_session import PG_CONNECT, read_only_is_a_disconnect
 from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
-from etl.store.schema import (
-    MAX_FAILURES,
-    OPEN_STATUSES,
-    sync_checkpoints,
-)
 from etl.store.staging import STAGE_EDGE_COLUMNS
 from etl.store.types import ProfileSequence
 
@@ -71,120 +67,12 @@ UNION ALL
 SELECT NULL, NULL, NULL, (SELECT count(*) FROM inserted), (SELECT count(*) FROM s WHERE NOT s.found)
 """
 
-# One statement: pick free lists of an open run without waiting for other claimers (touched
-# first, each group biggest first: a backward walk of ix_sync_checkpoints_open, no sort), lease
-# them, stamp the start of each crawl that begins at its first page, and say which have a
-# baseline. Liveness and starts by the server's clock. A checkpoint resumed from before
-# revision 0008 has no start: its run's start is earlier still, the safe side.
-# Fixed text, so psycopg prepares it once.
-# The picked rows are found once (a MATERIALIZED CTE) and updated by their ctid, which they
-# keep while locked: whatever the planner believes of a run too new for its statistics, it
-# cannot re-run the pick per row of the run (it did: 360 ms a claim beside 9 million older
-# checkpoints).
-_CLAIM = """
-WITH free AS MATERIALIZED (
-    SELECT ctid FROM sync_checkpoints
-    WHERE run_id = :run_id AND {open_statuses}
-      AND EXISTS (SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running')
-      AND ({pick})
-      AND (lease_owner IS NULL
-           OR (lease_owner <> :owner
-               AND lease_owner NOT IN (SELECT id FROM sync_workers
-                                       WHERE expires_at > statement_timestamp())))
-    ORDER BY touched DESC, expected_items DESC
-    LIMIT :limit
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE sync_checkpoints c SET lease_owner = :owner,
-    crawl_started_at = CASE WHEN c.cursor = '' THEN statement_timestamp()
-        ELSE coalesce(c.crawl_started_at,
-                      (SELECT started_at FROM sync_runs WHERE id = :run_id)) END
-FROM free
-WHERE c.ctid = free.ctid
-RETURNING c.account, c.follow_type, c.cursor, c.seen, c.expected_items, c.crawl_started_at,
-    EXISTS (SELECT 1 FROM follow_lists l
-            WHERE l.account = c.account AND l.follow_type = c.follow_type) AS baseline,
-    CASE WHEN c.cursor = '' THEN NOT EXISTS (
-        SELECT 1 FROM follow_edges e
-        WHERE e.account = c.account AND e.follow_type = c.follow_type AND e.removed_at IS NULL
-    ) ELSE c.fresh END AS fresh,
-    c.held_at IS NOT NULL AS confirming, c.touched
-"""
-_PICK = f"""status IN ('pending', 'running')
-           OR (status = 'failed' AND failures < {MAX_FAILURES} AND updated_at < :failed_before)"""
-# Held lists come after every other open list of the run (a second claim, when the first finds
-# fewer than it wants): their confirming crawl is the last thing a run does, not the first.
-_HELD = f"status = 'held' AND failures < {MAX_FAILURES}"
-_CLAIMS = {
-    False: sa.text(_CLAIM.format(open_statuses=OPEN_STATUSES, pick=_PICK)).bindparams(
-        sa.bindparam("failed_before", type_=sync_checkpoints.c.updated_at.type)
-    ),
-    True: sa.text(_CLAIM.format(open_statuses=OPEN_STATUSES, pick=_HELD)),
-}
-
 # A staged list's follow_lists row, by its key (lists without one left out): never a hash join
 # reading all of follow_lists, whatever its statistics say (etl.store.reconcile).
 _LIST_ROW = """CROSS JOIN LATERAL (
         SELECT x.live_from, x.crawled_at FROM follow_lists x
         WHERE x.account = l.account AND x.follow_type = l.follow_type
         OFFSET 0) f"""
-
-# A share lock on the run's row, before any other lock of the batch (etl.store.leases.hold).
-_RUN_OPEN = sa.text("SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running' FOR SHARE")
-# The batch's keys as two arrays: one fixed text whatever the batch's size (prepared once).
-# Each key is looked up on its own (a LATERAL subquery that locks: never pulled up into a
-# join), so no plan reads the whole run: a generic plan made while the statistics still
-# thought the run small did, a hash join over every checkpoint of the run, for every batch.
-_HOLD = sa.text("""
-SELECT c.account, c.follow_type
-FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[])) AS v(account, follow_type)
-CROSS JOIN LATERAL (
-    SELECT x.account, x.follow_type FROM sync_checkpoints x
-    WHERE x.run_id = :run_id AND x.account = v.account AND x.follow_type = v.follow_type
-      AND x.lease_owner = :owner
-    FOR UPDATE) c
-""")
-
-# One statement: the old standing of each list (for the run's counters; the CTEs see the rows
-# as they were before the UPDATE, which hold has locked), and the update itself. Each key is
-# looked up by the primary key on its own (LATERAL, OFFSET 0: never a join that reads the
-# whole run, see _HOLD), and updated by its ctid, which a row hold has locked keeps.
-_ADVANCE = sa.text("""
-WITH v AS (
-    SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]),
-                         CAST(:cursors AS text[]), CAST(:pages AS int[]),
-                         CAST(:items AS bigint[]), CAST(:complete AS bool[]),
-                         CAST(:restarted AS bool[]), CAST(:fresh AS bool[]),
-                         CAST(:started AS timestamptz[]))
-         AS v(account, follow_type, cursor, pages, items, complete, restarted, fresh, started)
-), old AS MATERIALIZED (
-    SELECT v.*, c.tid, c.status AS was, c.failures, c.pages AS pages_before,
-        c.items AS items_before
-    FROM v CROSS JOIN LATERAL (
-        SELECT x.ctid AS tid, x.status, x.failures, x.pages, x.items
-        FROM sync_checkpoints x
-        WHERE x.run_id = :run_id AND x.account = v.account AND x.follow_type = v.follow_type
-        OFFSET 0) c
-), moved AS (
-    UPDATE sync_checkpoints c SET
-        cursor = o.cursor,
-        status = CASE WHEN o.complete THEN 'done' ELSE 'running' END,
-        pages = CASE WHEN o.restarted THEN o.pages ELSE c.pages + o.pages END,
-        items = CASE WHEN o.restarted THEN o.items ELSE c.items + o.items END,
-        restarts = c.restarts + CASE WHEN o.restarted THEN 1 ELSE 0 END,
-        seen = CASE WHEN o.restarted THEN 0 ELSE c.seen END,
-        fresh = o.fresh,
-        crawl_started_at = CASE WHEN o.restarted THEN o.started ELSE c.crawl_started_at END,
-        lease_owner = CASE WHEN o.complete THEN NULL ELSE c.lease_owner END,
-        last_error = NULL,
-        updated_at = :now
-    FROM old o
-    WHERE c.ctid = o.tid
-)
-SELECT account, follow_type, was AS status, failures, pages_before AS pages,
-    items_before AS items
-FROM old
-""").bindparams(sa.bindparam("now", type_=sync_checkpoints.c.updated_at.type))
 
 # COPY text format: backslash, tab and line breaks are escaped; \N is NULL.
 _NULL = "\\N"
@@ -370,13 +258,13 @@ class Postgres(Dialect):
                 started=r.crawl_started_at,
                 touched=bool(r.touched),
             )
-            for r in conn.execute(_CLAIMS[held], params)
+            for r in conn.execute(CLAIMS[held], params)
         ]
 
     def hold(
         self, conn: sa.Connection, run_id: int, owner: str, wanted: Sequence[Key]
     ) -> set[Key] | None:
-        if conn.execute(_RUN_OPEN, {"run_id": run_id}).first() is None:
+        if conn.execute(RUN_OPEN, {"run_id": run_id}).first() is None:
             return None
         params = {
             "run_id": run_id,
@@ -384,7 +272,7 @@ class Postgres(Dialect):
             "accounts": [account for account, _ in wanted],
             "types": [follow_type for _, follow_type in wanted],
         }
-        return {(r.account, r.follow_type) for r in conn.execute(_HOLD, params)}
+        return {(r.account, r.follow_type) for r in conn.execute(HOLD, params)}
 
     def advance(
         self, conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: datetime
@@ -402,4 +290,4 @@ class Postgres(Dialect):
             "fresh": [p.mode.fresh for p in parts],
             "started": [p.started or now if p.mode.restarted else None for p in parts],
         }
-        return list(conn.execute(_ADVANCE, params))
+        return list(conn.execute(ADVANCE, params))
