@@ -1,5 +1,5 @@
 """``python -m etl``: the command line."""
 
-from etl.cli import main
+from etl.cli import program
 
-raise SystemExit(main())
+raise SystemExit(program())

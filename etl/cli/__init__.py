@@ -18,6 +18,7 @@ Exit codes: etl.errors.EXIT_CODES, the one table of them; ``--help`` lists it (t
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import os
 import sys
@@ -48,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     for add in COMMANDS:  # in the order `--help` lists them
         global_options(add(commands), top=False)  # `sync --log-format json ...` works too
     return parser
+
+
+def program() -> int:
+    """The ``follow-etl`` program: ``main``, then the process ends.
+
+    Before it ends, every object still alive is frozen out of the cyclic collector: the
+    interpreter's exit otherwise scans the whole heap of a crawl again (measured: 0.5-1.0 s
+    after a big-list sync, a fifth of its wall time). Only the program does this, never
+    ``main`` called in someone else's process.
+    """
+    code = main()
+    gc.freeze()
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
