@@ -11,8 +11,9 @@ from etl.tencent.profile import ProfileKey
 
 class KnownProfiles:
     """Profile versions this process knows are stored, or about to be: key -> a mark of their
-    content, ``hash()`` of the ProfileItem as orjson writes it (so an identical answer costs
-    one dump and a lookup) or of the content digest. In-process only, like ``hash()``.
+    content, ``hash()`` of the ProfileItem's bytes as the answer carried them (so an identical
+    answer costs a hash and a lookup; etl.tencent.page) or of the content digest. In-process
+    only, like ``hash()``.
 
     Shared by the fetcher threads and the writers without a lock: each call is one or two dict
     operations, atomic under the GIL. A race between two fetchers builds one version's row
