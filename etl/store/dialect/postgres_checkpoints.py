@@ -82,7 +82,8 @@ CROSS JOIN LATERAL (
 # One statement: the old standing of each list (for the run's counters; the CTEs see the rows
 # as they were before the UPDATE, which hold has locked), and the update itself. Each key is
 # looked up by the primary key on its own (LATERAL, OFFSET 0: never a join that reads the
-# whole run, see _HOLD), and updated by its ctid, which a row hold has locked keeps.
+# whole run, see HOLD); the update finds its rows by the keys the lookup returned, run id
+# included, so the planner has no "rows of this run" to scan, only keys to look up.
 ADVANCE = sa.text("""
 WITH v AS (
     SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]),
@@ -92,10 +93,10 @@ WITH v AS (
                          CAST(:started AS timestamptz[]))
          AS v(account, follow_type, cursor, pages, items, complete, restarted, fresh, started)
 ), old AS MATERIALIZED (
-    SELECT v.*, c.tid, c.status AS was, c.failures, c.pages AS pages_before,
+    SELECT v.*, c.run_id, c.status AS was, c.failures, c.pages AS pages_before,
         c.items AS items_before
     FROM v CROSS JOIN LATERAL (
-        SELECT x.ctid AS tid, x.status, x.failures, x.pages, x.items
+        SELECT x.run_id, x.status, x.failures, x.pages, x.items
         FROM sync_checkpoints x
         WHERE x.run_id = :run_id AND x.account = v.account AND x.follow_type = v.follow_type
         OFFSET 0) c
@@ -113,7 +114,7 @@ WITH v AS (
         last_error = NULL,
         updated_at = :now
     FROM old o
-    WHERE c.ctid = o.tid
+    WHERE c.run_id = o.run_id AND c.account = o.account AND c.follow_type = o.follow_type
 )
 SELECT account, follow_type, was AS status, failures, pages_before AS pages,
     items_before AS items
