@@ -46,9 +46,10 @@ IDLE_LOOK = 0.1
 # next chunk is claimed as soon as it is committed.
 LISTING_LOOK = 0.05
 # Lists kept claimed and not yet started: this process's calls of CLAIM_AHEAD seconds (at its
-# pace), between 2 and ``concurrency``, topped up to twice that once fewer are waiting; a list
-# fetched and waiting for its batch's commit no longer counts. A slow commit then cannot starve
-# the fetchers, and when the run runs out each process holds a fraction of a second of calls.
+# pace), between 2 and twice ``concurrency``, topped up to twice that once fewer are waiting;
+# a list fetched and waiting for its batch's commit no longer counts. A slow commit then cannot
+# starve the fetchers, and when the run runs out each process holds a fraction of a second of
+# calls.
 CLAIM_AHEAD = 0.25
 IN_FLIGHT_PER_FETCHER = 8  # lists claimed and not yet committed, at most, per fetcher
 LOOK_EVERY = 0.05  # seconds the coordinator waits for an ending before it looks at the queue
@@ -208,7 +209,7 @@ class Crawl:
 
     def _waiting(self) -> int:
         """How many claimed lists no fetcher has started, at least (see CLAIM_AHEAD)."""
-        return max(2, min(self.concurrency, math.ceil(self.pacer.rate * CLAIM_AHEAD)))
+        return max(2, min(self.concurrency * 2, math.ceil(self.pacer.rate * CLAIM_AHEAD)))
 
     def _top_up(self) -> None:
         """Claim lists so that a few are always waiting for the fetchers (CLAIM_AHEAD); claims
