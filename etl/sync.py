@@ -167,7 +167,7 @@ def work(
     on_run(run.id)
     db_clock, clock = _clocks(engine, clock)
     with present(engine, job, "worker", db_clock, stop=stop) as heartbeat:
-        peers = _join(engine, heartbeat.me, run.id, stop)
+        peers = _join(engine, heartbeat, run.id, stop)
         report = SyncReport(run_id=run.id, job=job, resumed=True, worker=True)
         log.info("worker joining run %d of job %r (%d processes on it)", run.id, job, peers)
         options = run.options
@@ -187,14 +187,17 @@ def work(
         return report
 
 
-def _join(engine: Engine, me: workers.Presence, run_id: int, stop: threading.Event) -> int:
+def _join(engine: Engine, heartbeat: workers.Heartbeat, run_id: int, stop: threading.Event) -> int:
     """Attach to the run and wait until its other processes have counted this one (they lower
     their share of the budget before this one starts calling); returns how many share it."""
+    me = heartbeat.me
     with engine.begin() as conn:
         peers = workers.attach(conn, me, run_id)
         joined = workers.joined_at(conn, me)
-    # Each peer has counted this one once it has heartbeat since: about one heartbeat; at most
-    # JOIN_WAIT of them.
+    # Beat fast while joining: a worker joining at the same time waits for this one's beat.
+    heartbeat.hurry()
+    # Each peer has counted this one once it has heartbeat since: about one heartbeat (a peer
+    # that is joining too beats faster); at most JOIN_WAIT of them.
     deadline = time.monotonic() + workers.HEARTBEAT * JOIN_WAIT
     while peers > 1 and not _caught_up(engine, me, joined):
         if time.monotonic() > deadline or stop.wait(0.1):

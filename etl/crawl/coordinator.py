@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import queue
 import threading
 import time
@@ -27,7 +28,7 @@ from etl.crawl.fetcher import Fetchers
 from etl.crawl.known import KnownProfiles
 from etl.crawl.messages import Claim, Ended, Fetched, Tally
 from etl.crawl.outcome import EFFECTS
-from etl.crawl.writer import BATCH_WAIT, Writer
+from etl.crawl.writer import Writer
 from etl.errors import Stopped
 from etl.store import db, leases, workers
 from etl.store.dialect import dialect_of
@@ -40,7 +41,19 @@ STOP_GRACE = 5.0  # seconds a stopping crawl waits for the pages in flight to be
 JOIN_TIMEOUT = 30.0  # seconds to wait for a writer to drain its queue at the end
 # Seconds between looks, once nothing is left to claim, at the lists peers still hold: the
 # process ends this long after the last of them is done at most (one indexed count a look).
-IDLE_LOOK = 0.25
+IDLE_LOOK = 0.1
+# While lists are still being added (the run's start), the look comes this often: the lister's
+# next chunk is claimed as soon as it is committed.
+LISTING_LOOK = 0.05
+# Lists kept claimed and not yet started: this process's calls of CLAIM_AHEAD seconds (at its
+# pace), between 2 and twice ``concurrency``, topped up to twice that once fewer are waiting;
+# a list fetched and waiting for its batch's commit no longer counts. A slow commit then cannot
+# starve the fetchers, and when the run runs out each process holds a fraction of a second of
+# calls.
+CLAIM_AHEAD = 0.25
+IN_FLIGHT_PER_FETCHER = 8  # lists claimed and not yet committed, at most, per fetcher
+LOOK_EVERY = 0.05  # seconds the coordinator waits for an ending before it looks at the queue
+CLAIM_BACK_OFF = 0.1  # seconds before claiming again after a claim found nothing
 GC_THRESHOLD = 100_000  # allocations between young collections while crawling (Python: 700)
 
 
@@ -87,6 +100,7 @@ class Crawl:
         writer: type[Writer] = Writer,
     ) -> None:
         self.engine, self.me, self.run_id, self.clock = engine, me, run_id, clock
+        self.pacer = client.pacer  # this process's pace: how many lists to keep waiting
         self.listed = listed  # no list is still to be added to the run (etl.crawl.lister)
         self.concurrency, self.db_seconds = concurrency, db_seconds
         self.stop = stop  # set by a signal, a fatal error, or an API that keeps failing
@@ -161,7 +175,7 @@ class Crawl:
                 continue
             self._top_up()
             if self.in_flight:
-                self._drain(timeout=BATCH_WAIT)
+                self._drain(timeout=LOOK_EVERY)
                 continue
             self.next_claim = 0.0  # idle: look again now, not after the back-off
             # Asked before the claim: a list added after this look is claimed next time round.
@@ -171,7 +185,8 @@ class Crawl:
                 continue
             if listed and not self._others_hold_lists():
                 return
-            self.stop.wait(IDLE_LOOK)  # a peer may die and free its lists
+            # A peer may die and free its lists; the lister may add some.
+            self.stop.wait(IDLE_LOOK if listed else LISTING_LOOK)
             self.next_claim = 0.0
 
     def _drain(self, timeout: float) -> None:
@@ -192,12 +207,18 @@ class Crawl:
             except queue.Empty:
                 return
 
+    def _waiting(self) -> int:
+        """How many claimed lists no fetcher has started, at least (see CLAIM_AHEAD)."""
+        return max(2, min(self.concurrency * 2, math.ceil(self.pacer.rate * CLAIM_AHEAD)))
+
     def _top_up(self) -> None:
-        """Claim lists so that every fetcher has one in hand and a few waiting; claims come in
-        chunks (one statement each), not one per list."""
-        if len(self.in_flight) > self.concurrency * 2 or time.monotonic() < self.next_claim:
+        """Claim lists so that a few are always waiting for the fetchers (CLAIM_AHEAD); claims
+        come in chunks (one statement each), not one per list."""
+        waiting, low = self.fetchers.tasks.qsize(), self._waiting()
+        room = self.concurrency * IN_FLIGHT_PER_FETCHER - len(self.in_flight)
+        if waiting >= low or room <= 0 or time.monotonic() < self.next_claim:
             return
-        want = self.concurrency * 4 - len(self.in_flight)
+        want = min(2 * low - waiting, room)
         claimed = db.retrying(
             self.engine,
             lambda conn: leases.claim(conn, self.run_id, self.me.id, want, self.started),
@@ -212,7 +233,8 @@ class Crawl:
             claim = self.in_flight[task.key] = Claim(task)
             self.fetchers.tasks.put(claim)
         if not claimed:
-            self.next_claim = time.monotonic() + 0.5  # nothing free now: don't ask every loop
+            # Nothing free now: don't ask at every look (the lister may add lists soon).
+            self.next_claim = time.monotonic() + CLAIM_BACK_OFF
 
     def _others_hold_lists(self) -> bool:
         held = db.retrying(

@@ -22,15 +22,15 @@ run is not closed as done before it is marked listed (etl.crawl.session).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from etl.accounts import batched
 from etl.errors import Stopped
 from etl.store import db, reconcile, runs
 from etl.store.rows import Key
@@ -38,6 +38,12 @@ from etl.tencent import sizes
 from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
+
+# The first chunk holds at most this many lists, and each next one twice the one before, up to
+# ``chunk``: the crawl has lists to claim after a few follow_get_info calls and a short insert,
+# not after sizing and inserting a whole chunk (while the budget goes unused). The next chunks'
+# calls share the budget with the crawl's.
+FIRST_CHUNK = 500
 
 
 class Lister:
@@ -87,7 +93,7 @@ class Lister:
     def _run(self) -> None:
         asker = sizes.Asker(self.client, self.concurrency, self.stop)
         try:
-            for part in batched(self.lists, self.chunk):
+            for part in _growing(self.lists, min(FIRST_CHUNK, self.chunk), self.chunk):
                 if self.stop.is_set():
                     return
                 self._add(part, asker)
@@ -155,3 +161,12 @@ class Lister:
         self.added += db.retrying(
             self.engine, add, what="adding the run's lists", stop=self.stop, seconds=self.db_seconds
         )
+
+
+def _growing(items: Iterable[Key], first: int, largest: int) -> Iterator[list[Key]]:
+    """``items`` in lists of ``first``, then twice as many each time, up to ``largest``."""
+    iterator = iter(items)
+    size = first
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+        size = min(size * 2, largest)

@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 
 BATCH_ROWS = 20_000  # edges per transaction at most
 BATCH_PAGES = 500
-BATCH_WAIT = 0.2  # seconds a writer waits for a first page before looking around
+# Seconds a writer waits for a first page before looking around: at the end of a crawl, how
+# late it hears that it is finishing.
+BATCH_WAIT = 0.05
 MISSING_ERROR = "the account does not exist (30003)"
 
 

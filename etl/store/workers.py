@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +39,12 @@ from etl.store.schema import sync_runs, sync_workers
 log = logging.getLogger(__name__)
 
 HEARTBEAT = 1.0  # seconds between heartbeats
+# While the run's processes change (one joins or leaves), beats come this often for a while, so
+# that the budget is shared again within a fraction of a second (etl.crawl.session): a joining
+# worker starts calling once its peers have counted it, and the peers of a process gone take
+# its share at once.
+FAST_HEARTBEAT = 0.2
+FAST_FOR = 3.0  # seconds of fast beats after the number of live processes changed
 TTL = 6.0  # a process silent this long is dead: its leases and its hold on the job go
 w = sync_workers.c
 
@@ -264,7 +271,8 @@ class Heartbeat(threading.Thread):
     ``counters``, ``on_share`` and ``on_closed`` may be set once the crawl exists; until then
     the beat only keeps this process alive (while a run with many lists is being created, say).
     ``every``: seconds between beats (None: never, the row is not renewed: for tests of a
-    holder that looks dead).
+    holder that looks dead). For FAST_FOR seconds after the number of live processes changed,
+    or after ``hurry``, beats come every FAST_HEARTBEAT seconds instead (if that is sooner).
     """
 
     def __init__(
@@ -282,13 +290,37 @@ class Heartbeat(threading.Thread):
         self.engine, self.me, self.counters, self.on_share = engine, me, counters, on_share
         self.on_closed = on_closed
         self.stopped = threading.Event()
+        self._nudged = threading.Event()  # wakes the wait between beats (``hurry``, ``stop``)
+        self._fast_until = 0.0  # time.monotonic() until which beats come fast
+        self._peers: int | None = None  # the live processes the last beat counted
+
+    def hurry(self) -> None:
+        """Beat now, then fast for a while: the run's processes are changing (this one
+        joins)."""
+        self._fast_until = time.monotonic() + FAST_FOR
+        self._nudged.set()
+
+    def _sleep(self) -> bool:
+        """Wait for the next beat; True once stopped."""
+        self._nudged.wait(self._pause())
+        self._nudged.clear()
+        return self.stopped.is_set()
+
+    def _pause(self) -> float | None:
+        if self.every is None or time.monotonic() >= self._fast_until:
+            return self.every
+        return min(self.every, FAST_HEARTBEAT)
 
     def run(self) -> None:
         failing = False
-        while not self.stopped.wait(self.every):
+        while not self._sleep():
             try:
                 with self.engine.begin() as conn:
                     peers, status = beat(conn, self.me, self.counters())
+                if peers != self._peers:
+                    if self._peers is not None:
+                        self._fast_until = time.monotonic() + FAST_FOR
+                    self._peers = peers
                 self.on_share(peers)
                 if status is not None and status != "running":
                     self.on_closed(status)
@@ -306,4 +338,5 @@ class Heartbeat(threading.Thread):
     def stop(self) -> None:
         """End the thread (the row stays until ``leave``)."""
         self.stopped.set()
+        self._nudged.set()
         self.join(timeout=HEARTBEAT * 3)

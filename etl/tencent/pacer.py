@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
 from collections.abc import Callable
 
 from etl.errors import Stopped
+
+WINDOW = 1.0 - 1e-9  # a second, give or take a rounding error of the clock's arithmetic
 
 
 class Pacer:
@@ -20,6 +23,12 @@ class Pacer:
     Slowing down is bounded: calls are never spaced wider than SLOWEST, unless the target
     itself is wider (a rate below 1/s is kept exactly, 600xx or not). The pause after a
     600xx is ten intervals, at most PAUSE (but never shorter than one target interval).
+
+    The spacing is planned: each caller is given its slot before it sleeps. A process that
+    stalls (a busy machine) wakes its sleepers late, together with the callers that come on
+    time, and a 1-second window would catch more than ``rate`` calls. So a call also starts
+    only once the call ``floor(rate)`` places back started at least a second ago, by the
+    times the calls really started: never more than the budget in any second.
 
     Its waits wake on ``stop`` and raise Stopped; ``sleep`` replaces them in tests.
     """
@@ -44,6 +53,7 @@ class Pacer:
         self._sleep = sleep or self._wait_on_stop
         self._next = 0.0
         self._lock = threading.Lock()
+        self._started: collections.deque[float] = collections.deque(maxlen=_window(rate))
 
     def interrupt_on(self, stop: threading.Event) -> None:
         """Wake the waits on ``stop`` from now on."""
@@ -67,6 +77,11 @@ class Pacer:
             slowed = self.interval / self.target
             self.target = 1.0 / rate
             self.interval = min(max(self.target, self.target * slowed), self.slowest)
+            # A smaller share starts a window of its own: the calls made at the old share kept
+            # within the old one, and a peer takes the rest only after this process has lowered
+            # its pace (etl.sync._join). Kept, they would stop this process for most of a second.
+            kept = self._started if _window(rate) >= len(self._started) else ()
+            self._started = collections.deque(kept, maxlen=_window(rate))
 
     def wait(self) -> None:
         """Block until this caller's slot comes up; Stopped if a stop is requested first."""
@@ -80,6 +95,20 @@ class Pacer:
                 self.interval = max(self.target, self.interval * 0.99)
         if slot > now:
             self._sleep(slot - now)
+        self._admit()
+
+    def _admit(self) -> None:
+        """Wait until this call keeps every 1-second window within the budget, and record its
+        start."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                started = self._started
+                if len(started) < (started.maxlen or 1) or now - started[0] >= WINDOW:
+                    started.append(now)
+                    return
+                delay = started[0] + 1.0 - now
+            self._sleep(delay)
 
     def hold(self, seconds: float) -> None:
         """Start no call for ``seconds``."""
@@ -96,3 +125,9 @@ class Pacer:
     def _wait_on_stop(self, seconds: float) -> None:
         if self._stop.wait(seconds):
             raise Stopped("pacing wait cut short: stop requested")
+
+
+def _window(rate: float) -> int:
+    """How many calls may start in any 1-second window at ``rate`` calls/s: floor(rate), at
+    least one."""
+    return max(1, math.floor(rate + 1e-9))
