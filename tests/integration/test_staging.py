@@ -73,3 +73,27 @@ def test_a_rolled_back_creation_is_forgotten(engine: sa.Engine) -> None:
         with conn.begin():
             loader.write(conn, 1, [part], [], NOW)
     assert stored_lists(engine) == {("a", 1): {"b": 1_700_000_000}}
+
+
+def test_a_fresh_list_whose_edges_are_already_stored_is_upserted(engine: sa.Engine) -> None:
+    """A fresh list's edges go in by a plain INSERT; when one is already stored (removed
+    earlier, or another run's crawl stored it since this crawl began) the batch still lands:
+    the upsert revives and re-times what it must, and the batch's other rows are there once."""
+    a_run(engine)
+    loader = Loader(engine.dialect.name)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO follow_edges (account, follow_type, to_account, follow_time, "
+                "first_seen_at, removed_at) VALUES ('a', 1, 'b', :t, :t, :t)"
+            ),
+            {"t": NOW},
+        )
+    edges: dict[str, int | None] = {"b": 1_700_000_000, "c": 1_700_000_001}
+    part = ListPart("a", 1, edges=edges, pages=1, mode=Mode.FRESH_END)
+    with engine.begin() as conn:
+        loader.write(conn, 1, [part], [], NOW)
+    assert stored_lists(engine) == {("a", 1): edges}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT count(*) FROM follow_edges")).scalar_one()
+    assert rows == 2

@@ -78,6 +78,8 @@ class Dialect:
     # Transactions run side by side: a batch's 'added' events come from the statement that
     # writes its edges (a data-modifying WITH), not from a lookup before it (etl.store.edges).
     writes_with_events: ClassVar[bool] = False
+    # A failed statement can be undone alone (SAVEPOINT) and the transaction go on.
+    savepoints: ClassVar[bool] = False
     returned: ClassVar[str]  # the columns MARK returns
     # Row sets (rowsets.rows): the elements of the JSON array :{name}, as x; element {i} of
     # x as the SQL type {kind}.

@@ -115,6 +115,7 @@ class Postgres(Dialect):
     seen_of_ending = seen.SEEN_OF_ENDING_PG
     list_row = _LIST_ROW
     writes_with_events = True
+    savepoints = True
     returned = "e.account, e.follow_type, e.to_account"  # gone has these columns too
     json_rows = ("json_array_elements(CAST(:{name} AS json)) AS x", "CAST(x ->> {i} AS {kind})")
     probe_join = (
