@@ -244,6 +244,24 @@ class Dialect:
         (account, follow_type, status, failures, pages, items)."""
         raise NotImplementedError
 
+    def leased(
+        self, conn: sa.Connection, run_id: int, owner: str, wanted: Sequence[Key]
+    ) -> set[Key]:
+        """The lists among ``wanted`` that ``owner`` still holds, checked but not locked:
+        ``advance_leased`` locks them (SQLite: its one writer holds the database)."""
+        return self.hold(conn, run_id, owner, wanted) or set()
+
+    def advance_leased(
+        self,
+        conn: sa.Connection,
+        run_id: int,
+        parts: Sequence[ListPart],
+        now: datetime,
+        owner: str,
+    ) -> list[Row]:
+        """``advance``, of the lists ``owner`` still leases only (the others are left out)."""
+        return self.advance(conn, run_id, parts, now)
+
 
 def expires(seconds: float, local: Clock) -> sa.ColumnElement[datetime]:
     """A literal time ``seconds`` after ``local()`` (a backend with no clock)."""

@@ -22,6 +22,14 @@ from etl.store.dialect.base import (
     machine_now,
     text,
 )
+from etl.store.dialect.postgres_cursors import (
+    ADVANCE,
+    HOLD,
+    LEASED,
+    RUN_OPEN,
+    advance_params,
+    leased_keys,
+)
 from etl.store.dialect.postgres_session import PG_CONNECT, read_only_is_a_disconnect
 from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
@@ -128,52 +136,6 @@ _LIST_ROW = """CROSS JOIN LATERAL (
         SELECT x.live_from, x.crawled_at FROM follow_lists x
         WHERE x.account = l.account AND x.follow_type = l.follow_type
         OFFSET 0) f"""
-
-# A share lock on the run's row, before any other lock of the batch (etl.store.leases.hold).
-_RUN_OPEN = sa.text("SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running' FOR SHARE")
-# The batch's keys as two arrays: one fixed text whatever the batch's size (prepared once, and
-# planned as one join on the primary key, not as hundreds of OR-ed index conditions).
-_HOLD = sa.text("""
-SELECT c.account, c.follow_type
-FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[])) AS v(account, follow_type)
-JOIN sync_checkpoints c
-  ON c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
-WHERE c.lease_owner = :owner
-FOR UPDATE OF c
-""")
-
-# One statement: the old standing of each list (for the run's counters; the CTEs see the rows
-# as they were before the UPDATE, which hold has locked), and the update itself.
-_ADVANCE = sa.text("""
-WITH v AS (
-    SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]),
-                         CAST(:cursors AS text[]), CAST(:pages AS int[]),
-                         CAST(:items AS bigint[]), CAST(:complete AS bool[]),
-                         CAST(:restarted AS bool[]), CAST(:fresh AS bool[]),
-                         CAST(:started AS timestamptz[]))
-         AS v(account, follow_type, cursor, pages, items, complete, restarted, fresh, started)
-), old AS (
-    SELECT c.account, c.follow_type, c.status, c.failures, c.pages, c.items
-    FROM sync_checkpoints c JOIN v ON c.account = v.account AND c.follow_type = v.follow_type
-    WHERE c.run_id = :run_id
-), moved AS (
-    UPDATE sync_checkpoints c SET
-        cursor = v.cursor,
-        status = CASE WHEN v.complete THEN 'done' ELSE 'running' END,
-        pages = CASE WHEN v.restarted THEN v.pages ELSE c.pages + v.pages END,
-        items = CASE WHEN v.restarted THEN v.items ELSE c.items + v.items END,
-        restarts = c.restarts + CASE WHEN v.restarted THEN 1 ELSE 0 END,
-        seen = CASE WHEN v.restarted THEN 0 ELSE c.seen END,
-        fresh = v.fresh,
-        crawl_started_at = CASE WHEN v.restarted THEN v.started ELSE c.crawl_started_at END,
-        lease_owner = CASE WHEN v.complete THEN NULL ELSE c.lease_owner END,
-        last_error = NULL,
-        updated_at = :now
-    FROM v
-    WHERE c.run_id = :run_id AND c.account = v.account AND c.follow_type = v.follow_type
-)
-SELECT account, follow_type, status, failures, pages, items FROM old
-""").bindparams(sa.bindparam("now", type_=sync_checkpoints.c.updated_at.type))
 
 # COPY text format: backslash, tab and line breaks are escaped; \N is NULL.
 _NULL = "\\N"
@@ -365,30 +327,26 @@ class Postgres(Dialect):
     def hold(
         self, conn: sa.Connection, run_id: int, owner: str, wanted: Sequence[Key]
     ) -> set[Key] | None:
-        if conn.execute(_RUN_OPEN, {"run_id": run_id}).first() is None:
+        if conn.execute(RUN_OPEN, {"run_id": run_id}).first() is None:
             return None
-        params = {
-            "run_id": run_id,
-            "owner": owner,
-            "accounts": [account for account, _ in wanted],
-            "types": [follow_type for _, follow_type in wanted],
-        }
-        return {(r.account, r.follow_type) for r in conn.execute(_HOLD, params)}
+        return leased_keys(conn, HOLD, run_id, owner, wanted)
+
+    def leased(
+        self, conn: sa.Connection, run_id: int, owner: str, wanted: Sequence[Key]
+    ) -> set[Key]:
+        return leased_keys(conn, LEASED, run_id, owner, wanted)
 
     def advance(
         self, conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: datetime
     ) -> list[Row]:
-        params = {
-            "run_id": run_id,
-            "now": now,
-            "accounts": [p.account for p in parts],
-            "types": [p.follow_type for p in parts],
-            "cursors": [p.next_cursor for p in parts],
-            "pages": [p.pages for p in parts],
-            "items": [len(p.edges) for p in parts],
-            "complete": [p.mode.ends for p in parts],
-            "restarted": [p.mode.restarted for p in parts],
-            "fresh": [p.mode.fresh for p in parts],
-            "started": [p.started or now if p.mode.restarted else None for p in parts],
-        }
-        return list(conn.execute(_ADVANCE, params))
+        return list(conn.execute(ADVANCE, advance_params(run_id, parts, now, None)))
+
+    def advance_leased(
+        self,
+        conn: sa.Connection,
+        run_id: int,
+        parts: Sequence[ListPart],
+        now: datetime,
+        owner: str,
+    ) -> list[Row]:
+        return list(conn.execute(ADVANCE, advance_params(run_id, parts, now, owner)))
