@@ -41,7 +41,10 @@ SKEW_RATIO = 1.10  # skewed lists: wall time against max(calls / rate, longest l
 HISTORY_RATIO = 1.2  # sync and status with a long history against the same on an empty database
 WINDOW_OVERSHOOT = 1.05  # the busiest second may exceed the budget by this much (timer jitter)
 RESYNC_DEAD_SHARE = 0.01
-RESYNC_WAL_SHARE = 0.10
+# An unchanged re-sync (a new run, nothing changed at the source) writes at most this share of
+# its cold sync's WAL (issue 18): per-list bookkeeping weighs more against small lists' edges.
+RESYNC_WAL_SMALL = 0.05
+RESYNC_WAL_BIG = 0.01
 PEAK_RSS_MB = 300
 
 

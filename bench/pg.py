@@ -35,6 +35,46 @@ class TableStats:
     dead: int
 
 
+@dataclass(frozen=True)
+class WalPart:
+    """The WAL records of one relation and record type: how many, bytes, of them full-page
+    images."""
+
+    relation: str
+    kind: str
+    records: int
+    bytes: int
+    fpi: int
+
+
+def wal_summary(parts: list[WalPart], lists: int, top: int = 6) -> list[str]:
+    """Detail lines: bytes a list by relation (its record types, full-page images), biggest
+    first, and the total."""
+    by_rel: dict[str, list[WalPart]] = defaultdict(list)
+    for part in parts:
+        by_rel[part.relation].append(part)
+    ranked = sorted(by_rel.items(), key=lambda kv: -sum(p.bytes for p in kv[1]))
+    n = max(lists, 1)
+    total = sum(p.bytes for p in parts)
+    fpi = sum(p.fpi for p in parts)
+    lines = [
+        f"WAL by relation, bytes/list ({lists} lists): total {total / n:.0f}, "
+        f"of which full-page images {fpi / n:.0f}"
+    ]
+    for relation, rel_parts in ranked[:top]:
+        size = sum(p.bytes for p in rel_parts)
+        images = sum(p.fpi for p in rel_parts)
+        kinds = ", ".join(
+            f"{p.kind.split('/', 1)[1]} {p.records}x{p.bytes / max(p.records, 1):.0f} B"
+            for p in sorted(rel_parts, key=lambda p: -p.bytes)[:3]
+        )
+        lines.append(f"  {relation}: {size / n:.0f} (FPI {images / n:.0f}; {kinds})")
+    rest = sum(sum(p.bytes for p in ps) for _, ps in ranked[top:])
+    if rest:
+        lines.append(f"  {len(ranked) - top} other relations: {rest / n:.0f}")
+    return lines
+
+
 class PgServer:
     """The server the bench creates its databases on."""
 
@@ -214,6 +254,55 @@ class BenchDatabase:
                 {"a": start, "b": end},
             ).scalar_one()
         return int(diff), "cluster"
+
+    def wal_by_relation(self, start: str) -> list[WalPart]:
+        """The database's WAL since ``start`` by relation (the first block a record names:
+        a table, an index, or a fork of one) and record type, biggest first; empty when
+        pg_walinspect is not available. Records that name no block (commits) are not in it,
+        nor in ``wal_bytes``."""
+        if not self._walinspect:
+            return []
+        query = sa.text(
+            "WITH r AS (SELECT resource_manager || '/' || record_type AS kind, record_length, "
+            "fpi_length, substring(block_ref FROM :pattern) AS node, "
+            "coalesce(substring(block_ref FROM 'blkref #0: rel [0-9/]+ fork ([a-z]+)'), 'main') "
+            "AS fork "
+            "FROM pg_get_wal_records_info(CAST(:a AS pg_lsn), pg_current_wal_flush_lsn())) "
+            "SELECT coalesce(c.relname, 'filenode ' || r.node) "
+            "|| CASE WHEN r.fork = 'main' THEN '' ELSE ' (' || r.fork || ')' END, "
+            "r.kind, count(*), sum(r.record_length), sum(r.fpi_length) "
+            "FROM r LEFT JOIN pg_class c ON c.oid = pg_filenode_relation(0, CAST(r.node AS oid)) "
+            "WHERE r.node IS NOT NULL GROUP BY 1, 2 ORDER BY 4 DESC"
+        )
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    query, {"a": start, "pattern": f"^blkref #0: rel [0-9]+/{self.oid}/([0-9]+)"}
+                ).all()
+        except sa.exc.SQLAlchemyError:
+            return []
+        return [WalPart(str(r[0]), str(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
+    def checkpoint(self) -> bool:
+        """CHECKPOINT, so that the next phase pays the full-page image of every page it
+        touches (as a daily re-sync does, long after the last checkpoint), not a share that
+        depends on when the server last checkpointed. False when not allowed."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("CHECKPOINT"))
+        except sa.exc.SQLAlchemyError:
+            return False
+        return True
+
+    def checkpoints(self) -> int:
+        """Checkpoints the server has made so far (timed and requested): one during a phase
+        adds full-page images of the pages it touches again."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter")
+                ).scalar_one()
+            )
 
     def _setup_walinspect(self) -> bool:
         try:

@@ -4,7 +4,9 @@ The transaction of a batch, in order (``Writer._write``, the only place it opens
 1. ``leases.hold``: which of the batch's lists this process still leases, row-locked until
    commit. Nothing is written for a list it does not hold; that list's fetcher is told to stop.
    A run no longer open (abandoned, or closed) gets nothing written at all, and the crawl stops.
-2. ``cursors.advance``: the held lists' cursors, pages and items.
+2. ``cursors.advance``: the held lists' cursors, pages and items. The lists with pages in the
+   batch are locked by this update, not by hold (a row lock is a WAL record of its own): one
+   taken over in between is left out, as if hold had not found it.
 3. ``Loader.write``: their edges, removals, events and quarantined items, and the batch's
    profile versions (facts about users, stored whichever list carried them). A completed
    list whose removals would be a mass removal is put on hold instead (etl.holds,
@@ -162,12 +164,15 @@ class Writer(threading.Thread):
         """The batch's one transaction (see the module docstring)."""
         now = self.clock()
         with conn.begin():
-            leased = leases.hold(conn, self.run_id, self.owner, {i.claim.key for i in batch})
+            keys = {i.claim.key for i in batch}
+            fetched = {i.claim.key for i in batch if isinstance(i, Fetched)}
+            leased = leases.hold(conn, self.run_id, self.owner, keys, advancing=fetched)
             if leased is None:
                 return self._run_closed(batch)
             parts = _merge(batch, leased)
             pages = [(i.claim.key, i.rows) for i in batch if isinstance(i, Fetched)]
-            cursors.advance(conn, self.run_id, list(parts.values()), now)
+            moved = cursors.advance(conn, self.run_id, list(parts.values()), now, owner=self.owner)
+            parts = _kept(parts, leased, moved)
             written = self.loader.write(
                 conn, self.run_id, list(parts.values()), pages, now, known=self.known
             )
@@ -259,6 +264,14 @@ class Writer(threading.Thread):
             except Exception:
                 log.debug("closing a broken connection failed", exc_info=True)
             self._conn = None
+
+
+def _kept(parts: dict[Key, ListPart], leased: set[Key], moved: set[Key]) -> dict[Key, ListPart]:
+    """The parts whose cursors moved; a list taken over since hold checked it (its cursor not
+    moved) is no longer leased, and nothing is written for it."""
+    lost = set(parts) - moved
+    leased -= lost
+    return {key: part for key, part in parts.items() if key not in lost}
 
 
 def _last_task(batch: list[Fetched | Ended], key: Key) -> ListState:

@@ -32,19 +32,32 @@ def _advanced(before: runs.Standing, p: ListPart) -> runs.Standing:
     return runs.Standing("done" if p.mode.ends else "running", before.failures, pages, items)
 
 
-def advance(conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: datetime) -> None:
+def advance(
+    conn: sa.Connection,
+    run_id: int,
+    parts: Sequence[ListPart],
+    now: datetime,
+    *,
+    owner: str | None = None,
+) -> set[Key]:
     """Move the cursors of a batch's lists on (lists the batch holds: see
-    etl.store.leases.hold), and the run's counters with them."""
+    etl.store.leases.hold; with ``owner``, only those it still leases, which the update
+    locks), and the run's counters with them. The lists moved."""
     if not parts:
-        return
+        return set()
     changes = runs.Changes()
-    rows = dialect_of(conn).advance(conn, run_id, parts, now)
+    d = dialect_of(conn)
+    if owner is None:
+        rows = d.advance(conn, run_id, parts, now)
+    else:
+        rows = d.advance_leased(conn, run_id, parts, now, owner)
     before = {(r.account, r.follow_type): runs.standing(r) for r in rows}
     for p in parts:
         old = before.get((p.account, p.follow_type))
         if old is not None:  # a list the run no longer has (pruned) changes nothing
             changes.move(old, _advanced(old, p))
     runs.count_changes(conn, run_id, changes, now if before else None)
+    return set(before)
 
 
 def recrawl(conn: sa.Connection, run_id: int, keys: Sequence[Key], now: datetime) -> None:

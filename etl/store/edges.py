@@ -128,13 +128,21 @@ _OF_LIST = """e.account = :account AND e.follow_type = :follow_type AND e.remove
 # A finished list is a baseline from now on, and its size is what the next run sizes it by
 # (etl.tencent.sizes). crawled_at is its crawl's start (callbacks older than it are stale for
 # the list: etl.store.live), never moved back by a crawl that began earlier and ended later (two
-# runs on one list); live_from moves past that start (etl.store.reconcile). So the row of every
-# completed list is written, its size changed or not (measured: 140-250 more bytes of WAL a
-# list than the lock the old no-op took); crawled_at and items are in no index, so it is a HOT
-# update where live_from stays as it was and the row's page has room. Each list's checkpoint (a
-# staged list's is locked: it exists) is looked up on its own, by a correlated subquery: a join
-# could read the whole run (see HOLD in etl.store.dialect.postgres_checkpoints).
-_BASELINES = text(f"""
+# runs on one list); live_from moves past that start (etl.store.reconcile). Not one upsert: the
+# insert of the lists without a row (ON CONFLICT DO NOTHING: a conflict found before inserting
+# writes nothing), then, in statements that see what a concurrent insert committed meanwhile,
+# the update of the rows that change, one list a statement (by primary key, whatever the
+# planner believes of the tables' sizes). An upsert writes a lock record before it decides
+# (with the page's image, about 100 bytes of WAL a list, measured: issue 18); an update writes
+# the row alone, a HOT update (crawled_at and items are in no index, and follow_lists keeps
+# room on its pages: its fillfactor). crawled_at moves on every complete crawl that began
+# later than the stored one, so an unchanged re-sync still writes each list once: a delayed
+# callback older than the crawl must stay stale for the list even when the crawl changed
+# nothing (a follow and its unfollow, neither applied yet when the crawl read the list: the
+# follow, arriving late, would make the edge current again). Each list's checkpoint (a staged
+# list's exists) is looked up on its own, by a correlated subquery: a join could read the whole
+# run (see HOLD in etl.store.dialect.postgres_checkpoints).
+_NEW_BASELINES = text("""
 INSERT INTO follow_lists (account, follow_type, baseline_run_id, baseline_at, items, crawled_at)
 SELECT l.account, l.follow_type, :run_id, :now,
     (SELECT c.items FROM sync_checkpoints c
@@ -142,10 +150,20 @@ SELECT l.account, l.follow_type, :run_id, :now,
     l.crawl_started_at
 FROM stage_lists l
 WHERE true
-ON CONFLICT (account, follow_type) DO UPDATE SET items = excluded.items,
-    crawled_at = CASE WHEN follow_lists.crawled_at > excluded.crawled_at
-                      THEN follow_lists.crawled_at ELSE excluded.crawled_at END,
-    live_from = {reconcile.NEXT_LIVE_FROM}
+ON CONFLICT (account, follow_type) DO NOTHING
+""")
+_MOVED_BASELINE = text(f"""
+UPDATE follow_lists SET items = n.items,
+    crawled_at = CASE WHEN follow_lists.crawled_at > n.crawled_at
+                      THEN follow_lists.crawled_at ELSE n.crawled_at END,
+    live_from = {reconcile.NEXT_LIVE_FROM.format(new="n")}
+FROM (SELECT c.account, c.follow_type, c.items, :crawled_at AS crawled_at
+      FROM sync_checkpoints c
+      WHERE c.run_id = :run_id AND c.account = :account AND c.follow_type = :follow_type) n
+WHERE follow_lists.account = :account AND follow_lists.follow_type = :follow_type
+  AND (follow_lists.items IS DISTINCT FROM n.items
+       OR follow_lists.crawled_at IS NULL OR follow_lists.crawled_at < n.crawled_at
+       OR follow_lists.live_from < n.crawled_at)
 """)
 
 
@@ -245,10 +263,22 @@ def mark_unlisted(conn: sa.Connection, d: Dialect, params: dict[str, Any]) -> in
     return d.mark_removed(conn, where=_UNLISTED, source=source, params=params)
 
 
-def record_baselines(conn: sa.Connection, params: dict[str, Any]) -> None:
+def record_baselines(
+    conn: sa.Connection, params: dict[str, Any], starts: Sequence[tuple[str, int, Any]]
+) -> None:
     """The staged lists that end are baselines from now on, with their size and their
-    crawl's start; their live_from moves past that start."""
-    conn.execute(_BASELINES, params)
+    crawl's start; their live_from moves past that start. ``starts``: (account, follow_type,
+    crawl start as staged) of each list still staged. A list whose row would not change is
+    not written."""
+    conn.execute(_NEW_BASELINES, params)
+    if starts:
+        conn.execute(
+            _MOVED_BASELINE,
+            [
+                {"run_id": params["run_id"], "account": a, "follow_type": t, "crawled_at": at}
+                for a, t, at in starts
+            ],
+        )
 
 
 def mark_all_removed(

@@ -11,7 +11,7 @@ leases, which the run's counters do not count; cursors move in etl.store.cursors
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -71,7 +71,14 @@ def open_elsewhere(conn: sa.Connection, run_id: int, owner: str) -> int:
     )
 
 
-def hold(conn: sa.Connection, run_id: int, owner: str, keys: Iterable[Key]) -> set[Key] | None:
+def hold(
+    conn: sa.Connection,
+    run_id: int,
+    owner: str,
+    keys: Iterable[Key],
+    *,
+    advancing: Collection[Key] = (),
+) -> set[Key] | None:
     """The lists among ``keys`` that ``owner`` still holds, locked until the transaction ends;
     None when the run is no longer open (done, or abandoned): the batch writes nothing at all.
 
@@ -82,11 +89,19 @@ def hold(conn: sa.Connection, run_id: int, owner: str, keys: Iterable[Key]) -> s
     ``runs.close_run`` (which update that row) wait for the batches in flight, and every batch
     after them finds the run closed. (FOR KEY SHARE would not do: it lets an UPDATE of the
     row's other columns through; the counters' foreign key takes that one anyway.)
+    Lists in ``advancing`` (the batch's pages move their cursors: etl.store.cursors.advance,
+    with the owner, the batch's next statement) are checked here but locked by that update,
+    which leaves out any a claim took over in between: the batch then writes nothing for it.
     """
     wanted = list(keys)
     if not wanted:
         return set()
-    return dialect_of(conn).hold(conn, run_id, owner, wanted)
+    d = dialect_of(conn)
+    held = d.hold(conn, run_id, owner, [k for k in wanted if k not in advancing])
+    checked = [k for k in wanted if k in advancing]
+    if held is None or not checked:
+        return held
+    return held | d.leased(conn, run_id, owner, checked)
 
 
 def release(conn: sa.Connection, run_id: int, owner: str) -> None:

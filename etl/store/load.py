@@ -47,6 +47,34 @@ class Written:
     profiles: int = 0  # profile versions stored for the first time
 
 
+# The staged lists' statistics are made again only when a batch stages REANALYZE_FACTOR times
+# more or fewer lists than the last ANALYZE on the connection saw (and more than SMALL_STAGE):
+# the plans need their order of magnitude, and each ANALYZE writes the table's pg_statistic and
+# pg_class rows (WAL: about 95 bytes a list on an unchanged re-sync of small lists, when every
+# batch analyzed, issue 18).
+REANALYZE_FACTOR = 4
+SMALL_STAGE = 16  # up to this many lists, the order of magnitude is the same
+_ANALYZED = "etl.store.load.analyzed_lists"  # in the DBAPI connection's info: rows analyzed
+
+
+def _analyze_lists(conn: sa.Connection, d: Dialect, rows: int) -> None:
+    info = conn.connection.info
+    last = info.get(_ANALYZED)
+    if last is not None and (
+        max(rows, last) <= REANALYZE_FACTOR * min(rows, last) or max(rows, last) <= SMALL_STAGE
+    ):
+        return
+    d.analyze(conn, "stage_lists")
+    info[_ANALYZED] = rows
+    # A rollback undoes the statistics: then analyze again next time.
+    sa.event.listen(conn, "rollback", _forget_analyzed, once=True)
+
+
+def _forget_analyzed(conn: sa.Connection) -> None:
+    if not conn.invalidated and not conn.closed:
+        conn.connection.info.pop(_ANALYZED, None)
+
+
 class Loader:
     """Writes batches on connections of one backend; makes their staging tables on first use.
     A completed list whose removals would be a mass removal (``thresholds``, etl.holds) is
@@ -110,7 +138,7 @@ class Loader:
         now = params["now"]
         rows = [(*p.key, p.mode.fresh, d.bind_time(p.started or now)) for p in ending]
         d.stage(conn, stage_lists, rows)
-        d.analyze(conn, "stage_lists")
+        _analyze_lists(conn, d, len(rows))
         searched = [p for p in ending if p.mode.searches]
         if any(p.mode.had_seen for p in ending):
             written.recrawl = seen.lost(conn, run_id)
@@ -126,7 +154,9 @@ class Loader:
             # live_from on).
             events_from = self._run_events(conn, run_id)
             reconcile.record(conn, d, {**params, "events_from": events_from})
-        edges.record_baselines(conn, params)
+        gone = {*written.recrawl, *(h.key for h in written.held)}  # unstaged above
+        starts = [(a, t, at) for a, t, _, at in rows if (a, t) not in gone]
+        edges.record_baselines(conn, params, starts)
         if any(p.mode.had_seen for p in ending):
             seen.forget_ending(conn, run_id)
 

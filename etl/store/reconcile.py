@@ -99,17 +99,17 @@ def _reconcile(list_row: str) -> sa.TextClause:
 
 
 # The SET expression of follow_lists.live_from in the statement that records the baselines of
-# the lists that end (etl.store.edges; ``excluded`` is the staged list, crawled_at its crawl's
+# the lists that end (etl.store.edges; ``{new}`` is the staged list, crawled_at its crawl's
 # start). NULL stays NULL (no callback since the last crawl), and so does a live_from at or
 # after the start (read from the row as it stands when the statement locks it, which a
 # callback committed meanwhile may have set: its event may be too new for this statement to
 # see); any other moves to the first callback event since the start, if any.
 NEXT_LIVE_FROM = """CASE
-    WHEN follow_lists.live_from IS NULL OR follow_lists.live_from >= excluded.crawled_at
+    WHEN follow_lists.live_from IS NULL OR follow_lists.live_from >= {new}.crawled_at
     THEN follow_lists.live_from
     ELSE (SELECT min(v.observed_at) FROM follow_edge_events v
-          WHERE v.account = excluded.account AND v.follow_type = excluded.follow_type
-            AND v.observed_at >= excluded.crawled_at AND v.source = 'callback')
+          WHERE v.account = {new}.account AND v.follow_type = {new}.follow_type
+            AND v.observed_at >= {new}.crawled_at AND v.source = 'callback')
     END"""
 
 

@@ -25,7 +25,7 @@ from etl.store.types import ProfileSequence
 from etl.tencent.profile import STANDARD_TAGS
 
 # The Alembic revision these tables describe; a test checks it is the newest migration.
-SCHEMA_REVISION = "0011"
+SCHEMA_REVISION = "0012"
 
 # Lists a claim may take (a held list: its confirming crawl, see etl.holds).
 OPEN_STATUSES = "status IN ('pending', 'running', 'failed', 'held')"

@@ -43,8 +43,9 @@ _COUNT_SEEN = sa.text(
 )
 
 # Every list's new sync_seen rows and its seen counter in one statement (PostgreSQL). Each
-# list's checkpoint is found by its key on its own and updated by its ctid (the batch holds
-# its lock): no join that reads the whole run (see HOLD in etl.store.dialect.postgres_checkpoints).
+# list's checkpoint is found by its key on its own and updated by its ctid (the batch's
+# advance updated and locked it first): no join that reads the whole run (see HOLD in
+# etl.store.dialect.postgres_checkpoints).
 _REMEMBER_ALL = sa.text("""
 WITH added AS (
     INSERT INTO sync_seen (run_id, account, follow_type, to_account)

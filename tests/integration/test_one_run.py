@@ -461,3 +461,27 @@ def test_verify_repair_beside_an_unfinished_sync_records_no_false_event(
     assert found == wanted
     stored = stored_lists(engine)
     assert {k: stored.get(k, {}) for k in disagreeing} == {k: after[k] for k in disagreeing}
+
+
+def test_a_list_taken_over_after_hold_checked_it_is_not_written(pg_engine: sa.Engine) -> None:
+    """hold checks a batch's lists with pages without locking them (the cursors' update
+    does): a claim that takes one over in between leaves the update nothing to move, and the
+    writer nothing to write for it."""
+    run_id = open_run(pg_engine, "one", [LIST])
+    me, other = register(pg_engine), register(pg_engine)
+    claim_all(pg_engine, run_id, me.id)
+    with pg_engine.connect() as conn, conn.begin():
+        assert leases.hold(conn, run_id, me.id, [LIST], advancing={LIST}) == {LIST}
+        with pg_engine.begin() as claimer:  # what a claim does once it finds the lease void
+            claimer.execute(
+                sa.text("UPDATE sync_checkpoints SET lease_owner = :o WHERE run_id = :r"),
+                {"o": other.id, "r": run_id},
+            )
+        part = ListPart(*LIST, edges={"x": T}, pages=1, next_cursor="n", mode=Mode.FIRST)
+        now = datetime.now(UTC)
+        assert cursors.advance(conn, run_id, [part], now, owner=me.id) == set()
+        assert cursors.advance(conn, run_id, [part], now, owner=other.id) == {LIST}
+    row = checkpoint_row(pg_engine, run_id, LIST)
+    assert (row.lease_owner, row.cursor, row.status) == (other.id, "n", "running")
+    with pg_engine.connect() as conn:
+        assert runs.counts(conn, run_id) == runs.recount(conn, run_id)

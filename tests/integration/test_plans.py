@@ -112,6 +112,8 @@ def plans(engine: sa.Engine, statements: Captured) -> list[list[tuple[str, str |
     result = []
     with engine.connect() as conn:
         for statement, parameters in statements:
+            if isinstance(parameters, list):  # executemany: one statement a row, one plan
+                parameters = parameters[0]
             raw = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
             doc = raw.scalar_one()
             plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]
@@ -233,7 +235,8 @@ def test_a_batch_of_a_run_newer_than_the_statistics_reads_its_lists_by_key(
         ]
         cursors.advance(conn, new_run, parts, NOW)
         loader.dialect.stage(conn, stage_lists, [(a, t, True, NOW) for a, t in keys])
-        edges.record_baselines(conn, {"run_id": new_run, "now": NOW})
+        starts = [(a, t, NOW) for a, t in keys]
+        edges.record_baselines(conn, {"run_id": new_run, "now": NOW}, starts)
 
     prefixes = ("SELECT c.account", "WITH v AS", "INSERT INTO follow_lists")
     found = explained_in_place(history, batch, prefixes)
@@ -364,10 +367,14 @@ def test_reconciling_completed_lists_reads_their_events_by_index(history: sa.Eng
         loader.dialect.analyze(conn, "stage_lists")
         params = {"run_id": RUN, "now": NOW, "events_from": NOW - reconcile.EVENTS_MARGIN}
         assert reconcile.record(conn, loader.dialect, params) > 0
-        edges.record_baselines(conn, {"run_id": RUN, "now": NOW})
+        edges.record_baselines(conn, {"run_id": RUN, "now": NOW}, [(a, t, NOW) for a, t in keys])
 
-    found = explained_in_place(history, end, ("WITH listed", "INSERT INTO follow_lists"))
-    assert len(found) == 2
+    found = explained_in_place(
+        history, end, ("WITH listed", "INSERT INTO follow_lists", "UPDATE follow_lists")
+    )
+    assert len(found) == 3
+    # The baselines' update finds each list's row by its key, never by reading follow_lists.
+    assert ("Index Scan", "follow_lists", "pk_follow_lists") in found[2], found[2]
     for plan in found:
         # Index scans name their index; a bitmap heap scan's index is its child's.
         events = {index for _, rel, index in plan if rel == "follow_edge_events" and index}
@@ -429,6 +436,8 @@ def explained_in_place(
         call(conn, loader)
         sa.event.remove(conn, "before_cursor_execute", record)
         for statement, parameters in sent:
+            if isinstance(parameters, list):  # executemany: one statement a row, one plan
+                parameters = parameters[0]
             raw = conn.exec_driver_sql(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
             doc = raw.scalar_one()
             plan = (json.loads(doc) if isinstance(doc, str) else doc)[0]["Plan"]

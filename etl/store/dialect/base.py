@@ -78,8 +78,7 @@ class Dialect:
     # Transactions run side by side: a batch's 'added' events come from the statement that
     # writes its edges (a data-modifying WITH), not from a lookup before it (etl.store.edges).
     writes_with_events: ClassVar[bool] = False
-    # A failed statement can be undone alone (SAVEPOINT) and the transaction go on.
-    savepoints: ClassVar[bool] = False
+    savepoints: ClassVar[bool] = False  # a failed statement can be undone alone (SAVEPOINT)
     returned: ClassVar[str]  # the columns MARK returns
     # Row sets (rowsets.rows): the elements of the JSON array :{name}, as x; element {i} of
     # x as the SQL type {kind}.
@@ -245,6 +244,24 @@ class Dialect:
         """Move the checkpoints of ``parts`` on; return their rows as they were before
         (account, follow_type, status, failures, pages, items)."""
         raise NotImplementedError
+
+    def leased(
+        self, conn: sa.Connection, run_id: int, owner: str, wanted: Sequence[Key]
+    ) -> set[Key]:
+        """The lists among ``wanted`` that ``owner`` still holds, checked but not locked:
+        ``advance_leased`` locks them (SQLite: its one writer holds the database)."""
+        return self.hold(conn, run_id, owner, wanted) or set()
+
+    def advance_leased(
+        self,
+        conn: sa.Connection,
+        run_id: int,
+        parts: Sequence[ListPart],
+        now: datetime,
+        owner: str,
+    ) -> list[Row]:
+        """``advance``, of the lists ``owner`` still leases only (the others are left out)."""
+        return self.advance(conn, run_id, parts, now)
 
 
 def expires(seconds: float, local: Clock) -> sa.ColumnElement[datetime]:

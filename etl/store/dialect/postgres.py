@@ -22,7 +22,15 @@ from etl.store.dialect.base import (
     machine_now,
     text,
 )
-from etl.store.dialect.postgres_checkpoints import ADVANCE, CLAIMS, HOLD, RUN_OPEN
+from etl.store.dialect.postgres_checkpoints import (
+    ADVANCE,
+    CLAIMS,
+    HOLD,
+    LEASED,
+    RUN_OPEN,
+    advance_params,
+    leased_keys,
+)
 from etl.store.dialect.postgres_session import PG_CONNECT, read_only_is_a_disconnect
 from etl.store.meta import Timestamp
 from etl.store.rows import Key, ListPart, ListState
@@ -267,28 +275,24 @@ class Postgres(Dialect):
     ) -> set[Key] | None:
         if conn.execute(RUN_OPEN, {"run_id": run_id}).first() is None:
             return None
-        params = {
-            "run_id": run_id,
-            "owner": owner,
-            "accounts": [account for account, _ in wanted],
-            "types": [follow_type for _, follow_type in wanted],
-        }
-        return {(r.account, r.follow_type) for r in conn.execute(HOLD, params)}
+        return leased_keys(conn, HOLD, run_id, owner, wanted)
+
+    def leased(
+        self, conn: sa.Connection, run_id: int, owner: str, wanted: Sequence[Key]
+    ) -> set[Key]:
+        return leased_keys(conn, LEASED, run_id, owner, wanted)
 
     def advance(
         self, conn: sa.Connection, run_id: int, parts: Sequence[ListPart], now: datetime
     ) -> list[Row]:
-        params = {
-            "run_id": run_id,
-            "now": now,
-            "accounts": [p.account for p in parts],
-            "types": [p.follow_type for p in parts],
-            "cursors": [p.next_cursor for p in parts],
-            "pages": [p.pages for p in parts],
-            "items": [len(p.edges) for p in parts],
-            "complete": [p.mode.ends for p in parts],
-            "restarted": [p.mode.restarted for p in parts],
-            "fresh": [p.mode.fresh for p in parts],
-            "started": [p.started or now if p.mode.restarted else None for p in parts],
-        }
-        return list(conn.execute(ADVANCE, params))
+        return list(conn.execute(ADVANCE, advance_params(run_id, parts, now, None)))
+
+    def advance_leased(
+        self,
+        conn: sa.Connection,
+        run_id: int,
+        parts: Sequence[ListPart],
+        now: datetime,
+        owner: str,
+    ) -> list[Row]:
+        return list(conn.execute(ADVANCE, advance_params(run_id, parts, now, owner)))

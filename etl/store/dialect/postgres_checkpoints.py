@@ -1,5 +1,5 @@
 """The statements of a run's checkpoints on PostgreSQL (sync_checkpoints): the claim, the
-batch's hold and advance. etl.store.dialect.postgres runs them.
+batch's hold (or its unlocked check) and advance. etl.store.dialect.postgres runs them.
 
 Each reads its lists through the indexes whatever the planner believes of the run: a run newer
 than the statistics looks tiny to it, and a plan that joins or scans "the few rows of the run"
@@ -8,8 +8,13 @@ then reads every checkpoint of the run (tests/integration/test_plans.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
 import sqlalchemy as sa
 
+from etl.store.rows import Key, ListPart
 from etl.store.schema import MAX_FAILURES, OPEN_STATUSES, sync_checkpoints
 
 # One statement: pick free lists of an open run without waiting for other claimers (touched
@@ -66,24 +71,30 @@ CLAIMS = {
 # A share lock on the run's row, before any other lock of the batch (etl.store.leases.hold).
 RUN_OPEN = sa.text("SELECT 1 FROM sync_runs WHERE id = :run_id AND status = 'running' FOR SHARE")
 # The batch's keys as two arrays: one fixed text whatever the batch's size (prepared once).
-# Each key is looked up on its own (a LATERAL subquery that locks: never pulled up into a
-# join), so no plan reads the whole run: a generic plan made while the statistics still
-# thought the run small did, a hash join over every checkpoint of the run, for every batch.
-HOLD = sa.text("""
+# Each key is looked up on its own (a LATERAL subquery that locks, or has OFFSET 0: never
+# pulled up into a join), so no plan reads the whole run: a generic plan made while the
+# statistics still thought the run small did, a hash join over every checkpoint of the run,
+# for every batch.
+_HOLD = """
 SELECT c.account, c.follow_type
 FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[])) AS v(account, follow_type)
 CROSS JOIN LATERAL (
     SELECT x.account, x.follow_type FROM sync_checkpoints x
     WHERE x.run_id = :run_id AND x.account = v.account AND x.follow_type = v.follow_type
       AND x.lease_owner = :owner
-    FOR UPDATE) c
-""")
+    {lock}) c
+"""
+HOLD = sa.text(_HOLD.format(lock="FOR UPDATE"))
+# The lists the batch's advance updates, checked, not locked: a row lock is a WAL record (54
+# bytes a list); the advance, the batch's next statement, locks them and checks the lease again.
+LEASED = sa.text(_HOLD.format(lock="OFFSET 0"))
 
-# One statement: the old standing of each list (for the run's counters; the CTEs see the rows
-# as they were before the UPDATE, which hold has locked), and the update itself. Each key is
-# looked up by the primary key on its own (LATERAL, OFFSET 0: never a join that reads the
-# whole run, see HOLD); the update finds its rows by the keys the lookup returned, run id
-# included, so the planner has no "rows of this run" to scan, only keys to look up.
+# One statement: the old standing of each list moved (for the run's counters; the CTEs see the
+# rows as they were before the UPDATE), and the update itself: with an owner, of the lists it
+# still leases only (a list a claim took over since hold checked it is left out). Each key is
+# looked up by the primary key on its own (LATERAL, OFFSET 0: see HOLD); the update finds its
+# rows by the keys the lookup returned, run id included, so the planner has no "rows of this
+# run" to scan, only keys to look up.
 ADVANCE = sa.text("""
 WITH v AS (
     SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:types AS smallint[]),
@@ -115,8 +126,41 @@ WITH v AS (
         updated_at = :now
     FROM old o
     WHERE c.run_id = o.run_id AND c.account = o.account AND c.follow_type = o.follow_type
+      AND (CAST(:owner AS text) IS NULL OR c.lease_owner = CAST(:owner AS text))
+    RETURNING c.account, c.follow_type
 )
-SELECT account, follow_type, was AS status, failures, pages_before AS pages,
-    items_before AS items
-FROM old
+SELECT o.account, o.follow_type, o.was AS status, o.failures, o.pages_before AS pages,
+    o.items_before AS items
+FROM old o JOIN moved m ON m.account = o.account AND m.follow_type = o.follow_type
 """).bindparams(sa.bindparam("now", type_=sync_checkpoints.c.updated_at.type))
+
+
+def leased_keys(
+    conn: sa.Connection, statement: sa.TextClause, run_id: int, owner: str, keys: Sequence[Key]
+) -> set[Key]:
+    """The lists among ``keys`` that ``owner`` leases (HOLD: and locked)."""
+    if not keys:
+        return set()
+    params = {"run_id": run_id, "owner": owner, "accounts": [a for a, _ in keys]}
+    params["types"] = [t for _, t in keys]
+    return {(r.account, r.follow_type) for r in conn.execute(statement, params)}
+
+
+def advance_params(
+    run_id: int, parts: Sequence[ListPart], now: datetime, owner: str | None
+) -> dict[str, Any]:
+    """ADVANCE's parameters (``owner`` None: whoever leases the lists)."""
+    return {
+        "run_id": run_id,
+        "owner": owner,
+        "now": now,
+        "accounts": [p.account for p in parts],
+        "types": [p.follow_type for p in parts],
+        "cursors": [p.next_cursor for p in parts],
+        "pages": [p.pages for p in parts],
+        "items": [len(p.edges) for p in parts],
+        "complete": [p.mode.ends for p in parts],
+        "restarted": [p.mode.restarted for p in parts],
+        "fresh": [p.mode.fresh for p in parts],
+        "started": [p.started or now if p.mode.restarted else None for p in parts],
+    }
