@@ -29,6 +29,8 @@ from etl.tencent.client import FollowClient
 
 log = logging.getLogger(__name__)
 
+SHARED_MARGIN = 0.98  # of its share a process uses when several share the run's budget
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -210,10 +212,9 @@ class _Share:
         peers = max(1, peers)
         if peers != self.peers:
             self.peers = peers
-            # Each process spaces its own calls and their phases drift, but none starts more
-            # than floor(its share) in any second (etl.tencent.pacer): together, never more
-            # than the budget, with no share kept back.
-            self.client.pacer.set_rate(self.rate / peers)
+            # Each process spaces its own calls; their phases drift, so a 1-second window can
+            # catch one extra call of each. Sharing processes keep 2% back to absorb that.
+            self.client.pacer.set_rate(self.rate / peers * (SHARED_MARGIN if peers > 1 else 1))
             log.debug(
                 "pacing at %.1f calls/s (%d processes share %.1f)",
                 self.rate / peers,
