@@ -244,11 +244,20 @@ def _insert_fresh(conn: sa.Connection, statements: _Statements, params: dict[str
     savepoint = conn.begin_nested()
     try:
         conn.execute(statements.insert_fresh_plain, params)
-    except sa.exc.IntegrityError:
+    except sa.exc.IntegrityError as exc:
+        _forget(exc)
         savepoint.rollback()
         conn.execute(statements.insert_fresh, params)
     else:
         savepoint.commit()
+
+
+def _forget(exc: BaseException | None) -> None:
+    """Drop the tracebacks of a handled error and its causes: their frames hold the error and
+    the connection in a cycle, which would keep the connection for the cyclic collector."""
+    while exc is not None:
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
 
 
 def removal_counts(conn: sa.Connection, d: Dialect, params: dict[str, Any]) -> dict[Key, int]:
