@@ -308,7 +308,9 @@ class BenchDatabase:
         try:
             with self.engine.connect() as conn:
                 conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_walinspect"))
-            holder = self.engine.connect()
+            # AUTOCOMMIT: a holder idle in a transaction held the database's xmin horizon
+            # back for the whole case, and every sync measured beside it ran slower.
+            holder = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             pid = holder.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
             self._own_pids.append(int(pid))
             holder.execute(
