@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from etl.crawl.known import KnownProfiles, digest_mark
-from etl.tencent.page import FollowItem, Page, WireItem
+from etl.tencent.page import FollowItem, Page
 from etl.tencent.profile import Unstorable, columns, profile_sequence
 from etl.tencent.rows import UNSTORABLE, PageRows, Profile, follow_time, quarantine
 from etl.tencent.text import key_problem
@@ -75,8 +75,7 @@ def _item_rows(
     if data is not None and known_mark == hash(data):
         return  # the very bytes of a version known stored: the common case, kept cheap
     tags, text, raw, digest, plain = item.snapshot()
-    wire = isinstance(item, WireItem)  # its bytes are the answer's: equal bytes, equal content
-    mark = hash(data) if data is not None and (wire or plain) else digest_mark(digest)
+    mark = hash(data) if data is not None and (item.wire or plain) else digest_mark(digest)
     if known_mark == digest_mark(digest):
         known.remember(key, mark)  # the same content in other bytes: next time, a lookup
         return

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -36,6 +36,8 @@ MAX_CURSOR_CHARS = 65_536  # Tencent's cursors are short tokens; the sandbox's a
 class FollowItem(msgspec.Struct, gc=False):
     """One FollowItem of a page with a string To_Account, its ProfileItem as parsed JSON."""
 
+    # Whether equal profile_bytes always mean equal content (else only for a plain snapshot).
+    wire: ClassVar[bool] = False
     To_Account: str
     FollowTime: Any = None
     ProfileItem: Any = None
@@ -59,6 +61,7 @@ class FollowItem(msgspec.Struct, gc=False):
 class WireItem(FollowItem, gc=False):
     """A FollowItem decoded from the answer's bytes: its ProfileItem is those bytes."""
 
+    wire: ClassVar[bool] = True
     ProfileItem: msgspec.Raw = msgspec.Raw(b"null")
 
     def profile_bytes(self) -> bytes:
